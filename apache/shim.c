@@ -1,0 +1,69 @@
+/* shim.c: the few things httpd and APR offer only as macros or static inline functions
+ * (bucket-brigade insertion, the module's log index). Runs in the httpd child. */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "util_filter.h"
+#include "apr_buckets.h"
+
+/* Pass `len` bytes as a transient bucket (optionally followed by a flush bucket) down the
+ * output filter chain, then empty the brigade for reuse. */
+apr_status_t rwsgi_shim_pass_data(request_rec *r, apr_bucket_brigade *bb, const char *data,
+                                  apr_size_t len, int flush)
+{
+    apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
+    apr_status_t rv;
+    if (len > 0) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(data, len, ba));
+    }
+    if (flush) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));
+    }
+    if (APR_BRIGADE_EMPTY(bb)) {
+        return APR_SUCCESS;
+    }
+    rv = ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    return rv;
+}
+
+/* Send `len` bytes of an open APR file from `offset` as file buckets. */
+apr_status_t rwsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, apr_file_t *file,
+                                  apr_off_t offset, apr_off_t len)
+{
+    apr_status_t rv;
+    apr_brigade_insert_file(bb, file, offset, len, r->pool);
+    rv = ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    return rv;
+}
+
+/* End the response: EOS, or (abort != 0) an error bucket first, which makes httpd close the
+ * connection without a clean end (no last chunk), so the client sees a truncated response. */
+apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, int abort)
+{
+    apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
+    apr_status_t rv;
+    if (abort) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, ba));
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(ba));
+    rv = ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    return rv;
+}
+
+/* Read up to `len` bytes of the request body (already dechunked by the HTTP input filter).
+ * Returns the count, 0 at the end of the body, or -1 on error. */
+long rwsgi_shim_read_body(request_rec *r, char *buf, apr_size_t len)
+{
+    return ap_get_client_block(r, buf, len);
+}
+
+/* sizeof guards: asserted against the Rust layout at load time. */
+apr_size_t rwsgi_shim_sizeof_request_rec(void) { return sizeof(request_rec); }
+apr_size_t rwsgi_shim_sizeof_server_rec(void) { return sizeof(server_rec); }
+apr_size_t rwsgi_shim_sizeof_conn_rec(void) { return sizeof(conn_rec); }

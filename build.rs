@@ -1,0 +1,163 @@
+//! Build script (runs on the build host, never in httpd): finds Apache's headers through
+//! `apxs -q`, generates the FFI bindings with bindgen, compiles the small C shim, and pins the
+//! Python interpreter that pyo3 links against.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Stops the build with one line that names the fix.
+fn fail(msg: &str) -> ! {
+    eprintln!("\nmod_rwsgi build error: {msg}\n");
+    std::process::exit(1);
+}
+
+fn apxs_query(apxs: &str, var: &str) -> String {
+    let out = Command::new(apxs)
+        .args(["-q", var])
+        .output()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot run `{apxs}` ({e}): install the Debian package apache2-dev \
+             (apt-get install apache2-dev), or set APXS=/path/to/apxs"
+            ))
+        });
+    if !out.status.success() {
+        fail(&format!(
+            "`{apxs} -q {var}` failed: install apache2-dev or set APXS=/path/to/apxs"
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn python_query(python: &str, code: &str) -> String {
+    let out = Command::new(python)
+        .args(["-c", code])
+        .output()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot run the Python interpreter `{python}` ({e}): install python3 and \
+             libpython3-dev, or set PYO3_PYTHON to the interpreter Apache should load"
+            ))
+        });
+    if !out.status.success() {
+        fail(&format!(
+            "`{python}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=apache/wrapper.h");
+    println!("cargo:rerun-if-changed=apache/shim.c");
+    println!("cargo:rerun-if-env-changed=APXS");
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+
+    // --- Apache: every include dir and define comes from apxs, never hard-coded.
+    let apxs = env::var("APXS").unwrap_or_else(|_| {
+        if Path::new("/usr/bin/apxs").exists() {
+            "/usr/bin/apxs".into()
+        } else {
+            "apxs".into()
+        }
+    });
+    let inc = apxs_query(&apxs, "INCLUDEDIR");
+    let apr_inc = apxs_query(&apxs, "APR_INCLUDEDIR");
+    let defs: Vec<String> = apxs_query(&apxs, "EXTRA_CPPFLAGS")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if !Path::new(&inc).join("httpd.h").exists() {
+        fail(&format!("httpd.h not found in {inc}: install apache2-dev"));
+    }
+
+    let mut cc = cc::Build::new();
+    cc.file("apache/shim.c")
+        .include(&inc)
+        .include(&apr_inc)
+        .warnings(true);
+    for d in &defs {
+        if let Some(d) = d.strip_prefix("-D") {
+            match d.split_once('=') {
+                Some((k, v)) => cc.define(k, Some(v)),
+                None => cc.define(d, None),
+            };
+        }
+    }
+    cc.compile("rwsgi_shim");
+
+    let builder = bindgen::Builder::default()
+        .header("apache/wrapper.h")
+        .clang_arg(format!("-I{inc}"))
+        .clang_arg(format!("-I{apr_inc}"))
+        .clang_args(&defs)
+        .allowlist_type(
+            "module|command_rec|cmd_parms|request_rec|server_rec|conn_rec|process_rec|\
+             apr_table_entry_t|apr_array_header_t|apr_finfo_t|ap_filter_t|ap_filter_rec_t|\
+             core_dir_config|apr_sockaddr_t|apr_bucket_brigade|apr_file_t|ap_regex_t|ap_regmatch_t",
+        )
+        .allowlist_function(
+            "ap_hook_(handler|child_init|post_config|translate_name|pre_config)|\
+             ap_log_(error|rerror)_|ap_set_content_type|ap_set_content_length|ap_get_module_config|\
+             ap_set_module_config|ap_mpm_query|ap_state_query|ap_get_server_banner|\
+             ap_get_server_description|ap_get_server_name_for_url|ap_get_server_port|\
+             ap_document_root|ap_context_prefix|ap_context_document_root|ap_run_http_scheme|\
+             ap_setup_client_block|ap_should_client_block|ap_allow_options|ap_find_linked_module|\
+             ap_check_cmd_context|ap_get_limit_req_body|ap_discard_request_body|ap_server_root_relative|\
+             ap_run_generate_log_id|ap_get_core_module_config|ap_regcomp|ap_regexec|ap_pregsub|\
+             ap_regfree|ap_rflush|ap_get_server_built|ap_pregcomp|\
+             apr_palloc|apr_pstrdup|apr_pstrmemdup|apr_table_(get|set|setn|add|addn|unset|elts|make)|\
+             apr_pool_cleanup_(register|null|kill)|apr_brigade_create|apr_brigade_cleanup|\
+             apr_file_open|apr_file_close|apr_ipsubnet_(create|test)|apr_sockaddr_info_get|\
+             apr_time_now|apr_pool_userdata_(get|set)|apr_dynamic_fn_retrieve",
+        )
+        .allowlist_var(
+            "MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|APLOG_.*|AP_MPMQ_.*|AP_SQ_.*|\
+             RSRC_CONF|ACCESS_CONF|OR_.*|REQUEST_CHUNKED_.*|OPT_.*|GLOBAL_ONLY|NOT_IN_.*|\
+             AP_REQ_.*|APR_SUCCESS|APR_READ|APR_SENDFILE_ENABLED|APR_OS_DEFAULT|APR_REG|APR_DIR|\
+             APR_FILEPATH_.*|AP_FTYPE_.*|M_GET|ap_server_conf|AP_CGI_PASS_AUTH_.*|APR_UNSPEC",
+        )
+        .derive_default(true)
+        .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
+        .layout_tests(false)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    let bindings =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.generate()))
+            .unwrap_or_else(|_| {
+                fail(
+                    "bindgen could not load libclang: install the Debian package libclang-dev \
+             (or set LIBCLANG_PATH)",
+                )
+            });
+    let bindings = bindings.unwrap_or_else(|e| fail(&format!("bindgen failed: {e}")));
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings.rs");
+
+    // --- Python: the interpreter whose libpython Apache will load (Debian: /usr/bin/python3).
+    let python = env::var("PYO3_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let info = python_query(
+        &python,
+        "import sys, sysconfig; print(sys.executable); \
+         print('%d.%d' % sys.version_info[:2]); \
+         print(sysconfig.get_config_var('LIBDIR') or ''); \
+         print(sysconfig.get_config_var('LDLIBRARY') or ''); print(sys.prefix)",
+    );
+    let lines: Vec<&str> = info.lines().collect();
+    if lines.len() < 5 {
+        fail(&format!("unexpected answer from `{python}`: {info}"));
+    }
+    let (exe, version, libdir, ldlib, prefix) = (lines[0], lines[1], lines[2], lines[3], lines[4]);
+    if !Path::new(libdir).join(ldlib).exists() {
+        fail(&format!(
+            "{libdir}/{ldlib} not found: install the Debian package libpython{version}-dev \
+             (python3-dev), the shared libpython that Apache will load"
+        ));
+    }
+    println!("cargo:rustc-env=RWSGI_PYTHON_EXECUTABLE={exe}");
+    println!("cargo:rustc-env=RWSGI_PYTHON_VERSION={version}");
+    println!("cargo:rustc-env=RWSGI_PYTHON_PREFIX={prefix}");
+}

@@ -1,0 +1,521 @@
+//! The httpd side: the exported `rwsgi_module`, the directive table, per-server/per-directory
+//! configuration objects, hook registration with a panic guard at every `extern "C"` entry, and
+//! error-log helpers. Directives run in the httpd parent; hooks in the parent (pre/post_config)
+//! and the httpd children (child_init, translate_name, handler).
+
+pub mod request;
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{self, Applied, Context, DirConfig, GlobalConfig, ServerConfig, Targets};
+use crate::error::Code;
+use crate::ffi::*;
+use crate::python;
+use crate::wsgi::adapter::{Level, LogFn};
+
+// ------------------------------------------------------------------------------------------
+// The module structure and directive table
+
+const N_DIRECTIVES: usize = config::DIRECTIVES.len();
+
+const fn build_commands() -> [command_rec; N_DIRECTIVES + 1] {
+    let mut out = [command_rec {
+        name: ptr::null(),
+        func: cmd_func { raw_args: None },
+        cmd_data: ptr::null_mut(),
+        req_override: 0,
+        args_how: 0,
+        errmsg: ptr::null(),
+    }; N_DIRECTIVES + 1];
+    let mut i = 0;
+    while i < N_DIRECTIVES {
+        let d = &config::DIRECTIVES[i];
+        out[i] = command_rec {
+            name: d.c_name.as_ptr(),
+            func: cmd_func {
+                raw_args: Some(directive_entry),
+            },
+            // The directive's index in the table travels as the command's data pointer.
+            cmd_data: ptr::without_provenance_mut(i),
+            req_override: match d.context {
+                Context::Server => RSRC_CONF,
+                Context::ServerDir => RSRC_CONF | ACCESS_CONF,
+                Context::FileInfo => OR_FILEINFO,
+                Context::AuthCfg => OR_AUTHCFG,
+            },
+            args_how: cmd_how_RAW_ARGS,
+            errmsg: d.c_usage.as_ptr(),
+        };
+        i += 1;
+    }
+    out
+}
+
+/// httpd keeps pointers into this table and never writes it; `static mut` only because
+/// `command_rec` holds raw pointers (not `Sync`).
+static mut COMMANDS: [command_rec; N_DIRECTIVES + 1] = build_commands();
+
+/// The symbol named by `LoadModule rwsgi_module …`. httpd writes into it (`module_index`,
+/// `next`, `dynamic_load_handle`), so it must live in writable memory: `static mut`.
+#[unsafe(no_mangle)]
+pub static mut rwsgi_module: module = module {
+    version: MODULE_MAGIC_NUMBER_MAJOR,
+    minor_version: MODULE_MAGIC_NUMBER_MINOR,
+    module_index: -1,
+    name: c"mod_rwsgi.c".as_ptr(),
+    dynamic_load_handle: ptr::null_mut(),
+    next: ptr::null_mut(),
+    magic: MODULE_MAGIC_COOKIE as std::os::raw::c_ulong,
+    rewrite_args: None,
+    create_dir_config: Some(create_dir_config),
+    merge_dir_config: Some(merge_dir_config),
+    create_server_config: Some(create_server_config),
+    merge_server_config: Some(merge_server_config),
+    cmds: &raw const COMMANDS as *const command_rec,
+    register_hooks: Some(register_hooks),
+    flags: 0,
+};
+
+/// This module's index in httpd's per-module vectors.
+fn module_index() -> c_int {
+    // SAFETY: httpd assigns module_index once at load time; reading an int is race-free here.
+    unsafe { (*(&raw const rwsgi_module)).module_index }
+}
+
+fn module_ptr() -> *const module {
+    &raw const rwsgi_module
+}
+
+// ------------------------------------------------------------------------------------------
+// Panic guard: no panic may unwind into httpd.
+
+/// Runs `f`, turning a panic into a logged `RW0999` and `default`.
+pub(crate) fn guard<T>(what: &str, default: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            log_server(
+                ptr::null_mut(),
+                APLOG_CRIT,
+                &format!("{}: panic in {what}: {msg}", Code::Panic.as_str()),
+            );
+            default
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Logging
+
+fn cstring(msg: &str) -> CString {
+    CString::new(msg.replace('\0', "\\0")).unwrap_or_default()
+}
+
+/// Logs to a server's error log (`s` null: the main server).
+pub(crate) fn log_server(s: *mut server_rec, level: c_int, msg: &str) {
+    let m = cstring(msg);
+    // SAFETY: ap_log_error_ accepts a null server (main server); "%s" with one C string
+    // argument matches the variadic call; `m` outlives it.
+    unsafe {
+        ap_log_error_(
+            c"mod_rwsgi".as_ptr(),
+            0,
+            module_index(),
+            level,
+            0,
+            s,
+            c"%s".as_ptr(),
+            m.as_ptr(),
+        )
+    };
+}
+
+/// Logs against a request (its virtual host's error log, with the request id).
+pub(crate) fn log_request(r: *const request_rec, level: c_int, msg: &str) {
+    let m = cstring(msg);
+    // SAFETY: `r` is the live request of the calling hook; "%s" matches one C string argument.
+    unsafe {
+        ap_log_rerror_(
+            c"mod_rwsgi".as_ptr(),
+            0,
+            module_index(),
+            level,
+            0,
+            r,
+            c"%s".as_ptr(),
+            m.as_ptr(),
+        )
+    };
+}
+
+pub(crate) fn apache_level(l: Level) -> c_int {
+    match l {
+        Level::Error => APLOG_ERR,
+        Level::Warning => APLOG_WARNING,
+        Level::Notice => APLOG_NOTICE,
+        Level::Info => APLOG_INFO,
+        Level::Debug => APLOG_DEBUG,
+    }
+}
+
+/// A log function for the main server's error log.
+fn server_log_fn() -> LogFn {
+    Arc::new(|l, msg| log_server(ptr::null_mut(), apache_level(l), msg))
+}
+
+// ------------------------------------------------------------------------------------------
+// Configuration objects (Rust values owned by an httpd pool)
+
+/// Per-server state: the parsed config plus the compiled regexes it points at.
+pub(crate) struct ServerState {
+    pub cfg: ServerConfig,
+}
+
+/// Interpreter-wide settings, reset at the start of every configuration read (pre_config).
+static GLOBAL: Mutex<Option<GlobalConfig>> = Mutex::new(None);
+
+pub(crate) fn global() -> GlobalConfig {
+    GLOBAL
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+unsafe extern "C" fn drop_boxed<T>(data: *mut c_void) -> apr_status_t {
+    guard("pool cleanup", APR_SUCCESS as apr_status_t, || {
+        // SAFETY: `data` is the Box<T> leaked by `pool_box` for this cleanup, dropped once.
+        drop(unsafe { Box::from_raw(data as *mut T) });
+        APR_SUCCESS as apr_status_t
+    })
+}
+
+/// Moves `value` into memory owned by `pool`: it is dropped when the pool is cleared.
+fn pool_box<T>(pool: *mut apr_pool_t, value: T) -> *mut c_void {
+    let raw = Box::into_raw(Box::new(value)) as *mut c_void;
+    // SAFETY: `pool` is a live pool handed to us by httpd; the cleanup frees `raw` exactly once.
+    unsafe {
+        apr_pool_cleanup_register(
+            pool,
+            raw,
+            Some(drop_boxed::<T>),
+            Some(apr_pool_cleanup_null),
+        )
+    };
+    raw
+}
+
+unsafe extern "C" fn create_server_config(p: *mut apr_pool_t, _s: *mut server_rec) -> *mut c_void {
+    guard("create_server_config", ptr::null_mut(), || {
+        pool_box(
+            p,
+            ServerState {
+                cfg: ServerConfig::default(),
+            },
+        )
+    })
+}
+
+unsafe extern "C" fn merge_server_config(
+    p: *mut apr_pool_t,
+    base: *mut c_void,
+    add: *mut c_void,
+) -> *mut c_void {
+    guard("merge_server_config", ptr::null_mut(), || {
+        // SAFETY: both are ServerState values created by create_server_config.
+        let (b, a) = unsafe {
+            (
+                &*(base as *const ServerState),
+                &*(add as *const ServerState),
+            )
+        };
+        pool_box(
+            p,
+            ServerState {
+                cfg: ServerConfig::merge(&b.cfg, &a.cfg),
+            },
+        )
+    })
+}
+
+unsafe extern "C" fn create_dir_config(p: *mut apr_pool_t, _dir: *mut c_char) -> *mut c_void {
+    guard("create_dir_config", ptr::null_mut(), || {
+        pool_box(p, DirConfig::default())
+    })
+}
+
+unsafe extern "C" fn merge_dir_config(
+    p: *mut apr_pool_t,
+    base: *mut c_void,
+    add: *mut c_void,
+) -> *mut c_void {
+    guard("merge_dir_config", ptr::null_mut(), || {
+        // SAFETY: both are DirConfig values created by create_dir_config.
+        let (b, a) = unsafe { (&*(base as *const DirConfig), &*(add as *const DirConfig)) };
+        pool_box(p, DirConfig::merge(b, a))
+    })
+}
+
+/// This module's config in a per-module vector (`server_rec::module_config` or
+/// `request_rec::per_dir_config`).
+///
+/// # Safety
+/// `vector` must be a live httpd config vector, and `T` the type stored there for this module.
+pub(crate) unsafe fn module_config<'a, T>(vector: *mut ap_conf_vector_t) -> Option<&'a T> {
+    // SAFETY: per the contract; ap_get_module_config reads one slot of the vector.
+    let p = unsafe { ap_get_module_config(vector, module_ptr()) } as *const T;
+    // SAFETY: a non-null slot holds the T our create/merge functions stored.
+    unsafe { p.as_ref() }
+}
+
+// ------------------------------------------------------------------------------------------
+// Directives
+
+/// `cmd_parms` fields a directive handler needs.
+struct Cmd {
+    parms: *mut cmd_parms,
+}
+
+impl Cmd {
+    fn pool(&self) -> *mut apr_pool_t {
+        // SAFETY: httpd passes a live cmd_parms to directive handlers.
+        unsafe { (*self.parms).pool }
+    }
+
+    fn server_state(&self) -> *mut ServerState {
+        // SAFETY: cmd->server is live during configuration; its slot holds our ServerState.
+        (unsafe { ap_get_module_config((*(*self.parms).server).module_config, module_ptr()) })
+            as *mut ServerState
+    }
+
+    /// Returns an error string httpd will print (copied into the configuration pool).
+    fn error(&self, msg: &str) -> *const c_char {
+        let c = cstring(msg);
+        // SAFETY: apr_pstrdup copies the string into the live configuration pool.
+        unsafe { apr_pstrdup(self.pool(), c.as_ptr()) }
+    }
+}
+
+unsafe extern "C" fn directive_entry(
+    parms: *mut cmd_parms,
+    mconfig: *mut c_void,
+    args: *const c_char,
+) -> *const c_char {
+    guard(
+        "a directive handler",
+        c"mod_rwsgi: internal error (see error log)".as_ptr(),
+        || {
+            let cmd = Cmd { parms };
+            // SAFETY: parms->cmd points at our command_rec entry, whose cmd_data is its index.
+            let idx = unsafe { (*(*parms).cmd).cmd_data } as usize;
+            let Some(spec) = config::DIRECTIVES.get(idx) else {
+                return cmd.error("mod_rwsgi: unknown directive");
+            };
+            let raw = if args.is_null() {
+                String::new()
+            } else {
+                // SAFETY: RAW_ARGS hands over a NUL-terminated argument string.
+                unsafe { CStr::from_ptr(args) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let raw = raw.strip_suffix('>').map(str::to_string).unwrap_or(raw);
+            let server = cmd.server_state();
+            if server.is_null() || mconfig.is_null() {
+                return cmd.error("mod_rwsgi: configuration not available");
+            }
+            let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+            let g = global.get_or_insert_with(GlobalConfig::default);
+            // SAFETY: `server` and `mconfig` are our ServerState and DirConfig for this context;
+            // configuration is read by one thread.
+            let (server, dir) = unsafe { (&mut *server, &mut *(mconfig as *mut DirConfig)) };
+            match config::apply(
+                spec,
+                &raw,
+                Targets {
+                    server: &mut server.cfg,
+                    dir,
+                    global: g,
+                },
+            ) {
+                Ok(Applied::Done) => ptr::null(),
+                Ok(Applied::CompileRegex(i)) => {
+                    let alias = &mut server.cfg.aliases[i];
+                    let config::AliasPattern::Regex(src) = &alias.pattern else {
+                        return ptr::null();
+                    };
+                    let c = cstring(src);
+                    // SAFETY: ap_pregcomp compiles into the configuration pool (freed with it).
+                    let re = unsafe { ap_pregcomp(cmd.pool(), c.as_ptr(), 0) };
+                    if re.is_null() {
+                        return cmd.error(&format!(
+                            "{}: {}: '{src}' is not a valid regular expression",
+                            Code::BadDirective.as_str(),
+                            spec.name()
+                        ));
+                    }
+                    alias.regex_slot = Some(re as usize);
+                    ptr::null()
+                }
+                Err(e) => cmd.error(&e.to_string()),
+            }
+        },
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// Hooks
+
+unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
+    guard("register_hooks", (), || {
+        static AFTER_ALIAS: NameList<2> = NameList([c"mod_alias.c".as_ptr(), ptr::null()]);
+        static BEFORE_USERDIR: NameList<3> = NameList([
+            c"mod_userdir.c".as_ptr(),
+            c"mod_vhost_alias.c".as_ptr(),
+            ptr::null(),
+        ]);
+        // SAFETY: the hook registration functions copy nothing but the pointers given, which
+        // are functions and static NULL-terminated arrays that outlive the module.
+        unsafe {
+            ap_hook_pre_config(Some(pre_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
+            ap_hook_post_config(Some(post_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
+            ap_hook_child_init(Some(child_init), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
+            ap_hook_translate_name(
+                Some(request::translate_name),
+                AFTER_ALIAS.0.as_ptr(),
+                BEFORE_USERDIR.0.as_ptr(),
+                APR_HOOK_MIDDLE,
+            );
+            ap_hook_handler(
+                Some(request::handler),
+                ptr::null(),
+                ptr::null(),
+                APR_HOOK_MIDDLE,
+            );
+        }
+    })
+}
+
+/// A NULL-terminated list of module names for hook ordering.
+struct NameList<const N: usize>([*const c_char; N]);
+
+// SAFETY: the pointers refer to immutable C string literals, never written.
+unsafe impl<const N: usize> Sync for NameList<N> {}
+
+unsafe extern "C" fn pre_config(
+    _pconf: *mut apr_pool_t,
+    _plog: *mut apr_pool_t,
+    _ptemp: *mut apr_pool_t,
+) -> c_int {
+    guard("pre_config", OK, || {
+        // A new configuration read starts: forget the previous generation's global settings.
+        *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(GlobalConfig::default());
+        OK
+    })
+}
+
+unsafe extern "C" fn post_config(
+    _pconf: *mut apr_pool_t,
+    _plog: *mut apr_pool_t,
+    _ptemp: *mut apr_pool_t,
+    s: *mut server_rec,
+) -> c_int {
+    guard("post_config", DONE, || {
+        // SAFETY: ap_find_linked_module walks httpd's module list, complete at this point.
+        if !unsafe { ap_find_linked_module(c"mod_wsgi.c".as_ptr()) }.is_null() {
+            log_server(
+                s,
+                APLOG_CRIT | APLOG_STARTUP,
+                &format!(
+                    "{}: mod_wsgi and mod_rwsgi are both loaded; they handle the same directives \
+                     and share libpython. Unload one of them (Debian: a2dismod wsgi)",
+                    Code::ModWsgiLoaded.as_str()
+                ),
+            );
+            return DONE;
+        }
+        // SAFETY: ap_state_query is a plain query of httpd's state.
+        let first_pass = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_CREATE_PRE_CONFIG;
+        if !first_pass {
+            let g = global();
+            for n in &g.notices {
+                log_server(s, APLOG_NOTICE, n);
+            }
+            for grp in &g.named_app_groups {
+                log_server(
+                    s,
+                    APLOG_NOTICE,
+                    &format!(
+                        "application group '{grp}': mod_rwsgi runs every application group in \
+                         the main interpreter (as %{{GLOBAL}}); sub-interpreters are not \
+                         supported yet"
+                    ),
+                );
+            }
+            // SAFETY: a plain query; the parent must never start Python.
+            let py = unsafe { pyo3::ffi::Py_IsInitialized() };
+            log_server(
+                s,
+                APLOG_DEBUG,
+                &format!("post_config: Py_IsInitialized()={py} in the httpd parent"),
+            );
+        }
+        OK
+    })
+}
+
+unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
+    guard("child_init", (), || {
+        let g = global();
+        request::child_init_process_info();
+        if g.restrict_embedded && g.import_scripts.is_empty() {
+            // Nothing can run embedded: do not start Python in this child at all.
+            return;
+        }
+        if let Err(e) = python::initialize(&g) {
+            log_server(
+                s,
+                APLOG_CRIT,
+                &format!(
+                    "{}: cannot initialise Python {} in this httpd child: {e}. Check \
+                     WSGIPythonHome (it must be a Python {} prefix or virtual environment)",
+                    Code::PythonInit.as_str(),
+                    python::BUILD_EXECUTABLE,
+                    python::BUILD_VERSION
+                ),
+            );
+            return;
+        }
+        if g.destroy_interpreter {
+            // SAFETY: pchild lives until the child exits; the cleanup is a plain function.
+            unsafe {
+                apr_pool_cleanup_register(
+                    pchild,
+                    ptr::null(),
+                    Some(finalize_cleanup),
+                    Some(apr_pool_cleanup_null),
+                )
+            };
+        }
+        request::bootstrap_child(&g, s);
+    })
+}
+
+unsafe extern "C" fn finalize_cleanup(_data: *mut c_void) -> apr_status_t {
+    guard("python finalize", APR_SUCCESS as apr_status_t, || {
+        python::finalize();
+        APR_SUCCESS as apr_status_t
+    })
+}
+
+pub(crate) fn main_log() -> LogFn {
+    server_log_fn()
+}

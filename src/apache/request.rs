@@ -1,0 +1,907 @@
+//! One request in embedded mode: `translate_name` claims the URL for a `WSGIScriptAlias`, the
+//! `handler` checks the request, builds the environ from `request_rec`, and runs the
+//! application through `wsgi::adapter` with httpd-backed body source and response sink.
+//! Runs in the httpd child.
+
+use std::cell::Cell;
+use std::ffi::{CStr, c_char, c_int};
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::{ServerState, apache_level, global, guard, log_request, log_server, module_config};
+use crate::config::{AliasPattern, DirConfig, GlobalConfig, HeadMode};
+use crate::error::Code;
+use crate::ffi::*;
+use crate::python;
+use crate::wsgi::adapter::{
+    self, BodySource, Input, Level, Log, LogFn, Outcome, RequestIo, ResponseSink,
+};
+use crate::wsgi::environ::{self, GroupFacts, HeaderKey};
+use crate::wsgi::headers::Head;
+use crate::wsgi::proxy::{self, Environ};
+
+const HANDLER: &CStr = c"wsgi-script";
+
+// ------------------------------------------------------------------------------------------
+// Small safe views over httpd data
+
+/// Bytes of a C string, or `None` for NULL.
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string that outlives `'a`.
+unsafe fn bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: per the contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+fn text(b: Option<&[u8]>) -> String {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// A pool copy of `s`, for strings httpd keeps a pointer to.
+fn pstr(pool: *mut apr_pool_t, s: &[u8]) -> *mut c_char {
+    // SAFETY: apr_pstrmemdup copies `s.len()` bytes into the live pool and NUL-terminates.
+    unsafe { apr_pstrmemdup(pool, s.as_ptr().cast(), s.len()) }
+}
+
+/// Looks `key` up in an httpd table.
+fn table_get<'a>(t: *const apr_table_t, key: &CStr) -> Option<&'a [u8]> {
+    if t.is_null() {
+        return None;
+    }
+    // SAFETY: `t` is a live table of the current request; values live as long as its pool.
+    unsafe { bytes(apr_table_get(t, key.as_ptr())) }
+}
+
+/// The entries of an httpd table.
+fn table_entries<'a>(t: *const apr_table_t) -> Vec<(&'a [u8], &'a [u8])> {
+    if t.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: apr_table_elts exposes the table's array of apr_table_entry_t, live with the
+    // request pool; NULL keys/values are skipped.
+    unsafe {
+        let arr = apr_table_elts(t);
+        let elts = (*arr).elts as *const apr_table_entry_t;
+        (0..(*arr).nelts as usize)
+            .filter_map(|i| {
+                let e = &*elts.add(i);
+                Some((bytes(e.key)?, bytes(e.val)?))
+            })
+            .collect()
+    }
+}
+
+/// A request pointer that may cross into `py.detach` closures and log callbacks.
+#[derive(Clone, Copy)]
+struct ReqPtr(*mut request_rec);
+
+// SAFETY: the request is only used by the thread running its handler (or one the application
+// starts and waits for); every object holding a ReqPtr is detached when the handler returns
+// (`Input::end`, `Log::end`, the response state's `ended`).
+unsafe impl Send for ReqPtr {}
+// SAFETY: as above; httpd's request functions are not called concurrently for one request by us.
+unsafe impl Sync for ReqPtr {}
+
+impl ReqPtr {
+    fn get(self) -> *mut request_rec {
+        self.0
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Process-wide facts computed once per child
+
+static MULTITHREAD: AtomicBool = AtomicBool::new(false);
+static MULTIPROCESS: AtomicBool = AtomicBool::new(false);
+static MAX_THREADS: AtomicI32 = AtomicI32::new(1);
+static MAX_DAEMONS: AtomicI32 = AtomicI32::new(1);
+
+fn mpm_query(q: c_int) -> c_int {
+    let mut v: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int for a valid query code.
+    unsafe { ap_mpm_query(q, &mut v) };
+    v
+}
+
+pub(crate) fn child_init_process_info() {
+    let threaded = mpm_query(AP_MPMQ_IS_THREADED) != AP_MPMQ_NOT_SUPPORTED;
+    let threads = if threaded {
+        mpm_query(AP_MPMQ_MAX_THREADS).max(1)
+    } else {
+        1
+    };
+    let daemons = mpm_query(AP_MPMQ_MAX_DAEMONS).max(1);
+    MAX_THREADS.store(threads, Ordering::Relaxed);
+    MAX_DAEMONS.store(daemons, Ordering::Relaxed);
+    MULTITHREAD.store(threads > 1, Ordering::Relaxed);
+    MULTIPROCESS.store(daemons > 1, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// The request this thread is running, for `sys.stdout`/`sys.stderr`.
+    static CURRENT: Cell<*mut request_rec> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Log function of `print()`/`sys.stderr`: the running request's virtual host, else the server.
+fn thread_routed_log() -> LogFn {
+    Arc::new(|l, msg| {
+        let r = CURRENT.with(Cell::get);
+        if r.is_null() {
+            log_server(ptr::null_mut(), apache_level(l), msg)
+        } else {
+            log_request(r, apache_level(l), msg)
+        }
+    })
+}
+
+/// Sets up Python in a new child: bootstrap objects, then `WSGIImportScript` preloads.
+pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
+    let info = python::ProcessInfo {
+        multithread: MULTITHREAD.load(Ordering::Relaxed),
+        multiprocess: MULTIPROCESS.load(Ordering::Relaxed),
+        threads_per_process: MAX_THREADS.load(Ordering::Relaxed),
+        maximum_processes: MAX_DAEMONS.load(Ordering::Relaxed),
+    };
+    python::ensure_thread_state();
+    Python::attach(|py| {
+        if let Err(e) = python::bootstrap(py, g, &info, thread_routed_log(), thread_routed_log()) {
+            adapter::log_exception(
+                py,
+                &e,
+                &super::main_log(),
+                &format!(
+                    "{}: mod_rwsgi could not set up Python",
+                    Code::PythonInit.as_str()
+                ),
+            );
+            return;
+        }
+        for imp in &g.import_scripts {
+            match python::load_script(py, &imp.path, None, true, g.case_sensitive) {
+                Ok(_) => log_server(
+                    s,
+                    APLOG_INFO,
+                    &format!("imported WSGI script '{}'", imp.path),
+                ),
+                Err(e) => adapter::log_exception(
+                    py,
+                    &e,
+                    &super::main_log(),
+                    &format!(
+                        "{}: failed to import WSGI script '{}' (WSGIImportScript)",
+                        Code::ScriptLoad.as_str(),
+                        imp.path
+                    ),
+                ),
+            }
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// translate_name: claim URLs under a WSGIScriptAlias
+
+pub(crate) unsafe extern "C" fn translate_name(r: *mut request_rec) -> c_int {
+    guard("translate_name", DECLINED, || {
+        // SAFETY: httpd passes a live request; its server's config slot holds our ServerState.
+        let (state, uri, pool, notes) = unsafe {
+            let s = (*r).server;
+            (
+                module_config::<ServerState>((*s).module_config),
+                bytes((*r).uri),
+                (*r).pool,
+                (*r).notes,
+            )
+        };
+        let (Some(state), Some(uri)) = (state, uri) else {
+            return DECLINED;
+        };
+        if state.cfg.aliases.is_empty() || (!uri.is_empty() && uri[0] != b'/') {
+            return DECLINED;
+        }
+        for alias in &state.cfg.aliases {
+            let filename: Vec<u8> = match (&alias.pattern, alias.regex_slot) {
+                (AliasPattern::Prefix(loc), _) => {
+                    let l = environ::alias_matches(uri, loc.as_bytes());
+                    if l == 0 {
+                        continue;
+                    }
+                    let rest = if loc == "/" { uri } else { &uri[l..] };
+                    [alias.target.as_bytes(), rest].concat()
+                }
+                (AliasPattern::Regex(_), Some(re)) => {
+                    let mut m = [ap_regmatch_t::default(); 10];
+                    let t = super::cstring(&alias.target);
+                    // SAFETY: `re` was compiled by ap_pregcomp in the configuration pool; the
+                    // match array has room for the 10 groups we pass.
+                    unsafe {
+                        if ap_regexec(
+                            re as *const ap_regex_t,
+                            (*r).uri,
+                            m.len(),
+                            m.as_mut_ptr(),
+                            0,
+                        ) != 0
+                        {
+                            continue;
+                        }
+                        let sub = ap_pregsub(pool, t.as_ptr(), (*r).uri, m.len(), m.as_mut_ptr());
+                        match bytes(sub) {
+                            Some(b) => b.to_vec(),
+                            None => continue,
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            // SAFETY: strings handed to httpd are pool copies; notes is the request's table.
+            unsafe {
+                (*r).filename = pstr(pool, &filename);
+                (*r).handler = HANDLER.as_ptr();
+                apr_table_setn(notes, c"alias-forced-type".as_ptr(), HANDLER.as_ptr());
+                let o = &alias.options;
+                for (key, val) in [
+                    (c"mod_wsgi.process_group", &o.process_group),
+                    (c"mod_wsgi.application_group", &o.application_group),
+                    (c"mod_wsgi.callable_object", &o.callable_object),
+                ] {
+                    if let Some(v) = val {
+                        apr_table_setn(notes, key.as_ptr(), pstr(pool, v.as_bytes()));
+                    }
+                }
+                if let Some(p) = o.pass_authorization {
+                    let v = if p { c"1" } else { c"0" };
+                    apr_table_setn(notes, c"mod_wsgi.pass_authorization".as_ptr(), v.as_ptr());
+                }
+            }
+            return OK;
+        }
+        DECLINED
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// The body source and response sink
+
+struct ApacheBody {
+    r: ReqPtr,
+}
+
+impl BodySource for ApacheBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the request is live while the handler runs (see ReqPtr); `buf` is writable
+        // for its length. ap_get_client_block never reads past the body.
+        let n = unsafe { rwsgi_shim_read_body(self.r.get(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::other(
+                "the client went away or sent a malformed body",
+            ))
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+struct ApacheResponse {
+    r: ReqPtr,
+    bb: *mut apr_bucket_brigade,
+    sendfile: bool,
+}
+
+// SAFETY: the brigade belongs to the request (see ReqPtr) and is used by one thread at a time
+// (the response state hands the sink out exclusively).
+unsafe impl Send for ApacheResponse {}
+
+impl ApacheResponse {
+    fn check(&self, rv: apr_status_t) -> io::Result<()> {
+        // SAFETY: the request and its connection are live while the handler runs.
+        let aborted = unsafe { (*(*self.r.get()).connection).aborted } != 0;
+        if rv != APR_SUCCESS as apr_status_t || aborted {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("client connection closed (apr status {rv})"),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl ResponseSink for ApacheResponse {
+    fn set_head(&mut self, head: &Head) {
+        let r = self.r.get();
+        // SAFETY: the request is live; every string handed to httpd is a pool copy.
+        unsafe {
+            let pool = (*r).pool;
+            (*r).status = head.status as c_int;
+            (*r).status_line = pstr(pool, head.status_line.as_bytes());
+            for (n, v) in &head.headers {
+                if n.eq_ignore_ascii_case("content-type") {
+                    ap_set_content_type(r, pstr(pool, &latin1_bytes(v)));
+                } else if n.eq_ignore_ascii_case("content-length") {
+                    if let Some(cl) = head.content_length {
+                        ap_set_content_length(r, cl as apr_off_t);
+                    }
+                } else {
+                    apr_table_add(
+                        (*r).headers_out,
+                        pstr(pool, n.as_bytes()),
+                        pstr(pool, &latin1_bytes(v)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
+        // SAFETY: the request and brigade are live; `data` stays valid for the call (the
+        // transient bucket is copied by any filter that keeps it).
+        let rv = unsafe {
+            rwsgi_shim_pass_data(
+                self.r.get(),
+                self.bb,
+                data.as_ptr().cast(),
+                data.len(),
+                flush as c_int,
+            )
+        };
+        self.check(rv)
+    }
+
+    fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        let r = self.r.get();
+        // Reopen the file through /proc so httpd owns its own descriptor (with a pool cleanup),
+        // which may outlive the Python file object when output is finished asynchronously.
+        let path = super::cstring(&format!("/proc/self/fd/{fd}"));
+        let mut file: *mut apr_file_t = ptr::null_mut();
+        let flags = APR_READ
+            | if self.sendfile {
+                APR_SENDFILE_ENABLED
+            } else {
+                0
+            };
+        // SAFETY: apr_file_open writes a new apr_file_t owned by the request pool.
+        let rv =
+            unsafe { apr_file_open(&mut file, path.as_ptr(), flags, APR_OS_DEFAULT, (*r).pool) };
+        if rv != APR_SUCCESS as apr_status_t {
+            return Err(io::Error::other(format!(
+                "cannot reopen file descriptor {fd} (apr status {rv})"
+            )));
+        }
+        // SAFETY: the request, brigade and file are live; the shim inserts file buckets.
+        let rv = unsafe {
+            rwsgi_shim_pass_file(r, self.bb, file, offset as apr_off_t, len as apr_off_t)
+        };
+        self.check(rv)
+    }
+
+    fn finish(&mut self, abort: bool) -> io::Result<()> {
+        // SAFETY: the request and brigade are live.
+        let rv = unsafe { rwsgi_shim_finish(self.r.get(), self.bb, abort as c_int) };
+        if abort { Ok(()) } else { self.check(rv) }
+    }
+}
+
+/// Header values were validated as latin-1: send them as latin-1 bytes.
+fn latin1_bytes(v: &str) -> Vec<u8> {
+    v.chars().map(|c| c as u32 as u8).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// The handler
+
+/// Settings that apply to this request after the alias options override the directory's.
+struct RequestSettings {
+    process_group: String,
+    application_group: String,
+    callable_object: String,
+    pass_authorization: bool,
+    script_reloading: bool,
+    chunked_request: bool,
+    map_head_to_get: HeadMode,
+    enable_sendfile: bool,
+    ignore_activity: bool,
+}
+
+fn settings(r: *mut request_rec, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestSettings {
+    // SAFETY: the request's notes table is live.
+    let notes = unsafe { (*r).notes };
+    let note = |k: &CStr| table_get(notes, k).map(|v| String::from_utf8_lossy(v).into_owned());
+    let pg = note(c"mod_wsgi.process_group").or_else(|| d.process_group.clone());
+    let ag = note(c"mod_wsgi.application_group").or_else(|| d.application_group.clone());
+    let co = note(c"mod_wsgi.callable_object").or_else(|| d.callable_object.clone());
+    let pa = note(c"mod_wsgi.pass_authorization")
+        .map(|v| v == "1")
+        .or(d.pass_authorization);
+    RequestSettings {
+        process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
+        application_group: environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        callable_object: match co.as_deref() {
+            Some(c) if c.starts_with("%{ENV:") => {
+                let v = environ::expand_group(c, facts);
+                if v.is_empty() {
+                    "application".into()
+                } else {
+                    v
+                }
+            }
+            Some(c) => c.to_string(),
+            None => "application".into(),
+        },
+        pass_authorization: pa.unwrap_or(false),
+        script_reloading: d.script_reloading.unwrap_or(true),
+        chunked_request: d.chunked_request.unwrap_or(false),
+        map_head_to_get: d.map_head_to_get.unwrap_or(HeadMode::Auto),
+        enable_sendfile: d.enable_sendfile.unwrap_or(false),
+        ignore_activity: d.ignore_activity.unwrap_or(false),
+    }
+}
+
+fn refuse(r: *mut request_rec, status: c_int, msg: &str) -> c_int {
+    log_request(
+        r,
+        APLOG_ERR,
+        &format!("{}: {msg}", Code::RequestRefused.as_str()),
+    );
+    status
+}
+
+pub(crate) unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
+    guard("handler", HTTP_INTERNAL_SERVER_ERROR, || {
+        // SAFETY: httpd passes a live request for the duration of the handler hook.
+        let h = unsafe { bytes((*r).handler) };
+        match h {
+            Some(b"wsgi-script") | Some(b"application/x-httpd-wsgi") => handle(r),
+            _ => DECLINED,
+        }
+    })
+}
+
+fn handle(r: *mut request_rec) -> c_int {
+    // SAFETY (for the block of reads below): `r` is the live request of this handler call, and
+    // its tables, strings, connection and server outlive it.
+    let (notes, headers_in, finfo_type, mtime, used_path_info, path_info, filename, per_dir) = unsafe {
+        (
+            (*r).notes,
+            (*r).headers_in,
+            (*r).finfo.filetype,
+            (*r).finfo.mtime,
+            (*r).used_path_info,
+            bytes((*r).path_info),
+            text(bytes((*r).filename)),
+            (*r).per_dir_config,
+        )
+    };
+    let aliased = table_get(notes, c"alias-forced-type") == Some(HANDLER.to_bytes());
+    // SAFETY: ap_allow_options reads the request's merged core options.
+    if !aliased && unsafe { ap_allow_options(r) } & OPT_EXECCGI == 0 {
+        return refuse(
+            r,
+            HTTP_FORBIDDEN,
+            "Options ExecCGI is off in this directory",
+        );
+    }
+    if finfo_type == apr_filetype_e_APR_NOFILE {
+        return refuse(
+            r,
+            HTTP_NOT_FOUND,
+            &format!("target WSGI script '{filename}' not found or unable to stat"),
+        );
+    }
+    if finfo_type == apr_filetype_e_APR_DIR {
+        return refuse(
+            r,
+            HTTP_FORBIDDEN,
+            &format!("attempt to invoke directory '{filename}' as WSGI application"),
+        );
+    }
+    if used_path_info == AP_REQ_REJECT_PATH_INFO && path_info.is_some_and(|p| !p.is_empty()) {
+        return refuse(
+            r,
+            HTTP_NOT_FOUND,
+            "AcceptPathInfo Off disallows the extra path in the URL",
+        );
+    }
+    // SAFETY: per_dir_config is the request's merged directory vector.
+    let dcfg = unsafe { module_config::<DirConfig>(per_dir) }
+        .cloned()
+        .unwrap_or_default();
+    let g = global();
+
+    // Request facts for %{...} expansion.
+    let (uri, script_name, path_info_v) = {
+        // SAFETY: the request's uri is live.
+        let uri = unsafe { bytes((*r).uri) }.unwrap_or(b"").to_vec();
+        let (sn, pi) = environ::script_name_and_path_info(&uri, path_info);
+        (uri, sn, pi)
+    };
+    let _ = &uri;
+    // SAFETY: the request's server is live.
+    let (server_hostname, server_port) = unsafe {
+        (
+            text(bytes((*(*r).server).server_hostname)),
+            ap_get_server_port(r),
+        )
+    };
+    let host_header =
+        table_get(headers_in, c"Host").map(|h| String::from_utf8_lossy(h).into_owned());
+    // SAFETY: tables of the live request.
+    let subprocess_env = unsafe { (*r).subprocess_env };
+    let env_lookup = |k: &str| -> Option<String> {
+        let key = super::cstring(k);
+        table_get(notes, &key)
+            .or_else(|| table_get(subprocess_env, &key))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .or_else(|| std::env::var(k).ok())
+    };
+    let facts = GroupFacts {
+        server_hostname: &server_hostname,
+        server_port,
+        host_header: host_header.as_deref(),
+        script_name: &script_name,
+        env: &env_lookup,
+    };
+    let set = settings(r, &dcfg, &facts);
+
+    // Request body policy (mod_wsgi's rules).
+    if let Some(te) = table_get(headers_in, c"Transfer-Encoding") {
+        if !te.eq_ignore_ascii_case(b"chunked") {
+            return refuse(
+                r,
+                HTTP_NOT_IMPLEMENTED,
+                &format!(
+                    "unexpected Transfer-Encoding '{}'; only chunked is supported",
+                    text(Some(te))
+                ),
+            );
+        }
+        if !set.chunked_request {
+            return refuse(
+                r,
+                HTTP_LENGTH_REQUIRED,
+                "the request body uses chunked transfer encoding, which is off; enable it with \
+                 WSGIChunkedRequest On",
+            );
+        }
+    }
+    if let Some(cl) = table_get(headers_in, c"Content-Length") {
+        let Some(len) = std::str::from_utf8(cl)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return refuse(
+                r,
+                HTTP_BAD_REQUEST,
+                &format!("invalid Content-Length '{}'", text(Some(cl))),
+            );
+        };
+        // SAFETY: a plain query of the request's LimitRequestBody.
+        let limit = unsafe { ap_get_limit_req_body(r) } as u64;
+        if limit > 0 && len > limit {
+            // Let httpd's own input filter produce the 413.
+            // SAFETY: the live request.
+            unsafe { ap_discard_request_body(r) };
+            return OK;
+        }
+    }
+
+    if g.restrict_embedded {
+        log_request(
+            r,
+            APLOG_ERR,
+            &format!(
+                "{}: embedded mode is disabled by WSGIRestrictEmbedded On",
+                Code::EmbeddedRestricted.as_str()
+            ),
+        );
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if !python::ready() {
+        log_request(
+            r,
+            APLOG_ERR,
+            &format!(
+                "{}: Python is not initialised in this httpd child (see the error log at \
+                 start-up)",
+                Code::PythonInit.as_str()
+            ),
+        );
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    // SAFETY: the live request; DECHUNK makes httpd's input filter remove chunk framing.
+    let rc = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) };
+    if rc != OK {
+        return rc;
+    }
+
+    let mut env = build_environ(r, &set, &script_name, &path_info_v, &dcfg);
+    let _https_from_proxy = proxy::process(
+        &mut env,
+        dcfg.trusted_proxy_headers.as_deref().unwrap_or(&[]),
+        dcfg.trusted_proxies.as_deref(),
+    );
+    let https = env
+        .iter()
+        .find(|(k, _)| k == "HTTPS")
+        .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"on") || v == b"1");
+    env.retain(|(k, _)| k != "HTTPS");
+
+    python::ensure_thread_state();
+    CURRENT.with(|c| c.set(r));
+    let rp = ReqPtr(r);
+    let req_log: LogFn = Arc::new(move |l, msg| log_request(rp.get(), apache_level(l), msg));
+    let outcome =
+        Python::attach(|py| run_python(py, r, &g, &set, &filename, mtime, env, https, req_log));
+    CURRENT.with(|c| c.set(ptr::null_mut()));
+    match outcome {
+        Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
+        Outcome::Done | Outcome::Aborted => OK,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_python(
+    py: Python<'_>,
+    r: *mut request_rec,
+    g: &GlobalConfig,
+    set: &RequestSettings,
+    script: &str,
+    mtime: apr_time_t,
+    env: Environ,
+    https: bool,
+    log: LogFn,
+) -> Outcome {
+    let module = match python::load_script(
+        py,
+        script,
+        Some(mtime),
+        set.script_reloading,
+        g.case_sensitive,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            adapter::log_exception(
+                py,
+                &e,
+                &log,
+                &format!(
+                    "{}: failed to exec Python script file '{script}'",
+                    Code::ScriptLoad.as_str()
+                ),
+            );
+            return Outcome::ServerError;
+        }
+    };
+    let app = match module.getattr(set.callable_object.as_str()) {
+        Ok(a) => a,
+        Err(_) => {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: target WSGI script '{script}' does not contain WSGI application '{}'",
+                    Code::NoCallable.as_str(),
+                    set.callable_object
+                ),
+            );
+            return Outcome::ServerError;
+        }
+    };
+    let rp = ReqPtr(r);
+    let main = super::main_log();
+    let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
+        let d = PyDict::new(py);
+        for (k, v) in &env {
+            let s =
+                if k == "DOCUMENT_ROOT" || k == "SCRIPT_FILENAME" || k == "CONTEXT_DOCUMENT_ROOT" {
+                    match std::str::from_utf8(v) {
+                        Ok(s) => s.to_string(),
+                        Err(_) => environ::latin1(v),
+                    }
+                } else {
+                    environ::latin1(v)
+                };
+            d.set_item(k, PyString::new(py, &s))?;
+        }
+        let input = Py::new(py, Input::new(Box::new(ApacheBody { r: rp })))?;
+        let errors = Py::new(py, Log::new(Some(Arc::clone(&log)), main, Level::Error))?;
+        d.set_item("wsgi.version", (1, 0))?;
+        d.set_item("wsgi.multithread", MULTITHREAD.load(Ordering::Relaxed))?;
+        d.set_item("wsgi.multiprocess", MULTIPROCESS.load(Ordering::Relaxed))?;
+        d.set_item("wsgi.run_once", false)?;
+        d.set_item("wsgi.url_scheme", if https { "https" } else { "http" })?;
+        d.set_item("wsgi.input", input.clone_ref(py))?;
+        d.set_item("wsgi.input_terminated", true)?;
+        d.set_item("wsgi.errors", errors.clone_ref(py))?;
+        d.set_item("wsgi.file_wrapper", py.get_type::<adapter::FileWrapper>())?;
+        d.set_item("mod_wsgi.version", (6, 0, 5))?;
+        d.set_item("mod_rwsgi.version", crate::VERSION)?;
+        // SAFETY: reading the running server's description string.
+        let desc = text(unsafe { bytes(ap_get_server_description()) });
+        d.set_item("apache.version", environ::apache_version(&desc))?;
+        Ok((d, input, errors))
+    })();
+    let (environ_dict, input, errors) = match built {
+        Ok(v) => v,
+        Err(e) => {
+            adapter::log_exception(
+                py,
+                &e,
+                &log,
+                &format!("{}: cannot build the environ", Code::AppException.as_str()),
+            );
+            return Outcome::ServerError;
+        }
+    };
+    // SAFETY: a brigade from the request pool, reused for every write of this response.
+    let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
+    let io = RequestIo {
+        sink: Box::new(ApacheResponse {
+            r: rp,
+            bb,
+            sendfile: set.enable_sendfile,
+        }),
+        input,
+        errors,
+        log,
+        script: script.to_string(),
+        stream_flush: true,
+    };
+    adapter::run(py, &app, environ_dict, io)
+}
+
+/// The CGI part of the environ, as mod_wsgi 6 builds it (no PATH_TRANSLATED sub-request, no
+/// REMOTE_HOST/REMOTE_IDENT look-ups), plus the `mod_wsgi.*` keys.
+fn build_environ(
+    r: *mut request_rec,
+    set: &RequestSettings,
+    script_name: &[u8],
+    path_info: &[u8],
+    _dcfg: &DirConfig,
+) -> Environ {
+    let mut env: Environ = Vec::with_capacity(48);
+    let mut put = |k: &str, v: &[u8]| match env.iter_mut().find(|(key, _)| key == k) {
+        Some(slot) => slot.1 = v.to_vec(),
+        None => env.push((k.to_string(), v.to_vec())),
+    };
+    // SAFETY (for the whole block): `r` is the live request; every pointer read here belongs to
+    // it, its connection or its server and outlives this call.
+    unsafe {
+        let c = (*r).connection;
+        let s = (*r).server;
+        // Anything other modules put into subprocess_env (SetEnv, mod_rewrite, mod_ssl ...).
+        for (k, v) in table_entries((*r).subprocess_env) {
+            let k = String::from_utf8_lossy(k);
+            if k != "PATH" {
+                put(&k, v);
+            }
+        }
+        for (k, v) in table_entries((*r).headers_in) {
+            if let HeaderKey::Key(key) = environ::header_key(k, set.pass_authorization) {
+                put(&key, v);
+            }
+        }
+        put(
+            "SERVER_SOFTWARE",
+            bytes(ap_get_server_banner()).unwrap_or(b""),
+        );
+        put(
+            "SERVER_NAME",
+            bytes(ap_get_server_name_for_url(r)).unwrap_or(b""),
+        );
+        put("SERVER_ADDR", bytes((*c).local_ip).unwrap_or(b""));
+        put("SERVER_PORT", ap_get_server_port(r).to_string().as_bytes());
+        put("REMOTE_ADDR", bytes((*r).useragent_ip).unwrap_or(b""));
+        put("DOCUMENT_ROOT", bytes(ap_document_root(r)).unwrap_or(b""));
+        put(
+            "REQUEST_SCHEME",
+            bytes(ap_run_http_scheme(r)).unwrap_or(b"http"),
+        );
+        put("CONTEXT_PREFIX", bytes(ap_context_prefix(r)).unwrap_or(b""));
+        put(
+            "CONTEXT_DOCUMENT_ROOT",
+            bytes(ap_context_document_root(r)).unwrap_or(b""),
+        );
+        if let Some(a) = bytes((*s).server_admin) {
+            put("SERVER_ADMIN", a);
+        }
+        put("SCRIPT_FILENAME", bytes((*r).filename).unwrap_or(b""));
+        put(
+            "REMOTE_PORT",
+            (*(*c).client_addr).port.to_string().as_bytes(),
+        );
+        if let Some(u) = bytes((*r).user) {
+            put("REMOTE_USER", u);
+        }
+        if let Some(t) = bytes((*r).ap_auth_type) {
+            put("AUTH_TYPE", t);
+        }
+        let mut first = r;
+        while !(*first).prev.is_null() {
+            first = (*first).prev;
+        }
+        if first != r {
+            if let Some(u) = bytes((*(*r).prev).uri) {
+                put("REDIRECT_URL", u);
+            }
+            if let Some(a) = bytes((*(*r).prev).args) {
+                put("REDIRECT_QUERY_STRING", a);
+            }
+        }
+        put(
+            "SERVER_PROTOCOL",
+            bytes((*r).protocol).unwrap_or(b"HTTP/1.0"),
+        );
+        let method = bytes((*r).method).unwrap_or(b"GET");
+        let head_to_get = (*r).method_number == M_GET
+            && (*r).header_only != 0
+            && match set.map_head_to_get {
+                HeadMode::On => true,
+                HeadMode::Off => false,
+                HeadMode::Auto => {
+                    let f = (*r).output_filters;
+                    !f.is_null()
+                        && !(*f).frec.is_null()
+                        && (*(*f).frec).ftype < ap_filter_type_AP_FTYPE_PROTOCOL
+                }
+            };
+        put("REQUEST_METHOD", if head_to_get { b"GET" } else { method });
+        put("QUERY_STRING", bytes((*r).args).unwrap_or(b""));
+        put("REQUEST_URI", bytes((*first).unparsed_uri).unwrap_or(b""));
+        put("SCRIPT_NAME", script_name);
+        put("PATH_INFO", path_info);
+        put("mod_wsgi.script_name", script_name);
+        put("mod_wsgi.path_info", path_info);
+        put("mod_wsgi.process_group", set.process_group.as_bytes());
+        put(
+            "mod_wsgi.application_group",
+            set.application_group.as_bytes(),
+        );
+        put("mod_wsgi.callable_object", set.callable_object.as_bytes());
+        put(
+            "mod_wsgi.request_handler",
+            bytes((*r).handler).unwrap_or(b""),
+        );
+        put("mod_wsgi.handler_script", b"");
+        put(
+            "mod_wsgi.script_reloading",
+            if set.script_reloading { b"1" } else { b"0" },
+        );
+        put(
+            "mod_wsgi.enable_sendfile",
+            if set.enable_sendfile { b"1" } else { b"0" },
+        );
+        put(
+            "mod_wsgi.ignore_activity",
+            if set.ignore_activity { b"1" } else { b"0" },
+        );
+        put(
+            "mod_wsgi.listener_host",
+            bytes((*(*c).local_addr).hostname).unwrap_or(b""),
+        );
+        put(
+            "mod_wsgi.listener_port",
+            (*(*c).local_addr).port.to_string().as_bytes(),
+        );
+        put(
+            "mod_wsgi.server_pid",
+            std::process::id().to_string().as_bytes(),
+        );
+        if (*r).log_id.is_null() {
+            ap_run_generate_log_id(c, r, &mut (*r).log_id);
+        }
+        put("mod_wsgi.request_id", bytes((*r).log_id).unwrap_or(b""));
+        put("mod_wsgi.connection_id", bytes((*c).log_id).unwrap_or(b""));
+        let start = (*r).request_time as f64 / 1e6;
+        put("mod_wsgi.request_start", format!("{start:.6}").as_bytes());
+    }
+    env
+}

@@ -1,0 +1,903 @@
+//! Typed configuration and the table of every mod_wsgi directive name, with pure parsers that
+//! turn a directive's words into typed values or an error naming the directive and the fix.
+//! Runs in the httpd parent while the configuration is read; children read the result.
+#![forbid(unsafe_code)]
+
+pub mod net;
+pub mod tokenize;
+
+use crate::error::{Code, Error};
+use net::IpNet;
+use std::ffi::CStr;
+
+/// Where a directive may appear, with the same meaning as httpd's `req_override` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Context {
+    /// Server config and `<VirtualHost>` (`RSRC_CONF`).
+    Server,
+    /// Also `<Directory>`, `<Location>`, `<Files>` (`ACCESS_CONF | RSRC_CONF`).
+    ServerDir,
+    /// Everywhere, including `.htaccess` with `AllowOverride FileInfo` (`OR_FILEINFO`).
+    FileInfo,
+    /// Directory contexts and `.htaccess` with `AllowOverride AuthConfig` (`OR_AUTHCFG`).
+    AuthCfg,
+}
+
+/// How far a directive is implemented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    Implemented,
+    /// Accepted only with the value that matches what mod_rwsgi does anyway (`Off`).
+    OnlyOff,
+    /// Recognised, but `apachectl -t` fails: the feature is not implemented yet.
+    NotYet,
+    /// Accepted for old configurations; has no effect (as in mod_wsgi 6).
+    Deprecated,
+}
+
+/// One entry of the directive table.
+#[derive(Debug)]
+pub struct Directive {
+    /// C strings because httpd keeps pointers to them in its command table.
+    pub c_name: &'static CStr,
+    pub context: Context,
+    pub support: Support,
+    /// Shown in `apachectl -t` errors and `httpd -L`.
+    pub c_usage: &'static CStr,
+}
+
+impl Directive {
+    pub fn name(&self) -> &'static str {
+        self.c_name.to_str().unwrap_or("?")
+    }
+
+    pub fn usage(&self) -> &'static str {
+        self.c_usage.to_str().unwrap_or("?")
+    }
+}
+
+const fn d(
+    c_name: &'static CStr,
+    context: Context,
+    support: Support,
+    c_usage: &'static CStr,
+) -> Directive {
+    Directive {
+        c_name,
+        context,
+        support,
+        c_usage,
+    }
+}
+
+use Context::*;
+use Support::*;
+
+/// Every directive of mod_wsgi 6 (plus the four it removed), in mod_wsgi's table order.
+pub const DIRECTIVES: &[Directive] = &[
+    d(c"WSGIScriptAlias", Server, Implemented, c"WSGIScriptAlias <url-path> <file-or-dir> [process-group=G] [application-group=A] [callable-object=C] [pass-authorization=On|Off]"),
+    d(c"WSGIScriptAliasMatch", Server, Implemented, c"WSGIScriptAliasMatch <regex> <file-or-dir> [options as WSGIScriptAlias]"),
+    d(c"WSGIDaemonProcess", Server, NotYet, c"WSGIDaemonProcess <name> [option=value ...]"),
+    d(c"WSGISocketPrefix", Server, NotYet, c"WSGISocketPrefix <path-prefix>"),
+    d(c"WSGISocketRotation", Server, NotYet, c"WSGISocketRotation On|Off"),
+    d(c"WSGIAcceptMutex", Server, NotYet, c"WSGIAcceptMutex Default|<mutex-type>"),
+    d(c"WSGIVerboseDebugging", Server, Deprecated, c"WSGIVerboseDebugging On|Off (no effect; use LogLevel rwsgi:debug)"),
+    d(c"WSGIDontWriteBytecode", Server, Implemented, c"WSGIDontWriteBytecode On|Off"),
+    d(c"WSGIPythonWarnings", Server, Implemented, c"WSGIPythonWarnings <warning-filter> (as python -W)"),
+    d(c"WSGIPythonOptimize", Server, Implemented, c"WSGIPythonOptimize 0|1|2"),
+    d(c"WSGIPythonHome", Server, Implemented, c"WSGIPythonHome <prefix-or-venv>"),
+    d(c"WSGIPythonPath", Server, Implemented, c"WSGIPythonPath <dir>[:<dir>...]"),
+    d(c"WSGIPythonEggs", Server, Implemented, c"WSGIPythonEggs <directory>"),
+    d(c"WSGIPythonHashSeed", Server, Implemented, c"WSGIPythonHashSeed random|<0-4294967295>"),
+    d(c"WSGISwitchInterval", Server, Implemented, c"WSGISwitchInterval <seconds>"),
+    d(c"WSGIDestroyInterpreter", Server, Implemented, c"WSGIDestroyInterpreter On|Off"),
+    d(c"WSGIPerInterpreterGIL", Server, OnlyOff, c"WSGIPerInterpreterGIL Off"),
+    d(c"WSGIFreeThreading", Server, OnlyOff, c"WSGIFreeThreading Off"),
+    d(c"<WSGIInterpreterOptions", Server, NotYet, c"<WSGIInterpreterOptions [process-group=G] [application-group=A]>"),
+    d(c"WSGIRestrictEmbedded", Server, Implemented, c"WSGIRestrictEmbedded On|Off"),
+    d(c"WSGIRestrictStdin", Server, Implemented, c"WSGIRestrictStdin On|Off"),
+    d(c"WSGIRestrictStdout", Server, Implemented, c"WSGIRestrictStdout On|Off"),
+    d(c"WSGIRestrictSignal", Server, Implemented, c"WSGIRestrictSignal On|Off"),
+    d(c"WSGICaseSensitivity", Server, Implemented, c"WSGICaseSensitivity On|Off"),
+    d(c"WSGIRestrictProcess", ServerDir, NotYet, c"WSGIRestrictProcess <group> ..."),
+    d(c"WSGIProcessGroup", ServerDir, Implemented, c"WSGIProcessGroup %{GLOBAL}|<name>|%{ENV:var}"),
+    d(c"WSGIApplicationGroup", ServerDir, Implemented, c"WSGIApplicationGroup %{GLOBAL}|%{SERVER}|%{RESOURCE}|%{HOST}|%{ENV:var}|<name>"),
+    d(c"WSGICallableObject", FileInfo, Implemented, c"WSGICallableObject <name>|%{ENV:var}"),
+    d(c"WSGIImportScript", Server, Implemented, c"WSGIImportScript <file> process-group=%{GLOBAL} application-group=<group>"),
+    d(c"WSGIDispatchScript", ServerDir, NotYet, c"WSGIDispatchScript <file> [application-group=A]"),
+    d(c"WSGIPassApacheRequest", ServerDir, OnlyOff, c"WSGIPassApacheRequest Off"),
+    d(c"WSGIPassAuthorization", FileInfo, Implemented, c"WSGIPassAuthorization On|Off"),
+    d(c"WSGIScriptReloading", FileInfo, Implemented, c"WSGIScriptReloading On|Off"),
+    d(c"WSGIErrorOverride", FileInfo, Implemented, c"WSGIErrorOverride On|Off"),
+    d(c"WSGIChunkedRequest", FileInfo, Implemented, c"WSGIChunkedRequest On|Off"),
+    d(c"WSGIMapHEADToGET", FileInfo, Implemented, c"WSGIMapHEADToGET On|Off|Auto"),
+    d(c"WSGIIgnoreActivity", FileInfo, Implemented, c"WSGIIgnoreActivity On|Off"),
+    d(c"WSGITrustedProxyHeaders", FileInfo, Implemented, c"WSGITrustedProxyHeaders <header> ..."),
+    d(c"WSGITrustedProxies", FileInfo, Implemented, c"WSGITrustedProxies <ip-or-cidr> ..."),
+    d(c"WSGIEnableSendfile", FileInfo, Implemented, c"WSGIEnableSendfile On|Off"),
+    d(c"WSGIAccessScript", AuthCfg, NotYet, c"WSGIAccessScript <file> [application-group=A]"),
+    d(c"WSGIAuthUserScript", AuthCfg, NotYet, c"WSGIAuthUserScript <file> [application-group=A]"),
+    d(c"WSGIAuthGroupScript", AuthCfg, NotYet, c"WSGIAuthGroupScript <file> [application-group=A]"),
+    d(c"WSGIGroupAuthoritative", AuthCfg, NotYet, c"WSGIGroupAuthoritative On|Off"),
+    d(c"WSGIHandlerScript", ServerDir, NotYet, c"WSGIHandlerScript <handler-name> <file> [options]"),
+    d(c"WSGIServerMetrics", Server, OnlyOff, c"WSGIServerMetrics Off"),
+    d(c"WSGITelemetryService", Server, NotYet, c"WSGITelemetryService unix:<path> [interval=N]"),
+    d(c"WSGISlowRequests", Server, NotYet, c"WSGISlowRequests <seconds>"),
+    d(c"WSGITelemetryOptions", Server, NotYet, c"WSGITelemetryOptions [+|-]<option> ..."),
+    // Removed in mod_wsgi 6.0 but common in 4.x configurations.
+    d(c"WSGILazyInitialization", Server, Deprecated, c"WSGILazyInitialization On (Python always starts in the children)"),
+    d(c"WSGINewRelicConfigFile", Server, NotYet, c"WSGINewRelicConfigFile <file>"),
+    d(c"WSGINewRelicEnvironment", Server, NotYet, c"WSGINewRelicEnvironment <name>"),
+    d(c"WSGIUserAuthoritative", AuthCfg, NotYet, c"WSGIUserAuthoritative On|Off"),
+];
+
+/// Looks a directive up by its exact (case-insensitive, as httpd matches) name.
+pub fn directive(name: &str) -> Option<&'static Directive> {
+    DIRECTIVES
+        .iter()
+        .find(|d| d.name().eq_ignore_ascii_case(name))
+}
+
+/// `WSGIMapHEADToGET`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadMode {
+    On,
+    Off,
+    Auto,
+}
+
+/// `WSGIPythonHashSeed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashSeed {
+    Random,
+    Fixed(u32),
+}
+
+/// How a script alias matches the URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AliasPattern {
+    Prefix(String),
+    /// The regex source; the compiled form is owned by the httpd layer (`regex_slot`).
+    Regex(String),
+}
+
+/// Per-alias options of `WSGIScriptAlias`/`WSGIScriptAliasMatch`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AliasOptions {
+    pub process_group: Option<String>,
+    pub application_group: Option<String>,
+    pub callable_object: Option<String>,
+    pub pass_authorization: Option<bool>,
+}
+
+/// One `WSGIScriptAlias`/`WSGIScriptAliasMatch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptAlias {
+    pub pattern: AliasPattern,
+    pub target: String,
+    pub options: AliasOptions,
+    /// Index of the compiled regex in the server config's regex list (regex aliases only).
+    pub regex_slot: Option<usize>,
+}
+
+/// `WSGIImportScript`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportScript {
+    pub path: String,
+    pub process_group: String,
+    pub application_group: String,
+}
+
+/// Interpreter-wide settings: one set per server, whichever `<VirtualHost>` they appear in
+/// (mod_wsgi applies them globally too).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalConfig {
+    pub python_home: Option<String>,
+    pub python_path: Vec<String>,
+    pub optimize: u8,
+    pub warnings: Vec<String>,
+    pub hash_seed: HashSeed,
+    pub dont_write_bytecode: bool,
+    pub python_eggs: Option<String>,
+    pub switch_interval: Option<f64>,
+    pub destroy_interpreter: bool,
+    pub restrict_embedded: bool,
+    pub restrict_stdin: bool,
+    pub restrict_stdout: bool,
+    pub restrict_signal: bool,
+    pub case_sensitive: bool,
+    pub import_scripts: Vec<ImportScript>,
+    /// Application-group names other than `%{GLOBAL}` seen in the configuration.
+    pub named_app_groups: Vec<String>,
+    /// Notices to log once at start (deprecated directives used).
+    pub notices: Vec<String>,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            python_home: None,
+            python_path: Vec::new(),
+            optimize: 0,
+            warnings: Vec::new(),
+            hash_seed: HashSeed::Random,
+            dont_write_bytecode: false,
+            python_eggs: None,
+            switch_interval: None,
+            destroy_interpreter: true,
+            restrict_embedded: false,
+            restrict_stdin: false,
+            restrict_stdout: false,
+            restrict_signal: true,
+            case_sensitive: true,
+            import_scripts: Vec::new(),
+            named_app_groups: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+}
+
+/// Per-server (`<VirtualHost>`) settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub aliases: Vec<ScriptAlias>,
+}
+
+impl ServerConfig {
+    /// A virtual host sees its own aliases first, then the main server's (as mod_alias).
+    pub fn merge(base: &ServerConfig, vhost: &ServerConfig) -> ServerConfig {
+        let mut aliases = vhost.aliases.clone();
+        aliases.extend(base.aliases.iter().cloned());
+        ServerConfig { aliases }
+    }
+}
+
+/// Per-directory settings; `None` means "inherit".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirConfig {
+    pub process_group: Option<String>,
+    pub application_group: Option<String>,
+    pub callable_object: Option<String>,
+    pub pass_authorization: Option<bool>,
+    pub script_reloading: Option<bool>,
+    pub error_override: Option<bool>,
+    pub chunked_request: Option<bool>,
+    pub map_head_to_get: Option<HeadMode>,
+    pub ignore_activity: Option<bool>,
+    pub trusted_proxy_headers: Option<Vec<String>>,
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    pub enable_sendfile: Option<bool>,
+}
+
+impl DirConfig {
+    /// The settings of `child`, falling back to `parent` for what `child` does not set.
+    pub fn merge(parent: &DirConfig, child: &DirConfig) -> DirConfig {
+        fn or<T: Clone>(c: &Option<T>, p: &Option<T>) -> Option<T> {
+            c.clone().or_else(|| p.clone())
+        }
+        DirConfig {
+            process_group: or(&child.process_group, &parent.process_group),
+            application_group: or(&child.application_group, &parent.application_group),
+            callable_object: or(&child.callable_object, &parent.callable_object),
+            pass_authorization: or(&child.pass_authorization, &parent.pass_authorization),
+            script_reloading: or(&child.script_reloading, &parent.script_reloading),
+            error_override: or(&child.error_override, &parent.error_override),
+            chunked_request: or(&child.chunked_request, &parent.chunked_request),
+            map_head_to_get: or(&child.map_head_to_get, &parent.map_head_to_get),
+            ignore_activity: or(&child.ignore_activity, &parent.ignore_activity),
+            trusted_proxy_headers: or(&child.trusted_proxy_headers, &parent.trusted_proxy_headers),
+            trusted_proxies: or(&child.trusted_proxies, &parent.trusted_proxies),
+            enable_sendfile: or(&child.enable_sendfile, &parent.enable_sendfile),
+        }
+    }
+}
+
+/// What a parsed directive asks the httpd layer to do beyond storing values.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// A regex alias was added: compile `ServerConfig::aliases[index]`'s pattern.
+    CompileRegex(usize),
+}
+
+/// The configuration objects a directive may change.
+pub struct Targets<'a> {
+    pub server: &'a mut ServerConfig,
+    pub dir: &'a mut DirConfig,
+    pub global: &'a mut GlobalConfig,
+}
+
+fn bad(name: &str, msg: impl AsRef<str>) -> Error {
+    Error::new(Code::BadDirective, format!("{name}: {}", msg.as_ref()))
+}
+
+fn usage(spec: &Directive) -> Error {
+    bad(
+        spec.name(),
+        format!("wrong arguments; usage: {}", spec.usage()),
+    )
+}
+
+fn one<'a>(spec: &Directive, words: &'a [String]) -> Result<&'a str, Error> {
+    match words {
+        [w] => Ok(w.as_str()),
+        _ => Err(usage(spec)),
+    }
+}
+
+fn flag(spec: &Directive, words: &[String]) -> Result<bool, Error> {
+    let w = one(spec, words)?;
+    if w.eq_ignore_ascii_case("on") {
+        Ok(true)
+    } else if w.eq_ignore_ascii_case("off") {
+        Ok(false)
+    } else {
+        Err(bad(
+            spec.name(),
+            format!("'{w}' is not valid; use On or Off"),
+        ))
+    }
+}
+
+/// Checks a `%{...}` group expression; returns it unchanged when valid.
+fn group_expr(name: &str, v: &str, allowed: &[&str]) -> Result<String, Error> {
+    if let Some(inner) = v.strip_prefix("%{").and_then(|s| s.strip_suffix('}')) {
+        let ok = allowed.contains(&inner)
+            || inner
+                .strip_prefix("ENV:")
+                .is_some_and(|var| !var.is_empty());
+        if !ok {
+            return Err(bad(
+                name,
+                format!(
+                    "unknown expansion '{v}'; use one of {}, %{{ENV:variable}} or a plain name",
+                    allowed
+                        .iter()
+                        .map(|a| format!("%{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    } else if v.contains("%{") {
+        return Err(bad(
+            name,
+            format!("'{v}' mixes an expansion with text; use one or the other"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+const APP_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
+const PROCESS_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
+
+fn note_app_group(global: &mut GlobalConfig, group: &str) {
+    if group != "%{GLOBAL}" && !global.named_app_groups.iter().any(|g| g == group) {
+        global.named_app_groups.push(group.to_string());
+    }
+}
+
+/// A process group other than `%{GLOBAL}` needs daemon mode, which is not implemented yet.
+fn check_process_group(name: &str, v: &str) -> Result<String, Error> {
+    let v = group_expr(name, v, PROCESS_GROUP_EXPANSIONS)?;
+    if v == "%{GLOBAL}" || v.is_empty() {
+        Ok(v)
+    } else {
+        Err(Error::new(
+            Code::NotSupported,
+            format!(
+                "{name}: process group '{v}' needs daemon mode (WSGIDaemonProcess), which \
+                 mod_rwsgi does not support yet; remove it (or use %{{GLOBAL}}) to run embedded"
+            ),
+        ))
+    }
+}
+
+fn alias_options(spec: &Directive, words: &[String]) -> Result<AliasOptions, Error> {
+    let mut o = AliasOptions::default();
+    for w in words {
+        let Some((k, v)) = w.split_once('=') else {
+            return Err(bad(
+                spec.name(),
+                format!("option '{w}' is not of the form name=value"),
+            ));
+        };
+        match k {
+            "process-group" => o.process_group = Some(check_process_group(spec.name(), v)?),
+            "application-group" => {
+                o.application_group = Some(group_expr(spec.name(), v, APP_GROUP_EXPANSIONS)?)
+            }
+            "callable-object" => {
+                if v.is_empty() {
+                    return Err(bad(spec.name(), "callable-object= needs a name"));
+                }
+                o.callable_object = Some(v.to_string())
+            }
+            "pass-authorization" => {
+                o.pass_authorization = Some(if v.eq_ignore_ascii_case("on") {
+                    true
+                } else if v.eq_ignore_ascii_case("off") {
+                    false
+                } else {
+                    return Err(bad(spec.name(), "pass-authorization= takes On or Off"));
+                })
+            }
+            _ => {
+                return Err(bad(
+                    spec.name(),
+                    format!(
+                        "unknown option '{k}'; valid options are process-group=, \
+                         application-group=, callable-object= and pass-authorization="
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Parses and applies one directive. `raw` is the argument text as httpd hands it over
+/// (`RAW_ARGS`). Errors name the directive and say how to fix it.
+pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Error> {
+    let words = tokenize::words(raw);
+    let name = spec.name();
+    match spec.support {
+        NotYet => {
+            return Err(Error::new(
+                Code::NotSupported,
+                format!(
+                    "{name} is a mod_wsgi directive that mod_rwsgi does not support yet; \
+                     remove it from the configuration (see the README's directive reference)"
+                ),
+            ));
+        }
+        OnlyOff => {
+            return if flag(spec, &words)? {
+                Err(Error::new(
+                    Code::NotSupported,
+                    format!(
+                        "{name} On is not supported yet by mod_rwsgi; use {name} Off or remove it"
+                    ),
+                ))
+            } else {
+                Ok(Applied::Done)
+            };
+        }
+        Deprecated => {
+            if name == "WSGILazyInitialization" && !flag(spec, &words)? {
+                return Err(bad(
+                    name,
+                    "mod_rwsgi never initialises Python in the httpd parent, so Off is not \
+                     possible; remove the directive",
+                ));
+            }
+            if name == "WSGIVerboseDebugging" {
+                flag(spec, &words)?;
+            }
+            let notice = format!("{name} is deprecated and has no effect; remove it");
+            if !t.global.notices.contains(&notice) {
+                t.global.notices.push(notice);
+            }
+            return Ok(Applied::Done);
+        }
+        Implemented => {}
+    }
+    let (g, dcfg) = (t.global, t.dir);
+    match name {
+        "WSGIScriptAlias" | "WSGIScriptAliasMatch" => {
+            if words.len() < 2 {
+                return Err(usage(spec));
+            }
+            let options = alias_options(spec, &words[2..])?;
+            if let Some(group) = &options.application_group {
+                note_app_group(g, group);
+            }
+            let regex = name == "WSGIScriptAliasMatch";
+            let pattern = if regex {
+                AliasPattern::Regex(words[0].clone())
+            } else {
+                AliasPattern::Prefix(words[0].clone())
+            };
+            if words[1].is_empty() {
+                return Err(bad(name, "the target file or directory is empty"));
+            }
+            t.server.aliases.push(ScriptAlias {
+                pattern,
+                target: words[1].clone(),
+                options,
+                regex_slot: None,
+            });
+            let index = t.server.aliases.len() - 1;
+            return Ok(if regex {
+                Applied::CompileRegex(index)
+            } else {
+                Applied::Done
+            });
+        }
+        "WSGIDontWriteBytecode" => g.dont_write_bytecode = flag(spec, &words)?,
+        "WSGIPythonWarnings" => g.warnings.push(one(spec, &words)?.to_string()),
+        "WSGIPythonOptimize" => {
+            g.optimize = match one(spec, &words)? {
+                "0" => 0,
+                "1" => 1,
+                "2" => 2,
+                v => return Err(bad(name, format!("'{v}' is not valid; use 0, 1 or 2"))),
+            }
+        }
+        "WSGIPythonHome" => {
+            let v = one(spec, &words)?;
+            if !v.starts_with('/') {
+                return Err(bad(name, format!("'{v}' must be an absolute path")));
+            }
+            g.python_home = Some(v.to_string());
+        }
+        "WSGIPythonPath" => {
+            let v = one(spec, &words)?;
+            g.python_path
+                .extend(v.split(':').filter(|p| !p.is_empty()).map(String::from));
+        }
+        "WSGIPythonEggs" => g.python_eggs = Some(one(spec, &words)?.to_string()),
+        "WSGIPythonHashSeed" => {
+            let v = one(spec, &words)?;
+            g.hash_seed = if v.eq_ignore_ascii_case("random") {
+                HashSeed::Random
+            } else {
+                HashSeed::Fixed(v.parse::<u32>().map_err(|_| {
+                    bad(
+                        name,
+                        format!("'{v}' is not valid; use random or a number 0-4294967295"),
+                    )
+                })?)
+            };
+        }
+        "WSGISwitchInterval" => {
+            let v = one(spec, &words)?;
+            match v.parse::<f64>() {
+                Ok(x) if x > 0.0 && x.is_finite() => g.switch_interval = Some(x),
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("'{v}' is not valid; use seconds > 0, e.g. 0.005"),
+                    ));
+                }
+            }
+        }
+        "WSGIDestroyInterpreter" => g.destroy_interpreter = flag(spec, &words)?,
+        "WSGIRestrictEmbedded" => g.restrict_embedded = flag(spec, &words)?,
+        "WSGIRestrictStdin" => g.restrict_stdin = flag(spec, &words)?,
+        "WSGIRestrictStdout" => g.restrict_stdout = flag(spec, &words)?,
+        "WSGIRestrictSignal" => g.restrict_signal = flag(spec, &words)?,
+        "WSGICaseSensitivity" => g.case_sensitive = flag(spec, &words)?,
+        "WSGIProcessGroup" => {
+            dcfg.process_group = Some(check_process_group(name, one(spec, &words)?)?)
+        }
+        "WSGIApplicationGroup" => {
+            let v = group_expr(name, one(spec, &words)?, APP_GROUP_EXPANSIONS)?;
+            note_app_group(g, &v);
+            dcfg.application_group = Some(v);
+        }
+        "WSGICallableObject" => {
+            let v = one(spec, &words)?;
+            if v.is_empty() {
+                return Err(usage(spec));
+            }
+            dcfg.callable_object = Some(group_expr(name, v, &[])?);
+        }
+        "WSGIImportScript" => {
+            let (mut pg, mut ag) = (None, None);
+            let Some((path, opts)) = words.split_first() else {
+                return Err(usage(spec));
+            };
+            for w in opts {
+                match w.split_once('=') {
+                    Some(("process-group", v)) => pg = Some(check_process_group(name, v)?),
+                    Some(("application-group", v)) => {
+                        ag = Some(group_expr(name, v, APP_GROUP_EXPANSIONS)?)
+                    }
+                    _ => {
+                        return Err(bad(
+                            name,
+                            format!(
+                                "unknown option '{w}'; valid options are process-group= and \
+                                 application-group="
+                            ),
+                        ));
+                    }
+                }
+            }
+            let (Some(pg), Some(ag)) = (pg, ag) else {
+                return Err(bad(
+                    name,
+                    "both process-group= and application-group= are required, e.g. \
+                     process-group=%{GLOBAL} application-group=%{GLOBAL}",
+                ));
+            };
+            if ag != "%{GLOBAL}" && ag.starts_with("%{") {
+                return Err(bad(
+                    name,
+                    format!(
+                        "application-group={ag} depends on a request; use %{{GLOBAL}} or a name"
+                    ),
+                ));
+            }
+            note_app_group(g, &ag);
+            g.import_scripts.push(ImportScript {
+                path: path.clone(),
+                process_group: pg,
+                application_group: ag,
+            });
+        }
+        "WSGIPassAuthorization" => dcfg.pass_authorization = Some(flag(spec, &words)?),
+        "WSGIScriptReloading" => dcfg.script_reloading = Some(flag(spec, &words)?),
+        "WSGIErrorOverride" => dcfg.error_override = Some(flag(spec, &words)?),
+        "WSGIChunkedRequest" => dcfg.chunked_request = Some(flag(spec, &words)?),
+        "WSGIIgnoreActivity" => dcfg.ignore_activity = Some(flag(spec, &words)?),
+        "WSGIEnableSendfile" => dcfg.enable_sendfile = Some(flag(spec, &words)?),
+        "WSGIMapHEADToGET" => {
+            let v = one(spec, &words)?;
+            dcfg.map_head_to_get = Some(match v.to_ascii_lowercase().as_str() {
+                "on" => HeadMode::On,
+                "off" => HeadMode::Off,
+                "auto" => HeadMode::Auto,
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("'{v}' is not valid; use On, Off or Auto"),
+                    ));
+                }
+            });
+        }
+        "WSGITrustedProxyHeaders" => {
+            if words.is_empty() {
+                return Err(usage(spec));
+            }
+            let mut list = dcfg.trusted_proxy_headers.take().unwrap_or_default();
+            for w in &words {
+                let key = crate::wsgi::proxy::header_env_name(w).ok_or_else(|| {
+                    bad(
+                        name,
+                        format!(
+                            "'{w}' is not a proxy header mod_rwsgi understands; use any of {}",
+                            crate::wsgi::proxy::KNOWN_HEADERS.join(", ")
+                        ),
+                    )
+                })?;
+                if !list.contains(&key) {
+                    list.push(key);
+                }
+            }
+            dcfg.trusted_proxy_headers = Some(list);
+        }
+        "WSGITrustedProxies" => {
+            if words.is_empty() {
+                return Err(usage(spec));
+            }
+            let mut list = dcfg.trusted_proxies.take().unwrap_or_default();
+            for w in &words {
+                list.push(IpNet::parse(w).map_err(|e| bad(name, e))?);
+            }
+            dcfg.trusted_proxies = Some(list);
+        }
+        _ => unreachable!("directive {name} is marked implemented but has no parser"),
+    }
+    Ok(Applied::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Cfg {
+        server: ServerConfig,
+        dir: DirConfig,
+        global: GlobalConfig,
+    }
+
+    fn cfg() -> Cfg {
+        Cfg {
+            server: ServerConfig::default(),
+            dir: DirConfig::default(),
+            global: GlobalConfig::default(),
+        }
+    }
+
+    fn run(c: &mut Cfg, name: &str, args: &str) -> Result<Applied, Error> {
+        let spec = directive(name).expect("known directive");
+        apply(
+            spec,
+            args,
+            Targets {
+                server: &mut c.server,
+                dir: &mut c.dir,
+                global: &mut c.global,
+            },
+        )
+    }
+
+    #[test]
+    fn table_has_every_mod_wsgi6_directive_once() {
+        assert_eq!(DIRECTIVES.len(), 49 + 4);
+        let mut names: Vec<_> = DIRECTIVES
+            .iter()
+            .map(|d| d.name().to_ascii_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DIRECTIVES.len());
+    }
+
+    #[test]
+    fn every_implemented_directive_has_a_parser() {
+        for spec in DIRECTIVES.iter().filter(|d| d.support == Implemented) {
+            let mut c = cfg();
+            // Any outcome but a panic (the unreachable! arm) is fine here.
+            let _ = apply(
+                spec,
+                "",
+                Targets {
+                    server: &mut c.server,
+                    dir: &mut c.dir,
+                    global: &mut c.global,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn script_alias_with_options() {
+        let mut c = cfg();
+        let r = run(
+            &mut c,
+            "WSGIScriptAlias",
+            r#"/app "/srv/my app.wsgi" application-group=%{GLOBAL} callable-object=app pass-authorization=On"#,
+        );
+        assert_eq!(r, Ok(Applied::Done));
+        let a = &c.server.aliases[0];
+        assert_eq!(a.pattern, AliasPattern::Prefix("/app".into()));
+        assert_eq!(a.target, "/srv/my app.wsgi");
+        assert_eq!(a.options.callable_object.as_deref(), Some("app"));
+        assert_eq!(a.options.pass_authorization, Some(true));
+        assert_eq!(
+            run(&mut c, "WSGIScriptAliasMatch", "^/x(.*) /srv/x.wsgi"),
+            Ok(Applied::CompileRegex(1))
+        );
+    }
+
+    #[test]
+    fn script_alias_errors_name_directive_and_fix() {
+        let mut c = cfg();
+        let e = run(&mut c, "WSGIScriptAlias", "/app").unwrap_err();
+        assert!(
+            e.msg
+                .starts_with("WSGIScriptAlias: wrong arguments; usage: WSGIScriptAlias <url-path>"),
+            "{e}"
+        );
+        let e = run(&mut c, "WSGIScriptAlias", "/app /x.wsgi bogus=1").unwrap_err();
+        assert!(e.msg.contains("unknown option 'bogus'"), "{e}");
+        let e = run(&mut c, "WSGIScriptAlias", "/app /x.wsgi process-group=site").unwrap_err();
+        assert_eq!(e.code, Code::NotSupported);
+        assert!(e.msg.contains("WSGIDaemonProcess"), "{e}");
+        let e = run(
+            &mut c,
+            "WSGIScriptAlias",
+            "/app /x.wsgi application-group=%{NOPE}",
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("unknown expansion '%{NOPE}'"), "{e}");
+    }
+
+    #[test]
+    fn flags_and_values() {
+        let mut c = cfg();
+        run(&mut c, "WSGIPassAuthorization", "on").unwrap();
+        assert_eq!(c.dir.pass_authorization, Some(true));
+        let e = run(&mut c, "WSGIChunkedRequest", "yes").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "WSGIChunkedRequest: 'yes' is not valid; use On or Off"
+        );
+        run(&mut c, "WSGIMapHEADToGET", "Auto").unwrap();
+        assert_eq!(c.dir.map_head_to_get, Some(HeadMode::Auto));
+        assert!(run(&mut c, "WSGIPythonOptimize", "3").is_err());
+        run(&mut c, "WSGIPythonOptimize", "2").unwrap();
+        assert_eq!(c.global.optimize, 2);
+        run(&mut c, "WSGIPythonHashSeed", "123").unwrap();
+        assert_eq!(c.global.hash_seed, HashSeed::Fixed(123));
+        assert!(run(&mut c, "WSGIPythonHashSeed", "-1").is_err());
+        run(&mut c, "WSGIPythonPath", "/a:/b::/c").unwrap();
+        assert_eq!(c.global.python_path, ["/a", "/b", "/c"]);
+        assert!(run(&mut c, "WSGIPythonHome", "relative/venv").is_err());
+        run(&mut c, "WSGIPythonWarnings", "ignore::DeprecationWarning").unwrap();
+        run(&mut c, "WSGIPythonWarnings", "error").unwrap();
+        assert_eq!(c.global.warnings.len(), 2);
+        assert!(
+            c.global.restrict_signal,
+            "WSGIRestrictSignal defaults to On"
+        );
+    }
+
+    #[test]
+    fn not_supported_and_only_off() {
+        let mut c = cfg();
+        let e = run(&mut c, "WSGIDaemonProcess", "site threads=5").unwrap_err();
+        assert_eq!(e.code, Code::NotSupported);
+        assert!(e.msg.starts_with(
+            "WSGIDaemonProcess is a mod_wsgi directive that mod_rwsgi does not support yet"
+        ));
+        assert_eq!(
+            run(&mut c, "WSGIPerInterpreterGIL", "Off"),
+            Ok(Applied::Done)
+        );
+        assert_eq!(
+            run(&mut c, "WSGIPerInterpreterGIL", "On").unwrap_err().code,
+            Code::NotSupported
+        );
+        run(&mut c, "WSGIVerboseDebugging", "On").unwrap();
+        run(&mut c, "WSGILazyInitialization", "On").unwrap();
+        assert!(run(&mut c, "WSGILazyInitialization", "Off").is_err());
+        assert_eq!(c.global.notices.len(), 2);
+    }
+
+    #[test]
+    fn import_script_needs_both_groups() {
+        let mut c = cfg();
+        assert!(
+            run(
+                &mut c,
+                "WSGIImportScript",
+                "/x.wsgi process-group=%{GLOBAL}"
+            )
+            .is_err()
+        );
+        run(
+            &mut c,
+            "WSGIImportScript",
+            "/x.wsgi process-group=%{GLOBAL} application-group=%{GLOBAL}",
+        )
+        .unwrap();
+        assert_eq!(c.global.import_scripts[0].path, "/x.wsgi");
+        assert!(c.global.named_app_groups.is_empty());
+        run(&mut c, "WSGIApplicationGroup", "site1").unwrap();
+        assert_eq!(c.global.named_app_groups, ["site1"]);
+    }
+
+    #[test]
+    fn trusted_proxies_and_headers() {
+        let mut c = cfg();
+        run(
+            &mut c,
+            "WSGITrustedProxyHeaders",
+            "X-Forwarded-For X-Forwarded-Proto",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dir.trusted_proxy_headers.as_deref(),
+            Some(
+                &[
+                    "HTTP_X_FORWARDED_FOR".to_string(),
+                    "HTTP_X_FORWARDED_PROTO".to_string()
+                ][..]
+            )
+        );
+        assert!(run(&mut c, "WSGITrustedProxyHeaders", "X-Bogus").is_err());
+        run(&mut c, "WSGITrustedProxies", "127.0.0.1 10.0.0.0/8 ::1").unwrap();
+        assert_eq!(c.dir.trusted_proxies.as_ref().map(|v| v.len()), Some(3));
+        assert!(run(&mut c, "WSGITrustedProxies", "10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn dir_merge_prefers_child() {
+        let parent = DirConfig {
+            pass_authorization: Some(true),
+            callable_object: Some("app".into()),
+            ..Default::default()
+        };
+        let child = DirConfig {
+            pass_authorization: Some(false),
+            ..Default::default()
+        };
+        let m = DirConfig::merge(&parent, &child);
+        assert_eq!(m.pass_authorization, Some(false));
+        assert_eq!(m.callable_object.as_deref(), Some("app"));
+    }
+}

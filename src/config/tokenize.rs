@@ -1,0 +1,57 @@
+//! Splits a directive's raw argument line into words the way httpd's `ap_getword_conf` does
+//! (double or single quotes group words, a backslash escapes the quote inside them).
+//! Pure; runs in the httpd parent while the configuration is read.
+#![forbid(unsafe_code)]
+
+/// Splits `line` into configuration words.
+pub fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else { break };
+        let mut word = String::new();
+        if first == '"' || first == '\'' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '\\' && chars.peek() == Some(&first) {
+                    word.push(first);
+                    chars.next();
+                } else if c == first {
+                    break;
+                } else {
+                    word.push(c);
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        out.push(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::words;
+
+    #[test]
+    fn plain_and_quoted_words() {
+        assert_eq!(words("  a b\tc "), ["a", "b", "c"]);
+        assert_eq!(
+            words(r#"/x "/srv/my app.wsgi" process-group=a"#),
+            ["/x", "/srv/my app.wsgi", "process-group=a"]
+        );
+        assert_eq!(words(r#"'it\'s' "q\"q""#), ["it's", "q\"q"]);
+        assert_eq!(words(""), Vec::<String>::new());
+        assert_eq!(words(r#""""#), [""]);
+    }
+}

@@ -1,0 +1,126 @@
+//! The crate's one error type with stable log codes (`RW####`), shared by the httpd parent
+//! (configuration), the httpd child and, later, the daemon processes. Codes are never reused.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// Stable identifiers printed in the error log; the README's error table lists each one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// A directive has wrong or missing arguments.
+    BadDirective,
+    /// A directive names a mod_wsgi feature this version does not implement yet.
+    NotSupported,
+    /// mod_wsgi is loaded in the same server.
+    ModWsgiLoaded,
+    /// Python could not be initialised in an httpd child.
+    PythonInit,
+    /// The WSGI script could not be loaded (missing, unreadable, raised on import).
+    ScriptLoad,
+    /// The WSGI script has no callable with the configured name.
+    NoCallable,
+    /// The application raised an exception.
+    AppException,
+    /// The application broke the WSGI protocol (bad status, headers, body type ...).
+    AppProtocol,
+    /// Reading the request body failed (client gone, timeout, bad chunking).
+    InputError,
+    /// Writing the response failed (client gone).
+    OutputError,
+    /// The request was refused before reaching Python (ExecCGI, missing script, 411 ...).
+    RequestRefused,
+    /// A Rust panic was caught at an `extern "C"` boundary.
+    Panic,
+    /// Embedded mode is disabled by `WSGIRestrictEmbedded On`.
+    EmbeddedRestricted,
+}
+
+impl Code {
+    /// The code as printed in the log, e.g. `RW0007`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadDirective => "RW0001",
+            Code::NotSupported => "RW0002",
+            Code::ModWsgiLoaded => "RW0003",
+            Code::PythonInit => "RW0004",
+            Code::ScriptLoad => "RW0005",
+            Code::NoCallable => "RW0006",
+            Code::AppException => "RW0007",
+            Code::AppProtocol => "RW0008",
+            Code::InputError => "RW0009",
+            Code::OutputError => "RW0010",
+            Code::RequestRefused => "RW0011",
+            Code::Panic => "RW0999",
+            Code::EmbeddedRestricted => "RW0012",
+        }
+    }
+
+    /// Every code, for the README consistency test.
+    pub const ALL: [Code; 13] = [
+        Code::BadDirective,
+        Code::NotSupported,
+        Code::ModWsgiLoaded,
+        Code::PythonInit,
+        Code::ScriptLoad,
+        Code::NoCallable,
+        Code::AppException,
+        Code::AppProtocol,
+        Code::InputError,
+        Code::OutputError,
+        Code::RequestRefused,
+        Code::Panic,
+        Code::EmbeddedRestricted,
+    ];
+}
+
+/// An error with its stable code and a message meant for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub code: Code,
+    pub msg: String,
+}
+
+impl Error {
+    pub fn new(code: Code, msg: impl Into<String>) -> Self {
+        Error {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.msg)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_documented() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let mut seen = std::collections::HashSet::new();
+        for c in Code::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate code {}", c.as_str());
+            assert!(
+                readme.contains(c.as_str()),
+                "{} missing from README's error table",
+                c.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn display_carries_code() {
+        let e = Error::new(Code::BadDirective, "WSGIPythonOptimize takes 0, 1 or 2");
+        assert_eq!(e.to_string(), "RW0001: WSGIPythonOptimize takes 0, 1 or 2");
+    }
+}

@@ -1,0 +1,106 @@
+"""mod_rwsgi's Python-side helpers (script loading and reloading, process restrictions); run
+inside the embedded interpreter of each httpd child."""
+
+import hashlib
+import os
+import signal
+import sys
+import threading
+import types
+
+_load_lock = threading.RLock()
+
+
+def module_name(path, case_sensitive):
+    """The sys.modules name of a WSGI script, as mod_wsgi names it."""
+    key = path if case_sensitive else path.lower()
+    return "_mod_wsgi_" + hashlib.md5(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _current(module, path, mtime, reloading):
+    if module is None:
+        return False
+    if not reloading:
+        return True
+    if mtime is None:
+        mtime = os.stat(path).st_mtime_ns // 1000
+    if getattr(module, "__mtime__", None) != mtime:
+        return False
+    check = getattr(module, "reload_required", None)
+    if callable(check):
+        try:
+            return not check(path)
+        except Exception:
+            sys.excepthook(*sys.exc_info())
+            return True
+    return True
+
+
+def load_script(path, mtime, reloading, case_sensitive):
+    """Returns the module for the WSGI script at `path`, (re)executing it when it is new or its
+    modification time (microseconds) changed. A failed load leaves nothing behind, so the next
+    request tries again."""
+    name = module_name(path, case_sensitive)
+    module = sys.modules.get(name)
+    if _current(module, path, mtime, reloading):
+        return module
+    with _load_lock:
+        module = sys.modules.get(name)
+        if _current(module, path, mtime, reloading):
+            return module
+        with open(path, "rb") as f:
+            source = f.read()
+        if mtime is None:
+            mtime = os.stat(path).st_mtime_ns // 1000
+        code = compile(source, path, "exec", dont_inherit=True)
+        module = types.ModuleType(name)
+        module.__file__ = path
+        module.__mtime__ = mtime
+        sys.modules[name] = module
+        try:
+            exec(code, module.__dict__)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        return module
+
+
+class RestrictedStdin:
+    """sys.stdin under WSGIRestrictStdin On."""
+
+    def _fail(self, *args, **kwargs):
+        raise OSError("sys.stdin access restricted by mod_wsgi")
+
+    read = readline = readlines = __iter__ = __next__ = fileno = _fail
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        pass
+
+
+def restrict_signal(log):
+    """WSGIRestrictSignal On: signal.signal() from the application is ignored (httpd owns
+    signals) with a warning and the caller's stack in the log."""
+    import traceback
+
+    original = signal.signal
+
+    def intercept(signum, handler):
+        stack = "".join(traceback.format_stack(limit=8)[:-1])
+        log(
+            "mod_rwsgi (pid=%d): callback registration for signal %s ignored "
+            "(WSGIRestrictSignal On).\n%s" % (os.getpid(), signum, stack)
+        )
+        return signal.getsignal(signum)
+
+    intercept.__wrapped__ = original
+    signal.signal = intercept
+
+
+def add_site_dirs(paths):
+    import site
+
+    for p in paths:
+        site.addsitedir(p)

@@ -1,0 +1,964 @@
+//! The Python side of one WSGI request: `wsgi.input`, `start_response` and `write()`,
+//! `wsgi.errors`/`sys.stdout`/`sys.stderr` log objects, `wsgi.file_wrapper`, and the driver that
+//! calls the application and streams its result. httpd is reached only through the
+//! `BodySource` and `ResponseSink` traits, always with the GIL released. Runs in the httpd child.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pyo3::exceptions::{PyIOError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::headers::{self, Head};
+use crate::error::Code;
+
+/// Log levels the application side uses (mapped onto httpd's by the httpd layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// Where log lines go; the httpd layer supplies one bound to a request or to the server.
+pub type LogFn = Arc<dyn Fn(Level, &str) + Send + Sync>;
+
+/// The request body, as the httpd layer delivers it (dechunked, never past its end).
+pub trait BodySource: Send {
+    /// Reads up to `buf.len()` bytes; `Ok(0)` at the end of the body. Called without the GIL.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// The response, as the httpd layer sends it.
+pub trait ResponseSink: Send {
+    /// Records the status and headers; they leave with the first `write`/`send_file`/`finish`.
+    fn set_head(&mut self, head: &Head);
+    /// Sends body bytes; `flush` pushes them to the client at once. Called without the GIL.
+    fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()>;
+    /// Sends `len` bytes of the regular file open on `fd`, from `offset`. Called without the GIL.
+    fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()>;
+    /// Ends the response; `abort` makes the client see a truncated response, never a clean end.
+    fn finish(&mut self, abort: bool) -> io::Result<()>;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the data is still consistent for us.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ------------------------------------------------------------------------------------------
+// wsgi.input
+
+const READ_CHUNK: usize = 64 * 1024;
+
+struct InputState {
+    source: Option<Box<dyn BodySource>>,
+    /// Bytes read from the source but not yet handed to the application.
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    /// Set when the request has ended: the object must not touch httpd any more.
+    ended: bool,
+}
+
+/// `wsgi.input`: a stream over the request body.
+#[pyclass(frozen, module = "mod_wsgi", name = "Input")]
+pub struct Input {
+    state: Mutex<InputState>,
+}
+
+impl Input {
+    pub fn new(source: Box<dyn BodySource>) -> Self {
+        Input {
+            state: Mutex::new(InputState {
+                source: Some(source),
+                buf: Vec::new(),
+                pos: 0,
+                eof: false,
+                ended: false,
+            }),
+        }
+    }
+
+    /// Detaches the object from the request once it has ended.
+    pub fn end(&self) {
+        let mut st = lock(&self.state);
+        st.source = None;
+        st.ended = true;
+    }
+
+    /// Reads more of the body into the buffer (GIL released). Returns false at the end.
+    fn fill(&self, py: Python<'_>, want: usize) -> PyResult<bool> {
+        let mut source = {
+            let mut st = lock(&self.state);
+            if st.ended {
+                return Err(PyValueError::new_err(
+                    "wsgi.input was used after the request it belongs to had ended",
+                ));
+            }
+            if st.eof {
+                return Ok(false);
+            }
+            match st.source.take() {
+                Some(s) => s,
+                None => {
+                    return Err(PyRuntimeError::new_err(
+                        "wsgi.input is in use by another thread",
+                    ));
+                }
+            }
+        };
+        let mut chunk = vec![0u8; want.clamp(1, READ_CHUNK)];
+        let res = py.detach(|| source.read(&mut chunk));
+        let mut st = lock(&self.state);
+        if !st.ended {
+            st.source = Some(source);
+        }
+        match res {
+            Ok(0) => {
+                st.eof = true;
+                Ok(false)
+            }
+            Ok(n) => {
+                if st.pos > 0 {
+                    let pos = st.pos;
+                    st.buf.drain(..pos);
+                    st.pos = 0;
+                }
+                st.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e) => Err(PyIOError::new_err(format!("request data read error: {e}"))),
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        let st = lock(&self.state);
+        st.buf.len() - st.pos
+    }
+
+    fn take(&self, n: usize) -> Vec<u8> {
+        let mut st = lock(&self.state);
+        let end = (st.pos + n).min(st.buf.len());
+        let out = st.buf[st.pos..end].to_vec();
+        st.pos = end;
+        if st.pos == st.buf.len() {
+            st.buf.clear();
+            st.pos = 0;
+        }
+        out
+    }
+
+    fn read_bytes(&self, py: Python<'_>, size: Option<i64>) -> PyResult<Vec<u8>> {
+        match size {
+            Some(n) if n >= 0 => {
+                let n = n as usize;
+                while self.buffered() < n {
+                    if !self.fill(py, n - self.buffered())? {
+                        break;
+                    }
+                }
+                Ok(self.take(n))
+            }
+            _ => {
+                while self.fill(py, READ_CHUNK)? {}
+                Ok(self.take(usize::MAX))
+            }
+        }
+    }
+
+    fn readline_bytes(&self, py: Python<'_>, size: Option<i64>) -> PyResult<Vec<u8>> {
+        let limit = match size {
+            Some(n) if n >= 0 => n as usize,
+            _ => usize::MAX,
+        };
+        let mut scanned = 0;
+        loop {
+            let found = {
+                let st = lock(&self.state);
+                let avail = &st.buf[st.pos..];
+                let upto = avail.len().min(limit);
+                avail[scanned.min(upto)..upto]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map(|i| scanned + i)
+            };
+            if let Some(i) = found {
+                return Ok(self.take(i + 1));
+            }
+            let have = self.buffered();
+            if have >= limit {
+                return Ok(self.take(limit));
+            }
+            scanned = have;
+            if !self.fill(py, READ_CHUNK)? {
+                return Ok(self.take(limit));
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.read_bytes(py, size)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.readline_bytes(py, size)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<i64>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let mut total = 0usize;
+        loop {
+            let line = self.readline_bytes(py, None)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            list.append(PyBytes::new(py, &line))?;
+            if let Some(h) = hint
+                && h > 0
+                && total >= h as usize
+            {
+                break;
+            }
+        }
+        Ok(list)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.readline_bytes(py, None)?;
+        Ok(if line.is_empty() {
+            None
+        } else {
+            Some(PyBytes::new(py, &line))
+        })
+    }
+
+    fn close(&self) {}
+}
+
+// ------------------------------------------------------------------------------------------
+// start_response and write()
+
+struct ResponseState {
+    sink: Option<Box<dyn ResponseSink>>,
+    head: Option<Head>,
+    /// The head has gone out with the first body bytes.
+    sent: bool,
+    /// Body bytes handed to the sink.
+    written: u64,
+    /// Writing to the client failed (it went away): stop producing output.
+    client_gone: bool,
+    /// Bytes dropped because the application exceeded its own Content-Length.
+    dropped: u64,
+    ended: bool,
+}
+
+/// The `start_response` callable handed to the application.
+#[pyclass(frozen, module = "mod_wsgi", name = "StartResponse")]
+pub struct StartResponse {
+    state: Arc<Mutex<ResponseState>>,
+}
+
+/// The `write()` callable `start_response` returns.
+#[pyclass(frozen, module = "mod_wsgi", name = "Write")]
+pub struct Write {
+    state: Arc<Mutex<ResponseState>>,
+}
+
+fn state_err(msg: &str) -> PyErr {
+    PyRuntimeError::new_err(msg.to_string())
+}
+
+/// Sends `data` (after the head, on first use), never past the declared Content-Length.
+fn send_body(
+    py: Python<'_>,
+    state: &Mutex<ResponseState>,
+    data: &[u8],
+    flush: bool,
+) -> PyResult<()> {
+    let (mut sink, data) = {
+        let mut st = lock(state);
+        if st.ended {
+            return Err(state_err(
+                "the response was used after its request had ended",
+            ));
+        }
+        if st.client_gone {
+            return Err(PyOSError::new_err(
+                "failed to write response data: client went away",
+            ));
+        }
+        let Some(head) = st.head.clone() else {
+            return Err(state_err(
+                "response data was produced before start_response() was called",
+            ));
+        };
+        let data = match head.content_length {
+            Some(cl) => {
+                let room = cl.saturating_sub(st.written);
+                if (data.len() as u64) > room {
+                    st.dropped += data.len() as u64 - room;
+                    &data[..room as usize]
+                } else {
+                    data
+                }
+            }
+            None => data,
+        };
+        if data.is_empty() && !flush {
+            return Ok(());
+        }
+        let Some(mut sink) = st.sink.take() else {
+            return Err(state_err("the response is being written by another thread"));
+        };
+        if !st.sent {
+            sink.set_head(&head);
+            st.sent = true;
+        }
+        (sink, data)
+    };
+    let res = py.detach(|| sink.write(data, flush));
+    let mut st = lock(state);
+    st.sink = Some(sink);
+    match res {
+        Ok(()) => {
+            st.written += data.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            st.client_gone = true;
+            Err(PyOSError::new_err(format!(
+                "failed to write response data: {e}"
+            )))
+        }
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, response_headers, exc_info=None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        response_headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let st = lock(&self.state);
+            if st.ended {
+                return Err(state_err(
+                    "start_response() was called after the request had ended",
+                ));
+            }
+            match exc_info {
+                Some(info) if st.sent => {
+                    // PEP 3333: the headers are out, so re-raise the original exception.
+                    drop(st);
+                    let value = info.get_item(1)?;
+                    let tb = info.get_item(2)?;
+                    let err = PyErr::from_value(value);
+                    if !tb.is_none() {
+                        err.set_traceback(py, Some(tb.cast_into()?));
+                    }
+                    return Err(err);
+                }
+                None if st.head.is_some() => {
+                    return Err(state_err(
+                        "start_response() was called a second time without exc_info",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let status: String = status
+            .cast::<PyString>()
+            .map_err(|_| {
+                PyTypeError::new_err("the status passed to start_response() must be a str")
+            })?
+            .to_str()?
+            .to_string();
+        let list = response_headers.cast::<PyList>().map_err(|_| {
+            PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+        })?;
+        let mut hdrs = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            let t = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err("each response header must be a (name, value) tuple")
+            })?;
+            if t.len() != 2 {
+                return Err(PyTypeError::new_err(
+                    "each response header must be a (name, value) tuple",
+                ));
+            }
+            let name = t.get_item(0)?;
+            let value = t.get_item(1)?;
+            let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+                return Err(PyTypeError::new_err(
+                    "response header names and values must be str",
+                ));
+            };
+            hdrs.push((name.to_str()?.to_string(), value.to_str()?.to_string()));
+        }
+        let head = headers::validate(&status, hdrs).map_err(PyValueError::new_err)?;
+        lock(&self.state).head = Some(head);
+        Ok(Write {
+            state: Arc::clone(&self.state),
+        })
+    }
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let b = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() takes bytes, not str or other types"))?;
+        send_body(py, &self.state, b.as_bytes(), true)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// wsgi.errors, sys.stdout, sys.stderr
+
+/// A text stream whose lines go to httpd's error log.
+#[pyclass(frozen, module = "mod_wsgi", name = "Log")]
+pub struct Log {
+    /// The request's log while it runs; `None` afterwards.
+    primary: Mutex<Option<LogFn>>,
+    /// Where lines go once the request has ended (the server's log).
+    fallback: LogFn,
+    buffer: Mutex<String>,
+    level: Level,
+    /// If set, writing raises `OSError` with this message (`WSGIRestrictStdout`).
+    restricted: Option<String>,
+}
+
+impl Log {
+    pub fn new(primary: Option<LogFn>, fallback: LogFn, level: Level) -> Self {
+        Log {
+            primary: Mutex::new(primary),
+            fallback,
+            buffer: Mutex::new(String::new()),
+            level,
+            restricted: None,
+        }
+    }
+
+    pub fn restricted(fallback: LogFn, msg: &str) -> Self {
+        Log {
+            restricted: Some(msg.to_string()),
+            ..Log::new(None, fallback, Level::Error)
+        }
+    }
+
+    fn emit(&self, line: &str) {
+        let f = lock(&self.primary)
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&self.fallback));
+        f(self.level, line);
+    }
+
+    fn flush_all(&self) {
+        let rest = std::mem::take(&mut *lock(&self.buffer));
+        if !rest.is_empty() {
+            self.emit(&rest);
+        }
+    }
+
+    /// Flushes what is buffered and detaches the object from its request.
+    pub fn end(&self) {
+        self.flush_all();
+        *lock(&self.primary) = None;
+    }
+}
+
+#[pymethods]
+impl Log {
+    fn write(&self, msg: &Bound<'_, PyAny>) -> PyResult<usize> {
+        if let Some(r) = &self.restricted {
+            return Err(PyOSError::new_err(r.clone()));
+        }
+        let s = msg.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write() argument must be str, not {}",
+                msg.get_type()
+            ))
+        })?;
+        let s = s.to_cow()?;
+        let mut lines = Vec::new();
+        {
+            let mut buf = lock(&self.buffer);
+            buf.push_str(&s);
+            while let Some(i) = buf.find('\n') {
+                lines.push(buf[..i].to_string());
+                buf.drain(..=i);
+            }
+        }
+        for l in lines {
+            self.emit(&l);
+        }
+        Ok(s.chars().count())
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for l in lines.try_iter()? {
+            self.write(&l?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> PyResult<()> {
+        if let Some(r) = &self.restricted {
+            return Err(PyOSError::new_err(r.clone()));
+        }
+        self.flush_all();
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.flush_all();
+    }
+
+    fn isatty(&self) -> bool {
+        false
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn readable(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn encoding(&self) -> &'static str {
+        "utf-8"
+    }
+
+    #[getter]
+    fn errors(&self) -> &'static str {
+        "backslashreplace"
+    }
+
+    #[getter]
+    fn name(&self) -> &'static str {
+        "<wsgi.errors>"
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// wsgi.file_wrapper
+
+/// `wsgi.file_wrapper`: iterates a file in blocks; a real file is sent by httpd directly.
+#[pyclass(frozen, module = "mod_wsgi", name = "FileWrapper")]
+pub struct FileWrapper {
+    filelike: Py<PyAny>,
+    blksize: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize=8192))]
+    fn new(filelike: Py<PyAny>, blksize: i64) -> PyResult<Self> {
+        if blksize <= 0 {
+            return Err(PyValueError::new_err(
+                "block size must be a positive integer",
+            ));
+        }
+        Ok(FileWrapper {
+            filelike,
+            blksize: blksize as usize,
+        })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.blksize,))?;
+        Ok(if data.len().unwrap_or(0) == 0 {
+            None
+        } else {
+            Some(data)
+        })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if f.hasattr("close")? {
+            f.call_method0("close")?;
+        }
+        Ok(())
+    }
+}
+
+/// The part of a regular file that `wsgi.file_wrapper` can hand to httpd: `(fd, offset, len)`.
+fn file_region(
+    py: Python<'_>,
+    fw: &FileWrapper,
+    declared: Option<u64>,
+) -> Option<(RawFd, u64, u64)> {
+    let f = fw.filelike.bind(py);
+    let fd: RawFd = f.call_method0("fileno").ok()?.extract().ok()?;
+    let offset: i64 = f.call_method0("tell").ok()?.extract().ok()?;
+    let os = py.import("os").ok()?;
+    let st = os.call_method1("fstat", (fd,)).ok()?;
+    let mode: u32 = st.getattr("st_mode").ok()?.extract().ok()?;
+    let size: i64 = st.getattr("st_size").ok()?.extract().ok()?;
+    let is_reg: bool = py
+        .import("stat")
+        .ok()?
+        .call_method1("S_ISREG", (mode,))
+        .ok()?
+        .extract()
+        .ok()?;
+    if !is_reg || offset < 0 {
+        return None;
+    }
+    // Never read past the end of the file, whatever Content-Length says.
+    let avail = (size - offset).max(0) as u64;
+    Some((
+        fd,
+        offset as u64,
+        declared.map_or(avail, |cl| cl.min(avail)),
+    ))
+}
+
+// ------------------------------------------------------------------------------------------
+// The request driver
+
+/// What happened to a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was sent completely.
+    Done,
+    /// Nothing was sent; httpd should answer 500 (the reason is logged).
+    ServerError,
+    /// The response was cut off (error after the first byte, short body, client gone).
+    Aborted,
+}
+
+/// Everything one request needs besides the application and its environ.
+pub struct RequestIo {
+    pub sink: Box<dyn ResponseSink>,
+    pub input: Py<Input>,
+    pub errors: Py<Log>,
+    /// The request's own log (right virtual host), for the driver's messages.
+    pub log: LogFn,
+    /// The script path, for messages.
+    pub script: String,
+    /// Whether to flush after every block of a streamed (non-list) response.
+    pub stream_flush: bool,
+}
+
+/// Logs an exception with its full traceback, one log line per traceback line.
+pub fn log_exception(py: Python<'_>, err: &PyErr, log: &LogFn, first_line: &str) {
+    log(Level::Error, first_line);
+    let formatted = py.import("traceback").and_then(|tb| {
+        let trace = err
+            .traceback(py)
+            .map(|t| t.into_any())
+            .unwrap_or_else(|| py.None().into_bound(py));
+        tb.call_method1("format_exception", (err.get_type(py), err.value(py), trace))?
+            .extract::<Vec<String>>()
+    });
+    match formatted {
+        Ok(parts) => {
+            for line in parts.concat().lines() {
+                log(Level::Error, line);
+            }
+        }
+        Err(_) => log(Level::Error, &err.to_string()),
+    }
+}
+
+struct Driver<'a> {
+    log: &'a LogFn,
+    script: &'a str,
+    stream_flush: bool,
+    state: Arc<Mutex<ResponseState>>,
+}
+
+impl Driver<'_> {
+    fn fail(&self, py: Python<'_>, err: &PyErr, what: &str) -> Outcome {
+        let client_gone = lock(&self.state).client_gone;
+        if client_gone {
+            (self.log)(
+                Level::Info,
+                &format!(
+                    "{}: client closed the connection while WSGI script '{}' was responding",
+                    Code::OutputError.as_str(),
+                    self.script
+                ),
+            );
+        } else {
+            log_exception(
+                py,
+                err,
+                &self.log,
+                &format!(
+                    "{}: exception occurred {what} WSGI script '{}'",
+                    Code::AppException.as_str(),
+                    self.script
+                ),
+            );
+        }
+        if lock(&self.state).sent {
+            Outcome::Aborted
+        } else {
+            Outcome::ServerError
+        }
+    }
+
+    fn protocol_error(&self, msg: &str) -> Outcome {
+        (self.log)(
+            Level::Error,
+            &format!(
+                "{}: WSGI script '{}': {msg}",
+                Code::AppProtocol.as_str(),
+                self.script
+            ),
+        );
+        if lock(&self.state).sent {
+            Outcome::Aborted
+        } else {
+            Outcome::ServerError
+        }
+    }
+
+    /// Streams the iterable; returns `None` when it was fully consumed.
+    fn iterate(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<Outcome> {
+        let is_seq = result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>();
+        let flush = self.stream_flush && !is_seq;
+        let iter = match result.try_iter() {
+            Ok(i) => i,
+            Err(e) => return Some(self.fail(py, &e, "iterating the result of")),
+        };
+        for item in iter {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => return Some(self.fail(py, &e, "in the response iterable of")),
+            };
+            let Ok(bytes) = item.cast::<PyBytes>() else {
+                return Some(self.protocol_error(&format!(
+                    "the response iterable yielded {}, but only bytes are allowed",
+                    item.get_type()
+                )));
+            };
+            let data = bytes.as_bytes();
+            if data.is_empty() {
+                continue;
+            }
+            if let Err(e) = send_body(py, &self.state, data, flush) {
+                return Some(self.fail(py, &e, "writing the response of"));
+            }
+        }
+        None
+    }
+
+    /// Sends a `wsgi.file_wrapper` over a regular file as a file bucket.
+    fn send_file(&self, py: Python<'_>, fw: &FileWrapper) -> Option<Outcome> {
+        let declared = {
+            let st = lock(&self.state);
+            if st.sent || st.head.is_none() {
+                return None;
+            }
+            st.head.as_ref().and_then(|h| h.content_length)
+        };
+        let (fd, offset, len) = file_region(py, fw, declared)?;
+        let (mut sink, head) = {
+            let mut st = lock(&self.state);
+            let mut head = st.head.clone()?;
+            if head.content_length.is_none() {
+                head.headers
+                    .push(("Content-Length".into(), len.to_string()));
+                head.content_length = Some(len);
+            }
+            st.sent = true;
+            (st.sink.take()?, head)
+        };
+        sink.set_head(&head);
+        let res = if len > 0 {
+            py.detach(|| sink.send_file(fd, offset, len))
+        } else {
+            Ok(())
+        };
+        let mut st = lock(&self.state);
+        st.sink = Some(sink);
+        match res {
+            Ok(()) => {
+                st.written = len;
+                // Keep the file object's position where a plain iteration would have left it.
+                drop(st);
+                let _ = fw
+                    .filelike
+                    .bind(py)
+                    .call_method1("seek", ((offset + len) as i64,));
+                Some(Outcome::Done)
+            }
+            Err(e) => {
+                st.client_gone = true;
+                drop(st);
+                let err = PyOSError::new_err(format!("failed to send file: {e}"));
+                Some(self.fail(py, &err, "sending the file of"))
+            }
+        }
+    }
+}
+
+/// Calls the application with `environ` and sends what it returns. Always calls the result's
+/// `close()`, always ends the response (`finish`), and always detaches the request's objects.
+pub fn run(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    environ: Bound<'_, PyDict>,
+    io: RequestIo,
+) -> Outcome {
+    let RequestIo {
+        sink,
+        input,
+        errors,
+        log,
+        script,
+        stream_flush,
+    } = io;
+    let state = Arc::new(Mutex::new(ResponseState {
+        sink: Some(sink),
+        head: None,
+        sent: false,
+        written: 0,
+        client_gone: false,
+        dropped: 0,
+        ended: false,
+    }));
+    let d = Driver {
+        log: &log,
+        script: &script,
+        stream_flush,
+        state: Arc::clone(&state),
+    };
+    let start = StartResponse {
+        state: Arc::clone(&state),
+    };
+
+    let mut outcome = match Bound::new(py, start).and_then(|sr| app.call1((environ, sr))) {
+        Err(e) => d.fail(py, &e, "calling"),
+        Ok(result) => {
+            let mut out = match result.cast::<FileWrapper>() {
+                Ok(fw) => d.send_file(py, fw.get()).or_else(|| d.iterate(py, &result)),
+                Err(_) => d.iterate(py, &result),
+            };
+            // PEP 3333: close() is called whatever happened, once the iterable is done with.
+            if let Ok(true) = result.hasattr("close")
+                && let Err(e) = result.call_method0("close")
+            {
+                let o = d.fail(py, &e, "in close() of the result of");
+                out = out.or(Some(o));
+            }
+            out.unwrap_or(Outcome::Done)
+        }
+    };
+
+    let mut st = lock(&state);
+    if outcome == Outcome::Done {
+        match &st.head {
+            None => {
+                drop(st);
+                outcome =
+                    d.protocol_error("the application returned without calling start_response()");
+                st = lock(&state);
+            }
+            Some(head) => {
+                let cl = head.content_length;
+                if let Some(cl) = cl
+                    && st.written < cl
+                {
+                    // A declared length we cannot fill: never a clean end. If nothing has gone
+                    // out yet, answer 500 instead.
+                    log(
+                        Level::Error,
+                        &format!(
+                            "{}: WSGI script '{script}' declared Content-Length {cl} but sent only \
+                             {} bytes; the response was {}",
+                            Code::AppProtocol.as_str(),
+                            st.written,
+                            if st.sent {
+                                "aborted"
+                            } else {
+                                "replaced by a 500 error"
+                            }
+                        ),
+                    );
+                    outcome = if st.sent {
+                        Outcome::Aborted
+                    } else {
+                        Outcome::ServerError
+                    };
+                }
+                if st.dropped > 0 {
+                    log(
+                        Level::Warning,
+                        &format!(
+                            "{}: WSGI script '{script}' produced {} bytes more than its \
+                             Content-Length; they were not sent",
+                            Code::AppProtocol.as_str(),
+                            st.dropped
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    // Send or abort what is still open; a 500 is left to httpd (nothing has gone out).
+    if outcome != Outcome::ServerError
+        && let Some(mut sink) = st.sink.take()
+    {
+        if !st.sent
+            && let Some(head) = &st.head
+        {
+            sink.set_head(head);
+        }
+        st.sent = true;
+        let abort = outcome == Outcome::Aborted;
+        drop(st);
+        let _ = py.detach(|| sink.finish(abort));
+        st = lock(&state);
+    }
+    st.ended = true;
+    st.sink = None;
+    drop(st);
+    input.get().end();
+    errors.get().end();
+    outcome
+}

@@ -1,0 +1,177 @@
+//! Validation of what an application hands to `start_response`: the status line and the
+//! response headers (PEP 3333 rules, plus what httpd needs to send them safely). Pure; runs in
+//! the httpd child (and later in daemons).
+#![forbid(unsafe_code)]
+
+/// A validated response head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    /// The full status line as given, e.g. `299 Custom Thing`.
+    pub status_line: String,
+    pub headers: Vec<(String, String)>,
+    /// The application's own `Content-Length`, if it declared one.
+    pub content_length: Option<u64>,
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Checks a status line such as `200 OK`.
+pub fn parse_status(status: &str) -> Result<(u16, String), String> {
+    let bytes = status.as_bytes();
+    if bytes.len() < 4 || !bytes[..3].iter().all(u8::is_ascii_digit) || bytes[3] != b' ' {
+        return Err(format!(
+            "invalid status '{}': it must be a three-digit code, a space and a reason phrase",
+            status.escape_default()
+        ));
+    }
+    if status
+        .chars()
+        .any(|c| (c as u32) > 0xff || (c.is_control() && c != '\t'))
+    {
+        return Err(format!(
+            "invalid status '{}': control or non-latin-1 characters",
+            status.escape_default()
+        ));
+    }
+    let code: u16 = status[..3]
+        .parse()
+        .map_err(|_| "invalid status code".to_string())?;
+    if !(100..=599).contains(&code) {
+        return Err(format!("invalid status code {code}: it must be 100 to 599"));
+    }
+    Ok((code, status.to_string()))
+}
+
+/// Checks one header; the error says what is wrong with it.
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(is_tchar) {
+        return Err(format!(
+            "invalid header name '{}': only token characters are allowed (no ':', spaces or \
+             control characters)",
+            name.escape_default()
+        ));
+    }
+    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return Err(format!(
+            "hop-by-hop header '{name}' is not allowed from a WSGI application"
+        ));
+    }
+    if let Some(c) = value.chars().find(|&c| (c as u32) > 0xff) {
+        return Err(format!(
+            "header '{name}' has a character that is not latin-1 ({:?}); encode it first",
+            c
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c == '\r' || c == '\n' || (c.is_control() && c != '\t'))
+    {
+        return Err(format!(
+            "header '{name}' value contains CR, LF or another control character"
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a whole head.
+pub fn validate(status: &str, headers: Vec<(String, String)>) -> Result<Head, String> {
+    let (code, status_line) = parse_status(status)?;
+    let mut content_length = None;
+    for (n, v) in &headers {
+        check_header(n, v)?;
+        if n.eq_ignore_ascii_case("content-length") {
+            let v = v.trim();
+            let n: u64 = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                v.parse()
+                    .map_err(|_| format!("Content-Length '{v}' is too large"))?
+            } else {
+                return Err(format!("invalid Content-Length '{v}': it must be a number"));
+            };
+            if content_length.is_some_and(|c| c != n) {
+                return Err("conflicting Content-Length headers".to_string());
+            }
+            content_length = Some(n);
+        }
+    }
+    Ok(Head {
+        status: code,
+        status_line,
+        headers,
+        content_length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: &str, v: &str) -> Vec<(String, String)> {
+        vec![(n.to_string(), v.to_string())]
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status("200 OK"), Ok((200, "200 OK".into())));
+        assert_eq!(parse_status("299 Custom Thing").unwrap().0, 299);
+        assert!(parse_status("200").is_err());
+        assert!(parse_status("20 OK").is_err());
+        assert!(parse_status("999 Nope").is_err());
+        assert!(parse_status("200 OK\r\nX: y").is_err());
+        assert!(parse_status("OK 200").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        assert!(validate("200 OK", h("X-A", "b\tc")).is_ok());
+        assert!(
+            validate("200 OK", h("X-A", "b\r\nSet-Cookie: x"))
+                .unwrap_err()
+                .contains("CR, LF")
+        );
+        assert!(validate("200 OK", h("X-A", "caf\u{e9}")).is_ok());
+        assert!(
+            validate("200 OK", h("X-A", "\u{20ac}"))
+                .unwrap_err()
+                .contains("latin-1")
+        );
+        assert!(
+            validate("200 OK", h("Connection", "close"))
+                .unwrap_err()
+                .contains("hop-by-hop")
+        );
+        assert!(validate("200 OK", h("Transfer-Encoding", "chunked")).is_err());
+        assert!(
+            validate("200 OK", h("X:Y", "1"))
+                .unwrap_err()
+                .contains("invalid header name")
+        );
+        assert!(validate("200 OK", h("", "1")).is_err());
+        assert_eq!(
+            validate("200 OK", h("Content-Length", "12"))
+                .unwrap()
+                .content_length,
+            Some(12)
+        );
+        assert!(validate("200 OK", h("Content-Length", "-1")).is_err());
+        let two = vec![
+            ("Content-Length".into(), "1".into()),
+            ("content-length".into(), "2".into()),
+        ];
+        assert!(validate("200 OK", two).is_err());
+    }
+}
