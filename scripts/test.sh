@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: installs missing packages, checks formatting and lints, runs the Rust
+# unit tests, builds the module, then runs the integration tests against a real Apache.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+if cargo clippy --version >/dev/null 2>&1; then
+  echo "==> cargo clippy"
+  cargo clippy --all-targets --release -- -D warnings
+else
+  echo "==> cargo clippy is not installed (rustup component add clippy); lint step not run"
+fi
+
+echo "==> Rust unit tests"
+cargo test --release --lib
+
+echo "==> building the module"
+cargo build --release
+export RWSGI_SO="$PWD/target/release/libmod_rwsgi.so"
+
+echo "==> integration tests (real Apache on 127.0.0.1)"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests "$@"
