@@ -82,7 +82,7 @@ pub static mut rwsgi_module: module = module {
 /// This module's index in httpd's per-module vectors.
 fn module_index() -> c_int {
     // SAFETY: httpd assigns module_index once at load time; reading an int is race-free here.
-    unsafe { (*(&raw const rwsgi_module)).module_index }
+    unsafe { rwsgi_module.module_index }
 }
 
 fn module_ptr() -> *const module {

@@ -145,8 +145,6 @@ fn thread_routed_log() -> LogFn {
 /// Sets up Python in a new child: bootstrap objects, then `WSGIImportScript` preloads.
 pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
     let info = python::ProcessInfo {
-        multithread: MULTITHREAD.load(Ordering::Relaxed),
-        multiprocess: MULTIPROCESS.load(Ordering::Relaxed),
         threads_per_process: MAX_THREADS.load(Ordering::Relaxed),
         maximum_processes: MAX_DAEMONS.load(Ordering::Relaxed),
     };
@@ -467,8 +465,8 @@ pub(crate) unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
 }
 
 fn handle(r: *mut request_rec) -> c_int {
-    // SAFETY (for the block of reads below): `r` is the live request of this handler call, and
-    // its tables, strings, connection and server outlive it.
+    // SAFETY: `r` is the live request of this handler call, and its tables, strings,
+    // connection and server outlive it.
     let (notes, headers_in, finfo_type, mtime, used_path_info, path_info, filename, per_dir) = unsafe {
         (
             (*r).notes,
@@ -722,6 +720,18 @@ fn run_python(
         d.set_item("wsgi.input_terminated", true)?;
         d.set_item("wsgi.errors", errors.clone_ref(py))?;
         d.set_item("wsgi.file_wrapper", py.get_type::<adapter::FileWrapper>())?;
+        // Timings as float epoch seconds, as mod_wsgi 6 reports them (0.0: no daemon queue).
+        // SAFETY: reading the live request's start time.
+        let started = unsafe { (*r).request_time } as f64 / 1e6;
+        d.set_item("mod_wsgi.request_start", started)?;
+        d.set_item("mod_wsgi.queue_start", 0.0)?;
+        d.set_item("mod_wsgi.daemon_start", 0.0)?;
+        // SAFETY: apr_time_now only reads the clock.
+        d.set_item(
+            "mod_wsgi.application_start",
+            unsafe { apr_time_now() } as f64 / 1e6,
+        )?;
+        d.set_item("mod_wsgi.thread_id", thread_id())?;
         d.set_item("mod_wsgi.version", (6, 0, 5))?;
         d.set_item("mod_rwsgi.version", crate::VERSION)?;
         // SAFETY: reading the running server's description string.
@@ -758,6 +768,16 @@ fn run_python(
     adapter::run(py, &app, environ_dict, io)
 }
 
+/// A small per-process number for the calling worker thread (`mod_wsgi.thread_id`).
+fn thread_id() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
+}
+
 /// The CGI part of the environ, as mod_wsgi 6 builds it (no PATH_TRANSLATED sub-request, no
 /// REMOTE_HOST/REMOTE_IDENT look-ups), plus the `mod_wsgi.*` keys.
 fn build_environ(
@@ -772,8 +792,8 @@ fn build_environ(
         Some(slot) => slot.1 = v.to_vec(),
         None => env.push((k.to_string(), v.to_vec())),
     };
-    // SAFETY (for the whole block): `r` is the live request; every pointer read here belongs to
-    // it, its connection or its server and outlives this call.
+    // SAFETY: `r` is the live request; every pointer read here belongs to it, its connection or
+    // its server and outlives this call.
     unsafe {
         let c = (*r).connection;
         let s = (*r).server;
@@ -900,8 +920,6 @@ fn build_environ(
         }
         put("mod_wsgi.request_id", bytes((*r).log_id).unwrap_or(b""));
         put("mod_wsgi.connection_id", bytes((*c).log_id).unwrap_or(b""));
-        let start = (*r).request_time as f64 / 1e6;
-        put("mod_wsgi.request_start", format!("{start:.6}").as_bytes());
     }
     env
 }

@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use once_cell::sync::OnceCell;
@@ -181,8 +182,6 @@ pub fn finalize() {
 
 /// Process-wide values the bootstrap publishes as `mod_wsgi.*` attributes.
 pub struct ProcessInfo {
-    pub multithread: bool,
-    pub multiprocess: bool,
     pub threads_per_process: i32,
     pub maximum_processes: i32,
 }
@@ -229,7 +228,6 @@ pub fn bootstrap(
         m.add_class::<Write>()?;
         modules.set_item(name, m)?;
     }
-    let _ = info.multithread && info.multiprocess;
 
     sys.setattr("argv", vec!["mod_wsgi"])?;
     let out = if g.restrict_stdout {
@@ -276,8 +274,6 @@ fn version_tuple() -> (u32, u32, u32) {
         it.next().unwrap_or(0),
     )
 }
-
-use std::sync::Arc;
 
 /// Loads (or reloads after a change of `mtime_us`) the WSGI script's module.
 pub fn load_script<'py>(

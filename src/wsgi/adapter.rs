@@ -726,7 +726,7 @@ impl Driver<'_> {
             log_exception(
                 py,
                 err,
-                &self.log,
+                self.log,
                 &format!(
                     "{}: exception occurred {what} WSGI script '{}'",
                     Code::AppException.as_str(),
