@@ -727,10 +727,8 @@ fn run_python(
         d.set_item("mod_wsgi.queue_start", 0.0)?;
         d.set_item("mod_wsgi.daemon_start", 0.0)?;
         // SAFETY: apr_time_now only reads the clock.
-        d.set_item(
-            "mod_wsgi.application_start",
-            unsafe { apr_time_now() } as f64 / 1e6,
-        )?;
+        let now = unsafe { apr_time_now() };
+        d.set_item("mod_wsgi.application_start", now as f64 / 1e6)?;
         d.set_item("mod_wsgi.thread_id", thread_id())?;
         d.set_item("mod_wsgi.version", (6, 0, 5))?;
         d.set_item("mod_rwsgi.version", crate::VERSION)?;
