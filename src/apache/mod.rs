@@ -415,9 +415,24 @@ unsafe extern "C" fn pre_config(
     _plog: *mut apr_pool_t,
     _ptemp: *mut apr_pool_t,
 ) -> c_int {
-    guard("pre_config", OK, || {
+    guard("pre_config", DONE, || {
         // A new configuration read starts: forget the previous generation's global settings.
         *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(GlobalConfig::default());
+        // Every LoadModule has run by now (they execute while the file is read), so this also
+        // stops `apachectl -t`.
+        // SAFETY: ap_find_linked_module walks httpd's module list, complete at this point.
+        if !unsafe { ap_find_linked_module(c"mod_wsgi.c".as_ptr()) }.is_null() {
+            log_server(
+                ptr::null_mut(),
+                APLOG_CRIT | APLOG_STARTUP,
+                &format!(
+                    "{}: mod_wsgi and mod_rwsgi are both loaded; they handle the same directives \
+                     and share libpython. Unload one of them (Debian: a2dismod wsgi)",
+                    Code::ModWsgiLoaded.as_str()
+                ),
+            );
+            return DONE;
+        }
         OK
     })
 }
@@ -429,19 +444,6 @@ unsafe extern "C" fn post_config(
     s: *mut server_rec,
 ) -> c_int {
     guard("post_config", DONE, || {
-        // SAFETY: ap_find_linked_module walks httpd's module list, complete at this point.
-        if !unsafe { ap_find_linked_module(c"mod_wsgi.c".as_ptr()) }.is_null() {
-            log_server(
-                s,
-                APLOG_CRIT | APLOG_STARTUP,
-                &format!(
-                    "{}: mod_wsgi and mod_rwsgi are both loaded; they handle the same directives \
-                     and share libpython. Unload one of them (Debian: a2dismod wsgi)",
-                    Code::ModWsgiLoaded.as_str()
-                ),
-            );
-            return DONE;
-        }
         // SAFETY: ap_state_query is a plain query of httpd's state.
         let first_pass = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_CREATE_PRE_CONFIG;
         if !first_pass {
