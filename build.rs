@@ -107,7 +107,7 @@ fn main() {
              ap_setup_client_block|ap_should_client_block|ap_allow_options|ap_find_linked_module|\
              ap_check_cmd_context|ap_get_limit_req_body|ap_discard_request_body|ap_server_root_relative|\
              ap_run_generate_log_id|ap_get_core_module_config|ap_regcomp|ap_regexec|ap_pregsub|\
-             ap_regfree|ap_rflush|ap_get_server_built|ap_pregcomp|\
+             ap_regfree|ap_rflush|ap_get_server_built|ap_pregcomp|ap_add_version_component|\
              apr_palloc|apr_pstrdup|apr_pstrmemdup|apr_table_(get|set|setn|add|addn|unset|elts|make)|\
              apr_pool_cleanup_(register|null|kill)|apr_brigade_create|apr_brigade_cleanup|\
              apr_file_open|apr_file_close|apr_ipsubnet_(create|test)|apr_sockaddr_info_get|\

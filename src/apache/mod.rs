@@ -438,12 +438,21 @@ unsafe extern "C" fn pre_config(
 }
 
 unsafe extern "C" fn post_config(
-    _pconf: *mut apr_pool_t,
+    pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
     _ptemp: *mut apr_pool_t,
     s: *mut server_rec,
 ) -> c_int {
     guard("post_config", DONE, || {
+        // Like mod_wsgi, name ourselves in the server banner (SERVER_SOFTWARE, Server header
+        // under ServerTokens Full).
+        let banner = cstring(&format!(
+            "mod_rwsgi/{} Python/{}",
+            crate::VERSION,
+            python::BUILD_VERSION
+        ));
+        // SAFETY: the component is copied into pconf by httpd.
+        unsafe { ap_add_version_component(pconf, banner.as_ptr()) };
         // SAFETY: ap_state_query is a plain query of httpd's state.
         let first_pass = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_CREATE_PRE_CONFIG;
         if !first_pass {
