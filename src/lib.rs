@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod protocol;
 pub mod wsgi;
 
 #[cfg(not(test))]
