@@ -220,23 +220,26 @@ pub(crate) unsafe extern "C" fn translate_name(r: *mut request_rec) -> c_int {
                     let t = super::cstring(&alias.target);
                     // SAFETY: `re` was compiled by ap_pregcomp in the configuration pool; the
                     // match array has room for the 10 groups we pass.
-                    unsafe {
-                        if ap_regexec(
-                            re as *const ap_regex_t,
-                            (*r).uri,
-                            m.len(),
-                            m.as_mut_ptr(),
-                            0,
-                        ) != 0
-                        {
+                    let (target, end) = unsafe {
+                        let (re, uri_c) = (re as *const ap_regex_t, (*r).uri);
+                        if ap_regexec(re, uri_c, m.len(), m.as_mut_ptr(), 0) != 0 {
                             continue;
                         }
-                        let sub = ap_pregsub(pool, t.as_ptr(), (*r).uri, m.len(), m.as_mut_ptr());
+                        let sub = ap_pregsub(pool, t.as_ptr(), uri_c, m.len(), m.as_mut_ptr());
                         match bytes(sub) {
-                            Some(b) => b.to_vec(),
+                            Some(b) => (b, m[0].rm_eo.max(0) as usize),
                             None => continue,
                         }
-                    }
+                    };
+                    // What the regex matched is SCRIPT_NAME; the rest of the URL follows the
+                    // target so httpd's directory walk turns it into PATH_INFO (as mod_wsgi).
+                    let end = end.min(uri.len());
+                    let rest = if &uri[..end] == b"/" {
+                        uri
+                    } else {
+                        &uri[end..]
+                    };
+                    [target, rest].concat()
                 }
                 _ => continue,
             };

@@ -9,6 +9,9 @@ import threading
 import types
 
 _load_lock = threading.RLock()
+# Scripts whose code has finished executing, by module name. sys.modules holds a script's
+# module while it executes too, so it must not be the test of "loaded".
+_loaded = {}
 
 
 def module_name(path, case_sensitive):
@@ -41,11 +44,11 @@ def load_script(path, mtime, reloading, case_sensitive):
     modification time (microseconds) changed. A failed load leaves nothing behind, so the next
     request tries again."""
     name = module_name(path, case_sensitive)
-    module = sys.modules.get(name)
+    module = _loaded.get(name)
     if _current(module, path, mtime, reloading):
         return module
     with _load_lock:
-        module = sys.modules.get(name)
+        module = _loaded.get(name)
         if _current(module, path, mtime, reloading):
             return module
         with open(path, "rb") as f:
@@ -61,7 +64,9 @@ def load_script(path, mtime, reloading, case_sensitive):
             exec(code, module.__dict__)
         except BaseException:
             sys.modules.pop(name, None)
+            _loaded.pop(name, None)
             raise
+        _loaded[name] = module
         return module
 
 

@@ -144,7 +144,7 @@ impl Input {
 
     fn take(&self, n: usize) -> Vec<u8> {
         let mut st = lock(&self.state);
-        let end = (st.pos + n).min(st.buf.len());
+        let end = st.pos.saturating_add(n).min(st.buf.len());
         let out = st.buf[st.pos..end].to_vec();
         st.pos = end;
         if st.pos == st.buf.len() {

@@ -1,0 +1,120 @@
+"""pytest fixtures for the mod_rwsgi integration tests.
+
+Run (as root, Apache children drop to www-data):
+  cd /work/main && cargo build --release && /usr/bin/python3 -m pytest -q tests
+
+Environment:
+  RWSGI_SO        path of libmod_rwsgi.so (default <repo>/target/release/libmod_rwsgi.so)
+  RWSGI_MPMS      comma list of MPMs for thread-sensitive tests (default event,worker,prefork)
+  RWSGI_MODES     comma list of modes (default embedded; daemon is for later)
+  RWSGI_LOG_DIR   where logs of failing tests are saved (default /tmp/rwsgi-test-logs)
+  RWSGI_KEEP=1    keep every temporary ServerRoot
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+ALL_MPMS = ["event", "worker", "prefork"]
+MPMS = [m.strip() for m in os.environ.get("RWSGI_MPMS", ",".join(ALL_MPMS)).split(",") if m.strip()]
+MODES = [m.strip() for m in os.environ.get("RWSGI_MODES", "embedded").split(",") if m.strip()]
+DEFAULT_MPM = "event" if "event" in MPMS or not MPMS else MPMS[0]
+LOG_DIR = Path(os.environ.get("RWSGI_LOG_DIR", "/tmp/rwsgi-test-logs"))
+
+
+@pytest.fixture(params=MPMS)
+def mpm(request):
+    """MPM for thread-sensitive tests (event, worker and prefork by default)."""
+    return request.param
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    """Where the application runs. Only 'embedded' exists today; 'daemon' only needs
+    Apache.mount() to emit a daemon-mode fragment."""
+    return request.param
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)[-150:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+    servers = getattr(item, "_rwsgi_servers", None)
+    if rep.failed and servers and rep.when == "call":
+        dest = LOG_DIR / _safe(item.nodeid)
+        for i, srv in enumerate(servers):
+            d = srv.save_logs(dest / f"server{i}")
+            tail = "\n".join(srv.error_log().splitlines()[-60:])
+            rep.sections.append((f"rwsgi server{i} ({srv.mpm}) logs saved to {d}",
+                                 f"ServerRoot {srv.root}\n--- last error-log lines:\n{tail}"))
+
+
+@pytest.fixture
+def apache_factory(request):
+    """Factory creating Apache objects; all are stopped and their error logs checked at
+    teardown. Usage: srv = apache_factory(mpm="prefork", modules=["deflate"])."""
+    servers: list[harness.Apache] = []
+    request.node._rwsgi_servers = servers
+    mode_ = request.getfixturevalue("mode") if "mode" in request.fixturenames else "embedded"
+
+    def make(mpm: str | None = None, **kw) -> harness.Apache:
+        kw.setdefault("mode", mode_)
+        try:
+            srv = harness.Apache(mpm=mpm or DEFAULT_MPM, name=request.node.name, **kw)
+        except harness.ModuleMissing as e:
+            pytest.fail(str(e), pytrace=False)
+        servers.append(srv)
+        return srv
+
+    yield make
+
+    problems = []
+    for i, srv in enumerate(servers):
+        try:
+            srv.stop()
+        except Exception as e:  # pragma: no cover - reported below
+            problems.append(f"server{i}: stop failed: {e!r}")
+        problems += [f"server{i}: {p}" for p in srv.problems]
+        bad = srv.log_violations()
+        if bad:
+            problems.append(f"server{i}: forbidden error-log lines:\n  " + "\n  ".join(bad[:30]))
+    failed = problems or any(getattr(request.node, "rep_" + w, None) is not None
+                             and getattr(request.node, "rep_" + w).failed
+                             for w in ("setup", "call"))
+    saved = None
+    if failed:
+        dest = LOG_DIR / _safe(request.node.nodeid)
+        for i, srv in enumerate(servers):
+            srv.save_logs(dest / f"server{i}")
+        saved = dest
+    if not os.environ.get("RWSGI_KEEP"):
+        for srv in servers:
+            srv.cleanup()
+    if problems:
+        pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
+
+
+@pytest.fixture
+def apache(apache_factory):
+    """One event-MPM server (not started)."""
+    return apache_factory()
+
+
+@pytest.fixture
+def apache_mpm(apache_factory, mpm):
+    """One server on the parametrized MPM (not started)."""
+    return apache_factory(mpm=mpm)

@@ -1,0 +1,58 @@
+"""Configuration errors reported by `apache2 -t`, and directives that only change startup."""
+
+import pytest
+
+
+@pytest.fixture
+def cfg(apache_factory):
+    return apache_factory()
+
+
+def test_valid_config_passes(cfg):
+    script = cfg.app("echo.wsgi")
+    rc, out = cfg.configtest(
+        f"WSGIScriptAlias /app {script} process-group=%{{GLOBAL}} application-group=%{{GLOBAL}} "
+        f"callable-object=application pass-authorization=On\n"
+        "WSGIPassAuthorization On\nWSGIChunkedRequest On\nWSGIMapHEADToGET Auto\n"
+        "WSGIScriptReloading On\nWSGITrustedProxyHeaders X-Forwarded-For\n"
+        "WSGITrustedProxies 127.0.0.1 10.0.0.0/8\nWSGIEnableSendfile Off\nWSGIErrorOverride Off\n"
+        "WSGIRestrictStdin On\nWSGIRestrictStdout Off\nWSGIRestrictSignal On\n"
+        "WSGIPythonOptimize 1\nWSGIDontWriteBytecode On\nWSGIPythonHashSeed 42\n"
+        "WSGICallableObject application\nWSGIApplicationGroup %{GLOBAL}\n")
+    assert rc == 0, out
+    assert "Syntax OK" in out
+
+
+@pytest.mark.parametrize("fragment,directive,needle", [
+    ("WSGIDaemonProcess x\n", "WSGIDaemonProcess", "does not support yet"),
+    ("WSGIScriptAlias /x\n", "WSGIScriptAlias", None),
+    ("WSGIPassAuthorization maybe\n", "WSGIPassAuthorization", None),
+    ("WSGIChunkedRequest sometimes\n", "WSGIChunkedRequest", None),
+    ("WSGIMapHEADToGET Never\n", "WSGIMapHEADToGET", None),
+    ("WSGIPythonOptimize 7\n", "WSGIPythonOptimize", None),
+    ("WSGITrustedProxies not-an-ip\n", "WSGITrustedProxies", None),
+    ("WSGIScriptAlias /x /tmp/x.wsgi bogus-option=1\n", "WSGIScriptAlias", None),
+    ("WSGIScriptAlias /x /tmp/x.wsgi process-group=other\n", "WSGIScriptAlias", None),
+    ("WSGIImportScript /tmp/x.py\n", "WSGIImportScript", None),
+])
+def test_bad_config_fails_naming_directive(cfg, fragment, directive, needle):
+    rc, out = cfg.configtest(fragment)
+    assert rc != 0, out
+    assert directive in out, out
+    if needle:
+        assert needle in out, out
+    assert "Syntax OK" not in out
+
+
+def test_unsupported_directive_message_names_fix(cfg):
+    rc, out = cfg.configtest("WSGIDaemonProcess x processes=2 threads=4\n")
+    assert rc != 0
+    assert "WSGIDaemonProcess" in out and "does not support yet" in out
+    assert "RW0002" in out, out
+
+
+def test_bad_directive_message_has_code(cfg):
+    rc, out = cfg.configtest("WSGIPassAuthorization maybe\n")
+    assert rc != 0
+    assert "RW0001" in out, out
+    assert "On" in out and "Off" in out, "message should say what is accepted"

@@ -1,0 +1,212 @@
+"""The WSGI environ: CGI variables, PEP 3333 keys, mod_wsgi keys, header mapping,
+authorization, trusted proxy headers and HEAD handling."""
+
+import pytest
+
+
+def _echo(srv, url="/app", extra="", **opts):
+    script = srv.app("echo.wsgi")
+    srv.start(srv.mount(url, script, **opts) + extra)
+    return script
+
+
+def _env(srv, path, **kw):
+    r = srv.request(kw.pop("method", "GET"), path, **kw)
+    assert r.status == 200 and r.complete, r
+    return r.json()
+
+
+def test_pep3333_keys(apache_factory, mode):
+    srv = apache_factory()
+    script = _echo(srv)
+    env = _env(srv, "/app/x?a=1&b=2", headers={"X-Custom": "v1", "Content-Type": "text/x-foo"},
+               method="POST", body=b"12345")
+    t = env["__types__"]
+    assert env["REQUEST_METHOD"] == "POST"
+    assert env["QUERY_STRING"] == "a=1&b=2"
+    assert env["CONTENT_TYPE"] == "text/x-foo"
+    assert env["CONTENT_LENGTH"] == "5"
+    assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
+    assert env["HTTP_X_CUSTOM"] == "v1"
+    assert env["SERVER_NAME"] == "127.0.0.1"
+    assert env["SERVER_PORT"] == str(srv.port)
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["REQUEST_URI"] == "/app/x?a=1&b=2"
+    assert env["SCRIPT_FILENAME"] == str(script)
+    assert env["wsgi.version"] == [1, 0] and t["wsgi.version"] == "tuple"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.input_terminated"] is True
+    assert env["wsgi.run_once"] is False
+    assert t["wsgi.multithread"] == "bool" and t["wsgi.multiprocess"] == "bool"
+    assert "wsgi.input" in env and "wsgi.errors" in env and "wsgi.file_wrapper" in env
+    assert "PATH" not in env, "PATH must be removed from the environ"
+    # every CGI (dot-less) key must be a str (PEP 3333)
+    bad = {k: v for k, v in t.items() if "." not in k and not k.startswith("__") and v != "str"}
+    assert not bad, f"non-str CGI values: {bad}"
+
+
+def test_mod_wsgi_keys(apache_factory, mode):
+    srv = apache_factory()
+    _echo(srv)
+    env = _env(srv, "/app/k")
+    t = env["__types__"]
+    assert env["mod_wsgi.process_group"] == ""
+    assert env["mod_wsgi.application_group"] == ""
+    assert env["mod_wsgi.callable_object"] == "application"
+    assert env["mod_wsgi.request_handler"] == "wsgi-script"
+    assert "mod_wsgi.script_reloading" in env
+    assert str(env["mod_wsgi.script_reloading"]) in ("1", "True", "true", "On")
+    assert t["mod_wsgi.version"] == "tuple" and len(env["mod_wsgi.version"]) == 3
+    assert all(isinstance(x, int) for x in env["mod_wsgi.version"])
+    assert isinstance(env["mod_wsgi.request_id"], str) and env["mod_wsgi.request_id"]
+    assert t["apache.version"] == "tuple" and env["apache.version"][:2] == [2, 4]
+    assert env["mod_wsgi.script_name"] == "/app"
+    assert env["mod_wsgi.path_info"] == "/k"
+    # two requests get different request ids
+    env2 = _env(srv, "/app/k")
+    assert env2["mod_wsgi.request_id"] != env["mod_wsgi.request_id"]
+
+
+def test_script_name_path_info_split(apache_factory, mode):
+    srv = apache_factory()
+    _echo(srv)
+    env = _env(srv, "/app/a/b")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/a/b")
+    env = _env(srv, "/app//a//b")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/a/b")
+    env = _env(srv, "/app")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "")
+    # PATH_INFO is URL-decoded; bytes are presented as latin-1 (PEP 3333)
+    env = _env(srv, "/app/a%20b/caf%C3%A9")
+    assert env["PATH_INFO"] == "/a b/caf\u00c3\u00a9"
+    assert env["REQUEST_URI"] == "/app/a%20b/caf%C3%A9"
+    # not under the alias: not handled by the app
+    r = srv.get("/application")
+    assert r.status == 404, r
+
+
+def test_root_mount_split(apache_factory, mode):
+    srv = apache_factory()
+    _echo(srv, url="/")
+    env = _env(srv, "/x")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/x")
+    env = _env(srv, "/")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/")
+    env = _env(srv, "/a//b/")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/a/b/")
+
+
+def test_script_alias_match(apache_factory, mode):
+    srv = apache_factory()
+    script = srv.app("echo.wsgi")
+    srv.start(f"WSGIScriptAliasMatch ^/m/([a-z]+) {script}\n")
+    env = _env(srv, "/m/abc/rest")
+    assert env["SCRIPT_NAME"] == "/m/abc"
+    assert env["PATH_INFO"] == "/rest"
+    assert srv.get("/m/123").status == 404
+
+
+def test_headers_with_underscore_dropped(apache_factory, mode):
+    srv = apache_factory()
+    _echo(srv)
+    env = _env(srv, "/app/", headers=[("X_Foo", "1"), ("X-Foo", "2")])
+    assert env.get("HTTP_X_FOO") == "2"
+    env = _env(srv, "/app/", headers=[("X_Foo", "1")])
+    assert "HTTP_X_FOO" not in env
+    # httpoxy: a Proxy header never becomes HTTP_PROXY
+    env = _env(srv, "/app/", headers=[("Proxy", "http://evil:1")])
+    assert "HTTP_PROXY" not in env
+
+
+def test_set_env_passed_to_environ(apache_factory, mode):
+    srv = apache_factory()
+    _echo(srv, extra="SetEnv RWSGI_TEST_VAR hello-from-setenv\n")
+    env = _env(srv, "/app/")
+    assert env.get("RWSGI_TEST_VAR") == "hello-from-setenv"
+
+
+def test_pass_authorization(apache_factory, mode):
+    srv = apache_factory()
+    script = srv.app("echo.wsgi")
+    srv.start(srv.mount("/noauth", script)
+              + srv.mount("/optauth", script, pass_authorization="On")
+              + srv.mount("/dirauth", script)
+              + "<Location /dirauth>\n  WSGIPassAuthorization On\n</Location>\n")
+    auth = [("Authorization", "Basic dXNlcjpwYXNz")]
+    env = _env(srv, "/noauth/", headers=auth)
+    assert "HTTP_AUTHORIZATION" not in env
+    env = _env(srv, "/optauth/", headers=auth)
+    assert env.get("HTTP_AUTHORIZATION") == "Basic dXNlcjpwYXNz"
+    env = _env(srv, "/dirauth/", headers=auth)
+    assert env.get("HTTP_AUTHORIZATION") == "Basic dXNlcjpwYXNz"
+
+
+def test_pass_authorization_global_directive(apache_factory, mode):
+    srv = apache_factory()
+    _echo(srv, extra="WSGIPassAuthorization On\n")
+    env = _env(srv, "/app/", headers=[("Authorization", "Bearer abc")])
+    assert env.get("HTTP_AUTHORIZATION") == "Bearer abc"
+
+
+def test_trusted_proxy_headers(apache_factory, mode):
+    srv = apache_factory()
+    script = srv.app("echo.wsgi")
+    srv.start(
+        srv.mount("/trusted", script) + srv.mount("/untrusted", script) +
+        "<Location /trusted>\n"
+        "  WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto\n"
+        "  WSGITrustedProxies 127.0.0.1\n"
+        "</Location>\n"
+        "<Location /untrusted>\n"
+        "  WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto\n"
+        "  WSGITrustedProxies 10.0.0.1\n"
+        "</Location>\n")
+    hdrs = [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https"),
+            ("X-Client-IP", "198.51.100.66")]
+    env = _env(srv, "/trusted/", headers=hdrs)
+    assert env["REMOTE_ADDR"] == "203.0.113.7"
+    assert env["wsgi.url_scheme"] == "https"
+    # CVE-2022-2255: another client-IP header must not reach the app when XFF is trusted
+    assert "HTTP_X_CLIENT_IP" not in env
+
+    # walking right to left: the first untrusted hop is the client
+    env = _env(srv, "/trusted/", headers=[("X-Forwarded-For", "198.51.100.1, 203.0.113.9")])
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert env["wsgi.url_scheme"] == "http"
+
+    env = _env(srv, "/untrusted/", headers=hdrs)
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["wsgi.url_scheme"] == "http"
+    assert "HTTP_X_FORWARDED_FOR" not in env
+    assert "HTTP_X_FORWARDED_PROTO" not in env
+    assert "HTTP_X_CLIENT_IP" not in env
+
+
+@pytest.mark.parametrize("setting,expected", [(None, "HEAD"), ("Off", "HEAD"), ("On", "GET")])
+def test_head_request(apache_factory, setting, expected):
+    srv = apache_factory()
+    script = srv.app("response.wsgi")
+    extra = f"WSGIMapHEADToGET {setting}\n" if setting else ""
+    srv.start(srv.mount("/r", script) + extra)
+    r = srv.request("HEAD", "/r/head")
+    assert r.status == 200, r
+    assert r.body == b"", f"HEAD response carried a body: {r.body[:100]!r}"
+    assert r.headers.get("X-Request-Method") == expected
+    assert r.headers.get("Content-Length") in (None, "100")
+    g = srv.get("/r/head")
+    assert g.status == 200 and g.body == b"0123456789" * 10 and g.complete
+
+
+def test_head_auto_maps_to_get_with_content_filter(apache_factory):
+    srv = apache_factory(modules=["filter", "deflate"])
+    script = srv.app("response.wsgi")
+    srv.start(srv.mount("/r", script) + srv.mount("/plain", script) +
+              "WSGIMapHEADToGET Auto\n"
+              "<Location /r>\n  SetOutputFilter DEFLATE\n</Location>\n")
+    r = srv.request("HEAD", "/r/head", headers={"Accept-Encoding": "gzip"})
+    assert r.status == 200 and r.body == b""
+    assert r.headers.get("X-Request-Method") == "GET"
+    r = srv.request("HEAD", "/plain/head")
+    assert r.status == 200 and r.body == b""
+    assert r.headers.get("X-Request-Method") == "HEAD"
