@@ -96,10 +96,11 @@ fn main() {
         .allowlist_type(
             "module|command_rec|cmd_parms|request_rec|server_rec|conn_rec|process_rec|\
              apr_table_entry_t|apr_array_header_t|apr_finfo_t|ap_filter_t|ap_filter_rec_t|\
-             core_dir_config|apr_sockaddr_t|apr_bucket_brigade|apr_file_t|ap_regex_t|ap_regmatch_t",
+             core_dir_config|apr_sockaddr_t|apr_bucket_brigade|apr_file_t|ap_regex_t|ap_regmatch_t|\
+             apr_proc_t|unixd_config_rec",
         )
         .allowlist_function(
-            "ap_hook_(handler|child_init|post_config|translate_name|pre_config)|\
+            "ap_hook_(handler|child_init|post_config|translate_name|pre_config|check_config)|\
              ap_log_(error|rerror)_|ap_set_content_type|ap_set_content_length|ap_get_module_config|\
              ap_set_module_config|ap_mpm_query|ap_state_query|ap_get_server_banner|\
              ap_get_server_description|ap_get_server_name_for_url|ap_get_server_port|\
@@ -111,13 +112,16 @@ fn main() {
              apr_palloc|apr_pstrdup|apr_pstrmemdup|apr_table_(get|set|setn|add|addn|unset|elts|make)|\
              apr_pool_cleanup_(register|null|kill)|apr_brigade_create|apr_brigade_cleanup|\
              apr_file_open|apr_file_close|apr_ipsubnet_(create|test)|apr_sockaddr_info_get|\
-             apr_time_now|apr_pool_userdata_(get|set)|apr_dynamic_fn_retrieve",
+             apr_time_now|apr_pool_userdata_(get|set)|apr_dynamic_fn_retrieve|\
+             apr_proc_fork|apr_proc_other_child_(register|unregister)|ap_close_listeners|\
+             ap_runtime_dir_relative",
         )
         .allowlist_var(
             "MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|APLOG_.*|AP_MPMQ_.*|AP_SQ_.*|\
              RSRC_CONF|ACCESS_CONF|OR_.*|REQUEST_CHUNKED_.*|OPT_.*|GLOBAL_ONLY|NOT_IN_.*|\
              AP_REQ_.*|APR_SUCCESS|APR_READ|APR_SENDFILE_ENABLED|APR_OS_DEFAULT|APR_REG|APR_DIR|\
-             APR_FILEPATH_.*|AP_FTYPE_.*|M_GET|ap_server_conf|AP_CGI_PASS_AUTH_.*|APR_UNSPEC",
+             APR_FILEPATH_.*|AP_FTYPE_.*|M_GET|ap_server_conf|AP_CGI_PASS_AUTH_.*|APR_UNSPEC|\
+             ap_unixd_config|APR_INCHILD|APR_INPARENT|APR_OC_REASON_.*",
         )
         .derive_default(true)
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)

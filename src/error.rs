@@ -33,6 +33,14 @@ pub enum Code {
     Panic,
     /// Embedded mode is disabled by `WSGIRestrictEmbedded On`.
     EmbeddedRestricted,
+    /// A daemon process could not start (user, group, home, limits, socket).
+    DaemonStart,
+    /// The daemon could not be reached (503).
+    DaemonUnavailable,
+    /// The daemon broke the protocol or died mid-request (502).
+    DaemonProtocol,
+    /// A daemon process exited and is restarted.
+    DaemonExited,
 }
 
 impl Code {
@@ -52,11 +60,15 @@ impl Code {
             Code::RequestRefused => "RW0011",
             Code::Panic => "RW0999",
             Code::EmbeddedRestricted => "RW0012",
+            Code::DaemonStart => "RW0013",
+            Code::DaemonUnavailable => "RW0014",
+            Code::DaemonProtocol => "RW0015",
+            Code::DaemonExited => "RW0016",
         }
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 17] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -70,6 +82,10 @@ impl Code {
         Code::RequestRefused,
         Code::Panic,
         Code::EmbeddedRestricted,
+        Code::DaemonStart,
+        Code::DaemonUnavailable,
+        Code::DaemonProtocol,
+        Code::DaemonExited,
     ];
 }
 

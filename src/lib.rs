@@ -10,9 +10,13 @@ pub mod wsgi;
 #[cfg(not(test))]
 pub mod apache;
 #[cfg(not(test))]
+mod daemon;
+#[cfg(not(test))]
 mod ffi;
 #[cfg(not(test))]
 mod python;
+#[cfg(not(test))]
+mod sys;
 
 /// The version reported as `mod_wsgi.version`-style tuples and in the log.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,7 +6,7 @@ Run (as root, Apache children drop to www-data):
 Environment:
   RWSGI_SO        path of libmod_rwsgi.so (default <repo>/target/release/libmod_rwsgi.so)
   RWSGI_MPMS      comma list of MPMs for thread-sensitive tests (default event,worker,prefork)
-  RWSGI_MODES     comma list of modes (default embedded; daemon is for later)
+  RWSGI_MODES     comma list of modes (default embedded,daemon)
   RWSGI_LOG_DIR   where logs of failing tests are saved (default /tmp/rwsgi-test-logs)
   RWSGI_KEEP=1    keep every temporary ServerRoot
 """
@@ -26,7 +26,7 @@ import harness  # noqa: E402
 
 ALL_MPMS = ["event", "worker", "prefork"]
 MPMS = [m.strip() for m in os.environ.get("RWSGI_MPMS", ",".join(ALL_MPMS)).split(",") if m.strip()]
-MODES = [m.strip() for m in os.environ.get("RWSGI_MODES", "embedded").split(",") if m.strip()]
+MODES = [m.strip() for m in os.environ.get("RWSGI_MODES", "embedded,daemon").split(",") if m.strip()]
 DEFAULT_MPM = "event" if "event" in MPMS or not MPMS else MPMS[0]
 LOG_DIR = Path(os.environ.get("RWSGI_LOG_DIR", "/tmp/rwsgi-test-logs"))
 

@@ -24,7 +24,9 @@ def test_valid_config_passes(cfg):
 
 
 @pytest.mark.parametrize("fragment,directive,needle", [
-    ("WSGIDaemonProcess x\n", "WSGIDaemonProcess", "does not support yet"),
+    ("WSGIDispatchScript /tmp/x.py\n", "WSGIDispatchScript", "does not support yet"),
+    ("WSGIDaemonProcess x bogus=1\n", "WSGIDaemonProcess", "unknown option 'bogus'"),
+    ("WSGIDaemonProcess x chroot=/srv\n", "WSGIDaemonProcess", "not supported yet"),
     ("WSGIScriptAlias /x\n", "WSGIScriptAlias", None),
     ("WSGIPassAuthorization maybe\n", "WSGIPassAuthorization", None),
     ("WSGIChunkedRequest sometimes\n", "WSGIChunkedRequest", None),
@@ -45,9 +47,9 @@ def test_bad_config_fails_naming_directive(cfg, fragment, directive, needle):
 
 
 def test_unsupported_directive_message_names_fix(cfg):
-    rc, out = cfg.configtest("WSGIDaemonProcess x processes=2 threads=4\n")
+    rc, out = cfg.configtest("WSGIHandlerScript h /tmp/x.py\n")
     assert rc != 0
-    assert "WSGIDaemonProcess" in out and "does not support yet" in out
+    assert "WSGIHandlerScript" in out and "does not support yet" in out
     assert "RW0002" in out, out
 
 

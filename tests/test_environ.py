@@ -3,6 +3,8 @@ authorization, trusted proxy headers and HEAD handling."""
 
 import pytest
 
+import harness
+
 
 def _echo(srv, url="/app", extra="", **opts):
     script = srv.app("echo.wsgi")
@@ -51,7 +53,7 @@ def test_mod_wsgi_keys(apache_factory, mode):
     _echo(srv)
     env = _env(srv, "/app/k")
     t = env["__types__"]
-    assert env["mod_wsgi.process_group"] == ""
+    assert env["mod_wsgi.process_group"] == ("" if mode == "embedded" else harness.DAEMON_GROUP)
     assert env["mod_wsgi.application_group"] == ""
     assert env["mod_wsgi.callable_object"] == "application"
     assert env["mod_wsgi.request_handler"] == "wsgi-script"

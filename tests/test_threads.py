@@ -26,8 +26,13 @@ def test_multithread_flag(apache_mpm, mode):
     srv = apache_mpm
     srv.start(srv.mount("/t", srv.app("threadlocal.wsgi")))
     d = srv.get("/t/").json()
-    assert d["multithread"] is (srv.mpm != "prefork"), d
-    assert d["multiprocess"] is True, d
+    if mode == "daemon":
+        # mod_wsgi's daemon rules: threads != 1, and processes= given at all.
+        assert d["multithread"] is True, d
+        assert d["multiprocess"] is True, d
+    else:
+        assert d["multithread"] is (srv.mpm != "prefork"), d
+        assert d["multiprocess"] is True, d
     assert d["run_once"] is False
 
 

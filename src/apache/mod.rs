@@ -3,6 +3,8 @@
 //! error-log helpers. Directives run in the httpd parent; hooks in the parent (pre/post_config)
 //! and the httpd children (child_init, translate_name, handler).
 
+pub mod daemon;
+pub mod remote;
 pub mod request;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -122,6 +124,10 @@ fn cstring(msg: &str) -> CString {
 /// Logs to a server's error log (`s` null: the main server).
 pub(crate) fn log_server(s: *mut server_rec, level: c_int, msg: &str) {
     let m = cstring(msg);
+    // httpd drops lines below warning when no server is given: name the main one.
+    // SAFETY: reading httpd's exported pointer to the main server (NULL before it exists).
+    let main = unsafe { ap_server_conf };
+    let s = if s.is_null() { main } else { s };
     // SAFETY: ap_log_error_ accepts a null server (main server); "%s" with one C string
     // argument matches the variadic call; `m` outlives it.
     unsafe {
@@ -199,7 +205,7 @@ unsafe extern "C" fn drop_boxed<T>(data: *mut c_void) -> apr_status_t {
 }
 
 /// Moves `value` into memory owned by `pool`: it is dropped when the pool is cleared.
-fn pool_box<T>(pool: *mut apr_pool_t, value: T) -> *mut c_void {
+pub(crate) fn pool_box<T>(pool: *mut apr_pool_t, value: T) -> *mut c_void {
     let raw = Box::into_raw(Box::new(value)) as *mut c_void;
     // SAFETY: `pool` is a live pool handed to us by httpd; the cleanup frees `raw` exactly once.
     unsafe {
@@ -387,6 +393,12 @@ unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
         unsafe {
             ap_hook_pre_config(Some(pre_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_post_config(Some(post_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
+            ap_hook_check_config(
+                Some(check_config),
+                ptr::null(),
+                ptr::null(),
+                APR_HOOK_MIDDLE,
+            );
             ap_hook_child_init(Some(child_init), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_translate_name(
                 Some(request::translate_name),
@@ -437,6 +449,34 @@ unsafe extern "C" fn pre_config(
     })
 }
 
+/// Cross-directive checks, run after the whole configuration is read (also by `apachectl -t`).
+unsafe extern "C" fn check_config(
+    _pconf: *mut apr_pool_t,
+    _plog: *mut apr_pool_t,
+    _ptemp: *mut apr_pool_t,
+    s: *mut server_rec,
+) -> c_int {
+    guard("check_config", DONE, || {
+        let g = global();
+        for (grp, directive) in &g.process_group_refs {
+            if !g.daemons.iter().any(|d| &d.name == grp) {
+                log_server(
+                    s,
+                    APLOG_CRIT | APLOG_STARTUP,
+                    &format!(
+                        "{}: {directive} names process group '{grp}', but no \
+                 WSGIDaemonProcess defines it; add \"WSGIDaemonProcess {grp}\" or \
+                 correct the name",
+                        Code::BadDirective.as_str()
+                    ),
+                );
+                return DONE;
+            }
+        }
+        OK
+    })
+}
+
 unsafe extern "C" fn post_config(
     pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
@@ -457,6 +497,10 @@ unsafe extern "C" fn post_config(
         let first_pass = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_CREATE_PRE_CONFIG;
         if !first_pass {
             let g = global();
+            if let Some(msg) = daemon::start_all(pconf, s, &g) {
+                log_server(s, APLOG_CRIT | APLOG_STARTUP, &msg);
+                return DONE;
+            }
             for n in &g.notices {
                 log_server(s, APLOG_NOTICE, n);
             }
@@ -486,8 +530,14 @@ unsafe extern "C" fn post_config(
 unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
     guard("child_init", (), || {
         let g = global();
+        daemon::child_init_close();
         request::child_init_process_info();
-        if g.restrict_embedded && g.import_scripts.is_empty() {
+        if g.restrict_embedded
+            && !g
+                .import_scripts
+                .iter()
+                .any(|i| i.process_group == "%{GLOBAL}")
+        {
             // Nothing can run embedded: do not start Python in this child at all.
             return;
         }

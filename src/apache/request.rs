@@ -278,20 +278,25 @@ struct ApacheBody {
 
 impl BodySource for ApacheBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: the request is live while the handler runs (see ReqPtr); `buf` is writable
-        // for its length. ap_get_client_block never reads past the body.
-        let n = unsafe { rwsgi_shim_read_body(self.r.get(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::other(
-                "the client went away or sent a malformed body",
-            ))
-        } else {
-            Ok(n as usize)
-        }
+        read_client_body(self.r.get(), buf)
     }
 }
 
-struct ApacheResponse {
+/// Reads the next part of the request body (dechunked, never past its end); 0 at the end.
+pub(crate) fn read_client_body(r: *mut request_rec, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the request is live while its handler runs (see ReqPtr); `buf` is writable for
+    // its length. ap_get_client_block never reads past the body.
+    let n = unsafe { rwsgi_shim_read_body(r, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::other(
+            "the client went away or sent a malformed body",
+        ))
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub(crate) struct ApacheResponse {
     r: ReqPtr,
     bb: *mut apr_bucket_brigade,
     sendfile: bool,
@@ -302,6 +307,14 @@ struct ApacheResponse {
 unsafe impl Send for ApacheResponse {}
 
 impl ApacheResponse {
+    pub(crate) fn new(r: *mut request_rec, bb: *mut apr_bucket_brigade, sendfile: bool) -> Self {
+        ApacheResponse {
+            r: ReqPtr(r),
+            bb,
+            sendfile,
+        }
+    }
+
     fn check(&self, rv: apr_status_t) -> io::Result<()> {
         // SAFETY: the request and its connection are live while the handler runs.
         let aborted = unsafe { (*(*self.r.get()).connection).aborted } != 0;
@@ -595,6 +608,9 @@ fn handle(r: *mut request_rec) -> c_int {
         }
     }
 
+    if !set.process_group.is_empty() {
+        return serve_remote(r, &set, &dcfg, &script_name, &path_info_v, mtime);
+    }
     if g.restrict_embedded {
         log_request(
             r,
@@ -647,6 +663,67 @@ fn handle(r: *mut request_rec) -> c_int {
         Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
         Outcome::Done | Outcome::Aborted => OK,
     }
+}
+
+/// Daemon mode: the same environ, sent to the group's daemon.
+fn serve_remote(
+    r: *mut request_rec,
+    set: &RequestSettings,
+    dcfg: &DirConfig,
+    script_name: &[u8],
+    path_info: &[u8],
+    mtime: apr_time_t,
+) -> c_int {
+    let Some((group, secret, generation)) = super::daemon::group(&set.process_group) else {
+        return refuse(
+            r,
+            HTTP_INTERNAL_SERVER_ERROR,
+            &format!(
+                "no WSGIDaemonProcess defines process group '{}' (selected by WSGIProcessGroup \
+                 or process-group=)",
+                set.process_group
+            ),
+        );
+    };
+    // SAFETY: the live request; DECHUNK makes httpd's input filter remove chunk framing.
+    let rc = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) };
+    if rc != OK {
+        return rc;
+    }
+    let mut env = build_environ(r, set, script_name, path_info, dcfg);
+    proxy::process(
+        &mut env,
+        dcfg.trusted_proxy_headers.as_deref().unwrap_or(&[]),
+        dcfg.trusted_proxies.as_deref(),
+    );
+    let https = env
+        .iter()
+        .find(|(k, _)| k == "HTTPS")
+        .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"on") || v == b"1");
+    // SAFETY: reads of the live request and the running server's description.
+    let (started, desc, timeout) = unsafe {
+        (
+            (*r).request_time as f64 / 1e6,
+            text(bytes(ap_get_server_description())),
+            (*(*r).server).timeout,
+        )
+    };
+    let (a, b, c) = environ::apache_version(&desc);
+    let extra: [(&str, String); 5] = [
+        ("mod_rwsgi.x-script_mtime", mtime.to_string()),
+        (
+            "mod_rwsgi.x-https",
+            if https { "1" } else { "0" }.to_string(),
+        ),
+        ("mod_rwsgi.x-request_start", format!("{started:.6}")),
+        ("mod_rwsgi.x-queue_start", format!("{started:.6}")),
+        ("mod_rwsgi.x-apache_version", format!("{a}.{b}.{c}")),
+    ];
+    for (k, v) in extra {
+        env.push((k.to_string(), v.into_bytes()));
+    }
+    let timeout = std::time::Duration::from_micros(timeout.max(0) as u64);
+    super::remote::run(r, &group, secret, generation, env, timeout)
 }
 
 #[allow(clippy::too_many_arguments)]

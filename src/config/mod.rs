@@ -3,6 +3,7 @@
 //! Runs in the httpd parent while the configuration is read; children read the result.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod net;
 pub mod tokenize;
 
@@ -77,9 +78,9 @@ use Support::*;
 pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIScriptAlias", Server, Implemented, c"WSGIScriptAlias <url-path> <file-or-dir> [process-group=G] [application-group=A] [callable-object=C] [pass-authorization=On|Off]"),
     d(c"WSGIScriptAliasMatch", Server, Implemented, c"WSGIScriptAliasMatch <regex> <file-or-dir> [options as WSGIScriptAlias]"),
-    d(c"WSGIDaemonProcess", Server, NotYet, c"WSGIDaemonProcess <name> [option=value ...]"),
-    d(c"WSGISocketPrefix", Server, NotYet, c"WSGISocketPrefix <path-prefix>"),
-    d(c"WSGISocketRotation", Server, NotYet, c"WSGISocketRotation On|Off"),
+    d(c"WSGIDaemonProcess", Server, Implemented, c"WSGIDaemonProcess <name> [option=value ...]"),
+    d(c"WSGISocketPrefix", Server, Implemented, c"WSGISocketPrefix <path-prefix>"),
+    d(c"WSGISocketRotation", Server, Implemented, c"WSGISocketRotation On|Off"),
     d(c"WSGIAcceptMutex", Server, NotYet, c"WSGIAcceptMutex Default|<mutex-type>"),
     d(c"WSGIVerboseDebugging", Server, Deprecated, c"WSGIVerboseDebugging On|Off (no effect; use LogLevel rwsgi:debug)"),
     d(c"WSGIDontWriteBytecode", Server, Implemented, c"WSGIDontWriteBytecode On|Off"),
@@ -211,6 +212,12 @@ pub struct GlobalConfig {
     pub named_app_groups: Vec<String>,
     /// Notices to log once at start (deprecated directives used).
     pub notices: Vec<String>,
+    /// `WSGIDaemonProcess` groups, in configuration order.
+    pub daemons: Vec<daemon::DaemonSpec>,
+    /// `WSGISocketPrefix` (relative to ServerRoot); default `<DefaultRuntimeDir>/rwsgi`.
+    pub socket_prefix: Option<String>,
+    /// Literal process-group names used by directives, checked against `daemons` at start.
+    pub process_group_refs: Vec<(String, &'static str)>,
 }
 
 impl Default for GlobalConfig {
@@ -233,6 +240,9 @@ impl Default for GlobalConfig {
             import_scripts: Vec::new(),
             named_app_groups: Vec::new(),
             notices: Vec::new(),
+            daemons: Vec::new(),
+            socket_prefix: None,
+            process_group_refs: Vec::new(),
         }
     }
 }
@@ -377,23 +387,28 @@ fn note_app_group(global: &mut GlobalConfig, group: &str) {
     }
 }
 
-/// A process group other than `%{GLOBAL}` needs daemon mode, which is not implemented yet.
-fn check_process_group(name: &str, v: &str) -> Result<String, Error> {
+/// Checks a process-group expression. Literal names are recorded so the start-up check can
+/// insist that a `WSGIDaemonProcess` defines them.
+fn check_process_group(
+    name: &'static str,
+    v: &str,
+    global: &mut GlobalConfig,
+) -> Result<String, Error> {
     let v = group_expr(name, v, PROCESS_GROUP_EXPANSIONS)?;
-    if v == "%{GLOBAL}" || v.is_empty() {
-        Ok(v)
-    } else {
-        Err(Error::new(
-            Code::NotSupported,
-            format!(
-                "{name}: process group '{v}' needs daemon mode (WSGIDaemonProcess), which \
-                 mod_rwsgi does not support yet; remove it (or use %{{GLOBAL}}) to run embedded"
-            ),
-        ))
+    if !v.is_empty()
+        && !v.starts_with("%{")
+        && !global.process_group_refs.iter().any(|(g, _)| *g == v)
+    {
+        global.process_group_refs.push((v.clone(), name));
     }
+    Ok(v)
 }
 
-fn alias_options(spec: &Directive, words: &[String]) -> Result<AliasOptions, Error> {
+fn alias_options(
+    spec: &Directive,
+    words: &[String],
+    global: &mut GlobalConfig,
+) -> Result<AliasOptions, Error> {
     let mut o = AliasOptions::default();
     for w in words {
         let Some((k, v)) = w.split_once('=') else {
@@ -403,7 +418,7 @@ fn alias_options(spec: &Directive, words: &[String]) -> Result<AliasOptions, Err
             ));
         };
         match k {
-            "process-group" => o.process_group = Some(check_process_group(spec.name(), v)?),
+            "process-group" => o.process_group = Some(check_process_group(spec.name(), v, global)?),
             "application-group" => {
                 o.application_group = Some(group_expr(spec.name(), v, APP_GROUP_EXPANSIONS)?)
             }
@@ -488,7 +503,7 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             if words.len() < 2 {
                 return Err(usage(spec));
             }
-            let options = alias_options(spec, &words[2..])?;
+            let options = alias_options(spec, &words[2..], g)?;
             if let Some(group) = &options.application_group {
                 note_app_group(g, group);
             }
@@ -569,7 +584,32 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
         "WSGIRestrictSignal" => g.restrict_signal = flag(spec, &words)?,
         "WSGICaseSensitivity" => g.case_sensitive = flag(spec, &words)?,
         "WSGIProcessGroup" => {
-            dcfg.process_group = Some(check_process_group(name, one(spec, &words)?)?)
+            dcfg.process_group = Some(check_process_group(name, one(spec, &words)?, g)?)
+        }
+        "WSGIDaemonProcess" => {
+            let d = daemon::parse(&words)?;
+            if g.daemons.iter().any(|x| x.name == d.name) {
+                return Err(bad(
+                    name,
+                    format!(
+                        "daemon process group '{}' is defined twice; names must be unique",
+                        d.name
+                    ),
+                ));
+            }
+            g.daemons.push(d);
+        }
+        "WSGISocketPrefix" => g.socket_prefix = Some(one(spec, &words)?.to_string()),
+        "WSGISocketRotation" => {
+            if flag(spec, &words)? {
+                let notice = "WSGISocketRotation On: mod_rwsgi keeps daemon socket paths stable \
+                              across graceful restarts (as with Off) and checks the server \
+                              generation on every connection instead"
+                    .to_string();
+                if !g.notices.contains(&notice) {
+                    g.notices.push(notice);
+                }
+            }
         }
         "WSGIApplicationGroup" => {
             let v = group_expr(name, one(spec, &words)?, APP_GROUP_EXPANSIONS)?;
@@ -590,7 +630,7 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             };
             for w in opts {
                 match w.split_once('=') {
-                    Some(("process-group", v)) => pg = Some(check_process_group(name, v)?),
+                    Some(("process-group", v)) => pg = Some(check_process_group(name, v, g)?),
                     Some(("application-group", v)) => {
                         ag = Some(group_expr(name, v, APP_GROUP_EXPANSIONS)?)
                     }
@@ -774,9 +814,11 @@ mod tests {
         );
         let e = run(&mut c, "WSGIScriptAlias", "/app /x.wsgi bogus=1").unwrap_err();
         assert!(e.msg.contains("unknown option 'bogus'"), "{e}");
-        let e = run(&mut c, "WSGIScriptAlias", "/app /x.wsgi process-group=site").unwrap_err();
-        assert_eq!(e.code, Code::NotSupported);
-        assert!(e.msg.contains("WSGIDaemonProcess"), "{e}");
+        run(&mut c, "WSGIScriptAlias", "/app /x.wsgi process-group=site").unwrap();
+        assert_eq!(
+            c.global.process_group_refs,
+            [("site".to_string(), "WSGIScriptAlias")]
+        );
         let e = run(
             &mut c,
             "WSGIScriptAlias",
@@ -819,11 +861,14 @@ mod tests {
     #[test]
     fn not_supported_and_only_off() {
         let mut c = cfg();
-        let e = run(&mut c, "WSGIDaemonProcess", "site threads=5").unwrap_err();
+        let e = run(&mut c, "WSGIDispatchScript", "/x.py").unwrap_err();
         assert_eq!(e.code, Code::NotSupported);
         assert!(e.msg.starts_with(
-            "WSGIDaemonProcess is a mod_wsgi directive that mod_rwsgi does not support yet"
+            "WSGIDispatchScript is a mod_wsgi directive that mod_rwsgi does not support yet"
         ));
+        run(&mut c, "WSGIDaemonProcess", "site threads=5").unwrap();
+        let e = run(&mut c, "WSGIDaemonProcess", "site").unwrap_err();
+        assert!(e.msg.contains("defined twice"), "{e}");
         assert_eq!(
             run(&mut c, "WSGIPerInterpreterGIL", "Off"),
             Ok(Applied::Done)

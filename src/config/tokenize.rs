@@ -30,8 +30,22 @@ pub fn words(line: &str) -> Vec<String> {
                 if c.is_whitespace() {
                     break;
                 }
-                word.push(c);
                 chars.next();
+                if (c == '"' || c == '\'') && word.ends_with('=') {
+                    // `option='value with spaces'`: mod_wsgi strips the quotes of a value.
+                    while let Some(q) = chars.next() {
+                        if q == '\\' && chars.peek() == Some(&c) {
+                            word.push(c);
+                            chars.next();
+                        } else if q == c {
+                            break;
+                        } else {
+                            word.push(q);
+                        }
+                    }
+                } else {
+                    word.push(c);
+                }
             }
         }
         out.push(word);
@@ -52,6 +66,15 @@ mod tests {
         );
         assert_eq!(words(r#"'it\'s' "q\"q""#), ["it's", "q\"q"]);
         assert_eq!(words(""), Vec::<String>::new());
+        assert_eq!(
+            words(r#"site display-name='%{GROUP}' python-path="/a b:/c" x=1"#),
+            [
+                "site",
+                "display-name=%{GROUP}",
+                "python-path=/a b:/c",
+                "x=1"
+            ]
+        );
         assert_eq!(words(r#""""#), [""]);
     }
 }

@@ -1,0 +1,399 @@
+//! Daemon groups seen from httpd: the parent creates each group's socket (mode 0600, owned by
+//! the child user), forks the daemon processes in the real configuration pass, supervises them
+//! through APR's other-child mechanism (restart with backoff, never while stopping), and stops
+//! them on restart and stop. httpd children close the listeners they inherit. Runs in the httpd
+//! parent (spawn, supervise) and the httpd child (`child_init_close`).
+
+use std::ffi::{c_int, c_void};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::ptr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{global, guard, log_server, pool_box};
+use crate::config::GlobalConfig;
+use crate::config::daemon::DaemonSpec;
+use crate::daemon::{self, Launch};
+use crate::error::Code;
+use crate::ffi::*;
+use crate::python;
+use crate::sys;
+
+/// One group of this generation, as every process forked from the parent sees it.
+#[derive(Clone)]
+pub(crate) struct Group {
+    pub spec: DaemonSpec,
+    pub socket: String,
+    pub listener: RawFd,
+}
+
+/// The daemon groups of the current configuration generation.
+#[derive(Clone, Default)]
+pub(crate) struct Generation {
+    pub groups: Vec<Group>,
+    pub secret: [u8; 16],
+    pub number: u32,
+}
+
+static GENERATION: Mutex<Option<Generation>> = Mutex::new(None);
+static STOPPING: Mutex<bool> = Mutex::new(false);
+
+pub(crate) fn generation() -> Option<Generation> {
+    GENERATION.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Looks a group up by name.
+pub(crate) fn group(name: &str) -> Option<(Group, [u8; 16], u32)> {
+    let g = GENERATION.lock().unwrap_or_else(|p| p.into_inner());
+    let gen_ = g.as_ref()?;
+    gen_.groups
+        .iter()
+        .find(|x| x.spec.name == name)
+        .map(|x| (x.clone(), gen_.secret, gen_.number))
+}
+
+fn httpd_identity() -> (u32, u32) {
+    // SAFETY: ap_unixd_config is httpd's exported, fully initialised configuration record.
+    unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) }
+}
+
+fn mpm_running() -> bool {
+    let mut state: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int.
+    unsafe { ap_mpm_query(AP_MPMQ_MPM_STATE, &mut state) };
+    state == AP_MPMQ_RUNNING && !*STOPPING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Supervision state of one daemon process slot.
+struct Slot {
+    pconf: *mut apr_pool_t,
+    server: *mut server_rec,
+    group: usize,
+    pid: i32,
+    started: Instant,
+    quick_deaths: u32,
+}
+
+/// Post-config (the real pass): creates sockets and starts every group's processes.
+/// Returns an error message for the operator, or `None`.
+pub(crate) fn start_all(
+    pconf: *mut apr_pool_t,
+    s: *mut server_rec,
+    g: &GlobalConfig,
+) -> Option<String> {
+    *STOPPING.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    if g.daemons.is_empty() {
+        *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        return None;
+    }
+    let (uid, gid) = httpd_identity();
+    let parent = sys::pids().0;
+    let prefix = match &g.socket_prefix {
+        Some(p) => {
+            let c = super::cstring(p);
+            // SAFETY: resolves a path against ServerRoot into pconf.
+            text(unsafe { ap_server_root_relative(pconf, c.as_ptr()) })
+        }
+        // SAFETY: resolves a name inside DefaultRuntimeDir into pconf.
+        None => text(unsafe { ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()) }),
+    };
+    let mut groups = Vec::new();
+    for (i, spec) in g.daemons.iter().enumerate() {
+        let path = format!("{prefix}.{parent}.{i}.sock");
+        if path.len() >= 108 {
+            return Some(format!(
+                "{}: daemon group '{}': socket path '{path}' is longer than a UNIX socket path may \
+                 be (107 bytes); use a shorter WSGISocketPrefix",
+                Code::DaemonStart.as_str(),
+                spec.name
+            ));
+        }
+        let dir = std::path::Path::new(&path)
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        let owner = match &spec.socket_user {
+            Some(u) => match u {
+                crate::config::daemon::UserSpec::Name(n) => {
+                    sys::user_by_name(n).map(|u| (u.uid, u.gid))
+                }
+                crate::config::daemon::UserSpec::Id(id) => {
+                    sys::user_by_id(*id).map(|u| (u.uid, u.gid))
+                }
+            },
+            None => Ok((uid, gid)),
+        };
+        let owner = match owner {
+            Ok(o) => o,
+            Err(e) => {
+                return Some(format!(
+                    "{}: daemon group '{}': socket-user: {e}",
+                    Code::DaemonStart.as_str(),
+                    spec.name
+                ));
+            }
+        };
+        if let Err(blocked) = daemon::dir_reachable(dir, owner.0, owner.1) {
+            return Some(format!(
+                "{}: daemon group '{}': the httpd child user (uid {}) cannot reach the socket \
+                 directory: {blocked}. Use WSGISocketPrefix with a directory it can search \
+                 (e.g. WSGISocketPrefix run/rwsgi)",
+                Code::DaemonStart.as_str(),
+                spec.name,
+                owner.0
+            ));
+        }
+        let sys_owner = if sys::euid() == 0 { Some(owner) } else { None };
+        match sys::unix_listen(&path, spec.listen_backlog, sys_owner) {
+            Ok(fd) => groups.push(Group {
+                spec: spec.clone(),
+                socket: path,
+                listener: fd.into_raw_fd(),
+            }),
+            Err(e) => {
+                return Some(format!(
+                    "{}: daemon group '{}': cannot create socket '{path}': {e}",
+                    Code::DaemonStart.as_str(),
+                    spec.name
+                ));
+            }
+        }
+    }
+    let secret = match sys::random16() {
+        Ok(b) => b,
+        Err(e) => {
+            return Some(format!(
+                "{}: cannot read /dev/urandom: {e}",
+                Code::DaemonStart.as_str()
+            ));
+        }
+    };
+    let number = generation().map_or(1, |g| g.number.wrapping_add(1));
+    *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Generation {
+        groups: groups.clone(),
+        secret,
+        number,
+    });
+    // Sockets go away with this generation (registered first, so it runs after the daemons
+    // have been stopped by their own cleanups).
+    // SAFETY: pconf lives for this generation; the cleanup is a plain function.
+    unsafe {
+        apr_pool_cleanup_register(
+            pconf,
+            ptr::null(),
+            Some(remove_sockets),
+            Some(apr_pool_cleanup_null),
+        )
+    };
+    for (gi, grp) in groups.iter().enumerate() {
+        for _ in 0..grp.spec.processes {
+            spawn(pconf, s, gi, 0, Duration::ZERO);
+        }
+    }
+    None
+}
+
+fn close_httpd_listeners() {
+    // SAFETY: ap_close_listeners closes httpd's listening sockets in this (daemon) process.
+    unsafe { ap_close_listeners() }
+}
+
+fn text(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: a NUL-terminated string returned by httpd.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+unsafe extern "C" fn remove_sockets(_d: *mut c_void) -> apr_status_t {
+    guard("remove_sockets", APR_SUCCESS as apr_status_t, || {
+        if let Some(g) = GENERATION.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            for grp in &g.groups {
+                sys::close_fd(grp.listener);
+                let _ = std::fs::remove_file(&grp.socket);
+            }
+        }
+        APR_SUCCESS as apr_status_t
+    })
+}
+
+/// httpd children do not serve the daemon sockets: close the inherited listeners.
+pub(crate) fn child_init_close() {
+    if let Some(g) = generation() {
+        for grp in &g.groups {
+            sys::close_fd(grp.listener);
+        }
+    }
+}
+
+fn spawn(
+    pconf: *mut apr_pool_t,
+    s: *mut server_rec,
+    group: usize,
+    quick_deaths: u32,
+    backoff: Duration,
+) {
+    let Some(gen_) = generation() else { return };
+    let Some(grp) = gen_.groups.get(group).cloned() else {
+        return;
+    };
+    // SAFETY: apr_palloc returns pconf memory large enough for an apr_proc_t, zeroed below.
+    let proc_ = unsafe {
+        let p = apr_palloc(pconf, std::mem::size_of::<apr_proc_t>()) as *mut apr_proc_t;
+        ptr::write_bytes(p, 0, 1);
+        p
+    };
+    // SAFETY: apr_proc_fork forks this (single-threaded) parent; `proc_` is valid.
+    let rv = unsafe { apr_proc_fork(proc_, pconf) };
+    if rv == APR_INCHILD as apr_status_t {
+        let g = global();
+        let (uid, gid) = httpd_identity();
+        let others: Vec<RawFd> = gen_
+            .groups
+            .iter()
+            .filter(|x| x.socket != grp.socket)
+            .map(|x| x.listener)
+            .collect();
+        // SAFETY: the listener was created by this parent for this group and is owned by no
+        // other object in the new process.
+        let listener = unsafe { sys::listener_from_fd(grp.listener) };
+        // SAFETY: the server's timeout is a plain field of the live main server.
+        let timeout = Duration::from_micros(unsafe { (*s).timeout }.max(0) as u64);
+        daemon::run(Launch {
+            spec: grp.spec.clone(),
+            global: g,
+            listener,
+            other_listeners: others,
+            secret: gen_.secret,
+            generation: gen_.number,
+            parent: sys::pids().1,
+            httpd_uid: uid,
+            httpd_gid: gid,
+            backoff,
+            apache_timeout: timeout,
+            log: super::main_log(),
+            close_httpd_listeners,
+            init_python: python::initialize,
+        });
+    }
+    if rv != APR_INPARENT as apr_status_t {
+        log_server(
+            s,
+            APLOG_ERR,
+            &format!(
+                "{}: daemon group '{}': fork failed (apr status {rv})",
+                Code::DaemonStart.as_str(),
+                grp.spec.name
+            ),
+        );
+        return;
+    }
+    // SAFETY: the fork succeeded, so `proc_` holds the child's pid.
+    let pid = unsafe { (*proc_).pid };
+    let slot = pool_box(
+        pconf,
+        Slot {
+            pconf,
+            server: s,
+            group,
+            pid,
+            started: Instant::now(),
+            quick_deaths,
+        },
+    );
+    // SAFETY: registers a maintenance callback for `proc_` in pconf; `slot` lives in pconf.
+    unsafe {
+        apr_proc_other_child_register(proc_, Some(maintenance), slot, ptr::null_mut(), pconf)
+    };
+}
+
+/// httpd's other-child callback: a daemon died, httpd restarts or stops, or the registration
+/// goes away with its pool.
+unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int) {
+    guard("daemon maintenance", (), || {
+        // SAFETY: `data` is the Slot registered with this callback, alive while registered.
+        let slot = unsafe { &mut *(data as *mut Slot) };
+        let name = generation()
+            .and_then(|g| g.groups.get(slot.group).map(|x| x.spec.name.clone()))
+            .unwrap_or_default();
+        match reason {
+            APR_OC_REASON_DEATH | APR_OC_REASON_LOST => {
+                let pid = slot.pid;
+                slot.pid = 0;
+                // SAFETY: unregistering the data we registered (re-enters with UNREGISTER).
+                unsafe { apr_proc_other_child_unregister(data) };
+                if !mpm_running() {
+                    return;
+                }
+                // A daemon that failed while starting (its fatal exit, or death within 2 s)
+                // counts as a failure; after the first, restarts wait 1, 2, 4 ... 60 s, so a
+                // broken configuration cannot become a fork storm. Any other death (a crash or
+                // kill after it served) is repaired at once.
+                let failed = (libc::WIFEXITED(status)
+                    && libc::WEXITSTATUS(status) == daemon::EXIT_STARTUP_FAILED)
+                    || slot.started.elapsed() < Duration::from_secs(2);
+                let deaths = if failed { slot.quick_deaths + 1 } else { 0 };
+                let backoff = if deaths <= 1 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs((1u64 << (deaths - 2).min(6)).min(60))
+                };
+                log_server(
+                    slot.server,
+                    if status == 0 {
+                        APLOG_INFO
+                    } else {
+                        APLOG_WARNING
+                    },
+                    &format!(
+                        "{}: daemon process {pid} of group '{name}' exited ({}); starting a new one{}",
+                        Code::DaemonExited.as_str(),
+                        describe(status),
+                        if backoff.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" in {} s", backoff.as_secs())
+                        }
+                    ),
+                );
+                spawn(slot.pconf, slot.server, slot.group, deaths, backoff);
+            }
+            APR_OC_REASON_RESTART => {
+                *STOPPING.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                // SAFETY: as above; the UNREGISTER re-entry stops the process.
+                unsafe { apr_proc_other_child_unregister(data) };
+            }
+            APR_OC_REASON_UNREGISTER if slot.pid > 0 => {
+                let pid = slot.pid;
+                slot.pid = 0;
+                let grace = generation()
+                    .and_then(|g| g.groups.get(slot.group).map(|x| x.spec.shutdown_timeout))
+                    .unwrap_or(Duration::from_secs(5));
+                stop_process(pid, grace);
+            }
+            _ => {}
+        }
+    })
+}
+
+fn describe(status: c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else if libc::WIFEXITED(status) {
+        format!("status {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
+/// SIGTERM, wait up to `grace` (+1 s), then SIGKILL; always reaped, so httpd never meets it as
+/// a "long lost child".
+fn stop_process(pid: i32, grace: Duration) {
+    sys::kill(pid, libc::SIGTERM);
+    if !sys::reap(pid, grace + Duration::from_secs(1)) {
+        sys::kill(pid, libc::SIGKILL);
+        sys::reap(pid, Duration::from_secs(2));
+    }
+}

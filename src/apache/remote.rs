@@ -1,0 +1,288 @@
+//! The httpd child's side of daemon mode: connect to the group's socket (retrying until
+//! connect-timeout), send the handshake and the environ, hand over the request body when the
+//! daemon asks for it, and turn the daemon's frames into the response. An unreachable daemon is
+//! a 503, a protocol fault or a daemon that dies before the headers a 502, and one that dies
+//! after them an aborted (truncated) response. Runs in the httpd child.
+
+use std::ffi::c_int;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::daemon::Group;
+use super::log_request;
+use super::request::{ApacheResponse, read_client_body};
+use crate::daemon::conn::Conn;
+use crate::error::Code;
+use crate::ffi::*;
+use crate::protocol::{self, Frame};
+use crate::wsgi::adapter::ResponseSink;
+use crate::wsgi::headers;
+use crate::wsgi::proxy::Environ;
+
+fn connect(path: &str, timeout: Duration) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let retry = matches!(
+                    e.raw_os_error(),
+                    Some(libc::ECONNREFUSED) | Some(libc::EAGAIN) | Some(libc::ENOENT)
+                );
+                if !retry {
+                    let why = if e.raw_os_error() == Some(libc::EACCES) {
+                        "permission denied (the socket must belong to the httpd child user; see socket-user)"
+                    } else {
+                        "unexpected error"
+                    };
+                    return Err(format!(
+                        "cannot connect to daemon socket '{path}': {e}: {why}"
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    let why = match e.raw_os_error() {
+                        Some(libc::ENOENT) => {
+                            "the socket does not exist (daemon not started or being restarted)"
+                        }
+                        Some(libc::ECONNREFUSED) => {
+                            "no daemon process is listening (dead or restarting)"
+                        }
+                        _ => "the daemon's listen queue is full (all threads busy)",
+                    };
+                    return Err(format!(
+                        "unable to connect to daemon socket '{path}' within connect-timeout ({} s): {e}: {why}",
+                        timeout.as_secs_f32()
+                    ));
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(250));
+            }
+        }
+    }
+}
+
+fn unavailable(r: *mut request_rec, group: &str, msg: &str) -> c_int {
+    log_request(
+        r,
+        APLOG_ERR,
+        &format!(
+            "{}: daemon group '{group}': {msg}",
+            Code::DaemonUnavailable.as_str()
+        ),
+    );
+    HTTP_SERVICE_UNAVAILABLE
+}
+
+fn bad_gateway(r: *mut request_rec, group: &str, msg: &str) -> c_int {
+    log_request(
+        r,
+        APLOG_ERR,
+        &format!(
+            "{}: daemon group '{group}': {msg}",
+            Code::DaemonProtocol.as_str()
+        ),
+    );
+    HTTP_BAD_GATEWAY
+}
+
+/// Serves the request through daemon group `group`.
+pub(crate) fn run(
+    r: *mut request_rec,
+    group: &Group,
+    secret: [u8; 16],
+    generation: u32,
+    env: Environ,
+    apache_timeout: Duration,
+) -> c_int {
+    let name = group.spec.name.as_str();
+    let stream = match connect(&group.socket, group.spec.connect_timeout) {
+        Ok(s) => s,
+        Err(msg) => return unavailable(r, name, &msg),
+    };
+    let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let mut c = Conn::new(stream);
+    let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
+    let sent = c
+        .queue(&Frame::Hello {
+            version: protocol::PROTOCOL_VERSION,
+            secret,
+            generation,
+        })
+        .and_then(|_| c.queue(&Frame::Request { env }))
+        .and_then(|_| c.flush());
+    if let Err(e) = sent {
+        return bad_gateway(r, name, &format!("sending the request failed: {e}"));
+    }
+    // SAFETY: a brigade from the live request's pool, reused for every write.
+    let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
+    let mut resp = ApacheResponse::new(r, bb, false);
+    let mut head_sent = false;
+    let mut body_buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = match c.recv() {
+            Ok(f) => f,
+            Err(e) => {
+                let what = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    "the daemon closed the connection (it may have died or been restarted)"
+                        .to_string()
+                } else if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::TimedOut
+                {
+                    format!(
+                        "timeout reading from the daemon after {} s (socket-timeout)",
+                        timeout.as_secs()
+                    )
+                } else {
+                    format!("reading from the daemon failed: {e}")
+                };
+                if head_sent {
+                    log_request(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "{}: daemon group '{name}': {what}; response aborted",
+                            Code::DaemonProtocol.as_str()
+                        ),
+                    );
+                    let _ = resp.finish(true);
+                    return OK;
+                }
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
+                    log_request(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "{}: daemon group '{name}': {what}",
+                            Code::DaemonProtocol.as_str()
+                        ),
+                    );
+                    return HTTP_GATEWAY_TIME_OUT;
+                }
+                return bad_gateway(r, name, &what);
+            }
+        };
+        match frame {
+            Frame::ReadBody { max } => {
+                let want = (max as usize).clamp(1, 256 * 1024);
+                body_buf.resize(want, 0);
+                let reply = match read_client_body(r, &mut body_buf) {
+                    Ok(0) => Frame::BodyEnd,
+                    Ok(n) => Frame::Body(body_buf[..n].to_vec()),
+                    Err(_) => Frame::Abort,
+                };
+                let aborted = matches!(reply, Frame::Abort);
+                if let Err(e) = c.send(&reply) {
+                    return bad_gateway(r, name, &format!("sending the request body failed: {e}"));
+                }
+                if aborted {
+                    log_request(
+                        r,
+                        APLOG_INFO,
+                        &format!(
+                            "{}: the client went away while sending its body",
+                            Code::InputError.as_str()
+                        ),
+                    );
+                }
+            }
+            Frame::Head {
+                status,
+                reason,
+                headers: hdrs,
+            } => {
+                let status_line = format!("{status} {}", String::from_utf8_lossy(&reason));
+                let hdrs: Vec<(String, String)> = hdrs
+                    .into_iter()
+                    .map(|(n, v)| {
+                        (
+                            n.iter().map(|&b| b as char).collect(),
+                            v.iter().map(|&b| b as char).collect(),
+                        )
+                    })
+                    .collect();
+                // Checked again here: the child never trusts what it sends on to the client.
+                match headers::validate(&status_line, hdrs) {
+                    Ok(head) => {
+                        resp.set_head(&head);
+                        head_sent = true;
+                    }
+                    Err(e) => {
+                        return bad_gateway(
+                            r,
+                            name,
+                            &format!("invalid response head from the daemon: {e}"),
+                        );
+                    }
+                }
+            }
+            Frame::Chunk(data) => {
+                if !head_sent {
+                    return bad_gateway(r, name, "body data before the response head");
+                }
+                if resp.write(&data, true).is_err() {
+                    // The client went away: stop relaying; the daemon sees the closed socket.
+                    return OK;
+                }
+            }
+            Frame::End => {
+                if !head_sent {
+                    return bad_gateway(r, name, "end of response without a head");
+                }
+                let _ = resp.finish(false);
+                return OK;
+            }
+            Frame::Fail { code, message } => {
+                let msg = String::from_utf8_lossy(&message);
+                if head_sent {
+                    log_request(
+                        r,
+                        APLOG_INFO,
+                        &format!("daemon group '{name}': response aborted by the daemon ({msg})"),
+                    );
+                    let _ = resp.finish(true);
+                    return OK;
+                }
+                return if code == 500 {
+                    HTTP_INTERNAL_SERVER_ERROR
+                } else {
+                    bad_gateway(r, name, &msg)
+                };
+            }
+            Frame::Reject { reason } => {
+                let why = match reason {
+                    protocol::REJECT_BAD_CREDENTIALS => {
+                        "it refused this server's credentials (stale generation?)"
+                    }
+                    protocol::REJECT_SHUTTING_DOWN => "it is shutting down",
+                    protocol::REJECT_QUEUE_TIMEOUT => {
+                        "the request waited longer than queue-timeout"
+                    }
+                    _ => "it refused the request",
+                };
+                if reason == protocol::REJECT_QUEUE_TIMEOUT {
+                    log_request(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "{}: daemon group '{name}': {why}",
+                            Code::DaemonUnavailable.as_str()
+                        ),
+                    );
+                    return HTTP_GATEWAY_TIME_OUT;
+                }
+                return unavailable(r, name, why);
+            }
+            other => {
+                return bad_gateway(
+                    r,
+                    name,
+                    &format!("unexpected {} frame from the daemon", other.name()),
+                );
+            }
+        }
+    }
+}

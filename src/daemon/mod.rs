@@ -1,0 +1,643 @@
+//! A daemon process of a `WSGIDaemonProcess` group, from just after the fork to its exit:
+//! signal reset, httpd listeners closed, privileges dropped (any failure is fatal), parent-death
+//! signal, limits, Python start-up, then `threads` workers that each accept a connection from an
+//! httpd child and serve its request over the framed protocol. Runs in the daemon process only.
+#![forbid(unsafe_code)]
+
+pub mod conn;
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::config::GlobalConfig;
+use crate::config::daemon::{DaemonSpec, GroupSpec, UserSpec};
+use crate::error::Code;
+use crate::protocol::{self, Frame};
+use crate::sys;
+use crate::wsgi::adapter::{self, Input, Level, Log, LogFn, Outcome, RequestIo};
+use crate::wsgi::environ;
+use conn::{Conn, DaemonBody, DaemonSink};
+
+/// Everything a daemon process needs, captured in the httpd parent before the fork.
+pub struct Launch {
+    pub spec: DaemonSpec,
+    pub global: GlobalConfig,
+    /// The group's listening socket (inherited).
+    pub listener: UnixListener,
+    /// Other groups' listening sockets: closed at once.
+    pub other_listeners: Vec<std::os::fd::RawFd>,
+    pub secret: [u8; 16],
+    pub generation: u32,
+    /// The httpd parent's pid (for the parent-death check).
+    pub parent: u32,
+    /// httpd's `User`/`Group`, the default identity.
+    pub httpd_uid: u32,
+    pub httpd_gid: u32,
+    /// Seconds to wait before starting (respawn backoff after quick deaths).
+    pub backoff: Duration,
+    /// Apache's `Timeout`, the default socket timeout.
+    pub apache_timeout: Duration,
+    /// httpd's error log, for this process's messages.
+    pub log: LogFn,
+    /// Closes httpd's own listening sockets in this process.
+    pub close_httpd_listeners: fn(),
+    /// Starts Python (the FFI layer's initialiser) for this group.
+    pub init_python: fn(&GlobalConfig) -> Result<(), String>,
+}
+
+/// The exit status of a daemon that could not start; the parent backs off on it.
+pub const EXIT_STARTUP_FAILED: i32 = 3;
+
+fn fatal(log: &LogFn, msg: &str) -> ! {
+    log(Level::Error, msg);
+    sys::exit_now(EXIT_STARTUP_FAILED)
+}
+
+fn resolve_user(u: &UserSpec) -> std::io::Result<sys::User> {
+    match u {
+        UserSpec::Name(n) => sys::user_by_name(n),
+        UserSpec::Id(id) => sys::user_by_id(*id),
+    }
+}
+
+fn resolve_group(g: &GroupSpec) -> std::io::Result<u32> {
+    match g {
+        GroupSpec::Name(n) => sys::group_by_name(n),
+        GroupSpec::Id(id) => Ok(*id),
+    }
+}
+
+/// Shared counters of one daemon process.
+struct State {
+    stopping: AtomicBool,
+    active: AtomicUsize,
+    served: AtomicU64,
+}
+
+/// Runs a daemon process; never returns.
+pub fn run(l: Launch) -> ! {
+    sys::reset_signals();
+    (l.close_httpd_listeners)();
+    for fd in &l.other_listeners {
+        sys::close_fd(*fd);
+    }
+    let log = l.log.clone();
+    let spec = l.spec;
+    let name = spec.name.clone();
+    if !l.backoff.is_zero() {
+        std::thread::sleep(l.backoff);
+    }
+    sys::set_process_name(
+        &spec
+            .display_name_expanded()
+            .unwrap_or_else(|| format!("wsgi:{name}")),
+    );
+
+    // Identity: drop root for good before anything else runs (CVE-2014-0240/8583).
+    let home = if sys::euid() == 0 {
+        let user = match &spec.user {
+            Some(u) => resolve_user(u),
+            None => sys::user_by_id(l.httpd_uid),
+        };
+        let user = user.unwrap_or_else(|e| {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}': user: {e}",
+                    Code::DaemonStart.as_str()
+                ),
+            )
+        });
+        let gid = match &spec.group {
+            Some(g) => resolve_group(g),
+            None if spec.user.is_some() => Ok(user.gid),
+            None => Ok(l.httpd_gid),
+        }
+        .unwrap_or_else(|e| {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}': group: {e}",
+                    Code::DaemonStart.as_str()
+                ),
+            )
+        });
+        let supplementary: Option<Vec<u32>> = if spec.supplementary_groups.is_empty() {
+            None
+        } else {
+            let mut v = vec![gid];
+            for g in &spec.supplementary_groups {
+                v.push(resolve_group(g).unwrap_or_else(|e| {
+                    fatal(
+                        &log,
+                        &format!(
+                            "{}: daemon group '{name}': supplementary group: {e}",
+                            Code::DaemonStart.as_str()
+                        ),
+                    )
+                }));
+            }
+            Some(v)
+        };
+        if user.uid == 0 {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}' would run as root; refusing",
+                    Code::DaemonStart.as_str()
+                ),
+            );
+        }
+        if let Err(e) = sys::drop_privileges(user.uid, gid, supplementary.as_deref(), &user.name) {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}': cannot switch to user '{}' (uid {}) group {gid}: {e}; \
+                     the application is not started",
+                    Code::DaemonStart.as_str(),
+                    user.name,
+                    user.uid
+                ),
+            );
+        }
+        spec.home.clone().unwrap_or(user.home)
+    } else {
+        spec.home.clone().unwrap_or_else(|| "/".into())
+    };
+    if let Err(e) = sys::die_with_parent(l.parent) {
+        fatal(
+            &log,
+            &format!("{}: daemon group '{name}': {e}", Code::DaemonStart.as_str()),
+        );
+    }
+    if let Some(mask) = spec.umask {
+        sys::set_umask(mask);
+    }
+    if let Err(e) = std::env::set_current_dir(&home) {
+        if spec.home.is_some() {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}': home={home}: {e}",
+                    Code::DaemonStart.as_str()
+                ),
+            );
+        }
+        let _ = std::env::set_current_dir("/");
+    }
+    apply_limits(&spec, &log);
+    // The Python configuration of this group: the server's, with the group's own overrides.
+    let mut g = l.global.clone();
+    if spec.python_home.is_some() {
+        g.python_home = spec.python_home.clone();
+    }
+    g.python_path.extend(spec.python_path.iter().cloned());
+    if spec.python_eggs.is_some() {
+        g.python_eggs = spec.python_eggs.clone();
+    }
+    if spec.switch_interval.is_some() {
+        g.switch_interval = spec.switch_interval;
+    }
+    g.restrict_embedded = false;
+    if let Err(e) = (l.init_python)(&g) {
+        fatal(
+            &log,
+            &format!(
+                "{}: daemon group '{name}': cannot initialise Python: {e}. Check python-home",
+                Code::PythonInit.as_str()
+            ),
+        );
+    }
+    crate::python::ensure_thread_state();
+    let info = crate::python::ProcessInfo {
+        threads_per_process: spec.threads as i32,
+        maximum_processes: spec.processes as i32,
+    };
+    let boot_ok = Python::attach(|py| {
+        crate::python::bootstrap(py, &g, &info, log.clone(), log.clone())
+            .map_err(|e| adapter::log_exception(py, &e, &log, "mod_rwsgi could not set up Python"))
+            .is_ok()
+    });
+    if !boot_ok {
+        fatal(
+            &log,
+            &format!(
+                "{}: daemon group '{name}': bootstrap failed",
+                Code::PythonInit.as_str()
+            ),
+        );
+    }
+    Python::attach(|py| {
+        let m = py.import("mod_wsgi");
+        if let Ok(m) = m {
+            let _ = m.setattr("process_group", name.as_str());
+        }
+        for imp in g.import_scripts.iter().filter(|i| i.process_group == name) {
+            if let Err(e) = crate::python::load_script(py, &imp.path, None, true, g.case_sensitive)
+            {
+                adapter::log_exception(
+                    py,
+                    &e,
+                    &log,
+                    &format!(
+                        "{}: failed to import WSGI script '{}'",
+                        Code::ScriptLoad.as_str(),
+                        imp.path
+                    ),
+                );
+            }
+        }
+    });
+
+    // Serve.
+    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
+    sys::block_signals(&signals);
+    let state = Arc::new(State {
+        stopping: AtomicBool::new(false),
+        active: AtomicUsize::new(0),
+        served: AtomicU64::new(0),
+    });
+    let listener = Arc::new(l.listener);
+    let ctx = Arc::new(Ctx {
+        spec: spec.clone(),
+        global: g,
+        secret: l.secret,
+        generation: l.generation,
+        socket_timeout: spec.socket_timeout.unwrap_or(l.apache_timeout),
+        log: log.clone(),
+    });
+    let threads = spec.threads.max(1);
+    for i in 0..threads {
+        let (listener, state, ctx) = (Arc::clone(&listener), Arc::clone(&state), Arc::clone(&ctx));
+        let mut b = std::thread::Builder::new().name(format!("rwsgi-worker-{i}"));
+        if let Some(sz) = spec.stack_size {
+            b = b.stack_size(sz as usize);
+        }
+        if let Err(e) = b.spawn(move || worker(&listener, &state, &ctx)) {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}': cannot start threads: {e}",
+                    Code::DaemonStart.as_str()
+                ),
+            );
+        }
+    }
+    log(
+        Level::Info,
+        &format!(
+            "daemon process of group '{name}' started (pid {}, {threads} threads)",
+            sys::pids().0
+        ),
+    );
+    let sig = sys::wait_signal(&signals);
+    state.stopping.store(true, Ordering::SeqCst);
+    let grace = if sig == libc::SIGUSR1 {
+        spec.graceful_timeout
+    } else {
+        spec.shutdown_timeout
+    };
+    let deadline = Instant::now() + grace;
+    while state.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log(
+        Level::Info,
+        &format!(
+            "daemon process of group '{name}' stopping (signal {sig}, {} requests served, {} still active)",
+            state.served.load(Ordering::Relaxed),
+            state.active.load(Ordering::SeqCst)
+        ),
+    );
+    sys::exit_now(0)
+}
+
+fn apply_limits(spec: &DaemonSpec, log: &LogFn) {
+    let warn = |what: &str, e: std::io::Error| {
+        log(
+            Level::Warning,
+            &format!("daemon group '{}': cannot set {what}: {e}", spec.name),
+        )
+    };
+    if let Some(m) = spec.memory_limit
+        && let Err(e) = sys::set_limit(sys::Limit::Data, m, m)
+    {
+        warn("memory-limit", e);
+    }
+    if let Some(m) = spec.virtual_memory_limit
+        && let Err(e) = sys::set_limit(sys::Limit::AddressSpace, m, m)
+    {
+        warn("virtual-memory-limit", e);
+    }
+    if let Some(c) = spec.cpu_time_limit {
+        let hard = c + 1 + spec.shutdown_timeout.as_secs();
+        if let Err(e) = sys::set_limit(sys::Limit::Cpu, c, hard) {
+            warn("cpu-time-limit", e);
+        }
+    }
+    if spec.cpu_priority != 0
+        && let Err(e) = sys::set_priority(spec.cpu_priority)
+    {
+        warn("cpu-priority", e);
+    }
+    // Called before the daemon starts any thread.
+    if let Some(lang) = &spec.lang {
+        sys::set_env_single_threaded("LANG", lang);
+    }
+    if let Some(locale) = &spec.locale {
+        sys::set_env_single_threaded("LC_ALL", locale);
+    }
+}
+
+/// Per-process request context.
+struct Ctx {
+    spec: DaemonSpec,
+    global: GlobalConfig,
+    secret: [u8; 16],
+    generation: u32,
+    socket_timeout: Duration,
+    log: LogFn,
+}
+
+fn worker(listener: &UnixListener, state: &State, ctx: &Ctx) {
+    crate::python::ensure_thread_state();
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if state.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                (ctx.log)(Level::Warning, &format!("daemon accept failed: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if state.stopping.load(Ordering::SeqCst) {
+            let mut c = Conn::new(stream);
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_SHUTTING_DOWN,
+            });
+            continue;
+        }
+        state.active.fetch_add(1, Ordering::SeqCst);
+        serve(stream, ctx);
+        state.active.fetch_sub(1, Ordering::SeqCst);
+        let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
+        if ctx.spec.maximum_requests > 0 && n == ctx.spec.maximum_requests {
+            // Recycle: finish what is running, then exit; the parent starts a fresh process.
+            (ctx.log)(
+                Level::Info,
+                &format!(
+                    "daemon group '{}': maximum-requests ({n}) reached; recycling",
+                    ctx.spec.name
+                ),
+            );
+            sys::kill(sys::pids().0 as i32, libc::SIGUSR1);
+        }
+    }
+}
+
+/// Serves one connection: handshake, one request, response.
+fn serve(stream: UnixStream, ctx: &Ctx) {
+    let _ = stream.set_read_timeout(Some(ctx.socket_timeout));
+    let _ = stream.set_write_timeout(Some(ctx.socket_timeout));
+    let mut c = Conn::new(stream);
+    match c.recv() {
+        Ok(Frame::Hello {
+            version,
+            secret,
+            generation,
+        }) if version == protocol::PROTOCOL_VERSION
+            && secret == ctx.secret
+            && generation == ctx.generation => {}
+        Ok(Frame::Hello { .. }) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': refused a connection with a wrong protocol version, \
+                     secret or server generation",
+                    Code::DaemonProtocol.as_str(),
+                    ctx.spec.name
+                ),
+            );
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_BAD_CREDENTIALS,
+            });
+            return;
+        }
+        Ok(other) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: expected Hello, got {}",
+                    Code::DaemonProtocol.as_str(),
+                    other.name()
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            (ctx.log)(
+                Level::Debug,
+                &format!("daemon connection closed before the handshake: {e}"),
+            );
+            return;
+        }
+    }
+    let env = match c.recv() {
+        Ok(Frame::Request { env }) => env,
+        Ok(other) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: expected Request, got {}",
+                    Code::DaemonProtocol.as_str(),
+                    other.name()
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: reading the request: {e}",
+                    Code::DaemonProtocol.as_str()
+                ),
+            );
+            return;
+        }
+    };
+    let conn = Arc::new(std::sync::Mutex::new(c));
+    Python::attach(|py| run_request(py, ctx, env, &conn));
+}
+
+fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
+    env.iter()
+        .find(|(k, _)| k == key.as_bytes())
+        .map(|(_, v)| v.as_slice())
+}
+
+fn run_request(
+    py: Python<'_>,
+    ctx: &Ctx,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+    conn: &Arc<std::sync::Mutex<Conn>>,
+) {
+    let text = |k: &str| {
+        get(&env, k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let script = text("SCRIPT_FILENAME");
+    let mtime: Option<i64> = text("mod_rwsgi.x-script_mtime").parse().ok();
+    let reloading = text("mod_wsgi.script_reloading") != "0";
+    let callable = text("mod_wsgi.callable_object");
+    let https = text("mod_rwsgi.x-https") == "1";
+    let request_id = text("mod_wsgi.request_id");
+    let base_log = ctx.log.clone();
+    let log: LogFn = Arc::new(move |l, m| base_log(l, &format!("[{request_id}] {m}")));
+    let fail = |msg: &str| {
+        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.send(&Frame::Fail {
+            code: 500,
+            message: msg.as_bytes().to_vec(),
+        });
+    };
+
+    let module = match crate::python::load_script(
+        py,
+        &script,
+        mtime,
+        reloading,
+        ctx.global.case_sensitive,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            adapter::log_exception(
+                py,
+                &e,
+                &log,
+                &format!(
+                    "{}: failed to exec Python script file '{script}'",
+                    Code::ScriptLoad.as_str()
+                ),
+            );
+            return fail("script load failed");
+        }
+    };
+    let name = if callable.is_empty() {
+        "application"
+    } else {
+        callable.as_str()
+    };
+    let Ok(app) = module.getattr(name) else {
+        log(
+            Level::Error,
+            &format!(
+                "{}: target WSGI script '{script}' does not contain WSGI application '{name}'",
+                Code::NoCallable.as_str()
+            ),
+        );
+        return fail("no callable");
+    };
+    let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
+        let d = PyDict::new(py);
+        for (k, v) in &env {
+            let k = String::from_utf8_lossy(k);
+            if k.starts_with("mod_rwsgi.x-") || k == "HTTPS" {
+                continue;
+            }
+            d.set_item(k.as_ref(), PyString::new(py, &environ::latin1(v)))?;
+        }
+        let input = Py::new(py, Input::new(Box::new(DaemonBody::new(Arc::clone(conn)))))?;
+        let errors = Py::new(
+            py,
+            Log::new(Some(Arc::clone(&log)), ctx.log.clone(), Level::Error),
+        )?;
+        d.set_item("wsgi.version", (1, 0))?;
+        d.set_item("wsgi.multithread", ctx.spec.multithread())?;
+        d.set_item("wsgi.multiprocess", ctx.spec.multiprocess())?;
+        d.set_item("wsgi.run_once", ctx.spec.run_once())?;
+        d.set_item("wsgi.url_scheme", if https { "https" } else { "http" })?;
+        d.set_item("wsgi.input", input.clone_ref(py))?;
+        d.set_item("wsgi.input_terminated", true)?;
+        d.set_item("wsgi.errors", errors.clone_ref(py))?;
+        d.set_item("wsgi.file_wrapper", py.get_type::<adapter::FileWrapper>())?;
+        for k in ["mod_wsgi.request_start", "mod_wsgi.queue_start"] {
+            let v: f64 = text(&format!("mod_rwsgi.x-{}", &k[9..]))
+                .parse()
+                .unwrap_or(0.0);
+            d.set_item(k, v)?;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        d.set_item("mod_wsgi.daemon_start", now)?;
+        d.set_item("mod_wsgi.application_start", now)?;
+        d.set_item("mod_wsgi.version", (6, 0, 5))?;
+        d.set_item("mod_rwsgi.version", crate::VERSION)?;
+        let apache: Vec<u32> = text("mod_rwsgi.x-apache_version")
+            .split('.')
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if apache.len() == 3 {
+            d.set_item("apache.version", (apache[0], apache[1], apache[2]))?;
+        }
+        Ok((d, input, errors))
+    })();
+    let (environ_dict, input, errors) = match built {
+        Ok(v) => v,
+        Err(e) => {
+            adapter::log_exception(py, &e, &log, "cannot build the environ");
+            return fail("environ");
+        }
+    };
+    let io = RequestIo {
+        sink: Box::new(DaemonSink::new(Arc::clone(conn))),
+        input,
+        errors,
+        log,
+        script,
+        stream_flush: true,
+    };
+    if adapter::run(py, &app, environ_dict, io) == Outcome::ServerError {
+        fail("application error");
+    }
+}
+
+/// Whether the daemon socket's directory can be searched by `uid`/`gid` (a startup check).
+pub fn dir_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        let mode = m.mode();
+        let ok = if uid == 0 || m.uid() == uid {
+            mode & 0o100 != 0
+        } else if m.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Err(format!(
+                "{} (mode {:o}, owner {}:{})",
+                d.display(),
+                mode & 0o7777,
+                m.uid(),
+                m.gid()
+            ));
+        }
+        p = d.parent();
+    }
+    Ok(())
+}

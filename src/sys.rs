@@ -1,0 +1,337 @@
+//! Thin safe wrappers over the few POSIX calls daemon mode needs (signals, privilege drop,
+//! parent-death signal, resource limits, UNIX listening sockets, reaping). Part of the FFI
+//! layer: every `unsafe` block here is documented. Used by the httpd parent (sockets, reaping)
+//! and the daemon processes (everything else).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
+}
+
+/// Puts every catchable signal back to its default action and unblocks all signals (a daemon
+/// forked from the httpd parent inherits the MPM's handlers and mask).
+pub fn reset_signals() {
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL for a valid signal number has no memory effects.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set, initialised by sigemptyset, passed by pointer to sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill the zeroed set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks `signals` in the calling thread (and threads it starts later), so `wait_signal` can
+/// take them synchronously.
+pub fn block_signals(signals: &[libc::c_int]) {
+    let set = sigset(signals);
+    // SAFETY: a valid set; the old mask is not needed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for one of `signals` (which must be blocked) and returns it.
+pub fn wait_signal(signals: &[libc::c_int]) -> libc::c_int {
+    let set = sigset(signals);
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: `set` is valid and `sig` is a writable int.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// A user from the password database.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    pub home: String,
+}
+
+/// Looks a user up by name.
+pub fn user_by_name(name: &str) -> io::Result<User> {
+    let c = cstr(name)?;
+    // SAFETY: getpwnam returns NULL or a pointer to static storage, read at once (single
+    // threaded: the daemon runs this before starting threads; the parent is single threaded).
+    unsafe {
+        let pw = libc::getpwnam(c.as_ptr());
+        if pw.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no user named '{name}'"),
+            ));
+        }
+        Ok(User {
+            uid: (*pw).pw_uid,
+            gid: (*pw).pw_gid,
+            name: CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned(),
+            home: CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// Looks a user up by id.
+pub fn user_by_id(uid: u32) -> io::Result<User> {
+    // SAFETY: as in `user_by_name`.
+    unsafe {
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no user with uid {uid}"),
+            ));
+        }
+        Ok(User {
+            uid: (*pw).pw_uid,
+            gid: (*pw).pw_gid,
+            name: CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned(),
+            home: CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// Looks a group id up by name.
+pub fn group_by_name(name: &str) -> io::Result<u32> {
+    let c = cstr(name)?;
+    // SAFETY: getgrnam returns NULL or static storage, read at once (single threaded here).
+    unsafe {
+        let gr = libc::getgrnam(c.as_ptr());
+        if gr.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no group named '{name}'"),
+            ));
+        }
+        Ok((*gr).gr_gid)
+    }
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Drops root privileges for good: group, supplementary groups, then user. Every step is
+/// checked, and the result verified (CVE-2014-0240, CVE-2014-8583: never carry on half-dropped).
+pub fn drop_privileges(
+    uid: u32,
+    gid: u32,
+    supplementary: Option<&[u32]>,
+    user_name: &str,
+) -> io::Result<()> {
+    // SAFETY: plain system calls with integer arguments / a valid C string / a valid array.
+    unsafe {
+        check(libc::setgid(gid))?;
+        match supplementary {
+            Some(groups) => {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            }
+            None => {
+                let name = cstr(user_name)?;
+                check(libc::initgroups(name.as_ptr(), gid))?;
+            }
+        }
+        check(libc::setuid(uid))?;
+        if libc::getuid() != uid || libc::geteuid() != uid || libc::getgid() != gid {
+            return Err(io::Error::other("privileges were not dropped completely"));
+        }
+        if uid != 0 && libc::setuid(0) == 0 {
+            return Err(io::Error::other(
+                "could regain root after dropping privileges",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to send SIGTERM when the parent dies, then checks the parent is still
+/// `parent` (it may have died before the request). Must run after the privilege drop, which
+/// clears the setting.
+pub fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid cannot fail.
+    unsafe {
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
+        if libc::getppid() as u32 != parent {
+            return Err(io::Error::other("the httpd parent is gone"));
+        }
+    }
+    Ok(())
+}
+
+/// Sets the process name shown by `ps -o comm` and `top` (at most 15 bytes).
+pub fn set_process_name(name: &str) {
+    if let Ok(c) = cstr(&name.chars().take(15).collect::<String>()) {
+        // SAFETY: PR_SET_NAME copies up to 16 bytes from a valid C string.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    }
+}
+
+/// The resource limits daemon mode sets.
+pub enum Limit {
+    Cpu,
+    Data,
+    AddressSpace,
+}
+
+/// Sets a soft and hard resource limit.
+pub fn set_limit(which: Limit, soft: u64, hard: u64) -> io::Result<()> {
+    let res = match which {
+        Limit::Cpu => libc::RLIMIT_CPU,
+        Limit::Data => libc::RLIMIT_DATA,
+        Limit::AddressSpace => libc::RLIMIT_AS,
+    };
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: a valid resource id and a valid struct.
+    check(unsafe { libc::setrlimit(res, &lim) })?;
+    Ok(())
+}
+
+/// Sets the process's scheduling priority (nice value).
+pub fn set_priority(prio: i32) -> io::Result<()> {
+    // SAFETY: plain system call.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, prio) })?;
+    Ok(())
+}
+
+/// Sets the file mode creation mask.
+pub fn set_umask(mask: u32) {
+    // SAFETY: plain system call.
+    unsafe { libc::umask(mask as libc::mode_t) };
+}
+
+/// Creates a listening UNIX socket at `path` (replacing a stale one) with mode 0600, owned by
+/// `owner` (uid, gid) when given. Returns the listening descriptor.
+pub fn unix_listen(path: &str, backlog: u32, owner: Option<(u32, u32)>) -> io::Result<OwnedFd> {
+    let _ = std::fs::remove_file(path);
+    // Create it private from the first instant: no window in which others may connect.
+    // SAFETY: umask is process-wide but the parent is single threaded here.
+    let old = unsafe { libc::umask(0o077) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let fd: OwnedFd = listener.into();
+    // Raise the backlog from std's default to the configured one.
+    // SAFETY: listen on a valid, bound socket descriptor.
+    check(unsafe {
+        libc::listen(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            backlog.min(65535) as libc::c_int,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Takes ownership of an inherited listening socket.
+///
+/// # Safety
+/// `fd` must be an open listening UNIX socket not owned by anything else in this process.
+pub unsafe fn listener_from_fd(fd: RawFd) -> UnixListener {
+    // SAFETY: per the contract.
+    unsafe { UnixListener::from_raw_fd(fd) }
+}
+
+/// Closes a descriptor this process does not need (e.g. another group's listener).
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: closing an fd we own; errors are irrelevant.
+    unsafe { libc::close(fd) };
+}
+
+/// Sends a signal to a process.
+pub fn kill(pid: i32, sig: libc::c_int) -> bool {
+    // SAFETY: plain system call.
+    pid > 0 && unsafe { libc::kill(pid, sig) } == 0
+}
+
+/// Reaps `pid` if it has exited, waiting at most `timeout`. Returns true once reaped (or gone).
+pub fn reap(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid
+            || (rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends the process at once, without running atexit handlers or destructors (a forked daemon
+/// must not run the httpd parent's cleanups).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// This process's id and its parent's.
+pub fn pids() -> (u32, u32) {
+    // SAFETY: getpid/getppid cannot fail.
+    unsafe { (libc::getpid() as u32, libc::getppid() as u32) }
+}
+
+/// 16 random bytes from the kernel.
+pub fn random16() -> io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// Sets an environment variable. Only for a process that has not started threads yet (a
+/// freshly forked daemon), since the environment is not thread-safe.
+pub fn set_env_single_threaded(key: &str, value: &str) {
+    // SAFETY: the caller guarantees no other thread exists that could read the environment.
+    unsafe { std::env::set_var(key, value) };
+}
