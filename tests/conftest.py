@@ -37,11 +37,22 @@ def mpm(request):
     return request.param
 
 
-@pytest.fixture(params=MODES)
-def mode(request):
-    """Where the application runs. Only 'embedded' exists today; 'daemon' only needs
-    Apache.mount() to emit a daemon-mode fragment."""
-    return request.param
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "embedded_only: the test is about embedded mode itself (or runs no WSGI app), so it is "
+        "not repeated in daemon mode",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that starts a server runs in each mode (embedded, daemon), unless marked
+    embedded_only."""
+    if "mode" in metafunc.fixturenames:
+        modes = MODES
+        if metafunc.definition.get_closest_marker("embedded_only"):
+            modes = [m for m in MODES if m == "embedded"] or ["embedded"]
+        metafunc.parametrize("mode", modes)
 
 
 def _safe(nodeid: str) -> str:
@@ -64,12 +75,12 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def apache_factory(request):
+def apache_factory(request, mode):
     """Factory creating Apache objects; all are stopped and their error logs checked at
     teardown. Usage: srv = apache_factory(mpm="prefork", modules=["deflate"])."""
     servers: list[harness.Apache] = []
     request.node._rwsgi_servers = servers
-    mode_ = request.getfixturevalue("mode") if "mode" in request.fixturenames else "embedded"
+    mode_ = mode
 
     def make(mpm: str | None = None, **kw) -> harness.Apache:
         kw.setdefault("mode", mode_)

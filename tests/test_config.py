@@ -2,6 +2,9 @@
 
 import pytest
 
+# About embedded mode itself or plain Apache: not repeated in daemon mode.
+pytestmark = pytest.mark.embedded_only
+
 
 @pytest.fixture
 def cfg(apache_factory):

@@ -8,6 +8,9 @@ import pytest
 
 import harness
 
+# About embedded mode itself or plain Apache: not repeated in daemon mode.
+pytestmark = pytest.mark.embedded_only
+
 MOD_WSGI = harness.MODULES_DIR / "mod_wsgi.so"
 
 # A typical mod_wsgi embedded-mode configuration, used unchanged with both modules.

@@ -4,6 +4,9 @@ import pytest
 
 import harness
 
+# About embedded mode itself or plain Apache: not repeated in daemon mode.
+pytestmark = pytest.mark.embedded_only
+
 
 @pytest.mark.parametrize("mpm", ["event", "prefork"])
 def test_plain_apache_start_graceful_stop(apache_factory, mpm):
