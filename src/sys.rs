@@ -268,6 +268,74 @@ pub fn unix_listen(path: &str, backlog: u32, owner: Option<(u32, u32)>) -> io::R
     Ok(fd)
 }
 
+/// The filesystem path a descriptor is listening on, if it is a listening UNIX socket.
+pub fn listening_unix_path(fd: RawFd) -> Option<String> {
+    // SAFETY: getsockopt/getsockname write at most the given lengths into valid buffers; an
+    // invalid or foreign fd just makes them fail.
+    unsafe {
+        let mut accepting: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut accepting).cast(),
+            &mut len,
+        );
+        if rc != 0 || accepting == 0 {
+            return None;
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        let mut alen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::getsockname(fd, (&raw mut addr).cast(), &mut alen) != 0
+            || addr.sun_family != libc::AF_UNIX as libc::sa_family_t
+        {
+            return None;
+        }
+        let path: Vec<u8> = addr
+            .sun_path
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8(path).ok()
+    }
+}
+
+/// Re-applies a listening socket's backlog, owner and mode (when it is reused by a new
+/// configuration generation).
+pub fn refresh_listener(
+    fd: RawFd,
+    path: &str,
+    backlog: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    // SAFETY: listen on a descriptor checked to be a listening socket by the caller.
+    check(unsafe { libc::listen(fd, backlog.min(65535) as libc::c_int) })?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+}
+
+/// Waits until `fd` is readable (for a listener: a connection is queued) or `timeout` passes.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; an interrupted poll just reports "not readable".
+    let rc = unsafe {
+        libc::poll(
+            &mut p,
+            1,
+            timeout.as_millis().min(i32::MAX as u128) as libc::c_int,
+        )
+    };
+    rc > 0 && p.revents & libc::POLLIN != 0
+}
+
 /// Takes ownership of an inherited listening socket.
 ///
 /// # Safety

@@ -33,9 +33,13 @@ pub(crate) struct Generation {
     pub groups: Vec<Group>,
     pub secret: [u8; 16],
     pub number: u32,
+    /// The previous generation's credentials, still accepted by this generation's daemons.
+    pub previous: Option<([u8; 16], u32)>,
 }
 
 static GENERATION: Mutex<Option<Generation>> = Mutex::new(None);
+/// Live daemon processes (pid, group index) of this generation.
+static LIVE: Mutex<Vec<(i32, usize)>> = Mutex::new(Vec::new());
 static STOPPING: Mutex<bool> = Mutex::new(false);
 
 pub(crate) fn generation() -> Option<Generation> {
@@ -97,6 +101,7 @@ pub(crate) fn start_all(
         // SAFETY: resolves a name inside DefaultRuntimeDir into pconf.
         None => text(unsafe { ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()) }),
     };
+    let mut kept = kept_listeners(s);
     let mut groups = Vec::new();
     for (i, spec) in g.daemons.iter().enumerate() {
         let path = format!("{prefix}.{parent}.{i}.sock");
@@ -143,6 +148,28 @@ pub(crate) fn start_all(
             ));
         }
         let sys_owner = if sys::euid() == 0 { Some(owner) } else { None };
+        // A graceful restart keeps the group's listening socket: connections queued in its
+        // backlog while the old daemons stop are served by the new ones, never reset.
+        if let Some(pos) = kept.iter().position(|(fd, p)| {
+            *p == path
+                && std::path::Path::new(&path).exists()
+                && sys::listening_unix_path(*fd).as_deref() == Some(path.as_str())
+        }) {
+            let (fd, _) = kept.remove(pos);
+            if let Err(e) = sys::refresh_listener(fd, &path, spec.listen_backlog, sys_owner) {
+                return Some(format!(
+                    "{}: daemon group '{}': cannot reuse socket '{path}': {e}",
+                    Code::DaemonStart.as_str(),
+                    spec.name
+                ));
+            }
+            groups.push(Group {
+                spec: spec.clone(),
+                socket: path,
+                listener: fd,
+            });
+            continue;
+        }
         match sys::unix_listen(&path, spec.listen_backlog, sys_owner) {
             Ok(fd) => groups.push(Group {
                 spec: spec.clone(),
@@ -167,11 +194,21 @@ pub(crate) fn start_all(
             ));
         }
     };
-    let number = generation().map_or(1, |g| g.number.wrapping_add(1));
+    // Sockets of groups the new configuration no longer has.
+    for (fd, path) in kept {
+        sys::close_fd(fd);
+        if !groups.iter().any(|g| g.socket == path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    keep_listeners(s, &groups);
+    let previous = swap_credentials(s, secret);
+    let number = previous.map_or(1, |(_, n)| n.wrapping_add(1));
     *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Generation {
         groups: groups.clone(),
         secret,
         number,
+        previous,
     });
     // Sockets go away with this generation (registered first, so it runs after the daemons
     // have been stopped by their own cleanups).
@@ -189,7 +226,88 @@ pub(crate) fn start_all(
             spawn(pconf, s, gi, 0, Duration::ZERO);
         }
     }
+    // Registered after the daemons' own cleanups, so it runs first: signal every daemon at
+    // once and wait for them together (not one shutdown-timeout after another).
+    // SAFETY: as above.
+    unsafe {
+        apr_pool_cleanup_register(
+            pconf,
+            ptr::null(),
+            Some(stop_all),
+            Some(apr_pool_cleanup_null),
+        )
+    };
     None
+}
+
+/// Records this generation's secret and returns the previous generation's credentials. httpd
+/// unloads and reloads the module on every restart, so they live in the process pool (which
+/// survives restarts), not in a static. httpd children of the previous generation may still be
+/// finishing keep-alive connections after a graceful restart; the new daemons accept them.
+fn swap_credentials(s: *mut server_rec, secret: [u8; 16]) -> Option<([u8; 16], u32)> {
+    const KEY: &std::ffi::CStr = c"mod_rwsgi.credentials";
+    const LEN: usize = 20;
+    // SAFETY: s->process->pool lives as long as the httpd parent; the userdata is a 20-byte
+    // buffer allocated in that same pool, read and written only here (single-threaded parent).
+    unsafe {
+        let pool = (*(*s).process).pool;
+        let mut data: *mut c_void = ptr::null_mut();
+        apr_pool_userdata_get(&mut data, KEY.as_ptr(), pool);
+        if data.is_null() {
+            data = apr_palloc(pool, LEN);
+            ptr::write_bytes(data as *mut u8, 0, LEN);
+            apr_pool_userdata_set(data, KEY.as_ptr(), None, pool);
+        }
+        let buf = std::slice::from_raw_parts_mut(data as *mut u8, LEN);
+        let mut old = [0u8; 16];
+        old.copy_from_slice(&buf[..16]);
+        let old_number = u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        let number = old_number.wrapping_add(1).max(1);
+        buf[..16].copy_from_slice(&secret);
+        buf[16..].copy_from_slice(&number.to_be_bytes());
+        (old_number != 0).then_some((old, old_number))
+    }
+}
+
+unsafe extern "C" fn stop_all(_d: *mut c_void) -> apr_status_t {
+    guard("stop daemons", APR_SUCCESS as apr_status_t, || {
+        let live: Vec<(i32, usize)> =
+            std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
+        let grace = generation()
+            .map(|g| {
+                g.groups
+                    .iter()
+                    .map(|x| x.spec.shutdown_timeout)
+                    .max()
+                    .unwrap_or_default()
+            })
+            .unwrap_or(Duration::from_secs(5));
+        for (pid, _) in &live {
+            sys::kill(*pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace + Duration::from_secs(1);
+        for (pid, _) in &live {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !sys::reap(*pid, left) {
+                sys::kill(*pid, libc::SIGKILL);
+                sys::reap(*pid, Duration::from_secs(2));
+            }
+        }
+        APR_SUCCESS as apr_status_t
+    })
+}
+
+fn is_live(pid: i32) -> bool {
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|(p, _)| *p == pid)
+}
+
+fn forget(pid: i32) {
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(p, _)| *p != pid);
 }
 
 fn close_httpd_listeners() {
@@ -209,7 +327,12 @@ fn text(p: *const std::ffi::c_char) -> String {
 
 unsafe extern "C" fn remove_sockets(_d: *mut c_void) -> apr_status_t {
     guard("remove_sockets", APR_SUCCESS as apr_status_t, || {
-        if let Some(g) = GENERATION.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let g = GENERATION.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // SAFETY: a plain query of httpd's state.
+        let exiting = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_EXITING;
+        if exiting && let Some(g) = g {
+            // httpd is stopping: the sockets go. On a restart they are kept for the next
+            // generation (start_all), so nothing queued on them is lost.
             for grp in &g.groups {
                 sys::close_fd(grp.listener);
                 let _ = std::fs::remove_file(&grp.socket);
@@ -217,6 +340,56 @@ unsafe extern "C" fn remove_sockets(_d: *mut c_void) -> apr_status_t {
         }
         APR_SUCCESS as apr_status_t
     })
+}
+
+const KEPT_KEY: &std::ffi::CStr = c"mod_rwsgi.listeners";
+const KEPT_LEN: usize = 8192;
+
+/// The listening sockets kept from the previous generation: "fd path" lines in a buffer in
+/// the process pool, which (unlike this module's statics) survives restarts.
+fn kept_listeners(s: *mut server_rec) -> Vec<(RawFd, String)> {
+    // SAFETY: s->process->pool outlives every generation; the buffer is NUL-terminated text
+    // written by keep_listeners (or absent).
+    let text = unsafe {
+        let mut data: *mut c_void = ptr::null_mut();
+        apr_pool_userdata_get(&mut data, KEPT_KEY.as_ptr(), (*(*s).process).pool);
+        if data.is_null() {
+            return Vec::new();
+        }
+        std::ffi::CStr::from_ptr(data as *const std::ffi::c_char)
+            .to_string_lossy()
+            .into_owned()
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (fd, path) = l.split_once(' ')?;
+            Some((fd.parse().ok()?, path.to_string()))
+        })
+        .collect()
+}
+
+fn keep_listeners(s: *mut server_rec, groups: &[Group]) {
+    let mut text = String::new();
+    for g in groups {
+        text.push_str(&format!("{} {}\n", g.listener, g.socket));
+    }
+    if text.len() >= KEPT_LEN {
+        text.clear(); // too many groups to remember: the next generation makes new sockets
+    }
+    // SAFETY: the buffer is allocated once in the process pool (KEPT_LEN bytes) and only
+    // written here, in the single-threaded parent; the text fits with its NUL.
+    unsafe {
+        let pool = (*(*s).process).pool;
+        let mut data: *mut c_void = ptr::null_mut();
+        apr_pool_userdata_get(&mut data, KEPT_KEY.as_ptr(), pool);
+        if data.is_null() {
+            data = apr_palloc(pool, KEPT_LEN);
+            apr_pool_userdata_set(data, KEPT_KEY.as_ptr(), None, pool);
+        }
+        let buf = std::slice::from_raw_parts_mut(data as *mut u8, KEPT_LEN);
+        buf[..text.len()].copy_from_slice(text.as_bytes());
+        buf[text.len()] = 0;
+    }
 }
 
 /// httpd children do not serve the daemon sockets: close the inherited listeners.
@@ -268,6 +441,7 @@ fn spawn(
             other_listeners: others,
             secret: gen_.secret,
             generation: gen_.number,
+            previous: gen_.previous,
             parent: sys::pids().1,
             httpd_uid: uid,
             httpd_gid: gid,
@@ -292,6 +466,9 @@ fn spawn(
     }
     // SAFETY: the fork succeeded, so `proc_` holds the child's pid.
     let pid = unsafe { (*proc_).pid };
+    LIVE.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((pid, group));
     let slot = pool_box(
         pconf,
         Slot {
@@ -322,6 +499,7 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
             APR_OC_REASON_DEATH | APR_OC_REASON_LOST => {
                 let pid = slot.pid;
                 slot.pid = 0;
+                forget(pid);
                 // SAFETY: unregistering the data we registered (re-enters with UNREGISTER).
                 unsafe { apr_proc_other_child_unregister(data) };
                 if !mpm_running() {
@@ -368,6 +546,10 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
             APR_OC_REASON_UNREGISTER if slot.pid > 0 => {
                 let pid = slot.pid;
                 slot.pid = 0;
+                if !is_live(pid) {
+                    return; // already stopped and reaped by stop_all
+                }
+                forget(pid);
                 let grace = generation()
                     .and_then(|g| g.groups.get(slot.group).map(|x| x.spec.shutdown_timeout))
                     .unwrap_or(Duration::from_secs(5));

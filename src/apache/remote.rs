@@ -29,7 +29,10 @@ fn connect(path: &str, timeout: Duration) -> Result<UnixStream, String> {
             Err(e) => {
                 let retry = matches!(
                     e.raw_os_error(),
-                    Some(libc::ECONNREFUSED) | Some(libc::EAGAIN) | Some(libc::ENOENT)
+                    Some(libc::ECONNREFUSED)
+                        | Some(libc::EAGAIN)
+                        | Some(libc::ENOENT)
+                        | Some(libc::EINTR)
                 );
                 if !retry {
                     let why = if e.raw_os_error() == Some(libc::EACCES) {
@@ -97,33 +100,58 @@ pub(crate) fn run(
     apache_timeout: Duration,
 ) -> c_int {
     let name = group.spec.name.as_str();
-    let stream = match connect(&group.socket, group.spec.connect_timeout) {
-        Ok(s) => s,
-        Err(msg) => return unavailable(r, name, &msg),
-    };
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    let mut c = Conn::new(stream);
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
-    let sent = c
-        .queue(&Frame::Hello {
+    let mut hello_and_request = Vec::new();
+    for f in [
+        Frame::Hello {
             version: protocol::PROTOCOL_VERSION,
             secret,
             generation,
-        })
-        .and_then(|_| c.queue(&Frame::Request { env }))
-        .and_then(|_| c.flush());
-    if let Err(e) = sent {
-        return bad_gateway(r, name, &format!("sending the request failed: {e}"));
+        },
+        Frame::Request { env },
+    ] {
+        if let Err(e) = protocol::encode(&f, &mut hello_and_request) {
+            return bad_gateway(r, name, &format!("cannot encode the request: {e}"));
+        }
     }
+    // A daemon that is shutting down (graceful restart, recycling, script reload) refuses new
+    // requests before reading any of the body: connect again until connect-timeout.
+    let deadline = Instant::now() + group.spec.connect_timeout;
+    let (mut c, first) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = match connect(&group.socket, left.max(Duration::from_millis(1))) {
+            Ok(s) => s,
+            Err(msg) => return unavailable(r, name, &msg),
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        let _ = stream.set_write_timeout(Some(timeout));
+        let mut c = Conn::new(stream);
+        if let Err(e) = c.send_raw(&hello_and_request) {
+            return bad_gateway(r, name, &format!("sending the request failed: {e}"));
+        }
+        match c.recv() {
+            Ok(Frame::Reject {
+                reason: protocol::REJECT_SHUTTING_DOWN,
+            }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            first => break (c, first),
+        }
+    };
+    let mut first = Some(first);
     // SAFETY: a brigade from the live request's pool, reused for every write.
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
     let mut resp = ApacheResponse::new(r, bb, false);
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
     loop {
-        let frame = match c.recv() {
+        let next = match first.take() {
+            Some(f) => f,
+            None => c.recv(),
+        };
+        let frame = match next {
             Ok(f) => f,
             Err(e) => {
                 let what = if e.kind() == io::ErrorKind::UnexpectedEof {

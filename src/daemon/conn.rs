@@ -46,6 +46,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends already-encoded frames.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.flush()?;
+        self.stream.write_all(bytes)
+    }
+
     /// Sends one frame at once.
     pub fn send(&mut self, f: &Frame) -> io::Result<()> {
         self.queue(f)?;
@@ -59,7 +65,12 @@ impl Conn {
                 return Ok(f);
             }
             let spare = self.buf.spare(64 * 1024);
-            let n = self.stream.read(spare)?;
+            let n = match self.stream.read(spare) {
+                Ok(n) => n,
+                // A signal (e.g. prefork's graceful-restart signal) is not an error.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

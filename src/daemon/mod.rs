@@ -34,6 +34,8 @@ pub struct Launch {
     pub other_listeners: Vec<std::os::fd::RawFd>,
     pub secret: [u8; 16],
     pub generation: u32,
+    /// The previous generation's credentials (its httpd children may still be serving).
+    pub previous: Option<([u8; 16], u32)>,
     /// The httpd parent's pid (for the parent-death check).
     pub parent: u32,
     /// httpd's `User`/`Group`, the default identity.
@@ -78,6 +80,8 @@ struct State {
     stopping: AtomicBool,
     active: AtomicUsize,
     served: AtomicU64,
+    /// Workers still in their accept loop.
+    accepting: AtomicUsize,
 }
 
 /// Runs a daemon process; never returns.
@@ -262,17 +266,28 @@ pub fn run(l: Launch) -> ! {
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
+        accepting: AtomicUsize::new(0),
     });
+    // Workers poll instead of blocking in accept(), so a stopping process leaves the shared
+    // listen queue alone: what is queued is served by the group's other or next processes.
+    if let Err(e) = l.listener.set_nonblocking(true) {
+        fatal(
+            &log,
+            &format!("{}: daemon group '{name}': {e}", Code::DaemonStart.as_str()),
+        );
+    }
     let listener = Arc::new(l.listener);
     let ctx = Arc::new(Ctx {
         spec: spec.clone(),
         global: g,
         secret: l.secret,
         generation: l.generation,
+        previous: l.previous,
         socket_timeout: spec.socket_timeout.unwrap_or(l.apache_timeout),
         log: log.clone(),
     });
     let threads = spec.threads.max(1);
+    state.accepting.store(threads as usize, Ordering::SeqCst);
     for i in 0..threads {
         let (listener, state, ctx) = (Arc::clone(&listener), Arc::clone(&state), Arc::clone(&ctx));
         let mut b = std::thread::Builder::new().name(format!("rwsgi-worker-{i}"));
@@ -361,31 +376,30 @@ struct Ctx {
     global: GlobalConfig,
     secret: [u8; 16],
     generation: u32,
+    previous: Option<([u8; 16], u32)>,
     socket_timeout: Duration,
     log: LogFn,
 }
 
 fn worker(listener: &UnixListener, state: &State, ctx: &Ctx) {
     crate::python::ensure_thread_state();
-    loop {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
+    while !state.stopping.load(Ordering::SeqCst) {
+        if !sys::wait_readable(fd, Duration::from_millis(250)) {
+            continue;
+        }
         let stream = match listener.accept() {
             Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue, // another took it
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                if state.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
                 (ctx.log)(Level::Warning, &format!("daemon accept failed: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        if state.stopping.load(Ordering::SeqCst) {
-            let mut c = Conn::new(stream);
-            let _ = c.send(&Frame::Reject {
-                reason: protocol::REJECT_SHUTTING_DOWN,
-            });
-            continue;
-        }
+        // The accepted socket must block (it does not inherit O_NONBLOCK, but be explicit).
+        let _ = stream.set_nonblocking(false);
         state.active.fetch_add(1, Ordering::SeqCst);
         serve(stream, ctx);
         state.active.fetch_sub(1, Ordering::SeqCst);
@@ -402,6 +416,7 @@ fn worker(listener: &UnixListener, state: &State, ctx: &Ctx) {
             sys::kill(sys::pids().0 as i32, libc::SIGUSR1);
         }
     }
+    state.accepting.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Serves one connection: handshake, one request, response.
@@ -415,8 +430,8 @@ fn serve(stream: UnixStream, ctx: &Ctx) {
             secret,
             generation,
         }) if version == protocol::PROTOCOL_VERSION
-            && secret == ctx.secret
-            && generation == ctx.generation => {}
+            && ((secret == ctx.secret && generation == ctx.generation)
+                || ctx.previous == Some((secret, generation))) => {}
         Ok(Frame::Hello { .. }) => {
             (ctx.log)(
                 Level::Error,
