@@ -232,6 +232,23 @@ pub(crate) fn run(
                         )
                     })
                     .collect();
+                // header-buffer-size bounds one header line from the daemon (mod_wsgi: 500).
+                let limit = match group.spec.header_buffer_size {
+                    0 => 32768,
+                    n => n as usize,
+                };
+                if let Some((n, _)) = hdrs.iter().find(|(n, v)| n.len() + 2 + v.len() > limit) {
+                    log_request(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "{}: daemon group '{name}': response header '{n}' is longer than \
+                             header-buffer-size ({limit} bytes)",
+                            Code::AppProtocol.as_str()
+                        ),
+                    );
+                    return HTTP_INTERNAL_SERVER_ERROR;
+                }
                 // Checked again here: the child never trusts what it sends on to the client.
                 match headers::validate(&status_line, hdrs) {
                     Ok(head) => {

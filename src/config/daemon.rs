@@ -55,12 +55,12 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("queue-timeout", Implemented),
     ("listen-backlog", Implemented),
     ("display-name", Implemented),
-    ("send-buffer-size", Implemented),
-    ("receive-buffer-size", Implemented),
+    ("send-buffer-size", NotYet),
+    ("receive-buffer-size", NotYet),
     ("header-buffer-size", Implemented),
     ("response-buffer-size", Implemented),
-    ("response-socket-timeout", Implemented),
-    ("response-flush-delay", Implemented),
+    ("response-socket-timeout", NotYet),
+    ("response-flush-delay", NotYet),
     ("socket-user", Implemented),
     ("script-user", NotYet),
     ("script-group", NotYet),
@@ -551,14 +551,16 @@ fn set(s: &mut DaemonSpec, c: &Ctx<'_>) -> Result<bool, Error> {
                 512,
                 INT_MAX,
                 &format!("{BYTES} of at least 512, or 0 for the system default"),
-            )? as u32
+            )? as u32;
+            return Ok(s.send_buffer_size != 0);
         }
         "receive-buffer-size" => {
             s.receive_buffer_size = c.size_or_zero(
                 512,
                 INT_MAX,
                 &format!("{BYTES} of at least 512, or 0 for the system default"),
-            )? as u32
+            )? as u32;
+            return Ok(s.receive_buffer_size != 0);
         }
         "header-buffer-size" => {
             s.header_buffer_size = c.size_or_zero(
@@ -575,14 +577,18 @@ fn set(s: &mut DaemonSpec, c: &Ctx<'_>) -> Result<bool, Error> {
             )? as u64
         }
         "response-socket-timeout" => {
-            s.response_socket_timeout = nonzero(c.seconds("use socket-timeout")?)
+            s.response_socket_timeout = nonzero(c.seconds("use socket-timeout")?);
+            return Ok(s.response_socket_timeout.is_some());
         }
         // Milliseconds, as in mod_wsgi; fractions are accepted like for the timeouts.
         "response-flush-delay" => {
             s.response_flush_delay = c.duration(
                 NANOS_PER_MILLI,
                 "milliseconds from 0 to 2147483647, e.g. 5 (0 = flush without waiting)",
-            )?
+            )?;
+            // mod_rwsgi flushes every block the application produces at once, which is what
+            // 0 asks for; a delay is not supported yet.
+            return Ok(!s.response_flush_delay.is_zero());
         }
         "socket-user" => s.socket_user = Some(c.user()?),
         "script-user" => s.script_user = Some(c.user()?),
@@ -758,6 +764,10 @@ mod tests {
             [
                 "chroot",
                 "interrupt-timeout",
+                "send-buffer-size",
+                "receive-buffer-size",
+                "response-socket-timeout",
+                "response-flush-delay",
                 "script-user",
                 "script-group",
                 "server-metrics"
@@ -838,9 +848,9 @@ mod tests {
              inactivity-timeout=600 request-timeout=30 interrupt-timeout=0 \
              graceful-timeout=0.25 eviction-timeout=20 restart-interval=3600 \
              connect-timeout=2 socket-timeout=0 queue-timeout=10 listen-backlog=511 \
-             display-name=wsgi-app send-buffer-size=512 receive-buffer-size=0 \
+             display-name=wsgi-app send-buffer-size=0 receive-buffer-size=0 \
              header-buffer-size=65536 response-buffer-size=65536 \
-             response-socket-timeout=9 response-flush-delay=0.5 socket-user=apache \
+             response-socket-timeout=0 response-flush-delay=0 socket-user=apache \
              cpu-time-limit=120 cpu-priority=-5 memory-limit=536870912 \
              virtual-memory-limit=8589934592 server-metrics=Off",
         )
@@ -879,11 +889,20 @@ mod tests {
         assert_eq!(s.queue_timeout, Duration::from_secs(10));
         assert_eq!(s.listen_backlog, 511);
         assert_eq!(s.display_name_expanded().as_deref(), Some("wsgi-app"));
-        assert_eq!((s.send_buffer_size, s.receive_buffer_size), (512, 0));
+        assert_eq!((s.send_buffer_size, s.receive_buffer_size), (0, 0));
         assert_eq!(s.header_buffer_size, 65536);
         assert_eq!(s.response_buffer_size, 65536);
-        assert_eq!(s.response_socket_timeout, Some(Duration::from_secs(9)));
-        assert_eq!(s.response_flush_delay, Duration::from_micros(500));
+        assert_eq!(s.response_socket_timeout, None);
+        assert_eq!(s.response_flush_delay, Duration::ZERO);
+        for opt in [
+            "send-buffer-size=512",
+            "receive-buffer-size=4096",
+            "response-socket-timeout=9",
+            "response-flush-delay=0.5",
+        ] {
+            let e = p(&format!("g {opt}")).unwrap_err();
+            assert_eq!(e.code, Code::NotSupported, "{opt}: {e}");
+        }
         assert_eq!(s.socket_user, Some(UserSpec::Name("apache".into())));
         assert_eq!(s.cpu_time_limit, Some(120));
         assert_eq!(s.cpu_priority, -5);

@@ -82,6 +82,34 @@ struct State {
     served: AtomicU64,
     /// Workers still in their accept loop.
     accepting: AtomicUsize,
+    /// When this process started serving (timestamps below are milliseconds since then).
+    born: Instant,
+    /// Per worker: when its current request started (ms + 1), or 0 when idle.
+    busy_since: Vec<AtomicU64>,
+    /// The last request start or end (ms).
+    last_activity: AtomicU64,
+    /// The last time the GIL could be taken (ms), for deadlock-timeout.
+    gil_seen: AtomicU64,
+    /// When the first request arrived (ms + 1), and whether its script has loaded.
+    first_request: AtomicU64,
+    script_loaded: AtomicBool,
+    /// Why this process is stopping, and how long it may drain (set before SIGUSR2).
+    reason: std::sync::Mutex<Option<(String, Duration)>>,
+}
+
+impl State {
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// Asks the main thread to stop this process gracefully.
+    fn restart(&self, reason: String, grace: Duration) {
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some((reason, grace));
+            sys::kill(sys::pids().0 as i32, libc::SIGUSR2);
+        }
+    }
 }
 
 /// Runs a daemon process; never returns.
@@ -260,13 +288,28 @@ pub fn run(l: Launch) -> ! {
     });
 
     // Serve.
-    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
+    let signals = [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
     sys::block_signals(&signals);
     let state = Arc::new(State {
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
         accepting: AtomicUsize::new(0),
+        born: Instant::now(),
+        busy_since: (0..spec.threads.max(1))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        last_activity: AtomicU64::new(0),
+        gil_seen: AtomicU64::new(0),
+        first_request: AtomicU64::new(0),
+        script_loaded: AtomicBool::new(false),
+        reason: std::sync::Mutex::new(None),
     });
     // Workers poll instead of blocking in accept(), so a stopping process leaves the shared
     // listen queue alone: what is queued is served by the group's other or next processes.
@@ -294,7 +337,7 @@ pub fn run(l: Launch) -> ! {
         if let Some(sz) = spec.stack_size {
             b = b.stack_size(sz as usize);
         }
-        if let Err(e) = b.spawn(move || worker(&listener, &state, &ctx)) {
+        if let Err(e) = b.spawn(move || worker(i as usize, &listener, &state, &ctx)) {
             fatal(
                 &log,
                 &format!(
@@ -303,6 +346,24 @@ pub fn run(l: Launch) -> ! {
                 ),
             );
         }
+    }
+    {
+        let (state, spec, log) = (Arc::clone(&state), spec.clone(), log.clone());
+        let _ = std::thread::Builder::new()
+            .name("rwsgi-monitor".into())
+            .spawn(move || monitor(&state, &spec, &log));
+    }
+    if !spec.deadlock_timeout.is_zero() {
+        let state = Arc::clone(&state);
+        let _ = std::thread::Builder::new()
+            .name("rwsgi-gil-probe".into())
+            .spawn(move || {
+                crate::python::ensure_thread_state();
+                loop {
+                    Python::attach(|_| state.gil_seen.store(state.now_ms(), Ordering::SeqCst));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
     }
     log(
         Level::Info,
@@ -313,19 +374,36 @@ pub fn run(l: Launch) -> ! {
     );
     let sig = sys::wait_signal(&signals);
     state.stopping.store(true, Ordering::SeqCst);
-    let grace = if sig == libc::SIGUSR1 {
-        spec.graceful_timeout
-    } else {
-        spec.shutdown_timeout
+    let (why, grace) = match sig {
+        libc::SIGUSR2 => state
+            .reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or(("restart requested".into(), spec.graceful_timeout)),
+        // httpd's graceful signal to a daemon: eviction-timeout, if set, replaces it.
+        libc::SIGUSR1 if !spec.eviction_timeout.is_zero() => {
+            ("eviction signal".into(), spec.eviction_timeout)
+        }
+        libc::SIGUSR1 => ("graceful signal".into(), spec.graceful_timeout),
+        _ => (format!("signal {sig}"), spec.shutdown_timeout),
     };
+    log(
+        Level::Info,
+        &format!("daemon process of group '{name}' stopping: {why}"),
+    );
     let deadline = Instant::now() + grace;
-    while state.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    // Workers leave their accept loop within one poll interval once idle, busy ones when their
+    // request is done; only then is nothing of the shared listen queue taken by this process.
+    while (state.active.load(Ordering::SeqCst) > 0 || state.accepting.load(Ordering::SeqCst) > 0)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
     }
     log(
         Level::Info,
         &format!(
-            "daemon process of group '{name}' stopping (signal {sig}, {} requests served, {} still active)",
+            "daemon process of group '{name}' exiting ({} requests served, {} still active)",
             state.served.load(Ordering::Relaxed),
             state.active.load(Ordering::SeqCst)
         ),
@@ -381,7 +459,7 @@ struct Ctx {
     log: LogFn,
 }
 
-fn worker(listener: &UnixListener, state: &State, ctx: &Ctx) {
+fn worker(index: usize, listener: &UnixListener, state: &State, ctx: &Ctx) {
     crate::python::ensure_thread_state();
     let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
     while !state.stopping.load(Ordering::SeqCst) {
@@ -401,26 +479,98 @@ fn worker(listener: &UnixListener, state: &State, ctx: &Ctx) {
         // The accepted socket must block (it does not inherit O_NONBLOCK, but be explicit).
         let _ = stream.set_nonblocking(false);
         state.active.fetch_add(1, Ordering::SeqCst);
-        serve(stream, ctx);
+        let now = state.now_ms();
+        state.busy_since[index].store(now + 1, Ordering::SeqCst);
+        state.last_activity.store(now, Ordering::SeqCst);
+        let _ =
+            state
+                .first_request
+                .compare_exchange(0, now + 1, Ordering::SeqCst, Ordering::SeqCst);
+        serve(stream, ctx, state);
+        state.busy_since[index].store(0, Ordering::SeqCst);
+        state.last_activity.store(state.now_ms(), Ordering::SeqCst);
         state.active.fetch_sub(1, Ordering::SeqCst);
         let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
         if ctx.spec.maximum_requests > 0 && n == ctx.spec.maximum_requests {
             // Recycle: finish what is running, then exit; the parent starts a fresh process.
-            (ctx.log)(
-                Level::Info,
-                &format!(
-                    "daemon group '{}': maximum-requests ({n}) reached; recycling",
-                    ctx.spec.name
-                ),
+            state.restart(
+                format!("maximum-requests ({n}) reached; recycling"),
+                ctx.spec.graceful_timeout,
             );
-            sys::kill(sys::pids().0 as i32, libc::SIGUSR1);
         }
     }
     state.accepting.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// Watches the process's clocks: restart-interval, inactivity-timeout, request-timeout,
+/// startup-timeout (graceful restarts) and deadlock-timeout (immediate exit). Runs always, so no
+/// option silently depends on another (mod_wsgi only started its monitor for some options).
+fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
+    let ms = |d: Duration| d.as_millis() as u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = state.now_ms();
+        if !spec.restart_interval.is_zero() && now >= ms(spec.restart_interval) {
+            state.restart("restart-interval reached".into(), spec.graceful_timeout);
+        }
+        if !spec.inactivity_timeout.is_zero()
+            && state.active.load(Ordering::SeqCst) == 0
+            && now.saturating_sub(state.last_activity.load(Ordering::SeqCst))
+                >= ms(spec.inactivity_timeout)
+        {
+            state.restart("inactivity-timeout reached".into(), Duration::ZERO);
+        }
+        if !spec.request_timeout.is_zero() {
+            for (i, t) in state.busy_since.iter().enumerate() {
+                let since = t.load(Ordering::SeqCst);
+                if since > 0 && now.saturating_sub(since - 1) >= ms(spec.request_timeout) {
+                    state.restart(
+                        format!(
+                            "request-timeout: worker {i} has been running one request for more \
+                             than {} s",
+                            spec.request_timeout.as_secs_f32()
+                        ),
+                        spec.graceful_timeout,
+                    );
+                }
+            }
+        }
+        let first = state.first_request.load(Ordering::SeqCst);
+        if !spec.startup_timeout.is_zero()
+            && first > 0
+            && !state.script_loaded.load(Ordering::SeqCst)
+            && now.saturating_sub(first - 1) >= ms(spec.startup_timeout)
+        {
+            state.restart(
+                "startup-timeout: the WSGI script has not loaded".into(),
+                Duration::ZERO,
+            );
+        }
+        if !spec.deadlock_timeout.is_zero()
+            && now.saturating_sub(state.gil_seen.load(Ordering::SeqCst))
+                >= ms(spec.deadlock_timeout)
+            && now >= ms(spec.deadlock_timeout)
+        {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': the Python GIL has not been available for {} s \
+                     (deadlock-timeout); restarting the process now",
+                    Code::DaemonExited.as_str(),
+                    spec.name,
+                    spec.deadlock_timeout.as_secs()
+                ),
+            );
+            sys::exit_now(1);
+        }
+    }
+}
+
 /// Serves one connection: handshake, one request, response.
-fn serve(stream: UnixStream, ctx: &Ctx) {
+fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
     let _ = stream.set_read_timeout(Some(ctx.socket_timeout));
     let _ = stream.set_write_timeout(Some(ctx.socket_timeout));
     let mut c = Conn::new(stream);
@@ -490,8 +640,34 @@ fn serve(stream: UnixStream, ctx: &Ctx) {
             return;
         }
     };
+    if !ctx.spec.queue_timeout.is_zero() {
+        let queued: f64 = get(&env, "mod_rwsgi.x-queue_start")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if queued > 0.0 && now - queued > ctx.spec.queue_timeout.as_secs_f64() {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': a request waited {:.1} s for a free thread \
+                     (queue-timeout {} s); answered 504",
+                    Code::DaemonUnavailable.as_str(),
+                    ctx.spec.name,
+                    now - queued,
+                    ctx.spec.queue_timeout.as_secs_f32()
+                ),
+            );
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_QUEUE_TIMEOUT,
+            });
+            return;
+        }
+    }
     let conn = Arc::new(std::sync::Mutex::new(c));
-    Python::attach(|py| run_request(py, ctx, env, &conn));
+    Python::attach(|py| run_request(py, ctx, state, env, &conn));
 }
 
 fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
@@ -503,6 +679,7 @@ fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
 fn run_request(
     py: Python<'_>,
     ctx: &Ctx,
+    state: &State,
     env: Vec<(Vec<u8>, Vec<u8>)>,
     conn: &Arc<std::sync::Mutex<Conn>>,
 ) {
@@ -527,6 +704,20 @@ fn run_request(
         });
     };
 
+    // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
+    // imports are fresh too): this request is handed to another or the next process.
+    if reloading && crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive) {
+        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        drop(c);
+        state.restart(
+            format!("script '{script}' changed"),
+            ctx.spec.graceful_timeout,
+        );
+        return;
+    }
     let module = match crate::python::load_script(
         py,
         &script,
@@ -534,7 +725,10 @@ fn run_request(
         reloading,
         ctx.global.case_sensitive,
     ) {
-        Ok(m) => m,
+        Ok(m) => {
+            state.script_loaded.store(true, Ordering::SeqCst);
+            m
+        }
         Err(e) => {
             adapter::log_exception(
                 py,

@@ -70,6 +70,12 @@ def load_script(path, mtime, reloading, case_sensitive):
         return module
 
 
+def script_changed(path, mtime, case_sensitive):
+    """Whether the script was loaded in this process and has changed since (daemon mode)."""
+    module = _loaded.get(module_name(path, case_sensitive))
+    return module is not None and mtime is not None and getattr(module, "__mtime__", None) != mtime
+
+
 class RestrictedStdin:
     """sys.stdin under WSGIRestrictStdin On."""
 

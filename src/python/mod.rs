@@ -290,3 +290,20 @@ pub fn load_script<'py>(
         .getattr("load_script")?
         .call1((path, mtime_us, reloading, case_sensitive))
 }
+
+/// Whether a script this process has loaded has changed on disk since (daemon-mode restart).
+pub fn script_changed(
+    py: Python<'_>,
+    path: &str,
+    mtime_us: Option<i64>,
+    case_sensitive: bool,
+) -> bool {
+    let Some(boot) = BOOTSTRAP.get() else {
+        return false;
+    };
+    boot.bind(py)
+        .getattr("script_changed")
+        .and_then(|f| f.call1((path, mtime_us, case_sensitive)))
+        .and_then(|r| r.extract::<bool>())
+        .unwrap_or(false)
+}
