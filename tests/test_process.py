@@ -60,11 +60,11 @@ def test_logs_go_to_the_virtual_hosts_error_log(apache_factory):
 <VirtualHost 127.0.0.1:{srv.port}>
     ServerName vhost.test
     ErrorLog {vlog}
-    WSGIScriptAlias /w {script}
+    {srv.mount("/w", script)}
 </VirtualHost>
 <VirtualHost 127.0.0.1:{srv.port}>
     ServerName other.test
-    WSGIScriptAlias /w {script}
+    {srv.mount("/w", script)}
 </VirtualHost>
 """)
     r = srv.request("GET", "/w?tag=vhost", headers={"Host": "vhost.test"})

@@ -448,6 +448,7 @@ fn spawn(
             backoff,
             apache_timeout: timeout,
             log: super::main_log(),
+            vhost_log: super::vhost_log,
             close_httpd_listeners,
             init_python: python::initialize,
         });

@@ -172,6 +172,24 @@ pub(crate) fn apache_level(l: Level) -> c_int {
     }
 }
 
+/// A log function for the virtual host whose `server_rec` address is `id`, if `id` is one of
+/// this configuration's servers. A daemon, forked from the same parent, shares those
+/// addresses with the httpd children; anything else is refused (never dereferenced).
+pub(crate) fn vhost_log(id: usize) -> Option<LogFn> {
+    // SAFETY: walking httpd's list of configured servers (read-only after configuration).
+    let mut s = unsafe { ap_server_conf };
+    while !s.is_null() {
+        if s as usize == id {
+            return Some(Arc::new(move |l, msg| {
+                log_server(id as *mut server_rec, apache_level(l), msg)
+            }));
+        }
+        // SAFETY: `s` is a live server_rec of the list.
+        s = unsafe { (*s).next };
+    }
+    None
+}
+
 /// A log function for the main server's error log.
 fn server_log_fn() -> LogFn {
     Arc::new(|l, msg| log_server(ptr::null_mut(), apache_level(l), msg))

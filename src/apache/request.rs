@@ -709,7 +709,10 @@ fn serve_remote(
         )
     };
     let (a, b, c) = environ::apache_version(&desc);
-    let extra: [(&str, String); 5] = [
+    // SAFETY: reading the request's server pointer (its identity, for the daemon's log lines).
+    let server_id = unsafe { (*r).server } as usize;
+    let extra: [(&str, String); 6] = [
+        ("mod_rwsgi.x-server", format!("{server_id:x}")),
         ("mod_rwsgi.x-script_mtime", mtime.to_string()),
         (
             "mod_rwsgi.x-https",

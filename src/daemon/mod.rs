@@ -47,6 +47,8 @@ pub struct Launch {
     pub apache_timeout: Duration,
     /// httpd's error log, for this process's messages.
     pub log: LogFn,
+    /// The error log of the virtual host a request names (validated by the httpd layer).
+    pub vhost_log: fn(usize) -> Option<LogFn>,
     /// Closes httpd's own listening sockets in this process.
     pub close_httpd_listeners: fn(),
     /// Starts Python (the FFI layer's initialiser) for this group.
@@ -252,9 +254,15 @@ pub fn run(l: Launch) -> ! {
         maximum_processes: spec.processes as i32,
     };
     let boot_ok = Python::attach(|py| {
-        crate::python::bootstrap(py, &g, &info, log.clone(), log.clone())
-            .map_err(|e| adapter::log_exception(py, &e, &log, "mod_rwsgi could not set up Python"))
-            .is_ok()
+        crate::python::bootstrap(
+            py,
+            &g,
+            &info,
+            routed_log(log.clone()),
+            routed_log(log.clone()),
+        )
+        .map_err(|e| adapter::log_exception(py, &e, &log, "mod_rwsgi could not set up Python"))
+        .is_ok()
     });
     if !boot_ok {
         fatal(
@@ -328,6 +336,7 @@ pub fn run(l: Launch) -> ! {
         previous: l.previous,
         socket_timeout: spec.socket_timeout.unwrap_or(l.apache_timeout),
         log: log.clone(),
+        vhost_log: l.vhost_log,
     });
     let threads = spec.threads.max(1);
     state.accepting.store(threads as usize, Ordering::SeqCst);
@@ -448,6 +457,22 @@ fn apply_limits(spec: &DaemonSpec, log: &LogFn) {
     }
 }
 
+thread_local! {
+    /// The log of the request this worker runs (its virtual host), for print()/sys.stderr.
+    static CURRENT_LOG: std::cell::RefCell<Option<LogFn>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A log function that follows the calling thread's current request.
+fn routed_log(fallback: LogFn) -> LogFn {
+    Arc::new(move |l, m| {
+        let current = CURRENT_LOG.with(|c| c.borrow().clone());
+        match current {
+            Some(f) => f(l, m),
+            None => fallback(l, m),
+        }
+    })
+}
+
 /// Per-process request context.
 struct Ctx {
     spec: DaemonSpec,
@@ -457,6 +482,7 @@ struct Ctx {
     previous: Option<([u8; 16], u32)>,
     socket_timeout: Duration,
     log: LogFn,
+    vhost_log: fn(usize) -> Option<LogFn>,
 }
 
 fn worker(index: usize, listener: &UnixListener, state: &State, ctx: &Ctx) {
@@ -668,6 +694,7 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
     }
     let conn = Arc::new(std::sync::Mutex::new(c));
     Python::attach(|py| run_request(py, ctx, state, env, &conn));
+    CURRENT_LOG.with(|c| *c.borrow_mut() = None);
 }
 
 fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
@@ -694,7 +721,11 @@ fn run_request(
     let callable = text("mod_wsgi.callable_object");
     let https = text("mod_rwsgi.x-https") == "1";
     let request_id = text("mod_wsgi.request_id");
-    let base_log = ctx.log.clone();
+    let base_log = usize::from_str_radix(&text("mod_rwsgi.x-server"), 16)
+        .ok()
+        .and_then(ctx.vhost_log)
+        .unwrap_or_else(|| ctx.log.clone());
+    CURRENT_LOG.with(|c| *c.borrow_mut() = Some(base_log.clone()));
     let log: LogFn = Arc::new(move |l, m| base_log(l, &format!("[{request_id}] {m}")));
     let fail = |msg: &str| {
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
