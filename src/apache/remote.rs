@@ -98,8 +98,12 @@ pub(crate) fn run(
     generation: u32,
     env: Environ,
     apache_timeout: Duration,
+    error_override: bool,
 ) -> c_int {
     let name = group.spec.name.as_str();
+    // WSGIErrorOverride On: an error status from the application is answered by httpd itself
+    // (ErrorDocument), its body discarded.
+    let mut overridden: Option<c_int> = None;
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
     let mut hello_and_request = Vec::new();
@@ -251,6 +255,9 @@ pub(crate) fn run(
                 }
                 // Checked again here: the child never trusts what it sends on to the client.
                 match headers::validate(&status_line, hdrs) {
+                    Ok(head) if error_override && head.status >= 400 => {
+                        overridden = Some(head.status as c_int);
+                    }
                     Ok(head) => {
                         resp.set_head(&head);
                         head_sent = true;
@@ -264,6 +271,8 @@ pub(crate) fn run(
                     }
                 }
             }
+            Frame::Chunk(_) if overridden.is_some() => {}
+            Frame::End if overridden.is_some() => return overridden.unwrap_or(OK),
             Frame::Chunk(data) => {
                 if !head_sent {
                     return bad_gateway(r, name, "body data before the response head");

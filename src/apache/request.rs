@@ -726,7 +726,8 @@ fn serve_remote(
         env.push((k.to_string(), v.into_bytes()));
     }
     let timeout = std::time::Duration::from_micros(timeout.max(0) as u64);
-    super::remote::run(r, &group, secret, generation, env, timeout)
+    let error_override = dcfg.error_override.unwrap_or(false);
+    super::remote::run(r, &group, secret, generation, env, timeout, error_override)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -507,14 +507,16 @@ fn worker(index: usize, listener: &UnixListener, state: &State, ctx: &Ctx) {
         state.active.fetch_add(1, Ordering::SeqCst);
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
-        state.last_activity.store(now, Ordering::SeqCst);
         let _ =
             state
                 .first_request
                 .compare_exchange(0, now + 1, Ordering::SeqCst, Ordering::SeqCst);
-        serve(stream, ctx, state);
+        let counts = serve(stream, ctx, state);
         state.busy_since[index].store(0, Ordering::SeqCst);
-        state.last_activity.store(state.now_ms(), Ordering::SeqCst);
+        if counts {
+            // WSGIIgnoreActivity On requests (health checks) do not postpone inactivity-timeout.
+            state.last_activity.store(state.now_ms(), Ordering::SeqCst);
+        }
         state.active.fetch_sub(1, Ordering::SeqCst);
         let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
         if ctx.spec.maximum_requests > 0 && n == ctx.spec.maximum_requests {
@@ -596,7 +598,8 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
 }
 
 /// Serves one connection: handshake, one request, response.
-fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
+/// Serves one connection; returns whether it counts as activity (for inactivity-timeout).
+fn serve(stream: UnixStream, ctx: &Ctx, state: &State) -> bool {
     let _ = stream.set_read_timeout(Some(ctx.socket_timeout));
     let _ = stream.set_write_timeout(Some(ctx.socket_timeout));
     let mut c = Conn::new(stream);
@@ -621,7 +624,7 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
             let _ = c.send(&Frame::Reject {
                 reason: protocol::REJECT_BAD_CREDENTIALS,
             });
-            return;
+            return true;
         }
         Ok(other) => {
             (ctx.log)(
@@ -632,14 +635,14 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
                     other.name()
                 ),
             );
-            return;
+            return true;
         }
         Err(e) => {
             (ctx.log)(
                 Level::Debug,
                 &format!("daemon connection closed before the handshake: {e}"),
             );
-            return;
+            return true;
         }
     }
     let env = match c.recv() {
@@ -653,7 +656,7 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
                     other.name()
                 ),
             );
-            return;
+            return true;
         }
         Err(e) => {
             (ctx.log)(
@@ -663,7 +666,7 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
                     Code::DaemonProtocol.as_str()
                 ),
             );
-            return;
+            return true;
         }
     };
     if !ctx.spec.queue_timeout.is_zero() {
@@ -689,12 +692,14 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) {
             let _ = c.send(&Frame::Reject {
                 reason: protocol::REJECT_QUEUE_TIMEOUT,
             });
-            return;
+            return true;
         }
     }
+    let counts = get(&env, "mod_wsgi.ignore_activity") != Some(b"1");
     let conn = Arc::new(std::sync::Mutex::new(c));
     Python::attach(|py| run_request(py, ctx, state, env, &conn));
     CURRENT_LOG.with(|c| *c.borrow_mut() = None);
+    counts
 }
 
 fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {

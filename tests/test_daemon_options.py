@@ -1,0 +1,117 @@
+"""Daemon-mode directives that only act on daemons: WSGIErrorOverride (httpd's ErrorDocument
+replaces an application's error page) and WSGIIgnoreActivity (health checks do not keep an idle
+daemon alive), plus graceful restarts under load with zero failed requests on every MPM."""
+
+import threading
+import time
+
+import pytest
+
+import harness
+
+# These tests build their own daemon-mode servers (mode="daemon"); the marker only keeps the
+# automatic mode parametrisation from running each of them twice.
+pytestmark = pytest.mark.embedded_only
+
+APP = """\
+import os
+def application(environ, start_response):
+    if environ['PATH_INFO'] == '/missing':
+        start_response('404 Not Found', [('Content-Type', 'text/plain')])
+        return [b'application 404 body']
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def _server(apache_factory, daemon_opts, extra=""):
+    srv = apache_factory(mode="daemon")
+    app = srv.write_file("apps/opt.wsgi", APP)
+    srv.start(f"WSGIDaemonProcess opt {daemon_opts}\n"
+              f"WSGIScriptAlias /a {app} process-group=opt\n" + extra)
+    return srv
+
+
+def test_error_override_uses_error_document(apache_factory):
+    srv = _server(apache_factory, "processes=1 threads=2", """
+<Location /a>
+    WSGIErrorOverride On
+</Location>
+ErrorDocument 404 "httpd error document"
+""")
+    r = srv.get("/a/missing")
+    assert r.status == 404
+    assert b"httpd error document" in r.body and b"application 404 body" not in r.body
+    assert srv.get("/a/ok").status == 200
+
+
+def test_error_override_off_keeps_application_body(apache_factory):
+    srv = _server(apache_factory, "processes=1 threads=2", 'ErrorDocument 404 "httpd error document"\n')
+    r = srv.get("/a/missing")
+    assert r.status == 404 and r.body == b"application 404 body"
+
+
+def test_ignore_activity_lets_idle_daemon_retire(apache_factory):
+    srv = _server(apache_factory, "processes=1 threads=2 inactivity-timeout=2", """
+<Location /a/health>
+    WSGIIgnoreActivity On
+</Location>
+""")
+    first = srv.get("/a/ok").body
+    # Health checks every 0.3 s for 4 s: they must not keep the process alive.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert srv.get("/a/health").status == 200
+        time.sleep(0.3)
+    assert harness.wait_for(lambda: srv.get("/a/ok").body != first, timeout=5), \
+        "the daemon should have been replaced after inactivity-timeout"
+    assert "inactivity-timeout reached" in srv.error_log()
+
+
+def test_activity_keeps_daemon(apache_factory):
+    srv = _server(apache_factory, "processes=1 threads=2 inactivity-timeout=2")
+    first = srv.get("/a/ok").body
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert srv.get("/a/ok").body == first
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
+def test_graceful_restarts_under_load_fail_no_request(apache_factory, mpm):
+    srv = apache_factory(mode="daemon", mpm=mpm)
+    app = srv.write_file("apps/opt.wsgi", APP)
+    srv.start(f"WSGIDaemonProcess opt processes=2 threads=5\n"
+              f"WSGIScriptAlias /a {app} process-group=opt\n")
+    stop = threading.Event()
+    ok, bad = [0], []
+    lock = threading.Lock()
+
+    def client():
+        while not stop.is_set():
+            try:
+                r = srv.get("/a/ok")
+                good = r.status == 200 and r.complete
+                what = r
+            except Exception as e:  # a refused or reset connection is a failure too
+                good, what = False, e
+            with lock:
+                if good:
+                    ok[0] += 1
+                else:
+                    bad.append(repr(what)[:200])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        for _ in range(3):
+            srv.graceful(probe_path="/a/ok")
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert ok[0] > 100, ok
+    assert not bad, f"{len(bad)} failed of {ok[0] + len(bad)}: {bad[:3]}"
