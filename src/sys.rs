@@ -336,6 +336,33 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
     rc > 0 && p.revents & libc::POLLIN != 0
 }
 
+/// Waits until any of `fds` is readable (or hung up) or `timeout` passes; returns, for each fd,
+/// whether it is ready.
+pub fn wait_any_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a valid array of pollfd of the given length.
+    let rc = unsafe {
+        libc::poll(
+            p.as_mut_ptr(),
+            p.len() as libc::nfds_t,
+            timeout.as_millis().min(i32::MAX as u128) as libc::c_int,
+        )
+    };
+    if rc <= 0 {
+        return vec![false; fds.len()];
+    }
+    p.iter()
+        .map(|x| x.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect()
+}
+
 /// Takes ownership of an inherited listening socket.
 ///
 /// # Safety

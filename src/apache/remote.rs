@@ -7,6 +7,7 @@
 use std::ffi::c_int;
 use std::io;
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::daemon::Group;
@@ -66,6 +67,37 @@ fn connect(path: &str, timeout: Duration) -> Result<UnixStream, String> {
     }
 }
 
+/// Idle connections to daemons, kept by this httpd child for the next requests (mod_wsgi opens
+/// one connection per request; that cost is a large part of its daemon-mode overhead).
+static POOL: Mutex<Vec<(String, u32, Conn)>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 128;
+
+/// A kept connection to `socket` that the daemon has not closed meanwhile.
+fn pool_take(socket: &str, generation: u32) -> Option<Conn> {
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    while let Some(i) = pool
+        .iter()
+        .rposition(|(s, g, _)| s == socket && *g == generation)
+    {
+        let (_, _, c) = pool.swap_remove(i);
+        // Readable while idle means closed (or unexpected data): not usable.
+        if !crate::sys::wait_readable(c.fd(), Duration::ZERO) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+fn pool_give(socket: &str, generation: u32, c: Conn) {
+    if !c.reusable() {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.len() < POOL_MAX {
+        pool.push((socket.to_string(), generation, c));
+    }
+}
+
 fn unavailable(r: *mut request_rec, group: &str, msg: &str) -> c_int {
     log_request(
         r,
@@ -106,32 +138,48 @@ pub(crate) fn run(
     let mut overridden: Option<c_int> = None;
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
-    let mut hello_and_request = Vec::new();
-    for f in [
-        Frame::Hello {
+    // The handshake goes only on a new connection; a kept one carries just the request.
+    let mut hello = Vec::new();
+    let mut request = Vec::new();
+    let encoded = protocol::encode(
+        &Frame::Hello {
             version: protocol::PROTOCOL_VERSION,
             secret,
             generation,
         },
-        Frame::Request { env },
-    ] {
-        if let Err(e) = protocol::encode(&f, &mut hello_and_request) {
-            return bad_gateway(r, name, &format!("cannot encode the request: {e}"));
-        }
+        &mut hello,
+    )
+    .and_then(|_| protocol::encode(&Frame::Request { env }, &mut request));
+    if let Err(e) = encoded {
+        return bad_gateway(r, name, &format!("cannot encode the request: {e}"));
     }
     // A daemon that is shutting down (graceful restart, recycling, script reload) refuses new
-    // requests before reading any of the body: connect again until connect-timeout.
+    // requests before reading any of the body: connect again until connect-timeout. A kept
+    // connection the daemon closed while it was idle is replaced by a new one.
     let deadline = Instant::now() + group.spec.connect_timeout;
     let (mut c, first) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let stream = match connect(&group.socket, left.max(Duration::from_millis(1))) {
-            Ok(s) => s,
-            Err(msg) => return unavailable(r, name, &msg),
+        let (mut c, kept) = match pool_take(&group.socket, generation) {
+            Some(c) => (c, true),
+            None => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let stream = match connect(&group.socket, left.max(Duration::from_millis(1))) {
+                    Ok(s) => s,
+                    Err(msg) => return unavailable(r, name, &msg),
+                };
+                let c = Conn::new(stream);
+                c.set_timeouts(timeout);
+                (c, false)
+            }
         };
-        let _ = stream.set_read_timeout(Some(timeout));
-        let _ = stream.set_write_timeout(Some(timeout));
-        let mut c = Conn::new(stream);
-        if let Err(e) = c.send_raw(&hello_and_request) {
+        let sent = if kept {
+            c.send_raw(&request)
+        } else {
+            c.send_raw(&[hello.as_slice(), request.as_slice()].concat())
+        };
+        if let Err(e) = sent {
+            if kept {
+                continue;
+            }
             return bad_gateway(r, name, &format!("sending the request failed: {e}"));
         }
         match c.recv() {
@@ -139,6 +187,19 @@ pub(crate) fn run(
                 reason: protocol::REJECT_SHUTTING_DOWN,
             }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            // The daemon closed this kept connection before reading the request (it closes
+            // idle connections only when it stops): send it on a fresh one.
+            Err(e)
+                if kept
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
                 continue;
             }
             first => break (c, first),
@@ -272,7 +333,10 @@ pub(crate) fn run(
                 }
             }
             Frame::Chunk(_) if overridden.is_some() => {}
-            Frame::End if overridden.is_some() => return overridden.unwrap_or(OK),
+            Frame::End if overridden.is_some() => {
+                pool_give(&group.socket, generation, c);
+                return overridden.unwrap_or(OK);
+            }
             Frame::Chunk(data) => {
                 if !head_sent {
                     return bad_gateway(r, name, "body data before the response head");
@@ -287,10 +351,12 @@ pub(crate) fn run(
                     return bad_gateway(r, name, "end of response without a head");
                 }
                 let _ = resp.finish(false);
+                pool_give(&group.socket, generation, c);
                 return OK;
             }
             Frame::Fail { code, message } => {
-                let msg = String::from_utf8_lossy(&message);
+                let msg = String::from_utf8_lossy(&message).into_owned();
+                pool_give(&group.socket, generation, c);
                 if head_sent {
                     log_request(
                         r,

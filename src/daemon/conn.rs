@@ -17,6 +17,8 @@ pub struct Conn {
     stream: UnixStream,
     buf: FrameBuffer,
     out: Vec<u8>,
+    /// An I/O or framing error happened: the connection must not be reused.
+    broken: bool,
 }
 
 fn proto_err(e: protocol::ProtocolError) -> io::Error {
@@ -29,7 +31,25 @@ impl Conn {
             stream,
             buf: FrameBuffer::new(),
             out: Vec::with_capacity(8192),
+            broken: false,
         }
+    }
+
+    /// Sets the read and write timeouts of the socket.
+    pub fn set_timeouts(&self, t: std::time::Duration) {
+        let _ = self.stream.set_read_timeout(Some(t));
+        let _ = self.stream.set_write_timeout(Some(t));
+    }
+
+    /// The socket descriptor (for polling an idle connection).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
+    /// Whether the connection can carry another request: no error, nothing half-read or
+    /// half-written.
+    pub fn reusable(&self) -> bool {
+        !self.broken && self.buf.is_empty() && self.out.is_empty()
     }
 
     /// Queues a frame; `flush` writes everything queued.
@@ -41,6 +61,9 @@ impl Conn {
         if !self.out.is_empty() {
             let r = self.stream.write_all(&self.out);
             self.out.clear();
+            if r.is_err() {
+                self.broken = true;
+            }
             r?;
         }
         Ok(())
@@ -49,7 +72,11 @@ impl Conn {
     /// Sends already-encoded frames.
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.flush()?;
-        self.stream.write_all(bytes)
+        let r = self.stream.write_all(bytes);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
     }
 
     /// Sends one frame at once.
@@ -60,6 +87,14 @@ impl Conn {
 
     /// Receives the next frame; EOF before a whole frame is `UnexpectedEof`.
     pub fn recv(&mut self) -> io::Result<Frame> {
+        let r = self.recv_inner();
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn recv_inner(&mut self) -> io::Result<Frame> {
         loop {
             if let Some(f) = self.buf.next_frame().map_err(proto_err)? {
                 return Ok(f);

@@ -339,14 +339,40 @@ pub fn run(l: Launch) -> ! {
         vhost_log: l.vhost_log,
     });
     let threads = spec.threads.max(1);
-    state.accepting.store(threads as usize, Ordering::SeqCst);
+    let queue = Arc::new(Queue::new().unwrap_or_else(|e| {
+        fatal(
+            &log,
+            &format!("{}: daemon group '{name}': {e}", Code::DaemonStart.as_str()),
+        )
+    }));
+    state.accepting.store(1, Ordering::SeqCst);
+    {
+        let (listener, state, queue) = (
+            Arc::clone(&listener),
+            Arc::clone(&state),
+            Arc::clone(&queue),
+        );
+        let log2 = log.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("rwsgi-dispatch".into())
+            .spawn(move || dispatcher(&listener, &queue, &state, &log2))
+        {
+            fatal(
+                &log,
+                &format!(
+                    "{}: daemon group '{name}': cannot start threads: {e}",
+                    Code::DaemonStart.as_str()
+                ),
+            );
+        }
+    }
     for i in 0..threads {
-        let (listener, state, ctx) = (Arc::clone(&listener), Arc::clone(&state), Arc::clone(&ctx));
+        let (queue, state, ctx) = (Arc::clone(&queue), Arc::clone(&state), Arc::clone(&ctx));
         let mut b = std::thread::Builder::new().name(format!("rwsgi-worker-{i}"));
         if let Some(sz) = spec.stack_size {
             b = b.stack_size(sz as usize);
         }
-        if let Err(e) = b.spawn(move || worker(i as usize, &listener, &state, &ctx)) {
+        if let Err(e) = b.spawn(move || worker(i as usize, &queue, &state, &ctx)) {
             fatal(
                 &log,
                 &format!(
@@ -404,7 +430,9 @@ pub fn run(l: Launch) -> ! {
     let deadline = Instant::now() + grace;
     // Workers leave their accept loop within one poll interval once idle, busy ones when their
     // request is done; only then is nothing of the shared listen queue taken by this process.
-    while (state.active.load(Ordering::SeqCst) > 0 || state.accepting.load(Ordering::SeqCst) > 0)
+    while (state.active.load(Ordering::SeqCst) > 0
+        || state.accepting.load(Ordering::SeqCst) > 0
+        || queue.pending() > 0)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
@@ -485,39 +513,147 @@ struct Ctx {
     vhost_log: fn(usize) -> Option<LogFn>,
 }
 
-fn worker(index: usize, listener: &UnixListener, state: &State, ctx: &Ctx) {
-    crate::python::ensure_thread_state();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(listener);
-    while !state.stopping.load(Ordering::SeqCst) {
-        if !sys::wait_readable(fd, Duration::from_millis(250)) {
-            continue;
-        }
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue, // another took it
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                (ctx.log)(Level::Warning, &format!("daemon accept failed: {e}"));
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+/// A connection between an httpd child and this daemon, kept open across requests.
+struct Peer {
+    conn: Conn,
+    /// The handshake has been done on this connection.
+    authenticated: bool,
+}
+
+/// Connections with a request waiting, handed from the dispatcher to the workers, and idle
+/// connections handed back.
+struct Queue {
+    ready: std::sync::Mutex<std::collections::VecDeque<Peer>>,
+    cv: std::sync::Condvar,
+    returned: std::sync::Mutex<Vec<Peer>>,
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
+}
+
+impl Queue {
+    fn new() -> std::io::Result<Self> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        Ok(Queue {
+            ready: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            cv: std::sync::Condvar::new(),
+            returned: std::sync::Mutex::new(Vec::new()),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
+    fn pending(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn push_ready(&self, p: Peer) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(p);
+        self.cv.notify_one();
+    }
+
+    /// The next connection with a request, or `None` once stopping and nothing is left.
+    fn take(&self, state: &State) -> Option<Peer> {
+        let mut q = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(p) = q.pop_front() {
+                return Some(p);
             }
-        };
-        // The accepted socket must block (it does not inherit O_NONBLOCK, but be explicit).
-        let _ = stream.set_nonblocking(false);
+            if state.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            q = self
+                .cv
+                .wait_timeout(q, Duration::from_millis(250))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Gives an idle connection back to the dispatcher.
+    fn give_back(&self, p: Peer) {
+        self.returned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(p);
+        use std::io::Write;
+        let _ = (&self.wake_tx).write(&[1]);
+    }
+}
+
+/// Accepts connections and watches idle ones; whatever has a request waiting goes to the
+/// workers. Stops accepting (leaving the shared listen queue to the group's other and next
+/// processes) and closes idle connections when the process stops.
+fn dispatcher(listener: &UnixListener, q: &Queue, state: &State, log: &LogFn) {
+    use std::io::Read;
+    let listen_fd = std::os::fd::AsRawFd::as_raw_fd(listener);
+    let wake_fd = std::os::fd::AsRawFd::as_raw_fd(&q.wake_rx);
+    let mut idle: Vec<Peer> = Vec::new();
+    while !state.stopping.load(Ordering::SeqCst) {
+        idle.append(&mut q.returned.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut fds = vec![listen_fd, wake_fd];
+        fds.extend(idle.iter().map(|p| p.conn.fd()));
+        let ready = sys::wait_any_readable(&fds, Duration::from_millis(250));
+        if ready[1] {
+            let mut sink = [0u8; 64];
+            while matches!((&q.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        // Idle connections that became readable carry a new request (or were closed).
+        for i in (0..idle.len()).rev() {
+            if ready[2 + i] {
+                q.push_ready(idle.swap_remove(i));
+            }
+        }
+        if ready[0] {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        q.push_ready(Peer {
+                            conn: Conn::new(stream),
+                            authenticated: false,
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // queue empty
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log(Level::Warning, &format!("daemon accept failed: {e}"));
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Idle connections are closed: httpd children notice before reusing them.
+    drop(idle);
+    q.returned.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    state.accepting.store(0, Ordering::SeqCst);
+    q.cv.notify_all();
+}
+
+fn worker(index: usize, q: &Queue, state: &State, ctx: &Ctx) {
+    crate::python::ensure_thread_state();
+    while let Some(peer) = q.take(state) {
         state.active.fetch_add(1, Ordering::SeqCst);
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
-        let _ =
-            state
-                .first_request
-                .compare_exchange(0, now + 1, Ordering::SeqCst, Ordering::SeqCst);
-        let counts = serve(stream, ctx, state);
+        let (counts, back) = serve(peer, ctx, state);
         state.busy_since[index].store(0, Ordering::SeqCst);
         if counts {
             // WSGIIgnoreActivity On requests (health checks) do not postpone inactivity-timeout.
             state.last_activity.store(state.now_ms(), Ordering::SeqCst);
         }
         state.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(p) = back
+            && !state.stopping.load(Ordering::SeqCst)
+        {
+            q.give_back(p);
+        }
         let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
         if ctx.spec.maximum_requests > 0 && n == ctx.spec.maximum_requests {
             // Recycle: finish what is running, then exit; the parent starts a fresh process.
@@ -527,7 +663,6 @@ fn worker(index: usize, listener: &UnixListener, state: &State, ctx: &Ctx) {
             );
         }
     }
-    state.accepting.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Watches the process's clocks: restart-interval, inactivity-timeout, request-timeout,
@@ -598,55 +733,25 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
 }
 
 /// Serves one connection: handshake, one request, response.
-/// Serves one connection; returns whether it counts as activity (for inactivity-timeout).
-fn serve(stream: UnixStream, ctx: &Ctx, state: &State) -> bool {
-    let _ = stream.set_read_timeout(Some(ctx.socket_timeout));
-    let _ = stream.set_write_timeout(Some(ctx.socket_timeout));
-    let mut c = Conn::new(stream);
-    match c.recv() {
-        Ok(Frame::Hello {
-            version,
-            secret,
-            generation,
-        }) if version == protocol::PROTOCOL_VERSION
-            && ((secret == ctx.secret && generation == ctx.generation)
-                || ctx.previous == Some((secret, generation))) => {}
-        Ok(Frame::Hello { .. }) => {
-            (ctx.log)(
-                Level::Error,
-                &format!(
-                    "{}: daemon group '{}': refused a connection with a wrong protocol version, \
-                     secret or server generation",
-                    Code::DaemonProtocol.as_str(),
-                    ctx.spec.name
-                ),
-            );
-            let _ = c.send(&Frame::Reject {
-                reason: protocol::REJECT_BAD_CREDENTIALS,
-            });
-            return true;
-        }
-        Ok(other) => {
-            (ctx.log)(
-                Level::Error,
-                &format!(
-                    "{}: expected Hello, got {}",
-                    Code::DaemonProtocol.as_str(),
-                    other.name()
-                ),
-            );
-            return true;
-        }
-        Err(e) => {
-            (ctx.log)(
-                Level::Debug,
-                &format!("daemon connection closed before the handshake: {e}"),
-            );
-            return true;
+/// Serves one request on a connection: the handshake first if the connection is new. Returns
+/// whether it counts as activity (inactivity-timeout) and the connection if it can carry more.
+fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
+    let Peer {
+        conn: mut c,
+        authenticated,
+    } = peer;
+    if !authenticated {
+        c.set_timeouts(ctx.socket_timeout);
+        if !handshake(&mut c, ctx) {
+            return (true, None);
         }
     }
     let env = match c.recv() {
         Ok(Frame::Request { env }) => env,
+        // The httpd child closed a connection it had kept: nothing to do.
+        Err(e) if authenticated && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return (false, None);
+        }
         Ok(other) => {
             (ctx.log)(
                 Level::Error,
@@ -656,7 +761,7 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) -> bool {
                     other.name()
                 ),
             );
-            return true;
+            return (true, None);
         }
         Err(e) => {
             (ctx.log)(
@@ -666,9 +771,15 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) -> bool {
                     Code::DaemonProtocol.as_str()
                 ),
             );
-            return true;
+            return (true, None);
         }
     };
+    let _ = state.first_request.compare_exchange(
+        0,
+        state.now_ms() + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     if !ctx.spec.queue_timeout.is_zero() {
         let queued: f64 = get(&env, "mod_rwsgi.x-queue_start")
             .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
@@ -692,14 +803,76 @@ fn serve(stream: UnixStream, ctx: &Ctx, state: &State) -> bool {
             let _ = c.send(&Frame::Reject {
                 reason: protocol::REJECT_QUEUE_TIMEOUT,
             });
-            return true;
+            return (
+                true,
+                c.reusable().then_some(Peer {
+                    conn: c,
+                    authenticated: true,
+                }),
+            );
         }
     }
     let counts = get(&env, "mod_wsgi.ignore_activity") != Some(b"1");
     let conn = Arc::new(std::sync::Mutex::new(c));
     Python::attach(|py| run_request(py, ctx, state, env, &conn));
     CURRENT_LOG.with(|c| *c.borrow_mut() = None);
-    counts
+    // Every other holder (wsgi.input, the response sink) is gone once the request has ended.
+    let back = Arc::try_unwrap(conn)
+        .ok()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .filter(Conn::reusable)
+        .map(|conn| Peer {
+            conn,
+            authenticated: true,
+        });
+    (counts, back)
+}
+
+/// Checks a new connection's handshake: protocol version and this server's credentials.
+fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
+    match c.recv() {
+        Ok(Frame::Hello {
+            version,
+            secret,
+            generation,
+        }) if version == protocol::PROTOCOL_VERSION
+            && ((secret == ctx.secret && generation == ctx.generation)
+                || ctx.previous == Some((secret, generation))) => {}
+        Ok(Frame::Hello { .. }) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': refused a connection with a wrong protocol version, \
+                     secret or server generation",
+                    Code::DaemonProtocol.as_str(),
+                    ctx.spec.name
+                ),
+            );
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_BAD_CREDENTIALS,
+            });
+            return false;
+        }
+        Ok(other) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: expected Hello, got {}",
+                    Code::DaemonProtocol.as_str(),
+                    other.name()
+                ),
+            );
+            return false;
+        }
+        Err(e) => {
+            (ctx.log)(
+                Level::Debug,
+                &format!("daemon connection closed before the handshake: {e}"),
+            );
+            return false;
+        }
+    }
+    true
 }
 
 fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
