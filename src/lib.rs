@@ -1,5 +1,5 @@
 //! mod_rwsgi: an Apache httpd 2.4 module that runs Python WSGI applications (mod_wsgi drop-in).
-//! This file declares the crate's layers; the exported `rwsgi_module` lives in `apache::module`.
+//! This file declares the crate's layers; the exported `rwsgi_module` lives in `apache`.
 //! Loaded by the httpd parent (configuration) and run in every httpd child (requests).
 
 pub mod config;
@@ -7,15 +7,15 @@ pub mod error;
 pub mod protocol;
 pub mod wsgi;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 pub mod apache;
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod daemon;
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod ffi;
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod python;
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod sys;
 
 /// The version reported as `mod_wsgi.version`-style tuples and in the log.
