@@ -510,8 +510,7 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
                 // counts as a failure; after the first, restarts wait 1, 2, 4 ... 60 s, so a
                 // broken configuration cannot become a fork storm. Any other death (a crash or
                 // kill after it served) is repaired at once.
-                let failed = (libc::WIFEXITED(status)
-                    && libc::WEXITSTATUS(status) == daemon::EXIT_STARTUP_FAILED)
+                let failed = status == daemon::EXIT_STARTUP_FAILED
                     || slot.started.elapsed() < Duration::from_secs(2);
                 let deaths = if failed { slot.quick_deaths + 1 } else { 0 };
                 let backoff = if deaths <= 1 {
@@ -561,13 +560,12 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
     })
 }
 
+/// APR hands the callback an exit code or a signal number, without saying which.
 fn describe(status: c_int) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("signal {}", libc::WTERMSIG(status))
-    } else if libc::WIFEXITED(status) {
-        format!("status {}", libc::WEXITSTATUS(status))
+    if status == daemon::EXIT_STARTUP_FAILED {
+        "it could not start; see the lines before".into()
     } else {
-        format!("wait status {status}")
+        format!("exit status or signal {status}")
     }
 }
 

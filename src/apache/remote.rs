@@ -98,6 +98,30 @@ fn pool_give(socket: &str, generation: u32, c: Conn) {
     }
 }
 
+/// The answer to a daemon's refusal.
+fn rejected(r: *mut request_rec, name: &str, reason: u8) -> c_int {
+    let why = match reason {
+        protocol::REJECT_BAD_CREDENTIALS => {
+            "it refused this server's credentials (stale generation?)"
+        }
+        protocol::REJECT_SHUTTING_DOWN => "its processes kept shutting down until connect-timeout",
+        protocol::REJECT_QUEUE_TIMEOUT => "the request waited longer than queue-timeout",
+        _ => "it refused the request",
+    };
+    if reason == protocol::REJECT_QUEUE_TIMEOUT {
+        log_request(
+            r,
+            APLOG_ERR,
+            &format!(
+                "{}: daemon group '{name}': {why}",
+                Code::DaemonUnavailable.as_str()
+            ),
+        );
+        return HTTP_GATEWAY_TIME_OUT;
+    }
+    unavailable(r, name, why)
+}
+
 fn unavailable(r: *mut request_rec, group: &str, msg: &str) -> c_int {
     log_request(
         r,
@@ -153,22 +177,21 @@ pub(crate) fn run(
     if let Err(e) = encoded {
         return bad_gateway(r, name, &format!("cannot encode the request: {e}"));
     }
-    // A daemon that is shutting down (graceful restart, recycling, script reload) refuses new
-    // requests before reading any of the body: connect again until connect-timeout. A kept
-    // connection the daemon closed while it was idle is replaced by a new one.
+    // Until the daemon says `Accepted`, nothing of the request has run, so it may go to another
+    // connection or process: when a daemon refuses it because it is stopping (graceful restart,
+    // recycling, script reload), or a kept connection turns out closed. After `Accepted` it is
+    // never sent again (a failure then is a 502 or an aborted response).
     let deadline = Instant::now() + group.spec.connect_timeout;
-    let (mut c, first) = loop {
+    let mut c = loop {
+        let retry_left = Instant::now() < deadline;
         let (mut c, kept) = match pool_take(&group.socket, generation) {
             Some(c) => (c, true),
             None => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let stream = match connect(&group.socket, left.max(Duration::from_millis(1))) {
-                    Ok(s) => s,
+                match connect(&group.socket, left.max(Duration::from_millis(1))) {
+                    Ok(stream) => (Conn::new(stream), false),
                     Err(msg) => return unavailable(r, name, &msg),
-                };
-                let c = Conn::new(stream);
-                c.set_timeouts(timeout);
-                (c, false)
+                }
             }
         };
         let sent = if kept {
@@ -177,46 +200,111 @@ pub(crate) fn run(
             c.send_raw(&[hello.as_slice(), request.as_slice()].concat())
         };
         if let Err(e) = sent {
-            if kept {
+            if kept || retry_left {
                 continue;
             }
             return bad_gateway(r, name, &format!("sending the request failed: {e}"));
         }
+        if !kept {
+            // A live daemon process answers a new connection at once; with the socket held
+            // open by the parent, a dead group would otherwise just leave it queued.
+            c.set_timeouts(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            );
+            match c.recv() {
+                Ok(Frame::Welcome) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return unavailable(
+                        r,
+                        name,
+                        &format!(
+                            "no daemon process accepted the connection on '{}' within \
+                             connect-timeout ({} s): the group's processes are not running \
+                             or cannot start (see its RW0013/RW0016 log lines)",
+                            group.socket,
+                            group.spec.connect_timeout.as_secs_f32()
+                        ),
+                    );
+                }
+                Err(_) if retry_left => continue,
+                Err(e) => {
+                    return unavailable(r, name, &format!("the daemon closed the connection: {e}"));
+                }
+                Ok(other) => {
+                    return bad_gateway(
+                        r,
+                        name,
+                        &format!("unexpected {} frame from the daemon", other.name()),
+                    );
+                }
+            }
+        }
+        c.set_timeouts(timeout);
         match c.recv() {
+            Ok(Frame::Accepted) => break c,
             Ok(Frame::Reject {
                 reason: protocol::REJECT_SHUTTING_DOWN,
             }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
+                std::thread::sleep(Duration::from_millis(5));
             }
-            // The daemon closed this kept connection before reading the request (it closes
-            // idle connections only when it stops): send it on a fresh one.
+            Ok(Frame::Reject { reason }) => return rejected(r, name, reason),
+            // Closed before accepting the request: it never ran, send it elsewhere.
             Err(e)
-                if kept
+                if Instant::now() < deadline
                     && matches!(
                         e.kind(),
                         io::ErrorKind::UnexpectedEof
                             | io::ErrorKind::ConnectionReset
                             | io::ErrorKind::BrokenPipe
-                    ) =>
+                    ) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
             {
-                continue;
+                log_request(
+                    r,
+                    APLOG_ERR,
+                    &format!(
+                        "{}: daemon group '{name}': no thread picked the request up within \
+                         socket-timeout ({} s)",
+                        Code::DaemonUnavailable.as_str(),
+                        timeout.as_secs()
+                    ),
+                );
+                return HTTP_GATEWAY_TIME_OUT;
             }
-            first => break (c, first),
+            Err(e) => {
+                return bad_gateway(
+                    r,
+                    name,
+                    &format!("the daemon did not take the request: {e}"),
+                );
+            }
+            Ok(other) => {
+                return bad_gateway(
+                    r,
+                    name,
+                    &format!("unexpected {} frame instead of Accepted", other.name()),
+                );
+            }
         }
     };
-    let mut first = Some(first);
     // SAFETY: a brigade from the live request's pool, reused for every write.
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
     let mut resp = ApacheResponse::new(r, bb, false);
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
     loop {
-        let next = match first.take() {
-            Some(f) => f,
-            None => c.recv(),
-        };
-        let frame = match next {
+        let frame = match c.recv() {
             Ok(f) => f,
             Err(e) => {
                 let what = if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -372,30 +460,7 @@ pub(crate) fn run(
                     bad_gateway(r, name, &msg)
                 };
             }
-            Frame::Reject { reason } => {
-                let why = match reason {
-                    protocol::REJECT_BAD_CREDENTIALS => {
-                        "it refused this server's credentials (stale generation?)"
-                    }
-                    protocol::REJECT_SHUTTING_DOWN => "it is shutting down",
-                    protocol::REJECT_QUEUE_TIMEOUT => {
-                        "the request waited longer than queue-timeout"
-                    }
-                    _ => "it refused the request",
-                };
-                if reason == protocol::REJECT_QUEUE_TIMEOUT {
-                    log_request(
-                        r,
-                        APLOG_ERR,
-                        &format!(
-                            "{}: daemon group '{name}': {why}",
-                            Code::DaemonUnavailable.as_str()
-                        ),
-                    );
-                    return HTTP_GATEWAY_TIME_OUT;
-                }
-                return unavailable(r, name, why);
-            }
+            Frame::Reject { reason } => return rejected(r, name, reason),
             other => {
                 return bad_gateway(
                     r,

@@ -162,7 +162,12 @@ pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
             );
             return;
         }
-        for imp in &g.import_scripts {
+        // Scripts for a daemon group are preloaded by that group's daemons, not here.
+        for imp in g
+            .import_scripts
+            .iter()
+            .filter(|i| i.process_group == "%{GLOBAL}")
+        {
             match python::load_script(py, &imp.path, None, true, g.case_sensitive) {
                 Ok(_) => log_server(
                     s,

@@ -56,7 +56,8 @@ pub struct Launch {
 }
 
 /// The exit status of a daemon that could not start; the parent backs off on it.
-pub const EXIT_STARTUP_FAILED: i32 = 3;
+/// (Above 64, so it cannot be mistaken for a signal number: APR reports either.)
+pub const EXIT_STARTUP_FAILED: i32 = 86;
 
 fn fatal(log: &LogFn, msg: &str) -> ! {
     log(Level::Error, msg);
@@ -109,6 +110,8 @@ impl State {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_none() {
             *r = Some((reason, grace));
+            // From now on nothing new is taken; the main thread drains and exits.
+            self.stopping.store(true, Ordering::SeqCst);
             sys::kill(sys::pids().0 as i32, libc::SIGUSR2);
         }
     }
@@ -556,19 +559,21 @@ impl Queue {
         self.cv.notify_one();
     }
 
-    /// The next connection with a request, or `None` once stopping and nothing is left.
+    /// The next connection with a request; `None` once the process stops, the dispatcher has
+    /// stopped handing out connections and none is left.
     fn take(&self, state: &State) -> Option<Peer> {
         let mut q = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(p) = q.pop_front() {
                 return Some(p);
             }
-            if state.stopping.load(Ordering::SeqCst) {
+            if state.stopping.load(Ordering::SeqCst) && state.accepting.load(Ordering::SeqCst) == 0
+            {
                 return None;
             }
             q = self
                 .cv
-                .wait_timeout(q, Duration::from_millis(250))
+                .wait_timeout(q, Duration::from_millis(100))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -613,10 +618,15 @@ fn dispatcher(listener: &UnixListener, q: &Queue, state: &State, log: &LogFn) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
-                        q.push_ready(Peer {
-                            conn: Conn::new(stream),
-                            authenticated: false,
-                        });
+                        let mut conn = Conn::new(stream);
+                        // At once, whatever the workers are doing: tells the httpd child that a
+                        // live process has its connection (a dead group is a 503, not a wait).
+                        if conn.send(&Frame::Welcome).is_ok() {
+                            q.push_ready(Peer {
+                                conn,
+                                authenticated: false,
+                            });
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // queue empty
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -638,25 +648,36 @@ fn dispatcher(listener: &UnixListener, q: &Queue, state: &State, log: &LogFn) {
 
 fn worker(index: usize, q: &Queue, state: &State, ctx: &Ctx) {
     crate::python::ensure_thread_state();
-    while let Some(peer) = q.take(state) {
+    while let Some(mut peer) = q.take(state) {
+        if state.stopping.load(Ordering::SeqCst) {
+            // Not read, not run: the httpd child sends it to another or the next process.
+            let _ = peer.conn.send(&Frame::Reject {
+                reason: protocol::REJECT_SHUTTING_DOWN,
+            });
+            continue;
+        }
         state.active.fetch_add(1, Ordering::SeqCst);
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
-        let (counts, back) = serve(peer, ctx, state);
+        let outcome = serve(peer, ctx, state);
         state.busy_since[index].store(0, Ordering::SeqCst);
-        if counts {
+        if outcome.ran && outcome.counts {
             // WSGIIgnoreActivity On requests (health checks) do not postpone inactivity-timeout.
             state.last_activity.store(state.now_ms(), Ordering::SeqCst);
         }
         state.active.fetch_sub(1, Ordering::SeqCst);
-        if let Some(p) = back
+        if let Some(p) = outcome.back
             && !state.stopping.load(Ordering::SeqCst)
         {
             q.give_back(p);
         }
+        if !outcome.ran {
+            continue;
+        }
         let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
-        if ctx.spec.maximum_requests > 0 && n == ctx.spec.maximum_requests {
-            // Recycle: finish what is running, then exit; the parent starts a fresh process.
+        if ctx.spec.maximum_requests > 0 && n >= ctx.spec.maximum_requests {
+            // Recycle: no further request is taken; what runs finishes; the parent starts a
+            // fresh process.
             state.restart(
                 format!("maximum-requests ({n}) reached; recycling"),
                 ctx.spec.graceful_timeout,
@@ -733,9 +754,24 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
 }
 
 /// Serves one connection: handshake, one request, response.
-/// Serves one request on a connection: the handshake first if the connection is new. Returns
-/// whether it counts as activity (inactivity-timeout) and the connection if it can carry more.
-fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
+/// What serving one connection did.
+struct Served {
+    /// A request was read and run (counts towards maximum-requests).
+    ran: bool,
+    /// It counts as activity (inactivity-timeout).
+    counts: bool,
+    /// The connection, if it can carry another request.
+    back: Option<Peer>,
+}
+
+const NOTHING: Served = Served {
+    ran: false,
+    counts: false,
+    back: None,
+};
+
+/// Serves one request on a connection: the handshake first if the connection is new.
+fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
     let Peer {
         conn: mut c,
         authenticated,
@@ -743,14 +779,14 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
     if !authenticated {
         c.set_timeouts(ctx.socket_timeout);
         if !handshake(&mut c, ctx) {
-            return (true, None);
+            return NOTHING;
         }
     }
     let env = match c.recv() {
         Ok(Frame::Request { env }) => env,
         // The httpd child closed a connection it had kept: nothing to do.
         Err(e) if authenticated && e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return (false, None);
+            return NOTHING;
         }
         Ok(other) => {
             (ctx.log)(
@@ -761,7 +797,7 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
                     other.name()
                 ),
             );
-            return (true, None);
+            return NOTHING;
         }
         Err(e) => {
             (ctx.log)(
@@ -771,7 +807,7 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
                     Code::DaemonProtocol.as_str()
                 ),
             );
-            return (true, None);
+            return NOTHING;
         }
     };
     let _ = state.first_request.compare_exchange(
@@ -803,16 +839,41 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
             let _ = c.send(&Frame::Reject {
                 reason: protocol::REJECT_QUEUE_TIMEOUT,
             });
-            return (
-                true,
-                c.reusable().then_some(Peer {
+            return Served {
+                back: c.reusable().then_some(Peer {
                     conn: c,
                     authenticated: true,
                 }),
-            );
+                ..NOTHING
+            };
         }
     }
     let counts = get(&env, "mod_wsgi.ignore_activity") != Some(b"1");
+    // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
+    // imports are fresh too). Checked before `Accepted`: the request goes to another or the
+    // next process.
+    let script = String::from_utf8_lossy(get(&env, "SCRIPT_FILENAME").unwrap_or(b"")).into_owned();
+    let mtime: Option<i64> = get(&env, "mod_rwsgi.x-script_mtime")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+    let reloading = get(&env, "mod_wsgi.script_reloading") != Some(b"0");
+    if reloading
+        && Python::attach(|py| {
+            crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive)
+        })
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        state.restart(
+            format!("script '{script}' changed"),
+            ctx.spec.graceful_timeout,
+        );
+        return NOTHING;
+    }
+    // From here on the request is ours: the httpd child must not send it anywhere else.
+    if c.send(&Frame::Accepted).is_err() {
+        return NOTHING;
+    }
     let conn = Arc::new(std::sync::Mutex::new(c));
     Python::attach(|py| run_request(py, ctx, state, env, &conn));
     CURRENT_LOG.with(|c| *c.borrow_mut() = None);
@@ -825,7 +886,11 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> (bool, Option<Peer>) {
             conn,
             authenticated: true,
         });
-    (counts, back)
+    Served {
+        ran: true,
+        counts,
+        back,
+    }
 }
 
 /// Checks a new connection's handshake: protocol version and this server's credentials.
@@ -913,20 +978,6 @@ fn run_request(
         });
     };
 
-    // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
-    // imports are fresh too): this request is handed to another or the next process.
-    if reloading && crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive) {
-        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = c.send(&Frame::Reject {
-            reason: protocol::REJECT_SHUTTING_DOWN,
-        });
-        drop(c);
-        state.restart(
-            format!("script '{script}' changed"),
-            ctx.spec.graceful_timeout,
-        );
-        return;
-    }
     let module = match crate::python::load_script(
         py,
         &script,

@@ -28,6 +28,8 @@
 //! | 0x14 | `End` | daemon -> child | empty (the response is complete) | 0 |
 //! | 0x15 | `Fail` | daemon -> child | code u16, message len u16, message | 4 + 65535 |
 //! | 0x16 | `Reject` | daemon -> child | reason u8 (see `REJECT_*`) | exactly 1 |
+//! | 0x17 | `Welcome` | daemon -> child | empty: a live daemon process accepted the connection | 0 |
+//! | 0x18 | `Accepted` | daemon -> child | empty: the daemon has read the request and runs it | 0 |
 //!
 //! Bounds apply to the payload (the frame minus its 5-byte header), so a frame never occupies
 //! more than [`MAX_FRAME`] + 5 bytes on the wire. [`decode`] rejects an oversized frame as soon as
@@ -38,7 +40,11 @@
 //!
 //! # Conversation
 //!
-//! The child connects and sends `Hello` then `Request`. The daemon either answers `Reject`, or
+//! The child connects and sends `Hello` then `Request`. The daemon's dispatcher answers every
+//! new connection with `Welcome` at once (so a child can tell a dead group from a busy one).
+//! A connection carries any number of requests, one after the other (`Hello` only once).
+//! For each `Request` the daemon either answers `Reject`, or sends `Accepted` (before anything
+//! of the application runs: until then the child may safely send the request elsewhere) and
 //! runs the application: it asks for request-body bytes with `ReadBody` (the child answers with
 //! exactly one `Body` of at most `min(max, MAX_CHUNK)` bytes, or `BodyEnd`), then sends `Head`,
 //! any number of `Chunk`/`SendFile`, and `End`; or `Fail` if no response could be produced. The
@@ -97,10 +103,13 @@ pub mod kind {
     pub const END: u8 = 0x14;
     pub const FAIL: u8 = 0x15;
     pub const REJECT: u8 = 0x16;
+    pub const WELCOME: u8 = 0x17;
+    pub const ACCEPTED: u8 = 0x18;
 
     /// Every kind, in numeric order.
-    pub const ALL: [u8; 12] = [
-        HELLO, REQUEST, BODY, BODY_END, ABORT, READ_BODY, HEAD, CHUNK, SEND_FILE, END, FAIL, REJECT,
+    pub const ALL: [u8; 14] = [
+        HELLO, REQUEST, BODY, BODY_END, ABORT, READ_BODY, HEAD, CHUNK, SEND_FILE, END, FAIL,
+        REJECT, WELCOME, ACCEPTED,
     ];
 }
 
@@ -117,7 +126,7 @@ pub fn max_payload_len(kind: u8) -> Option<usize> {
         kind::HELLO => HELLO_LEN,
         kind::REQUEST => MAX_ENV_FRAME,
         kind::BODY | kind::CHUNK => MAX_CHUNK,
-        kind::BODY_END | kind::ABORT | kind::END => 0,
+        kind::BODY_END | kind::ABORT | kind::END | kind::WELCOME | kind::ACCEPTED => 0,
         kind::READ_BODY => 4,
         kind::HEAD => MAX_HEAD_FRAME,
         kind::SEND_FILE => 16,
@@ -140,6 +149,8 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::CHUNK => "Chunk",
         kind::SEND_FILE => "SendFile",
         kind::END => "End",
+        kind::WELCOME => "Welcome",
+        kind::ACCEPTED => "Accepted",
         kind::FAIL => "Fail",
         kind::REJECT => "Reject",
         _ => return None,
@@ -180,6 +191,10 @@ pub enum Frame {
     SendFile { offset: u64, len: u64 },
     /// Daemon -> child: the response is complete.
     End,
+    /// The daemon accepted a new connection (sent by its dispatcher at once).
+    Welcome,
+    /// The daemon has read the request and is running it.
+    Accepted,
     /// Daemon -> child: no response could be produced.
     Fail { code: u16, message: Vec<u8> },
     /// Daemon -> child: the request was refused before running (see `REJECT_*`).
@@ -200,6 +215,8 @@ impl Frame {
             Frame::Chunk(_) => kind::CHUNK,
             Frame::SendFile { .. } => kind::SEND_FILE,
             Frame::End => kind::END,
+            Frame::Welcome => kind::WELCOME,
+            Frame::Accepted => kind::ACCEPTED,
             Frame::Fail { .. } => kind::FAIL,
             Frame::Reject { .. } => kind::REJECT,
         }
@@ -266,6 +283,8 @@ impl fmt::Debug for Frame {
                 .field("len", len)
                 .finish(),
             Frame::End => f.write_str("End"),
+            Frame::Welcome => f.write_str("Welcome"),
+            Frame::Accepted => f.write_str("Accepted"),
             Frame::Fail { code, message } => f
                 .debug_struct("Fail")
                 .field("code", code)
@@ -374,7 +393,7 @@ fn payload_len(frame: &Frame) -> Result<usize, ProtocolError> {
             checked(len)
         }
         Frame::Body(data) | Frame::Chunk(data) => checked(data.len()),
-        Frame::BodyEnd | Frame::Abort | Frame::End => Ok(0),
+        Frame::BodyEnd | Frame::Abort | Frame::End | Frame::Welcome | Frame::Accepted => Ok(0),
         Frame::ReadBody { .. } => Ok(4),
         Frame::Head {
             reason, headers, ..
@@ -449,7 +468,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
             }
         }
         Frame::Body(data) | Frame::Chunk(data) => out.extend_from_slice(data),
-        Frame::BodyEnd | Frame::Abort | Frame::End => {}
+        Frame::BodyEnd | Frame::Abort | Frame::End | Frame::Welcome | Frame::Accepted => {}
         Frame::ReadBody { max } => out.extend_from_slice(&max.to_be_bytes()),
         Frame::Head {
             status,
@@ -628,6 +647,8 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         kind::BODY_END => Frame::BodyEnd,
         kind::ABORT => Frame::Abort,
         kind::END => Frame::End,
+        kind::WELCOME => Frame::Welcome,
+        kind::ACCEPTED => Frame::Accepted,
         kind::READ_BODY => Frame::ReadBody {
             max: r.u32("ReadBody shorter than its fixed size")?,
         },
@@ -769,6 +790,8 @@ mod tests {
             len: 1 << 40,
         });
         round_trip(Frame::End);
+        round_trip(Frame::Welcome);
+        round_trip(Frame::Accepted);
         round_trip(Frame::Fail {
             code: 500,
             message: b"app raised".to_vec(),
@@ -1033,7 +1056,14 @@ mod tests {
 
     #[test]
     fn oversized_fixed_frames_are_too_large() {
-        for k in [kind::BODY_END, kind::ABORT, kind::END, kind::REJECT] {
+        for k in [
+            kind::BODY_END,
+            kind::ABORT,
+            kind::END,
+            kind::REJECT,
+            kind::WELCOME,
+            kind::ACCEPTED,
+        ] {
             let max = max_payload_len(k).unwrap();
             let wire = raw(k, &vec![0; max + 1]);
             assert_eq!(
@@ -1160,7 +1190,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_empty() {
-        for k in [0x00, 0x06, 0x0f, 0x17, 0x80, 0xff] {
+        for k in [0x00, 0x06, 0x0f, 0x19, 0x80, 0xff] {
             assert_eq!(decode(&raw(k, b"")), Err(ProtocolError::UnknownKind(k)));
             // Known as soon as the kind byte arrives.
             assert_eq!(

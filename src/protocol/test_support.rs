@@ -48,7 +48,7 @@ impl Rng {
 
 /// A random frame of any kind, with small sizes so that thousands of them stay fast in debug.
 pub fn random_frame(rng: &mut Rng) -> Frame {
-    match rng.below(12) {
+    match rng.below(14) {
         0 => {
             let mut secret = [0; SECRET_LEN];
             secret.copy_from_slice(&rng.bytes(SECRET_LEN));
@@ -84,6 +84,8 @@ pub fn random_frame(rng: &mut Rng) -> Frame {
             code: rng.next() as u16,
             message: rng.string(40),
         },
+        11 => Frame::Welcome,
+        12 => Frame::Accepted,
         _ => Frame::Reject {
             reason: rng.next() as u8,
         },
