@@ -639,23 +639,10 @@ fn handle(r: *mut request_rec) -> c_int {
         );
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    // SAFETY: the live request; DECHUNK makes httpd's input filter remove chunk framing.
-    let rc = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) };
-    if rc != OK {
-        return rc;
-    }
-
-    let mut env = build_environ(r, &set, &script_name, &path_info_v, &dcfg);
-    let _https_from_proxy = proxy::process(
-        &mut env,
-        dcfg.trusted_proxy_headers.as_deref().unwrap_or(&[]),
-        dcfg.trusted_proxies.as_deref(),
-    );
-    let https = env
-        .iter()
-        .find(|(k, _)| k == "HTTPS")
-        .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"on") || v == b"1");
-    env.retain(|(k, _)| k != "HTTPS");
+    let (env, https) = match prepare(r, &set, &dcfg, &script_name, &path_info_v) {
+        Ok(v) => v,
+        Err(rc) => return rc,
+    };
 
     python::ensure_thread_state();
     CURRENT.with(|c| c.set(r));
@@ -668,6 +655,35 @@ fn handle(r: *mut request_rec) -> c_int {
         Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
         Outcome::Done | Outcome::Aborted => OK,
     }
+}
+
+/// Readies the request body and builds the CGI part of the environ with the trusted proxy
+/// headers applied; returns it with whether the request came over HTTPS (the `HTTPS` variable
+/// is taken out: it becomes `wsgi.url_scheme`). Shared by embedded and daemon mode.
+fn prepare(
+    r: *mut request_rec,
+    set: &RequestSettings,
+    dcfg: &DirConfig,
+    script_name: &[u8],
+    path_info: &[u8],
+) -> Result<(Environ, bool), c_int> {
+    // SAFETY: the live request; DECHUNK makes httpd's input filter remove chunk framing.
+    let rc = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) };
+    if rc != OK {
+        return Err(rc);
+    }
+    let mut env = build_environ(r, set, script_name, path_info);
+    proxy::process(
+        &mut env,
+        dcfg.trusted_proxy_headers.as_deref().unwrap_or(&[]),
+        dcfg.trusted_proxies.as_deref(),
+    );
+    let https = env
+        .iter()
+        .find(|(k, _)| k == "HTTPS")
+        .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"on") || v == b"1");
+    env.retain(|(k, _)| k != "HTTPS");
+    Ok((env, https))
 }
 
 /// Daemon mode: the same environ, sent to the group's daemon.
@@ -690,21 +706,10 @@ fn serve_remote(
             ),
         );
     };
-    // SAFETY: the live request; DECHUNK makes httpd's input filter remove chunk framing.
-    let rc = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) };
-    if rc != OK {
-        return rc;
-    }
-    let mut env = build_environ(r, set, script_name, path_info, dcfg);
-    proxy::process(
-        &mut env,
-        dcfg.trusted_proxy_headers.as_deref().unwrap_or(&[]),
-        dcfg.trusted_proxies.as_deref(),
-    );
-    let https = env
-        .iter()
-        .find(|(k, _)| k == "HTTPS")
-        .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"on") || v == b"1");
+    let (mut env, https) = match prepare(r, set, dcfg, script_name, path_info) {
+        Ok(v) => v,
+        Err(rc) => return rc,
+    };
     // SAFETY: reads of the live request and the running server's description.
     let (started, desc, timeout) = unsafe {
         (
@@ -747,40 +752,16 @@ fn run_python(
     https: bool,
     log: LogFn,
 ) -> Outcome {
-    let module = match python::load_script(
+    let Some(app) = python::load_app(
         py,
         script,
         Some(mtime),
         set.script_reloading,
         g.case_sensitive,
-    ) {
-        Ok(m) => m,
-        Err(e) => {
-            adapter::log_exception(
-                py,
-                &e,
-                &log,
-                &format!(
-                    "{}: failed to exec Python script file '{script}'",
-                    Code::ScriptLoad.as_str()
-                ),
-            );
-            return Outcome::ServerError;
-        }
-    };
-    let app = match module.getattr(set.callable_object.as_str()) {
-        Ok(a) => a,
-        Err(_) => {
-            log(
-                Level::Error,
-                &format!(
-                    "{}: target WSGI script '{script}' does not contain WSGI application '{}'",
-                    Code::NoCallable.as_str(),
-                    set.callable_object
-                ),
-            );
-            return Outcome::ServerError;
-        }
+        &set.callable_object,
+        &log,
+    ) else {
+        return Outcome::ServerError;
     };
     let rp = ReqPtr(r);
     let main = super::main_log();
@@ -872,7 +853,6 @@ fn build_environ(
     set: &RequestSettings,
     script_name: &[u8],
     path_info: &[u8],
-    _dcfg: &DirConfig,
 ) -> Environ {
     let mut env: Environ = Vec::with_capacity(48);
     let mut put = |k: &str, v: &[u8]| match env.iter_mut().find(|(key, _)| key == k) {

@@ -978,45 +978,18 @@ fn run_request(
         });
     };
 
-    let module = match crate::python::load_script(
+    let Some(app) = crate::python::load_app(
         py,
         &script,
         mtime,
         reloading,
         ctx.global.case_sensitive,
-    ) {
-        Ok(m) => {
-            state.script_loaded.store(true, Ordering::SeqCst);
-            m
-        }
-        Err(e) => {
-            adapter::log_exception(
-                py,
-                &e,
-                &log,
-                &format!(
-                    "{}: failed to exec Python script file '{script}'",
-                    Code::ScriptLoad.as_str()
-                ),
-            );
-            return fail("script load failed");
-        }
+        &callable,
+        &log,
+    ) else {
+        return fail("the application could not be loaded");
     };
-    let name = if callable.is_empty() {
-        "application"
-    } else {
-        callable.as_str()
-    };
-    let Ok(app) = module.getattr(name) else {
-        log(
-            Level::Error,
-            &format!(
-                "{}: target WSGI script '{script}' does not contain WSGI application '{name}'",
-                Code::NoCallable.as_str()
-            ),
-        );
-        return fail("no callable");
-    };
+    state.script_loaded.store(true, Ordering::SeqCst);
     let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
         let d = PyDict::new(py);
         for (k, v) in &env {

@@ -307,3 +307,50 @@ pub fn script_changed(
         .and_then(|r| r.extract::<bool>())
         .unwrap_or(false)
 }
+
+/// Loads (or reloads) a WSGI script and looks up its callable; failures are logged (with the
+/// traceback) and give `None`.
+pub fn load_app<'py>(
+    py: Python<'py>,
+    script: &str,
+    mtime_us: Option<i64>,
+    reloading: bool,
+    case_sensitive: bool,
+    callable: &str,
+    log: &LogFn,
+) -> Option<Bound<'py, PyAny>> {
+    use crate::error::Code;
+    let module = match load_script(py, script, mtime_us, reloading, case_sensitive) {
+        Ok(m) => m,
+        Err(e) => {
+            crate::wsgi::adapter::log_exception(
+                py,
+                &e,
+                log,
+                &format!(
+                    "{}: failed to exec Python script file '{script}'",
+                    Code::ScriptLoad.as_str()
+                ),
+            );
+            return None;
+        }
+    };
+    let name = if callable.is_empty() {
+        "application"
+    } else {
+        callable
+    };
+    match module.getattr(name) {
+        Ok(app) => Some(app),
+        Err(_) => {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: target WSGI script '{script}' does not contain WSGI application '{name}'",
+                    Code::NoCallable.as_str()
+                ),
+            );
+            None
+        }
+    }
+}
