@@ -80,19 +80,17 @@ pub struct User {
     pub home: String,
 }
 
-/// Looks a user up by name.
-pub fn user_by_name(name: &str) -> io::Result<User> {
-    let c = cstr(name)?;
-    // SAFETY: getpwnam returns NULL or a pointer to static storage, read at once (single
-    // threaded: the daemon runs this before starting threads; the parent is single threaded).
+/// Copies a password-database entry (`NULL`: not found, described by `what`).
+///
+/// # Safety
+/// `pw` must be NULL or point to a valid `passwd` from getpwnam/getpwuid, not yet overwritten
+/// by another such call (single-threaded use).
+unsafe fn user_from(pw: *const libc::passwd, what: String) -> io::Result<User> {
+    if pw.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, what));
+    }
+    // SAFETY: per the contract; the strings are NUL-terminated C strings of the entry.
     unsafe {
-        let pw = libc::getpwnam(c.as_ptr());
-        if pw.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no user named '{name}'"),
-            ));
-        }
         Ok(User {
             uid: (*pw).pw_uid,
             gid: (*pw).pw_gid,
@@ -102,24 +100,22 @@ pub fn user_by_name(name: &str) -> io::Result<User> {
     }
 }
 
-/// Looks a user up by id.
+/// Looks a user up by name (in the single-threaded parent, or a daemon before its threads).
+pub fn user_by_name(name: &str) -> io::Result<User> {
+    let c = cstr(name)?;
+    // SAFETY: getpwnam returns NULL or static storage, read at once by user_from.
+    unsafe {
+        user_from(
+            libc::getpwnam(c.as_ptr()),
+            format!("no user named '{name}'"),
+        )
+    }
+}
+
+/// Looks a user up by id (same conditions as `user_by_name`).
 pub fn user_by_id(uid: u32) -> io::Result<User> {
     // SAFETY: as in `user_by_name`.
-    unsafe {
-        let pw = libc::getpwuid(uid);
-        if pw.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no user with uid {uid}"),
-            ));
-        }
-        Ok(User {
-            uid: (*pw).pw_uid,
-            gid: (*pw).pw_gid,
-            name: CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned(),
-            home: CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned(),
-        })
-    }
+    unsafe { user_from(libc::getpwuid(uid), format!("no user with uid {uid}")) }
 }
 
 /// Looks a group id up by name.
