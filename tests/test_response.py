@@ -291,3 +291,18 @@ def test_client_disconnect_mid_stream(rsrv):
         s.close()
     assert _closed(rsrv, "gone", timeout=10) == ["closed"]
     assert rsrv.get("/r/ok").status == 200
+
+
+def test_declared_length_without_body_for_head_and_304(apache_factory, mode):
+    srv = apache_factory()
+    srv.start(srv.mount("/r", srv.app("response.wsgi")))
+    r = srv.request("HEAD", "/r/head-cl-no-body")
+    assert r.status == 200, r
+    assert r.headers.get("Content-Length") == "1234"
+    assert r.body == b""
+    r = srv.get("/r/not-modified-cl")
+    assert r.status == 304 and r.body == b"", r
+    assert r.headers.get("ETag") == '"v1"'
+    # On GET the same declared length without a body is an application error (500).
+    assert srv.get("/r/head-cl-no-body").status == 500
+    assert "declared Content-Length 1234 but sent only 0 bytes" in srv.error_log()

@@ -721,7 +721,13 @@ fn serve_remote(
     let (a, b, c) = environ::apache_version(&desc);
     // SAFETY: reading the request's server pointer (its identity, for the daemon's log lines).
     let server_id = unsafe { (*r).server } as usize;
-    let extra: [(&str, String); 6] = [
+    // SAFETY: reading a flag of the live request.
+    let head_request = unsafe { (*r).header_only } != 0;
+    let extra: [(&str, String); 7] = [
+        (
+            "mod_rwsgi.x-head",
+            if head_request { "1" } else { "0" }.to_string(),
+        ),
         ("mod_rwsgi.x-server", format!("{server_id:x}")),
         ("mod_rwsgi.x-script_mtime", mtime.to_string()),
         (
@@ -832,6 +838,8 @@ fn run_python(
         log,
         script: script.to_string(),
         stream_flush: true,
+        // SAFETY: reading a flag of the live request.
+        head_request: unsafe { (*r).header_only } != 0,
     };
     adapter::run(py, &app, environ_dict, io)
 }

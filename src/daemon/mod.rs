@@ -1050,6 +1050,7 @@ fn run_request(
         log,
         script,
         stream_flush: true,
+        head_request: text("mod_rwsgi.x-head") == "1",
     };
     if adapter::run(py, &app, environ_dict, io) == Outcome::ServerError {
         fail("application error");

@@ -680,6 +680,8 @@ pub struct RequestIo {
     pub script: String,
     /// Whether to flush after every block of a streamed (non-list) response.
     pub stream_flush: bool,
+    /// A HEAD request: a declared Content-Length with no body is the normal answer.
+    pub head_request: bool,
 }
 
 /// Logs an exception with its full traceback, one log line per traceback line.
@@ -852,6 +854,7 @@ pub fn run(
         log,
         script,
         stream_flush,
+        head_request,
     } = io;
     let state = Arc::new(Mutex::new(ResponseState {
         sink: Some(sink),
@@ -900,7 +903,11 @@ pub fn run(
                 st = lock(&state);
             }
             Some(head) => {
-                let cl = head.content_length;
+                // HEAD and bodiless statuses (1xx, 204, 304) may declare the length of the
+                // body they do not carry.
+                let bodiless =
+                    head_request || head.status < 200 || head.status == 204 || head.status == 304;
+                let cl = head.content_length.filter(|_| !bodiless);
                 if let Some(cl) = cl
                     && st.written < cl
                 {

@@ -251,3 +251,19 @@ def application(environ, start_response):
 
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"no such route: " + path.encode("latin-1")]
+
+
+_original_application = application
+
+
+def application(environ, start_response):
+    # Declared lengths without a body: legitimate for HEAD (Werkzeug answers HEAD this way) and
+    # for 204/304; the server must pass them on unchanged.
+    path = environ.get("PATH_INFO", "")
+    if path == "/head-cl-no-body":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "1234")])
+        return []
+    if path == "/not-modified-cl":
+        start_response("304 Not Modified", [("Content-Length", "1234"), ("ETag", '"v1"')])
+        return []
+    return _original_application(environ, start_response)
