@@ -2,6 +2,8 @@
 replaces an application's error page) and WSGIIgnoreActivity (health checks do not keep an idle
 daemon alive), plus graceful restarts under load with zero failed requests on every MPM."""
 
+import os
+import signal
 import threading
 import time
 
@@ -115,3 +117,89 @@ def test_graceful_restarts_under_load_fail_no_request(apache_factory, mpm):
             t.join(timeout=30)
     assert ok[0] > 100, ok
     assert not bad, f"{len(bad)} failed of {ok[0] + len(bad)}: {bad[:3]}"
+
+
+def test_restrict_process(apache_factory):
+    srv = apache_factory(mode="daemon")
+    app = srv.write_file("apps/opt.wsgi", APP)
+    srv.start(f"""WSGIDaemonProcess opt processes=1 threads=2
+WSGIDaemonProcess other processes=1 threads=2
+WSGIScriptAlias /ok {app} process-group=opt
+WSGIScriptAlias /no {app} process-group=other
+<Location />
+    WSGIRestrictProcess opt
+</Location>
+""")
+    assert srv.get("/ok/ok").status == 200
+    assert srv.get("/no/ok").status == 500
+    assert "process group 'other' is not allowed here by WSGIRestrictProcess" in srv.error_log()
+
+
+def test_unreachable_socket_directory_fails_start(apache_factory):
+    srv = apache_factory(mode="daemon")
+    private = srv.root / "private"
+    private.mkdir(mode=0o700)
+    os.chmod(private, 0o700)  # root only: www-data cannot traverse it
+    app = srv.write_file("apps/opt.wsgi", APP)
+    with pytest.raises(harness.HarnessError) as e:
+        srv.start(f"WSGISocketPrefix {private}/rwsgi\n"
+                  f"WSGIDaemonProcess opt processes=1 threads=2\n"
+                  f"WSGIScriptAlias /a {app} process-group=opt\n")
+    text = str(e.value) + srv.error_log()
+    assert "RW0013" in text and "cannot reach the socket directory" in text, text
+    assert str(private) in text
+
+
+def test_sigkilled_parent_leaves_no_daemon(apache_factory):
+    srv = apache_factory(mode="daemon")
+    app = srv.write_file("apps/opt.wsgi", APP)
+    srv.start(f"WSGIDaemonProcess opt processes=2 threads=2\n"
+              f"WSGIScriptAlias /a {app} process-group=opt\n")
+    assert srv.get("/a/ok").status == 200
+    parent = srv.parent_pid
+    kids = [(pid, harness._proc_stat(pid)) for pid, _ in harness.children_of(parent)]
+    daemons = [pid for pid, _ in kids if open(f"/proc/{pid}/comm").read().startswith("wsgi")]
+    assert len(daemons) == 4, kids  # two in 'opt', two in the harness's own group
+    time.sleep(0.5)
+    os.kill(parent, signal.SIGKILL)
+    # The kernel's parent-death signal ends every daemon.
+    assert harness.wait_for(lambda: not any(harness.pid_alive(p) for p in daemons), timeout=10), \
+        [p for p in daemons if harness.pid_alive(p)]
+    # Orphaned httpd children of a SIGKILLed event-MPM parent ignore SIGTERM (stock Apache
+    # behaviour): end them by PID so the test leaves nothing behind.
+    for pid, _ in kids:
+        if harness.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    srv.started = False
+
+
+@pytest.mark.parametrize("option", ["maximum-requests=7", "restart-interval=1"])
+def test_recycling_under_load_fails_no_request(apache_factory, option):
+    srv = apache_factory(mode="daemon")
+    app = srv.write_file("apps/opt.wsgi", APP)
+    srv.start(f"WSGIDaemonProcess opt processes=2 threads=3 {option}\n"
+              f"WSGIScriptAlias /a {app} process-group=opt\n")
+    pids, bad = set(), []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 4
+
+    def client():
+        while time.monotonic() < deadline:
+            try:
+                r = srv.get("/a/ok")
+                good = r.status == 200 and r.complete
+            except Exception as e:  # refused/reset connections are failures too
+                good, r = False, e
+            with lock:
+                if good:
+                    pids.add(r.body)
+                else:
+                    bad.append(repr(r)[:200])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(pids) >= 4, f"processes were not recycled: {pids}"
+    assert not bad, f"{len(bad)} failed: {bad[:3]}"

@@ -613,6 +613,22 @@ fn handle(r: *mut request_rec) -> c_int {
         }
     }
 
+    if let Some(allowed) = &dcfg.restrict_process
+        && !allowed.contains(&set.process_group)
+    {
+        return refuse(
+            r,
+            HTTP_INTERNAL_SERVER_ERROR,
+            &format!(
+                "process group '{}' is not allowed here by WSGIRestrictProcess",
+                if set.process_group.is_empty() {
+                    "%{GLOBAL}"
+                } else {
+                    &set.process_group
+                }
+            ),
+        );
+    }
     if !set.process_group.is_empty() {
         return serve_remote(r, &set, &dcfg, &script_name, &path_info_v, mtime);
     }

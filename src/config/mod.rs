@@ -100,7 +100,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIRestrictStdout", Server, Implemented, c"WSGIRestrictStdout On|Off"),
     d(c"WSGIRestrictSignal", Server, Implemented, c"WSGIRestrictSignal On|Off"),
     d(c"WSGICaseSensitivity", Server, Implemented, c"WSGICaseSensitivity On|Off"),
-    d(c"WSGIRestrictProcess", ServerDir, NotYet, c"WSGIRestrictProcess <group> ..."),
+    d(c"WSGIRestrictProcess", ServerDir, Implemented, c"WSGIRestrictProcess <group> ..."),
     d(c"WSGIProcessGroup", ServerDir, Implemented, c"WSGIProcessGroup %{GLOBAL}|<name>|%{ENV:var}"),
     d(c"WSGIApplicationGroup", ServerDir, Implemented, c"WSGIApplicationGroup %{GLOBAL}|%{SERVER}|%{RESOURCE}|%{HOST}|%{ENV:var}|<name>"),
     d(c"WSGICallableObject", FileInfo, Implemented, c"WSGICallableObject <name>|%{ENV:var}"),
@@ -277,6 +277,8 @@ pub struct DirConfig {
     pub trusted_proxy_headers: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<IpNet>>,
     pub enable_sendfile: Option<bool>,
+    /// `WSGIRestrictProcess`: the process groups that may be selected here (`""` = embedded).
+    pub restrict_process: Option<Vec<String>>,
 }
 
 impl DirConfig {
@@ -298,6 +300,7 @@ impl DirConfig {
             trusted_proxy_headers: or(&child.trusted_proxy_headers, &parent.trusted_proxy_headers),
             trusted_proxies: or(&child.trusted_proxies, &parent.trusted_proxies),
             enable_sendfile: or(&child.enable_sendfile, &parent.enable_sendfile),
+            restrict_process: or(&child.restrict_process, &parent.restrict_process),
         }
     }
 }
@@ -600,6 +603,18 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             g.daemons.push(d);
         }
         "WSGISocketPrefix" => g.socket_prefix = Some(one(spec, &words)?.to_string()),
+        "WSGIRestrictProcess" => {
+            if words.is_empty() {
+                return Err(usage(spec));
+            }
+            let mut list = Vec::new();
+            for w in &words {
+                // %{GLOBAL} (embedded mode) is allowed by name, as in mod_wsgi.
+                let v = check_process_group(name, w, g)?;
+                list.push(if v == "%{GLOBAL}" { String::new() } else { v });
+            }
+            dcfg.restrict_process = Some(list);
+        }
         "WSGISocketRotation" => {
             if flag(spec, &words)? {
                 let notice = "WSGISocketRotation On: mod_rwsgi keeps daemon socket paths stable \
@@ -928,6 +943,17 @@ mod tests {
         run(&mut c, "WSGITrustedProxies", "127.0.0.1 10.0.0.0/8 ::1").unwrap();
         assert_eq!(c.dir.trusted_proxies.as_ref().map(|v| v.len()), Some(3));
         assert!(run(&mut c, "WSGITrustedProxies", "10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn restrict_process_list() {
+        let mut c = cfg();
+        run(&mut c, "WSGIRestrictProcess", "site1 %{GLOBAL} site2").unwrap();
+        assert_eq!(
+            c.dir.restrict_process.as_deref(),
+            Some(&["site1".to_string(), String::new(), "site2".to_string()][..])
+        );
+        assert!(run(&mut c, "WSGIRestrictProcess", "").is_err());
     }
 
     #[test]
