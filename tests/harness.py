@@ -64,23 +64,18 @@ MPM_MODULES = {
     "prefork": "mpm_prefork_module mod_mpm_prefork.so",
 }
 
+_THREADED_SIZING = """\
+StartServers 1
+ServerLimit 2
+ThreadsPerChild 10
+MaxRequestWorkers 20
+MinSpareThreads 5
+MaxSpareThreads 20
+"""
+
 MPM_SIZING = {
-    "event": """\
-StartServers 1
-ServerLimit 2
-ThreadsPerChild 10
-MaxRequestWorkers 20
-MinSpareThreads 5
-MaxSpareThreads 20
-""",
-    "worker": """\
-StartServers 1
-ServerLimit 2
-ThreadsPerChild 10
-MaxRequestWorkers 20
-MinSpareThreads 5
-MaxSpareThreads 20
-""",
+    "event": _THREADED_SIZING,
+    "worker": _THREADED_SIZING,
     "prefork": """\
 StartServers 2
 MinSpareServers 1

@@ -7,7 +7,7 @@
 use std::ffi::{c_int, c_void};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::ptr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{global, guard, log_server, pool_box};
@@ -37,23 +37,20 @@ pub(crate) struct Generation {
     pub previous: Option<([u8; 16], u32)>,
 }
 
-static GENERATION: Mutex<Option<Generation>> = Mutex::new(None);
+static GENERATION: Mutex<Option<Arc<Generation>>> = Mutex::new(None);
 /// Live daemon processes (pid, group index) of this generation.
 static LIVE: Mutex<Vec<(i32, usize)>> = Mutex::new(Vec::new());
 static STOPPING: Mutex<bool> = Mutex::new(false);
 
-pub(crate) fn generation() -> Option<Generation> {
+pub(crate) fn generation() -> Option<Arc<Generation>> {
     GENERATION.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Looks a group up by name.
-pub(crate) fn group(name: &str) -> Option<(Group, [u8; 16], u32)> {
-    let g = GENERATION.lock().unwrap_or_else(|p| p.into_inner());
-    let gen_ = g.as_ref()?;
-    gen_.groups
-        .iter()
-        .find(|x| x.spec.name == name)
-        .map(|x| (x.clone(), gen_.secret, gen_.number))
+/// Looks a group up by name: the generation and the group's index in it.
+pub(crate) fn group(name: &str) -> Option<(Arc<Generation>, usize)> {
+    let gen_ = generation()?;
+    let i = gen_.groups.iter().position(|x| x.spec.name == name)?;
+    Some((gen_, i))
 }
 
 fn httpd_identity() -> (u32, u32) {
@@ -204,12 +201,12 @@ pub(crate) fn start_all(
     keep_listeners(s, &groups);
     let previous = swap_credentials(s, secret);
     let number = previous.map_or(1, |(_, n)| n.wrapping_add(1));
-    *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Generation {
+    *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Generation {
         groups: groups.clone(),
         secret,
         number,
         previous,
-    });
+    }));
     // Sockets go away with this generation (registered first, so it runs after the daemons
     // have been stopped by their own cleanups).
     // SAFETY: pconf lives for this generation; the cleanup is a plain function.
@@ -436,7 +433,7 @@ fn spawn(
         let timeout = Duration::from_micros(unsafe { (*s).timeout }.max(0) as u64);
         daemon::run(Launch {
             spec: grp.spec.clone(),
-            global: g,
+            global: GlobalConfig::clone(&g),
             listener,
             other_listeners: others,
             secret: gen_.secret,

@@ -204,9 +204,10 @@ pub(crate) struct ServerState {
 }
 
 /// Interpreter-wide settings, reset at the start of every configuration read (pre_config).
-static GLOBAL: Mutex<Option<GlobalConfig>> = Mutex::new(None);
+/// Shared (`Arc`) so each request takes a reference, not a copy of every setting.
+static GLOBAL: Mutex<Option<Arc<GlobalConfig>>> = Mutex::new(None);
 
-pub(crate) fn global() -> GlobalConfig {
+pub(crate) fn global() -> Arc<GlobalConfig> {
     GLOBAL
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -357,7 +358,8 @@ unsafe extern "C" fn directive_entry(
                 return cmd.error("mod_rwsgi: configuration not available");
             }
             let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
-            let g = global.get_or_insert_with(GlobalConfig::default);
+            // Not shared while the configuration is read, so this does not copy.
+            let g = Arc::make_mut(global.get_or_insert_with(Default::default));
             // SAFETY: `server` and `mconfig` are our ServerState and DirConfig for this context;
             // configuration is read by one thread.
             let (server, dir) = unsafe { (&mut *server, &mut *(mconfig as *mut DirConfig)) };
@@ -447,7 +449,7 @@ unsafe extern "C" fn pre_config(
 ) -> c_int {
     guard("pre_config", DONE, || {
         // A new configuration read starts: forget the previous generation's global settings.
-        *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(GlobalConfig::default());
+        *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(Default::default());
         // Every LoadModule has run by now (they execute while the file is read), so this also
         // stops `apachectl -t`.
         // SAFETY: ap_find_linked_module walks httpd's module list, complete at this point.

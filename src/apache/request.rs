@@ -530,10 +530,9 @@ fn handle(r: *mut request_rec) -> c_int {
             "AcceptPathInfo Off disallows the extra path in the URL",
         );
     }
-    // SAFETY: per_dir_config is the request's merged directory vector.
-    let dcfg = unsafe { module_config::<DirConfig>(per_dir) }
-        .cloned()
-        .unwrap_or_default();
+    let no_dir_config = DirConfig::default();
+    // SAFETY: per_dir_config is the request's merged directory vector, alive for the request.
+    let dcfg: &DirConfig = unsafe { module_config::<DirConfig>(per_dir) }.unwrap_or(&no_dir_config);
     let g = global();
 
     // Request facts for %{...} expansion.
@@ -569,7 +568,7 @@ fn handle(r: *mut request_rec) -> c_int {
         script_name: &script_name,
         env: &env_lookup,
     };
-    let set = settings(r, &dcfg, &facts);
+    let set = settings(r, dcfg, &facts);
 
     // Request body policy (mod_wsgi's rules).
     if let Some(te) = table_get(headers_in, c"Transfer-Encoding") {
@@ -630,7 +629,7 @@ fn handle(r: *mut request_rec) -> c_int {
         );
     }
     if !set.process_group.is_empty() {
-        return serve_remote(r, &set, &dcfg, &script_name, &path_info_v, mtime);
+        return serve_remote(r, &set, dcfg, &script_name, &path_info_v, mtime);
     }
     if g.restrict_embedded {
         log_request(
@@ -655,7 +654,7 @@ fn handle(r: *mut request_rec) -> c_int {
         );
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    let (env, https) = match prepare(r, &set, &dcfg, &script_name, &path_info_v) {
+    let (env, https) = match prepare(r, &set, dcfg, &script_name, &path_info_v) {
         Ok(v) => v,
         Err(rc) => return rc,
     };
@@ -711,7 +710,7 @@ fn serve_remote(
     path_info: &[u8],
     mtime: apr_time_t,
 ) -> c_int {
-    let Some((group, secret, generation)) = super::daemon::group(&set.process_group) else {
+    let Some((generation, index)) = super::daemon::group(&set.process_group) else {
         return refuse(
             r,
             HTTP_INTERNAL_SERVER_ERROR,
@@ -759,7 +758,16 @@ fn serve_remote(
     }
     let timeout = std::time::Duration::from_micros(timeout.max(0) as u64);
     let error_override = dcfg.error_override.unwrap_or(false);
-    super::remote::run(r, &group, secret, generation, env, timeout, error_override)
+    let group = &generation.groups[index];
+    super::remote::run(
+        r,
+        group,
+        generation.secret,
+        generation.number,
+        env,
+        timeout,
+        error_override,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
