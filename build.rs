@@ -12,6 +12,19 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
+/// `apxs` on PATH, else Debian's /usr/bin/apxs (the Makefile picks the same one).
+fn default_apxs() -> String {
+    let on_path = env::var_os("PATH").and_then(|paths| {
+        env::split_paths(&paths)
+            .map(|dir| dir.join("apxs"))
+            .find(|candidate| candidate.is_file())
+    });
+    match on_path {
+        Some(path) => path.to_string_lossy().into_owned(),
+        None => "/usr/bin/apxs".into(),
+    }
+}
+
 fn apxs_query(apxs: &str, var: &str) -> String {
     let out = Command::new(apxs)
         .args(["-q", var])
@@ -55,16 +68,19 @@ fn main() {
     println!("cargo:rerun-if-env-changed=APXS");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 
-    // --- Apache: every include dir and define comes from apxs, never hard-coded.
-    let apxs = env::var("APXS").unwrap_or_else(|_| {
-        if Path::new("/usr/bin/apxs").exists() {
-            "/usr/bin/apxs".into()
-        } else {
-            "apxs".into()
-        }
-    });
+    // --- Apache: every include dir and define comes from apxs, never hard-coded. The default
+    // apxs is the one on PATH (the official httpd image puts its own first), else Debian's.
+    let apxs = env::var("APXS").unwrap_or_else(|_| default_apxs());
     let inc = apxs_query(&apxs, "INCLUDEDIR");
-    let apr_inc = apxs_query(&apxs, "APR_INCLUDEDIR");
+    // APR and APR-util headers may live apart from httpd's (Debian: /usr/include/apr-1.0; an
+    // httpd built from source with its own APR: INCLUDEDIR). An empty answer adds nothing.
+    let mut include_dirs = vec![inc.clone()];
+    for var in ["APR_INCLUDEDIR", "APU_INCLUDEDIR"] {
+        let dir = apxs_query(&apxs, var);
+        if !dir.is_empty() && !include_dirs.contains(&dir) {
+            include_dirs.push(dir);
+        }
+    }
     let defs: Vec<String> = apxs_query(&apxs, "EXTRA_CPPFLAGS")
         .split_whitespace()
         .map(String::from)
@@ -74,10 +90,10 @@ fn main() {
     }
 
     let mut cc = cc::Build::new();
-    cc.file("apache/shim.c")
-        .include(&inc)
-        .include(&apr_inc)
-        .warnings(true);
+    cc.file("apache/shim.c").warnings(true);
+    for dir in &include_dirs {
+        cc.include(dir);
+    }
     for d in &defs {
         if let Some(d) = d.strip_prefix("-D") {
             match d.split_once('=') {
@@ -90,8 +106,7 @@ fn main() {
 
     let builder = bindgen::Builder::default()
         .header("apache/wrapper.h")
-        .clang_arg(format!("-I{inc}"))
-        .clang_arg(format!("-I{apr_inc}"))
+        .clang_args(include_dirs.iter().map(|d| format!("-I{d}")))
         .clang_args(&defs)
         .allowlist_type(
             "module|command_rec|cmd_parms|request_rec|server_rec|conn_rec|process_rec|\
