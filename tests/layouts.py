@@ -54,9 +54,19 @@ def debian_apxs_query(var: str) -> str:
                           timeout=CMD_TIMEOUT).stdout.decode().strip()
 
 
+# Variables of the caller's environment that would change what make, a2enmod or apxs do.
+_CLEARED = ("APXS", "DESTDIR", "MODULE", "CARGO_TARGET_DIR", "DEBIAN_LAYOUT", "MAKEFLAGS",
+            "MFLAGS", "MAKELEVEL")
+
+
 def run(cmd, env: dict | None = None, cwd=None, timeout: float = CMD_TIMEOUT):
-    """Run a command, stdout and stderr merged; return (returncode, output)."""
-    full = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
+    """Run a command, stdout and stderr merged; return (returncode, output). The caller's
+    environment is kept (cargo may need RUSTUP_HOME/CARGO_HOME) except what would redirect the
+    command: APACHE_* and the Makefile's variables; `env` is added on top."""
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith("APACHE_") and k not in _CLEARED}
+    full.setdefault("PATH", SYSTEM_PATH)
+    full["LANG"] = "C.UTF-8"
     full.update(env or {})
     p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        env=full, cwd=cwd, timeout=timeout)
@@ -64,10 +74,8 @@ def run(cmd, env: dict | None = None, cwd=None, timeout: float = CMD_TIMEOUT):
 
 
 def make(*args, env: dict | None = None, timeout: float = CMD_TIMEOUT):
-    """`make -C <repo> ARGS` with the caller's PATH (cargo may live in ~/.cargo/bin)."""
-    e = {"PATH": os.environ.get("PATH", SYSTEM_PATH)}
-    e.update(env or {})
-    return run(["make", "-C", REPO, *args], env=e, timeout=timeout)
+    """`make -C <repo> ARGS`."""
+    return run(["make", "-C", REPO, *args], env=env, timeout=timeout)
 
 
 class DebianCopy(harness.Apache):

@@ -26,7 +26,6 @@ BUILD_TIMEOUT = 3600
 
 def _script(tree: layouts.RelocatedTree, step: str):
     env = {
-        "PATH": os.environ.get("PATH", layouts.SYSTEM_PATH),
         "APXS": str(tree.apxs),
         "CARGO_TARGET_DIR": str(TARGET_DIR),
         "RWSGI_APP_DIR": str(tree.root / "srv" / "app"),

@@ -138,6 +138,25 @@ def test_install_into_a_non_debian_layout(destdir):
     assert not (tree / "modules" / "mod_rwsgi.so").exists()
 
 
+def test_install_without_cargo_uses_the_module_built_before(destdir):
+    """`sudo make install` after `make`: root's PATH has no cargo, the built module is used;
+    with nothing built either, make says what to do and installs nothing."""
+    target, root = destdir / "target", destdir / "root"
+    args = ("install", "CARGO=/nonexistent/cargo", f"CARGO_TARGET_DIR={target}",
+            f"DESTDIR={root}")
+    rc, out = layouts.make(*args)
+    assert rc != 0
+    assert "is not on PATH" in out and "MODULE=" in out, out
+    assert not root.exists()
+    (target / "release").mkdir(parents=True)
+    shutil.copy(harness.SO_PATH, target / "release" / "libmod_rwsgi.so")
+    rc, out = layouts.make(*args)
+    assert rc == 0, out
+    assert "using the existing" in out, out
+    installed = root / _apxs("LIBEXECDIR").lstrip("/") / "mod_rwsgi.so"
+    assert installed.read_bytes() == harness.SO_PATH.read_bytes()
+
+
 def test_bad_apxs_is_a_clear_error(destdir):
     rc, out = layouts.make("install", f"APXS={destdir}/no-such-apxs", f"DESTDIR={destdir}",
                            f"MODULE={harness.SO_PATH}")
