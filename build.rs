@@ -43,6 +43,13 @@ fn apxs_query(apxs: &str, var: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `apxs -q VAR` for a variable not every apxs knows: None when it fails or answers nothing.
+fn apxs_query_optional(apxs: &str, var: &str) -> Option<String> {
+    let out = Command::new(apxs).args(["-q", var]).output().ok()?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !value.is_empty()).then_some(value)
+}
+
 fn python_query(python: &str, code: &str) -> String {
     let out = Command::new(python)
         .args(["-c", code])
@@ -73,14 +80,14 @@ fn main() {
     let apxs = env::var("APXS").unwrap_or_else(|_| default_apxs());
     let inc = apxs_query(&apxs, "INCLUDEDIR");
     // APR and APR-util headers may live apart from httpd's (Debian: /usr/include/apr-1.0; an
-    // httpd built from source with its own APR: INCLUDEDIR). An empty answer adds nothing.
-    let mut include_dirs = vec![inc.clone()];
-    for var in ["APR_INCLUDEDIR", "APU_INCLUDEDIR"] {
-        let dir = apxs_query(&apxs, var);
-        if !dir.is_empty() && !include_dirs.contains(&dir) {
-            include_dirs.push(dir);
-        }
+    // httpd built from source with its own APR: INCLUDEDIR). APU_INCLUDEDIR is optional: an
+    // apxs that does not know it, or an empty answer, adds nothing.
+    let mut include_dirs = vec![inc.clone(), apxs_query(&apxs, "APR_INCLUDEDIR")];
+    if let Some(apu) = apxs_query_optional(&apxs, "APU_INCLUDEDIR") {
+        include_dirs.push(apu);
     }
+    include_dirs.retain(|d| !d.is_empty());
+    include_dirs.dedup();
     let defs: Vec<String> = apxs_query(&apxs, "EXTRA_CPPFLAGS")
         .split_whitespace()
         .map(String::from)

@@ -30,10 +30,13 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 CMD_TIMEOUT = 120
 
 
-def write_apxs(path: Path, answers: dict[str, str]) -> Path:
+def write_apxs(path: Path, answers: dict[str, str], unknown: tuple[str, ...] = ()) -> Path:
     """Write an executable apxs at `path` answering `-q NAME` from `answers` (NAME and its lower
-    case), every other query from Debian's apxs; any other use fails."""
-    cases = "\n".join(f"    {k}|{k.lower()}) echo '{v}' ;;" for k, v in answers.items())
+    case), failing like apxs for the `unknown` names, and answering every other query from
+    Debian's apxs; any other use fails."""
+    cases = "\n".join([f"    {k}|{k.lower()}) echo '{v}' ;;" for k, v in answers.items()]
+                      + [f"    {k}|{k.lower()}) echo 'apxs:Error: Invalid query string {k}' >&2;"
+                         f" exit 1 ;;" for k in unknown])
     path.write_text(f"""#!/bin/sh
 # apxs of a test layout (tests/layouts.py): -q VAR answers for that layout.
 if [ "$#" -ne 2 ] || [ "$1" != "-q" ]; then
@@ -143,7 +146,8 @@ RELOCATED_MODULES = ["mod_mpm_event.so", "mod_mpm_prefork.so", "mod_authn_core.s
 class RelocatedTree(harness.Apache):
     """An Apache laid out like the official httpd:2.4 image's /usr/local/apache2, made from
     Debian's apache2 files: bin/httpd (Debian's binary with this ServerRoot and config),
-    bin/apxs (this layout's paths; APR headers stay Debian's, as in the image), include/ (a copy
+    bin/apxs (this layout's paths; APR headers stay Debian's, as in the image; no
+    APU_INCLUDEDIR), include/ (a copy
     of Debian's httpd headers), modules/ (links to Debian's modules), and one conf/httpd.conf in
     the image's style with relative paths (`Include conf/extra/...` is appended by the install
     script under test). `defines` are passed as -D to httpd (e.g. RWSGI_EMBEDDED)."""
@@ -165,7 +169,9 @@ class RelocatedTree(harness.Apache):
         self.apxs = write_apxs(r / "bin" / "apxs", {
             "PREFIX": str(r), "BINDIR": str(r / "bin"), "SBINDIR": str(r / "bin"),
             "LIBEXECDIR": str(r / "modules"), "SYSCONFDIR": str(r / "conf"),
-            "INCLUDEDIR": str(r / "include"), "TARGET": "httpd", "PROGNAME": "httpd"})
+            "INCLUDEDIR": str(r / "include"), "TARGET": "httpd", "PROGNAME": "httpd"},
+            # Not every httpd build records it; the build must do without.
+            unknown=("APU_INCLUDEDIR",))
         self.pid_file = r / "logs" / "httpd.pid"
         self.log_path = r / "logs" / "error_log"
         self.defines: list[str] = []
