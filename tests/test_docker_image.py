@@ -11,6 +11,7 @@ test never rebuilds the module the other tests load.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -24,30 +25,53 @@ TARGET_DIR = Path(os.environ.get("RWSGI_IMAGE_TARGET", str(harness.REPO / "targe
 BUILD_TIMEOUT = 3600
 
 
-def _script(tree: layouts.RelocatedTree, step: str):
+def _script(tree: layouts.RelocatedTree, step: str, destdir: Path | None = None):
     env = {
         "APXS": str(tree.apxs),
         "CARGO_TARGET_DIR": str(TARGET_DIR),
         "RWSGI_APP_DIR": str(tree.root / "srv" / "app"),
     }
-    return layouts.run(["sh", SCRIPT, step], env=env, timeout=BUILD_TIMEOUT)
+    if destdir is not None:
+        env["DESTDIR"] = str(destdir)
+    rc, out = layouts.run(["sh", SCRIPT, step], env=env, timeout=BUILD_TIMEOUT)
+    assert rc == 0, f"rwsgi-image.sh {step} failed:\n{out[-4000:]}"
+    return out
+
+
+def _copy_staged(staging: Path, tree: layouts.RelocatedTree) -> list[str]:
+    """What the Dockerfile's `COPY --from=builder /staging/ /` does, for staged files that all
+    lie inside the tree (checked). Returns the copied paths."""
+    copied = []
+    for dirpath, _, filenames in os.walk(staging):
+        for name in filenames:
+            src = Path(dirpath) / name
+            dest = Path("/") / src.relative_to(staging)
+            assert dest.is_relative_to(tree.root), dest
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+            copied.append(str(dest.relative_to(tree.root)))
+    return sorted(copied)
 
 
 @pytest.fixture(scope="module")
 def tree():
-    """The relocated tree with mod_rwsgi built and installed by the image script (twice: the
-    install step must be repeatable)."""
+    """The relocated tree set up the way docker/Dockerfile does it: `build`, `install` staged
+    under DESTDIR, the staged files copied onto the tree; then `install` once more directly
+    (the step must be repeatable)."""
     t = layouts.RelocatedTree("image")
+    staging = t.root.with_name(t.root.name + "-staging")
     try:
-        rc, out = _script(t, "build")
-        assert rc == 0, f"rwsgi-image.sh build failed:\n{out[-4000:]}"
-        t.build_output = out
-        for _ in range(2):
-            rc, out = _script(t, "install")
-            assert rc == 0, f"rwsgi-image.sh install failed:\n{out[-4000:]}"
+        _script(t, "build")
+        _script(t, "install", destdir=staging)
+        # Staging leaves the tree itself alone.
+        assert not (t.root / "modules" / "mod_rwsgi.so").exists()
+        assert "rwsgi.conf" not in t.conf_path.read_text()
+        t.staged = _copy_staged(staging, t)
+        _script(t, "install")
         yield t
     finally:
         t.stop()
+        shutil.rmtree(staging, ignore_errors=True)
         if not os.environ.get("RWSGI_KEEP"):
             t.cleanup()
 
@@ -69,6 +93,8 @@ def test_build_used_the_trees_apxs_and_headers(tree):
 
 def test_install_layout(tree):
     r = tree.root
+    assert tree.staged == ["conf/extra/rwsgi.conf", "conf/httpd.conf", "modules/mod_rwsgi.so",
+                           "srv/app/app.wsgi"]
     so = r / "modules" / "mod_rwsgi.so"
     conf = r / "conf" / "extra" / "rwsgi.conf"
     app = r / "srv" / "app" / "app.wsgi"
@@ -80,7 +106,7 @@ def test_install_layout(tree):
     assert f"WSGIScriptAlias / {r}/srv/app/app.wsgi" in text
     assert "@" not in text.replace("%{GROUP}", "").replace("%{GLOBAL}", "")
     httpd_conf = (r / "conf" / "httpd.conf").read_text().splitlines()
-    # Installed twice, included once.
+    # Staged, then installed again: included once.
     assert httpd_conf.count(f"Include {r}/conf/extra/rwsgi.conf") == 1
     # Not a Debian layout: no mods-available/ appears.
     assert not (r / "conf" / "mods-available").exists()
