@@ -58,8 +58,8 @@ def debian_apxs_query(var: str) -> str:
 
 
 # Variables of the caller's environment that would change what make, a2enmod or apxs do.
-_CLEARED = ("APXS", "DESTDIR", "MODULE", "CARGO_TARGET_DIR", "DEBIAN_LAYOUT", "MAKEFLAGS",
-            "MFLAGS", "MAKELEVEL")
+_CLEARED = ("APXS", "DESTDIR", "MODULE", "CARGO", "CARGO_TARGET_DIR", "DEBIAN_LAYOUT",
+            "A2DISMOD", "RWSGI_APP_DIR", "RWSGI_SRC", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
 
 
 def run(cmd, env: dict | None = None, cwd=None, timeout: float = CMD_TIMEOUT):
