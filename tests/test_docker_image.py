@@ -135,3 +135,28 @@ def test_example_app_served(tree, mode):
     # The server is gone and removed its pid file.
     assert tree.parent_pid and not harness.pid_alive(tree.parent_pid)
     assert not tree.pid_file.exists()
+
+
+def test_dockerfile_steps_are_the_script_steps():
+    """Every RUN of docker/Dockerfile is a step of docker/rwsgi-image.sh (so this test file runs
+    what the image runs) or the final `httpd -t`; the staged install is what the final stage
+    copies."""
+    text = (harness.REPO / "docker" / "Dockerfile").read_text()
+    runs = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("RUN ")]
+    steps = []
+    for cmd in runs:
+        if cmd == "httpd -t":
+            continue
+        words = cmd.split()
+        assert words[-3:-1] in (["sh", "docker/rwsgi-image.sh"],
+                                ["sh", "/usr/local/bin/rwsgi-image.sh"]), cmd
+        steps.append((words[-1], [w for w in words[:-3] if "=" in w]))
+    assert steps == [
+        ("build-deps", []),
+        ("build", ["APXS=/usr/local/apache2/bin/apxs"]),
+        ("install", ["APXS=/usr/local/apache2/bin/apxs", "DESTDIR=/staging"]),
+        ("runtime-deps", []),
+    ], steps
+    assert "COPY --from=builder /staging/ /" in text
+    assert runs[-1] == "httpd -t"
+    assert text.count("FROM httpd:2.4") == 2
