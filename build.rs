@@ -12,6 +12,19 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
+/// `apxs` on PATH, else Debian's /usr/bin/apxs (the Makefile picks the same one).
+fn default_apxs() -> String {
+    let on_path = env::var_os("PATH").and_then(|paths| {
+        env::split_paths(&paths)
+            .map(|dir| dir.join("apxs"))
+            .find(|candidate| candidate.is_file())
+    });
+    match on_path {
+        Some(path) => path.to_string_lossy().into_owned(),
+        None => "/usr/bin/apxs".into(),
+    }
+}
+
 fn apxs_query(apxs: &str, var: &str) -> String {
     let out = Command::new(apxs)
         .args(["-q", var])
@@ -28,6 +41,13 @@ fn apxs_query(apxs: &str, var: &str) -> String {
         ));
     }
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `apxs -q VAR` for a variable not every apxs knows: None when it fails or answers nothing.
+fn apxs_query_optional(apxs: &str, var: &str) -> Option<String> {
+    let out = Command::new(apxs).args(["-q", var]).output().ok()?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !value.is_empty()).then_some(value)
 }
 
 fn python_query(python: &str, code: &str) -> String {
@@ -55,16 +75,19 @@ fn main() {
     println!("cargo:rerun-if-env-changed=APXS");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 
-    // --- Apache: every include dir and define comes from apxs, never hard-coded.
-    let apxs = env::var("APXS").unwrap_or_else(|_| {
-        if Path::new("/usr/bin/apxs").exists() {
-            "/usr/bin/apxs".into()
-        } else {
-            "apxs".into()
-        }
-    });
+    // --- Apache: every include dir and define comes from apxs, never hard-coded. The default
+    // apxs is the one on PATH (the official httpd image puts its own first), else Debian's.
+    let apxs = env::var("APXS").unwrap_or_else(|_| default_apxs());
     let inc = apxs_query(&apxs, "INCLUDEDIR");
-    let apr_inc = apxs_query(&apxs, "APR_INCLUDEDIR");
+    // APR and APR-util headers may live apart from httpd's (Debian: /usr/include/apr-1.0; an
+    // httpd built from source with its own APR: INCLUDEDIR). APU_INCLUDEDIR is optional: an
+    // apxs that does not know it, or an empty answer, adds nothing.
+    let mut include_dirs = vec![inc.clone(), apxs_query(&apxs, "APR_INCLUDEDIR")];
+    if let Some(apu) = apxs_query_optional(&apxs, "APU_INCLUDEDIR") {
+        include_dirs.push(apu);
+    }
+    include_dirs.retain(|d| !d.is_empty());
+    include_dirs.dedup();
     let defs: Vec<String> = apxs_query(&apxs, "EXTRA_CPPFLAGS")
         .split_whitespace()
         .map(String::from)
@@ -74,10 +97,10 @@ fn main() {
     }
 
     let mut cc = cc::Build::new();
-    cc.file("apache/shim.c")
-        .include(&inc)
-        .include(&apr_inc)
-        .warnings(true);
+    cc.file("apache/shim.c").warnings(true);
+    for dir in &include_dirs {
+        cc.include(dir);
+    }
     for d in &defs {
         if let Some(d) = d.strip_prefix("-D") {
             match d.split_once('=') {
@@ -90,8 +113,7 @@ fn main() {
 
     let builder = bindgen::Builder::default()
         .header("apache/wrapper.h")
-        .clang_arg(format!("-I{inc}"))
-        .clang_arg(format!("-I{apr_inc}"))
+        .clang_args(include_dirs.iter().map(|d| format!("-I{d}")))
         .clang_args(&defs)
         .allowlist_type(
             "module|command_rec|cmd_parms|request_rec|server_rec|conn_rec|process_rec|\
