@@ -23,20 +23,27 @@ import socket
 import pytest
 
 import harness
-from conftest import MODES, finish_servers
+from conftest import MODES, MPMS, finish_servers
 
 APP = "badapps.wsgi"
 # A line mod_rwsgi logged at warning level or above carries an RW code.
 CODED = re.compile(r"\[rwsgi:(warn|error|crit|alert|emerg)\].*?\b(RW\d{4})\b")
 
 
-@pytest.fixture(scope="module", params=MODES)
+# Threaded (event) and single-threaded (prefork) children; prefork matters for embedded mode.
+SHARED_MPMS = [m for m in ("event", "prefork") if m in MPMS] or [MPMS[0]]
+
+
+@pytest.fixture(scope="module", params=[(mo, mp) for mo in MODES for mp in SHARED_MPMS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def shared(request):
-    """One started server per mode, shared by the single-request tests of this module."""
-    srv = harness.Apache(mpm="event", mode=request.param, name=f"badapps-{request.param}")
+    """One started server per mode and MPM, shared by the single-request tests of this
+    module."""
+    mode, mpm = request.param
+    srv = harness.Apache(mpm=mpm, mode=mode, name=f"badapps-{mode}-{mpm}")
     srv.start(srv.mount("/b", srv.app(APP)))
     yield srv
-    problems, saved = finish_servers([srv], f"test_badapps-{request.param}", False)
+    problems, saved = finish_servers([srv], f"test_badapps-{mode}-{mpm}", False)
     if problems:
         pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
 
@@ -92,6 +99,7 @@ CLASSES = [
     ("returns-none", "500", "RW0008"),
     ("returns-int", "500", "RW0008"),
     ("no-start-response", "500", "RW0008"),
+    ("no-start-response-empty", "500", "RW0008"),
     # the status
     ("status-nondigit", "500", "RW0007"),
     ("status-no-reason", "500", "RW0007"),     # PEP 3333 requires the reason phrase

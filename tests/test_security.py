@@ -188,7 +188,7 @@ def test_daemon_holds_exactly_the_configured_credentials(apache_factory):
     assert sorted(d["Groups"]) == sorted(set(os.getgrouplist(WWW, WWW_GID))), d
     assert s["Uid"] == [WWW_UID] * 4 and s["Gid"] == [WWW_GID] * 4, s
     nogroup = grp.getgrnam("nogroup").gr_gid
-    assert set(s["Groups"]) - {WWW_GID} == {nogroup}, s
+    assert sorted(s["Groups"]) == sorted({WWW_GID, nogroup}), s   # the list + the primary gid
     assert 0 not in d["Groups"] + s["Groups"]
 
 

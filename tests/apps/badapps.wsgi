@@ -98,6 +98,8 @@ def routes(environ, start_response, path, q, tag):
         return 42
     if path == "/no-start-response":
         return [b"body without a head"]
+    if path == "/no-start-response-empty":
+        return []
 
     # ---- the status
     if path == "/status-nondigit":
