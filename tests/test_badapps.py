@@ -195,9 +195,8 @@ def test_write_after_the_request_ended_raises(srv):
     r = srv.get("/b/write-after-end?tag=wae")
     assert r.status == 200 and r.complete and r.body == b"kept", r
     (srv.state / "go-wae").touch()   # (write_file would make the state dir 0755)
-    assert harness.wait_for_file(srv.state / "late-wae", 25)
-    late = (srv.state / "late-wae").read_text()
-    assert late.startswith("raised:RuntimeError:"), late
+    late = harness.wait_for_record(srv.state / "late-wae", 25)
+    assert late and late.startswith("raised:RuntimeError:"), late
     assert srv.get("/b/ok").status == 200
 
 
@@ -253,8 +252,9 @@ def test_endless_generator_stops_when_the_client_leaves(apache_factory, mode, mp
         _endless_and_leave(srv, tag)
         assert harness.wait_for_file(srv.state / f"close-{tag}", 30), \
             f"round {i}: close() never called after the client left"
-        assert harness.wait_for_file(srv.state / f"endless-closed-{tag}", 10)
-        blocks = int((srv.state / f"endless-closed-{tag}").read_text())
+        text = harness.wait_for_record(srv.state / f"endless-closed-{tag}", 10)
+        assert text, f"round {i}: the generator's finally clause never ran"
+        blocks = int(text)
         assert blocks < 6000, "the generator ran to its safety limit: nobody stopped it"
         assert not (srv.state / f"endless-ran-out-{tag}").exists()
     r = srv.get("/b/ok")

@@ -404,6 +404,7 @@ def capture_credentials(srv, sock_path, url: str):
     fake = socket.socket(socket.AF_UNIX)
     got = b""
     result = {}
+    conn = None
     try:
         fake.bind(str(sock_path))
         os.chmod(sock_path, 0o666)
@@ -423,11 +424,13 @@ def capture_credentials(srv, sock_path, url: str):
             if not d:
                 break
             got += d
-        conn.close()
     finally:
-        fake.close()
-        os.unlink(sock_path)
+        # Put the daemon's socket back in one atomic step, before the child sees this
+        # connection close and retries: the retry can only reach the real daemon.
         os.rename(hidden, sock_path)
+        if conn is not None:
+            conn.close()
+        fake.close()
     t.join(60)
     return parse_capture(got), result.get("r")
 
