@@ -93,6 +93,16 @@ def apache_factory(request, mode):
 
     yield make
 
+    failed = any(getattr(request.node, "rep_" + w, None) is not None
+                 and getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
+    problems, saved = finish_servers(servers, request.node.nodeid, failed)
+    if problems:
+        pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
+
+
+def finish_servers(servers: list, nodeid: str, failed: bool) -> tuple[list[str], Path | None]:
+    """Stop the servers and check their error logs; save the logs if anything failed. Returns
+    (problems, where the logs were saved)."""
     problems = []
     for i, srv in enumerate(servers):
         try:
@@ -103,20 +113,16 @@ def apache_factory(request, mode):
         bad = srv.log_violations()
         if bad:
             problems.append(f"server{i}: forbidden error-log lines:\n  " + "\n  ".join(bad[:30]))
-    failed = problems or any(getattr(request.node, "rep_" + w, None) is not None
-                             and getattr(request.node, "rep_" + w).failed
-                             for w in ("setup", "call"))
     saved = None
-    if failed:
-        dest = LOG_DIR / _safe(request.node.nodeid)
+    if problems or failed:
+        dest = LOG_DIR / _safe(nodeid)
         for i, srv in enumerate(servers):
             srv.save_logs(dest / f"server{i}")
         saved = dest
     if not os.environ.get("RWSGI_KEEP"):
         for srv in servers:
             srv.cleanup()
-    if problems:
-        pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
+    return problems, saved
 
 
 @pytest.fixture

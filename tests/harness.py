@@ -153,6 +153,19 @@ def wait_for_file(path, timeout: float = 10.0) -> bool:
     return bool(wait_for(lambda: Path(path).exists(), timeout))
 
 
+def wait_for_record(path, timeout: float = 10.0) -> str | None:
+    """The text of a record file another process writes (lines ending in a newline), once a
+    complete line is there; None if none arrives in time. Waiting for the file to exist is not
+    enough: it exists from open() on, before anything is written."""
+    def complete():
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            return None
+        return text if text.endswith("\n") else None
+    return wait_for(complete, timeout)
+
+
 # --------------------------------------------------------------------------- /proc helpers
 
 def _proc_stat(pid: int):

@@ -19,9 +19,8 @@ def rsrv(apache_factory, mode):
 
 
 def _closed(srv, tag, timeout=5.0):
-    p = srv.state / f"close-{tag}"
-    harness.wait_for_file(p, timeout)
-    return p.read_text().splitlines() if p.exists() else []
+    text = harness.wait_for_record(srv.state / f"close-{tag}", timeout)
+    return text.splitlines() if text else []
 
 
 def test_custom_reason_phrase(rsrv):

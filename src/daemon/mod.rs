@@ -922,9 +922,24 @@ fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
             (ctx.log)(
                 Level::Error,
                 &format!(
-                    "{}: expected Hello, got {}",
+                    "{}: daemon group '{}': refused a connection that did not start with Hello \
+                     (got {})",
                     Code::DaemonProtocol.as_str(),
+                    ctx.spec.name,
                     other.name()
+                ),
+            );
+            return false;
+        }
+        // Not a frame at all (garbage, an oversized length): refused like a wrong secret.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': refused a connection whose handshake is not a \
+                     protocol frame: {e}",
+                    Code::DaemonProtocol.as_str(),
+                    ctx.spec.name
                 ),
             );
             return false;

@@ -763,6 +763,15 @@ impl Driver<'_> {
     fn iterate(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<Outcome> {
         let is_seq = result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>();
         let flush = self.stream_flush && !is_seq;
+        let iterable = !result.is_none()
+            && (result.hasattr("__iter__").unwrap_or(false)
+                || result.hasattr("__getitem__").unwrap_or(false));
+        if !iterable {
+            return Some(self.protocol_error(&format!(
+                "the application returned {}, which is not an iterable of bytes",
+                result.get_type()
+            )));
+        }
         let iter = match result.try_iter() {
             Ok(i) => i,
             Err(e) => return Some(self.fail(py, &e, "iterating the result of")),
@@ -781,6 +790,11 @@ impl Driver<'_> {
             let data = bytes.as_bytes();
             if data.is_empty() {
                 continue;
+            }
+            if lock(&self.state).head.is_none() {
+                return Some(self.protocol_error(
+                    "the response iterable yielded data before start_response() was called",
+                ));
             }
             if let Err(e) = send_body(py, &self.state, data, flush) {
                 return Some(self.fail(py, &e, "writing the response of"));

@@ -88,9 +88,39 @@ pub fn check_header(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most headers one response may carry, in either mode: what a daemon can pass on in one
+/// `Head` frame, applied in embedded mode too so an application behaves the same in both.
+pub const MAX_RESPONSE_HEADERS: usize = crate::protocol::MAX_HEADERS;
+/// Largest response head (status line plus every name and value, as encoded in a `Head` frame).
+pub const MAX_RESPONSE_HEAD_BYTES: usize = crate::protocol::MAX_HEAD_FRAME;
+
+/// Checks that a head fits the bounds above (a huge head is refused, never half-sent).
+fn check_size(status: &str, headers: &[(String, String)]) -> Result<(), String> {
+    if headers.len() > MAX_RESPONSE_HEADERS {
+        return Err(format!(
+            "the response has {} headers; at most {MAX_RESPONSE_HEADERS} are allowed",
+            headers.len()
+        ));
+    }
+    // The Head frame's layout: status u16, reason (u16 length), count u16, then per header a
+    // u16-prefixed name and a u32-prefixed value (see crate::protocol).
+    let size = headers
+        .iter()
+        .fold(2 + 2 + status.len() + 2, |acc, (n, v)| {
+            acc.saturating_add(2 + n.len() + 4 + v.len())
+        });
+    if size > MAX_RESPONSE_HEAD_BYTES {
+        return Err(format!(
+            "the response head is {size} bytes; at most {MAX_RESPONSE_HEAD_BYTES} are allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a whole head.
 pub fn validate(status: &str, headers: Vec<(String, String)>) -> Result<Head, String> {
     let (code, status_line) = parse_status(status)?;
+    check_size(status, &headers)?;
     let mut content_length = None;
     for (n, v) in &headers {
         check_header(n, v)?;
@@ -173,5 +203,29 @@ mod tests {
             ("content-length".into(), "2".into()),
         ];
         assert!(validate("200 OK", two).is_err());
+    }
+
+    #[test]
+    fn head_size_bounds() {
+        let many = |n: usize, len: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| (format!("X-H{i}"), "v".repeat(len)))
+                .collect()
+        };
+        assert!(validate("200 OK", many(MAX_RESPONSE_HEADERS, 10)).is_ok());
+        assert!(
+            validate("200 OK", many(MAX_RESPONSE_HEADERS + 1, 1))
+                .unwrap_err()
+                .contains("at most 1024")
+        );
+        assert!(
+            validate("200 OK", many(2, 600_000))
+                .unwrap_err()
+                .contains("response head is")
+        );
+        // The largest head validate() accepts is one a Head frame can carry.
+        let one = MAX_RESPONSE_HEAD_BYTES - (2 + 2 + 6 + 2) - (2 + 1 + 4);
+        assert!(validate("200 OK", vec![("X".into(), "v".repeat(one))]).is_ok());
+        assert!(validate("200 OK", vec![("X".into(), "v".repeat(one + 1))]).is_err());
     }
 }
