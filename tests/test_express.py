@@ -79,13 +79,13 @@ class Express:
     """One rwsgi-express start-server run (or a --setup-only one) in a private directory."""
 
     def __init__(self, workdir: Path, script: Path, args: list[str], mode: str,
-                 binary: Path = EXPRESS, module: bool = True):
+                 binary: Path = EXPRESS, module: bool = True, prefix: list[str] = ()):
         self.workdir = workdir
         self.port = harness.free_port()
         self.root = workdir / "root"
         self.stdout_path = workdir / "stdout.log"
         self.stderr_path = workdir / "stderr.log"
-        self.cmd = [str(binary), "start-server", str(script), "--host", "127.0.0.1",
+        self.cmd = [*prefix, str(binary), "start-server", str(script), "--host", "127.0.0.1",
                     "--port", str(self.port), "--server-root", str(self.root)]
         if module:
             self.cmd += ["--module", str(harness.SO_PATH)]
@@ -213,11 +213,12 @@ def express(workdir):
     runs: list[Express] = []
 
     def make(*args: str, mode: str = "daemon", app: str = APP, start: bool = True,
-             binary: Path = EXPRESS, module: bool = True) -> Express:
+             binary: Path = EXPRESS, module: bool = True, prefix=()) -> Express:
         script = workdir / "app.wsgi"
         script.write_text(app)
         os.chmod(script, 0o644)
-        x = Express(workdir, script, list(args), mode, binary=binary, module=module)
+        x = Express(workdir, script, list(args), mode, binary=binary, module=module,
+                    prefix=list(prefix))
         runs.append(x)
         return x.start() if start else x
 
@@ -308,6 +309,49 @@ def test_processes_threads_and_mpm(express, mode):
     assert "mod_mpm_prefork.so" in conf
     if mode == "daemon":
         assert len(x.daemon_pids()) == 2
+    x.stop()
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to start the tool as another user")
+def test_runs_as_an_ordinary_user(express, workdir, mode):
+    """Started by a non-root user (nobody), everything runs as that user. Its stdout and
+    stderr here are files of root's, which Apache (as nobody) cannot reopen as /dev/stdout
+    and /dev/stderr: rwsgi-express relays the logs to them."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    os.chown(workdir, nobody.pw_uid, nobody.pw_gid)
+    x = express("--access-log", mode=mode, prefix=[
+        "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"])
+    data = x.json("/")
+    apache = x.apache_pid()
+    assert _uid(apache) == nobody.pw_uid
+    assert _uid(data["pid"]) == nobody.pw_uid
+    if mode == "daemon":
+        assert data["pid"] in x.daemon_pids()
+    x.stop()
+    assert '"GET / HTTP/1.1" 200' in x.stdout()
+    assert "AH00094" in x.stderr()
+
+
+def test_python_home_runs_the_app_in_a_virtual_environment(express, workdir, mode):
+    venv = workdir / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    app = ("import sys\n"
+           "def application(environ, start_response):\n"
+           "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+           "    return [sys.prefix.encode()]\n")
+    x = express("--python-home", str(venv), mode=mode, app=app)
+    r = x.get("/")
+    assert (r.status, r.text) == (200, str(venv)), x.stderr()
     x.stop()
 
 

@@ -37,7 +37,13 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
         .stdin(Stdio::null())
         .process_group(0);
     os::prepare_child(&mut cmd);
-    let mut child = match cmd.spawn() {
+    let relays = [
+        relay_if_needed(&mut cmd, Stream::Stdout),
+        relay_if_needed(&mut cmd, Stream::Stderr),
+    ];
+    let spawned = cmd.spawn();
+    drop(cmd); // our copies of the relay pipes' write ends: the relays end when Apache's do
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rwsgi-express: cannot run {}: {e}", httpd.display());
@@ -83,6 +89,12 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
         eprintln!("rwsgi-express: stopped {left} process(es) Apache left behind");
     }
     remove_runtime_files(server_root, pid);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for r in relays.into_iter().flatten() {
+        while !r.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     match status {
         // Stopped on request: a clean stop, or SIGTERM before Apache had set its handlers.
         Some(st) if stop_sent.is_some() && (st.success() || st.signal() == Some(libc::SIGTERM)) => {
@@ -101,6 +113,45 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
         }
         None => 1,
     }
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Apache logs to the terminal by opening /dev/stdout and /dev/stderr, which fails when they
+/// are a socket or a descriptor another user opened (say, a non-root run under a root shell's
+/// redirection). Then Apache gets a pipe of ours instead, and a thread copies it through.
+fn relay_if_needed(cmd: &mut Command, which: Stream) -> Option<std::thread::JoinHandle<()>> {
+    let dev = match which {
+        Stream::Stdout => "/dev/stdout",
+        Stream::Stderr => "/dev/stderr",
+    };
+    if std::fs::OpenOptions::new().append(true).open(dev).is_ok() {
+        return None;
+    }
+    let (mut reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rwsgi-express: warning: {dev} cannot be reopened and no pipe: {e}");
+            return None;
+        }
+    };
+    match which {
+        Stream::Stdout => cmd.stdout(writer),
+        Stream::Stderr => cmd.stderr(writer),
+    };
+    std::thread::Builder::new()
+        .name(format!("relay {dev}"))
+        .spawn(move || {
+            let _ = match which {
+                Stream::Stdout => std::io::copy(&mut reader, &mut std::io::stdout()),
+                Stream::Stderr => std::io::copy(&mut reader, &mut std::io::stderr()),
+            };
+        })
+        .ok()
 }
 
 /// Stops and reaps every process left to us (Apache's orphans, which the subreaper setting
