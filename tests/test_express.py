@@ -582,3 +582,21 @@ def test_port_in_use_is_refused(workdir):
         assert f"port {port} on 127.0.0.1 is already in use" in line
     finally:
         s.close()
+
+
+def test_apache_failing_to_start_is_reported(workdir):
+    """Apache refuses the configuration (here: a "module" that is no shared object): its
+    message reaches the terminal, rwsgi-express exits non-zero, and nothing is left running."""
+    _express_ok()
+    app = _write(workdir / "app.wsgi", APP)
+    fake = _write(workdir / "mod_rwsgi.so", "not a shared object\n")
+    root = workdir / "root"
+    p = subprocess.run([str(EXPRESS), "start-server", str(app), "--host", "127.0.0.1",
+                        "--port", str(harness.free_port()), "--server-root", str(root),
+                        "--module", str(fake)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0
+    assert "Cannot load" in p.stderr and str(fake) in p.stderr, p.stderr
+    assert "rwsgi-express: Apache exited with status" in p.stderr
+    assert not (root / "httpd.pid").exists()
+    assert not list(root.glob("rwsgi.*.sock"))

@@ -32,7 +32,7 @@ pub const DOCROOT: &str = "htdocs";
 
 impl Plan<'_> {
     /// The host name used in URLs, the daemon group's name and the default server root.
-    pub fn host_name(&self) -> &str {
+    pub fn host_name(&self) -> String {
         host_name(self.o)
     }
 
@@ -50,8 +50,13 @@ impl Plan<'_> {
     }
 }
 
-pub fn host_name(o: &Options) -> &str {
-    o.host.as_deref().unwrap_or("localhost")
+/// `--host` as URLs and `ServerName` write it (an IPv6 address in brackets), or `localhost`.
+pub fn host_name(o: &Options) -> String {
+    match o.host.as_deref() {
+        None => "localhost".into(),
+        Some(h) if h.contains(':') => format!("[{h}]"),
+        Some(h) => h.into(),
+    }
 }
 
 /// A configuration argument in double quotes (paths were checked to hold no `"`, `\` or
@@ -64,8 +69,7 @@ fn q(s: &str) -> String {
 fn listen(o: &Options) -> String {
     match &o.host {
         None => o.port.to_string(),
-        Some(h) if h.contains(':') => format!("[{h}]:{}", o.port),
-        Some(h) => format!("{h}:{}", o.port),
+        Some(_) => format!("{}:{}", host_name(o), o.port),
     }
 }
 
@@ -308,7 +312,12 @@ pub fn httpd_conf(plan: &Plan) -> String {
         cmd = plan.command_line.replace('\n', " "),
         root = q(&plan.server_root),
         root_raw = plan.server_root,
-        host = plan.host_name(),
+        // ServerName takes no brackets (they read as a wildcard pattern).
+        host = o
+            .host
+            .as_deref()
+            .filter(|h| !h.contains(':'))
+            .unwrap_or("localhost"),
         listen = listen(o),
         pid = q(&plan.root(PID_FILE)),
         user = plan.user,
@@ -608,6 +617,16 @@ mod tests {
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains(r"CONF='/tmp/it'\''s/httpd.conf'"));
         assert!(s.contains("exec \"$HTTPD\" -f \"$CONF\" -k \"$cmd\" \"$@\""));
+    }
+
+    #[test]
+    fn ipv6_host() {
+        let o = options("start-server app.wsgi --host ::1 --port 9000");
+        let p = plan(&o);
+        let c = httpd_conf(&p);
+        assert!(c.contains("Listen [::1]:9000\n"));
+        assert!(c.contains("ServerName localhost\n"));
+        assert_eq!(p.group_name(), "[::1]:9000");
     }
 
     #[test]
