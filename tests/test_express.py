@@ -103,9 +103,10 @@ class Express:
 
     def start(self) -> "Express":
         # Append mode: Apache reopens /dev/stdout and /dev/stderr, which must not truncate.
+        # A process group of its own, as a shell gives a foreground job.
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=err)
+                                         stderr=err, process_group=0)
         self.started_at = time.monotonic()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -152,16 +153,19 @@ class Express:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
-    def stop(self, sig=signal.SIGINT) -> int:
-        """Sends `sig` to rwsgi-express only (as a test stands in for a terminal's Ctrl-C) and
-        checks that it exits 0 leaving no process, socket or pid file."""
+    def stop(self, sig=signal.SIGINT, group: bool = False) -> int:
+        """Sends `sig` to rwsgi-express (`group`: to its whole process group, as a terminal's
+        Ctrl-C does) and checks that it exits 0 leaving no process, socket or pid file."""
         assert self.proc is not None
         # A just-started event MPM child can crash when told to stop (see harness.stop).
         settle = harness.MIN_UPTIME_BEFORE_STOP - (time.monotonic() - self.started_at)
         if settle > 0:
             time.sleep(settle)
         recorded = _descendants(self.proc.pid) + self.recorded
-        os.kill(self.proc.pid, sig)
+        if group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            os.kill(self.proc.pid, sig)
         try:
             rc = self.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -237,8 +241,10 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 # --------------------------------------------------------------------------- serving and stopping
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_serves_the_app_and_a_signal_stops_everything(express, mode, sig):
+@pytest.mark.parametrize("sig,group", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                       (signal.SIGINT, True)],
+                         ids=["SIGINT", "SIGTERM", "Ctrl-C-to-the-process-group"])
+def test_serves_the_app_and_a_signal_stops_everything(express, mode, sig, group):
     x = express("--access-log", mode=mode)
     data = x.json("/foo", headers={"Authorization": "Basic dTpw"})
     assert data["PATH_INFO"] == "/foo"
@@ -258,11 +264,37 @@ def test_serves_the_app_and_a_signal_stops_everything(express, mode, sig):
     assert any(p == apache for p, _ in x.recorded)
     conf = (x.root / "httpd.conf").read_text()
     assert ("WSGIRestrictEmbedded On" in conf) == (mode == "daemon")
-    x.stop(sig)
+    x.stop(sig, group=group)
     # Logs went to the terminal: the access log on stdout, Apache's messages on stderr.
     assert re.search(r'"GET /foo HTTP/1.1" 200 \d+', x.stdout())
     assert "resuming normal operations" in x.stderr() or "AH00094" in x.stderr()
     assert "rwsgi-express: stopping Apache" in x.stderr()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP], ids=["SIGUSR1", "SIGHUP"])
+def test_restart_signals_are_passed_to_apache(express, mode, sig):
+    """SIGUSR1 (graceful restart) and SIGHUP (restart) reach Apache, which restarts and keeps
+    serving under the same parent; rwsgi-express keeps running."""
+    x = express(mode=mode)
+    assert x.get("/").status == 200
+    apache = x.apache_pid()
+    before = x.stderr().count("resuming normal operations")
+    time.sleep(harness.MIN_UPTIME_BEFORE_STOP)
+    os.kill(x.proc.pid, sig)
+    deadline = time.monotonic() + START_TIMEOUT
+    while (time.monotonic() < deadline
+           and x.stderr().count("resuming normal operations") <= before):
+        time.sleep(0.1)
+    assert x.stderr().count("resuming normal operations") > before, x.stderr()
+    deadline = time.monotonic() + START_TIMEOUT
+    r = x.get("/")
+    while r.status != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        r = x.get("/")
+    assert r.status == 200, (r, x.stderr())
+    assert x.proc.poll() is None and x.apache_pid() == apache
+    x.started_at = time.monotonic()
+    x.stop()
 
 
 def test_mount_point_and_url_aliases(express, workdir, mode):
@@ -345,6 +377,11 @@ def test_python_home_runs_the_app_in_a_virtual_environment(express, workdir, mod
     venv = workdir / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
+    for dirpath, dirs, files in os.walk(venv):  # readable by the server's user, whatever umask
+        os.chmod(dirpath, 0o755)
+        for f in files:
+            if not os.path.islink(os.path.join(dirpath, f)):
+                os.chmod(os.path.join(dirpath, f), 0o755)
     app = ("import sys\n"
            "def application(environ, start_response):\n"
            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
