@@ -617,6 +617,7 @@ def test_port_in_use_is_refused(workdir):
         line = _bad(["start-server", str(app), "--host", "127.0.0.1", "--port", str(port),
                      "--server-root", str(workdir / "root"), "--module", str(harness.SO_PATH)])
         assert f"port {port} on 127.0.0.1 is already in use" in line
+        assert not (workdir / "root").exists()
     finally:
         s.close()
 

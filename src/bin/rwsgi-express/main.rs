@@ -320,6 +320,9 @@ fn start(o: &Options, args: &[String]) -> Result<i32, String> {
     let modules_dir = modules_dir?;
     let httpd = locate::httpd(o)?;
     let text = |p: &Path, what: &str| absolute(what, &p.display().to_string());
+    if !o.setup_only {
+        check_port(o)?;
+    }
     let root = server_root(o)?;
     if !o.embedded {
         // The daemon sockets are <root>/rwsgi.<pid>.<n>.sock; a UNIX socket path has 107 bytes.
@@ -337,9 +340,6 @@ fn start(o: &Options, args: &[String]) -> Result<i32, String> {
                 d.display()
             ));
         }
-    }
-    if !o.setup_only {
-        check_port(o)?;
     }
     let mime_types = match locate::mime_types() {
         Some(p) => text(&p, "mime types")?,

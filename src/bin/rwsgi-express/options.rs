@@ -508,7 +508,14 @@ fn build(script: String, seen: &[(&'static Spec, Vec<String>)]) -> Result<Option
         script,
         host: one(seen, "--host").map(str::to_string),
         port,
-        mount_point: one(seen, "--mount-point").unwrap_or("/").to_string(),
+        // "/app/" mounts at "/app" (requests for "/app" itself reach the application too).
+        mount_point: match one(seen, "--mount-point")
+            .unwrap_or("/")
+            .trim_end_matches('/')
+        {
+            "" => "/".to_string(),
+            m => m.to_string(),
+        },
         callable_object: one(seen, "--callable-object")
             .unwrap_or("application")
             .to_string(),
@@ -764,6 +771,11 @@ mod tests {
         assert!(o.embedded && o.access_log);
         assert_eq!((o.processes, o.threads, o.mpm), (Some(3), 2, Mpm::Prefork));
         assert!(start("setup-server app.wsgi").setup_only);
+        assert_eq!(
+            start("start-server a --mount-point /app/").mount_point,
+            "/app"
+        );
+        assert_eq!(start("start-server a --mount-point /").mount_point, "/");
     }
 
     #[test]
