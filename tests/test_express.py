@@ -359,8 +359,14 @@ def test_runs_as_an_ordinary_user(express, workdir, mode):
     and /dev/stderr: rwsgi-express relays the logs to them."""
     import pwd
     nobody = pwd.getpwnam("nobody")
+    # Copies nobody can reach wherever the checkout is; the module is found next to the tool.
+    bindir = workdir / "bin"
+    bindir.mkdir()
+    os.chmod(bindir, 0o755)
+    binary = Path(shutil.copy2(EXPRESS, bindir / "rwsgi-express"))
+    shutil.copy2(harness.SO_PATH, bindir / "libmod_rwsgi.so")
     os.chown(workdir, nobody.pw_uid, nobody.pw_gid)
-    x = express("--access-log", mode=mode, prefix=[
+    x = express("--access-log", mode=mode, binary=binary, module=False, prefix=[
         "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"])
     data = x.json("/")
     apache = x.apache_pid()
