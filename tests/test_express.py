@@ -571,6 +571,7 @@ def test_bad_command_lines_fail_with_one_line(workdir):
         (base + ["--user", "root"], "must not run as root"),
         (base + ["--user", "no-such-user-here"], "no user named"),
         (base + ["--httpd", str(workdir / "nope")], "--httpd:"),
+        (base[:-1] + [str(workdir / ("r" * 90))], "too long for the daemon sockets"),
         (["serve", str(app)], "unknown command"),
         (["start-server"], "needs the WSGI script"),
     ]

@@ -215,6 +215,13 @@ fn server_root(o: &Options) -> Result<String, String> {
             (absolute("server root", &p)?, true)
         }
     };
+    // The daemon sockets are <root>/rwsgi.<pid>.<n>.sock; a UNIX socket path has 107 bytes.
+    if !o.embedded && path.len() + "/rwsgi.4194304.99.sock".len() > 107 {
+        return Err(format!(
+            "server root '{path}' is too long for the daemon sockets inside it (at most 85 \
+             characters): give a shorter --server-root"
+        ));
+    }
     match fs::symlink_metadata(&path) {
         Ok(m) => {
             let mine = m.uid() == sys::euid() && m.mode() & 0o022 == 0;
@@ -324,22 +331,15 @@ fn start(o: &Options, args: &[String]) -> Result<i32, String> {
         check_port(o)?;
     }
     let root = server_root(o)?;
-    if !o.embedded {
-        // The daemon sockets are <root>/rwsgi.<pid>.<n>.sock; a UNIX socket path has 107 bytes.
-        if root.len() + "/rwsgi.4194304.99.sock".len() > 107 {
-            return Err(format!(
-                "server root '{root}' is too long for the daemon sockets inside it (at most 85 \
-                 characters): give a shorter --server-root"
-            ));
-        }
-        if let Some(d) = blocked_dir(&Path::new(&root).join("x"), &who) {
-            return Err(format!(
-                "server root '{root}' cannot be reached by user {} (the daemon sockets live \
-                 there): directory {} is not searchable by it",
-                who.name,
-                d.display()
-            ));
-        }
+    if !o.embedded
+        && let Some(d) = blocked_dir(&Path::new(&root).join("x"), &who)
+    {
+        return Err(format!(
+            "server root '{root}' cannot be reached by user {} (the daemon sockets live \
+             there): directory {} is not searchable by it",
+            who.name,
+            d.display()
+        ));
     }
     let mime_types = match locate::mime_types() {
         Some(p) => text(&p, "mime types")?,
