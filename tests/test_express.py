@@ -271,6 +271,30 @@ def test_serves_the_app_and_a_signal_stops_everything(express, mode, sig, group)
     assert "rwsgi-express: stopping Apache" in x.stderr()
 
 
+def test_apache_stops_when_the_tool_is_killed(express, mode):
+    """Even SIGKILL of rwsgi-express (no chance to clean up) stops Apache and its daemons: Apache
+    gets SIGTERM as a parent-death signal and stops in order."""
+    x = express(mode=mode)
+    assert x.get("/").status == 200
+    time.sleep(harness.MIN_UPTIME_BEFORE_STOP)
+    started = _descendants(x.proc.pid)
+    assert started
+    os.kill(x.proc.pid, signal.SIGKILL)
+    x.proc.wait(timeout=10)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline and any(
+            harness._same_process_alive(p, s) for p, s in started):
+        time.sleep(0.1)
+    left = [p for p, s in started if harness._same_process_alive(p, s)]
+    for p, s in started:
+        if harness._same_process_alive(p, s):
+            os.kill(p, signal.SIGKILL)
+    assert not left, f"left after rwsgi-express was killed: {left}"
+    assert not x.sockets()
+    assert not (x.root / "httpd.pid").exists()
+    x.check_log()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP], ids=["SIGUSR1", "SIGHUP"])
 def test_restart_signals_are_passed_to_apache(express, mode, sig):
     """SIGUSR1 (graceful restart) and SIGHUP (restart) reach Apache, which restarts and keeps
