@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds mod_rwsgi and serves the demo WSGI app through Apache in the foreground on
-# http://127.0.0.1:${PORT:-8000}/ (Ctrl-C stops it). Installs missing packages first.
+# Builds mod_rwsgi and rwsgi-express, then serves the demo WSGI app (conf/demo/demo.wsgi) with
+# `rwsgi-express start-server` in the foreground on http://127.0.0.1:${PORT:-8000}/ (daemon
+# mode, logs and access log on the terminal; Ctrl-C stops it). Installs missing packages first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -8,11 +9,12 @@ cargo build --release
 
 PORT="${PORT:-8000}"
 ROOT="${RWSGI_DEMO_ROOT:-/tmp/rwsgi-demo}"
-mkdir -p "$ROOT/logs" "$ROOT/run" "$ROOT/htdocs" "$ROOT/app"
-install -m 0644 target/release/libmod_rwsgi.so "$ROOT/mod_rwsgi.so"
+# The application runs as an unprivileged user (www-data when started as root), which may not
+# be able to reach this checkout: serve a copy of the script.
+mkdir -p "$ROOT/app"
+chmod 0755 "$ROOT" "$ROOT/app"
 install -m 0644 conf/demo/demo.wsgi "$ROOT/app/demo.wsgi"
-chmod 0755 "$ROOT" "$ROOT/app" "$ROOT/htdocs"
-sed -e "s|@ROOT@|$ROOT|g" -e "s|@PORT@|$PORT|g" conf/demo/httpd.conf.in > "$ROOT/httpd.conf"
-/usr/sbin/apache2 -f "$ROOT/httpd.conf" -t
-echo "==> serving the demo app on http://127.0.0.1:$PORT/ (logs: $ROOT/logs/error.log; Ctrl-C stops)"
-exec /usr/sbin/apache2 -f "$ROOT/httpd.conf" -DFOREGROUND
+echo "==> serving the demo app on http://127.0.0.1:$PORT/ (Ctrl-C stops it)"
+exec target/release/rwsgi-express start-server "$ROOT/app/demo.wsgi" \
+  --host 127.0.0.1 --port "$PORT" --server-root "$ROOT/server" \
+  --access-log --log-level info

@@ -17,10 +17,12 @@ fi
 
 echo "==> Rust unit tests"
 cargo test --release --lib
+cargo test --release --bin rwsgi-express
 
-echo "==> building the module"
+echo "==> building the module and rwsgi-express"
 cargo build --release
 export RWSGI_SO="$PWD/target/release/libmod_rwsgi.so"
+export RWSGI_EXPRESS="$PWD/target/release/rwsgi-express"
 
 echo "==> integration tests (real Apache on 127.0.0.1)"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,5 +1,5 @@
 """The mod_rwsgi demo application: a small page, a JSON view of the WSGI environ, and an
-echo of a POST body. Served by scripts/demo.sh."""
+echo of a POST body. Served by scripts/demo.sh (rwsgi-express start-server)."""
 
 import json
 import os
