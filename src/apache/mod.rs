@@ -462,7 +462,8 @@ unsafe extern "C" fn pre_config(
                 APLOG_CRIT | APLOG_STARTUP,
                 &format!(
                     "{}: mod_wsgi and mod_rwsgi are both loaded; they handle the same directives \
-                     and share libpython. Unload one of them (Debian: a2dismod wsgi)",
+                     and share libpython. Unload mod_wsgi (Debian: a2dismod wsgi; otherwise remove its \
+                     LoadModule wsgi_module line)",
                     Code::ModWsgiLoaded.as_str()
                 ),
             );
