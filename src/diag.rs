@@ -184,6 +184,10 @@ pub const ACCESS_FIX: &str = "Fix: give that user access (chmod o+x on each dire
     o+r on the file; or a group it belongs to), or run the application as a user that has it \
     (WSGIDaemonProcess user=)";
 
+/// How to fix a directory the httpd child user cannot search (it must, in every mode).
+pub const REACH_FIX: &str = "Fix: chmod o+x on that directory (or give it to a group of that \
+    user and chmod g+x), or move the application to a directory it can search";
+
 /// A user as the kernel sees it for permission checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {

@@ -109,9 +109,9 @@ def test_venv_of_another_python_names_both_versions(apache_factory, mode):
     assert str(venv) in lines[0]
 
 
-def _private_dir(srv):
+def _private_dir(srv, parent=None):
     """A directory only root can enter (www-data cannot traverse it)."""
-    d = srv.root / "private"
+    d = (parent or srv.root) / "private"
     d.mkdir()
     os.chmod(d, 0o700)
     return d
@@ -226,3 +226,42 @@ def test_unreachable_socket_directory_fails_configtest(apache_factory, mode):
     assert len(lines) == 1, out
     assert f"socket directory '{d}'" in lines[0] and "WSGISocketPrefix" in lines[0], lines[0]
     assert "www-data" in lines[0], lines[0]
+
+
+def test_script_directory_target_is_checked(apache_factory, mode):
+    srv = apache_factory()
+    d = _private_dir(srv, srv.apps)  # under apps/, where the harness grants access
+    (d / "app.wsgi").write_text(APP)
+    conf = srv.mount("/d/", f"{d}/")
+    rc, out = srv.configtest(conf)
+    assert rc == 0, out
+    lines = _lines(out, "RW0042")
+    assert len(lines) == 1, out
+    assert f"'{d}' (mode 0700, owner 0:0) cannot be searched by www-data" in lines[0], lines[0]
+    os.chmod(d, 0o755)
+    os.chmod(d / "app.wsgi", 0o644)
+    rc, out = srv.configtest(conf)
+    assert rc == 0 and not DIAG.search(out), out
+    srv.start(conf)
+    r = srv.get("/d/app.wsgi")
+    assert r.status == 200 and r.text, r
+
+
+def test_unreadable_import_script_is_reported(apache_factory, mode):
+    srv = apache_factory()
+    pre = srv.write_file("apps/preload.py", "x = 1\n", mode=0o600)  # root's only
+    script = srv.write_file("apps/prefix.wsgi", APP)
+    if mode == "embedded":
+        conf = (f"WSGIImportScript {pre} process-group=%{{GLOBAL}} application-group=%{{GLOBAL}}\n"
+                f"WSGIScriptAlias /app {script}\n")
+    else:
+        conf = ("WSGIDaemonProcess diag processes=1 threads=2\n"
+                f"WSGIImportScript {pre} process-group=diag application-group=%{{GLOBAL}}\n"
+                f"WSGIScriptAlias /app {script} process-group=diag\n")
+    rc, out = srv.configtest(conf)
+    assert rc == 0, out
+    lines = _lines(out, "RW0042")
+    assert len(lines) == 1, out
+    group = "%{GLOBAL}" if mode == "embedded" else "diag"
+    assert f"WSGIImportScript process-group={group} '{pre}'" in lines[0], lines[0]
+    assert "cannot be read by www-data" in lines[0], lines[0]

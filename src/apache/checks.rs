@@ -117,8 +117,14 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
             );
             return;
         }
+        // A directory of scripts must be searchable itself too (each script is looked up in it).
+        let reach_need = if p.is_dir() {
+            Need::Search
+        } else {
+            Need::Reach
+        };
         if let Some(who) = reach
-            && let Err(why) = diag::access_problem(p, who, Need::Reach)
+            && let Err(why) = diag::access_problem(p, who, reach_need)
         {
             report(
                 APLOG_ERR,
@@ -126,7 +132,7 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
                     "{}: {what} '{path}' cannot be reached by the httpd child user: {why}; \
                      requests for it will fail (403). {}",
                     Code::PathAccess.as_str(),
-                    diag::ACCESS_FIX
+                    diag::REACH_FIX
                 ),
             );
             return;
