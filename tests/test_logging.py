@@ -137,3 +137,18 @@ def application(environ, start_response):
     for needle in ("printed-line", "errors-line"):
         lines = _find(srv, needle)
         assert len(lines) == 1 and "[rwsgi:error]" in lines[0], lines
+
+
+def test_records_outside_a_request_go_to_the_server_log(apache_factory, mode):
+    """A WSGIImportScript logging while its process starts: the main server's log, its level,
+    no request id."""
+    srv = apache_factory()
+    pre = srv.write_file("apps/preload.py", "import logging\n"
+                         "logging.getLogger('preload').warning('preloaded-%d', 42)\n")
+    script = srv.write_file("apps/logs.wsgi", APP)
+    group = "%{GLOBAL}" if mode == "embedded" else "rwsgi_test"
+    srv.start(f"WSGIImportScript {pre} process-group={group} application-group=%{{GLOBAL}}\n"
+              + srv.mount("/app", script))
+    lines = _find(srv, "preload: preloaded-42")
+    assert all(re.search(r"\[rwsgi:warn\] \[pid \d+:tid \d+\] preload: preloaded-42$", line)
+               for line in lines), lines

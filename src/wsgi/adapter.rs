@@ -985,3 +985,28 @@ pub fn run(
     errors.get().end();
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Level;
+
+    #[test]
+    fn python_levels_map_to_apache_levels() {
+        let cases = [
+            (50, Level::Critical),
+            (60, Level::Critical),
+            (40, Level::Error),
+            (45, Level::Error),
+            (30, Level::Warning),
+            (20, Level::Info),
+            (25, Level::Info),
+            (10, Level::Debug),
+            (5, Level::Debug),
+            (0, Level::Debug),
+            (-1, Level::Debug),
+        ];
+        for (levelno, want) in cases {
+            assert_eq!(Level::from_python(levelno), want, "levelno {levelno}");
+        }
+    }
+}
