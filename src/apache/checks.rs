@@ -110,8 +110,8 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
             report(
                 APLOG_WARNING,
                 format!(
-                    "{}: {what} '{path}' does not exist (yet); requests for it will fail until \
-                     it does",
+                    "{}: {what} '{path}' does not exist (yet); what needs it fails until it \
+                     does",
                     Code::PathAccess.as_str()
                 ),
             );
