@@ -265,3 +265,22 @@ def test_unreadable_import_script_is_reported(apache_factory, mode):
     group = "%{GLOBAL}" if mode == "embedded" else "diag"
     assert f"WSGIImportScript process-group={group} '{pre}'" in lines[0], lines[0]
     assert "cannot be read by www-data" in lines[0], lines[0]
+
+
+def test_python_home_the_user_cannot_read_is_reported(apache_factory, mode):
+    """A valid venv inside a root-only directory: fine for root (-t passes), but the user that
+    starts Python there cannot read it."""
+    srv = apache_factory()
+    d = _private_dir(srv)
+    venv = d / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    script = srv.write_file("apps/prefix.wsgi", APP)
+    rc, out = srv.configtest(_home_conf(srv, mode, venv, script))
+    assert rc == 0, out
+    assert "RW0040" not in out and "RW0041" not in out, out
+    lines = _lines(out, "RW0042")
+    assert len(lines) == 1, out
+    what = "WSGIPythonHome" if mode == "embedded" else "WSGIDaemonProcess diag python-home"
+    assert f"{what} '{venv}'" in lines[0], lines[0]
+    assert f"'{d}' (mode 0700, owner 0:0) cannot be searched by www-data" in lines[0], lines[0]
