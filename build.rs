@@ -122,7 +122,7 @@ fn main() {
              apr_proc_t|unixd_config_rec",
         )
         .allowlist_function(
-            "ap_hook_(handler|child_init|post_config|translate_name|pre_config|check_config)|\
+            "ap_hook_(handler|child_init|post_config|translate_name|pre_config|check_config|test_config)|\
              ap_log_(error|rerror)_|ap_set_content_type|ap_set_content_length|ap_get_module_config|\
              ap_set_module_config|ap_mpm_query|ap_state_query|ap_get_server_banner|\
              ap_get_server_description|ap_get_server_name_for_url|ap_get_server_port|\

@@ -41,6 +41,12 @@ pub enum Code {
     DaemonProtocol,
     /// A daemon process exited and is restarted.
     DaemonExited,
+    /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
+    PythonHomeVersion,
+    /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
+    PythonHomeInvalid,
+    /// A script, python-path entry or python-home the process user cannot reach or read.
+    PathAccess,
 }
 
 impl Code {
@@ -64,11 +70,14 @@ impl Code {
             Code::DaemonUnavailable => "RW0014",
             Code::DaemonProtocol => "RW0015",
             Code::DaemonExited => "RW0016",
+            Code::PythonHomeVersion => "RW0040",
+            Code::PythonHomeInvalid => "RW0041",
+            Code::PathAccess => "RW0042",
         }
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 20] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -86,6 +95,9 @@ impl Code {
         Code::DaemonUnavailable,
         Code::DaemonProtocol,
         Code::DaemonExited,
+        Code::PythonHomeVersion,
+        Code::PythonHomeInvalid,
+        Code::PathAccess,
     ];
 }
 

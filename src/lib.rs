@@ -3,6 +3,7 @@
 //! Loaded by the httpd parent (configuration) and run in every httpd child (requests).
 
 pub mod config;
+pub mod diag;
 pub mod error;
 pub mod protocol;
 pub mod wsgi;

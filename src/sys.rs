@@ -134,6 +134,64 @@ pub fn group_by_name(name: &str) -> io::Result<u32> {
     }
 }
 
+/// The groups of user `name` whose primary group is `gid` (what `initgroups()` would set).
+pub fn groups_of(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(c) = cstr(name) else {
+        return vec![gid];
+    };
+    let mut n: libc::c_int = 64;
+    for _ in 0..4 {
+        let mut buf = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        // SAFETY: `buf` holds `count` gids; getgrouplist writes at most that many and sets
+        // `count` to the number needed when it returns -1.
+        let rc = unsafe { libc::getgrouplist(c.as_ptr(), gid, buf.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            buf.truncate(count.max(0) as usize);
+            return buf;
+        }
+        n = count.max(n * 2);
+    }
+    vec![gid]
+}
+
+/// A user's name by id, thread-safe (`getpwuid_r`); `#uid` if unknown.
+fn user_name_r(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: an all-zero passwd is a valid value to be overwritten.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live local storage of the stated size; on success `out`
+    // points to `pw`, whose strings live in `buf`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return format!("#{uid}");
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+    unsafe { CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The identity this process has now (effective uid/gid and supplementary groups).
+pub fn current_identity() -> crate::diag::Identity {
+    // SAFETY: geteuid/getegid cannot fail; getgroups(0, NULL) returns the count, then fills a
+    // buffer of that size.
+    let (uid, gid, groups) = unsafe {
+        let n = libc::getgroups(0, std::ptr::null_mut()).max(0);
+        let mut g = vec![0 as libc::gid_t; n as usize];
+        let got = libc::getgroups(n, g.as_mut_ptr()).max(0);
+        g.truncate(got as usize);
+        (libc::geteuid(), libc::getegid(), g)
+    };
+    crate::diag::Identity {
+        name: user_name_r(uid),
+        uid,
+        gid,
+        groups,
+    }
+}
+
 /// The effective user id.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.

@@ -75,6 +75,81 @@ struct Slot {
     quick_deaths: u32,
 }
 
+/// A group's socket path and its owner (uid, gid).
+type SocketPlan = (String, (u32, u32));
+
+/// Each group's socket path and owner (uid, gid), after checking that the path fits a UNIX
+/// socket and that the owner can reach its directory. Run by `check_config` (so `apachectl -t`
+/// reports it) and again when the sockets are created.
+pub(crate) fn socket_plan(
+    pconf: *mut apr_pool_t,
+    g: &GlobalConfig,
+) -> Result<Vec<SocketPlan>, String> {
+    let (uid, gid) = httpd_identity();
+    let parent = sys::pids().0;
+    let prefix = match &g.socket_prefix {
+        Some(p) => {
+            let c = super::cstring(p);
+            // SAFETY: resolves a path against ServerRoot into pconf.
+            text(unsafe { ap_server_root_relative(pconf, c.as_ptr()) })
+        }
+        // SAFETY: resolves a name inside DefaultRuntimeDir into pconf.
+        None => text(unsafe { ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()) }),
+    };
+    let mut out = Vec::new();
+    for (i, spec) in g.daemons.iter().enumerate() {
+        let path = format!("{prefix}.{parent}.{i}.sock");
+        if path.len() >= 108 {
+            return Err(format!(
+                "{}: daemon group '{}': socket path '{path}' is longer than a UNIX socket path may \
+                 be (107 bytes); use a shorter WSGISocketPrefix",
+                Code::DaemonStart.as_str(),
+                spec.name
+            ));
+        }
+        let dir = std::path::Path::new(&path)
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        let who = match &spec.socket_user {
+            Some(u) => match u {
+                crate::config::daemon::UserSpec::Name(n) => sys::user_by_name(n),
+                crate::config::daemon::UserSpec::Id(id) => sys::user_by_id(*id),
+            }
+            .map(|u| (u.uid, u.gid, u.name)),
+            None => Ok((uid, gid, super::checks::user_name(uid))),
+        };
+        let (ouid, ogid, name) = match who {
+            Ok(o) => o,
+            Err(e) => {
+                return Err(format!(
+                    "{}: daemon group '{}': socket-user: {e}",
+                    Code::DaemonStart.as_str(),
+                    spec.name
+                ));
+            }
+        };
+        let identity = crate::diag::Identity {
+            groups: sys::groups_of(&name, ogid),
+            name,
+            uid: ouid,
+            gid: ogid,
+        };
+        if let Err(blocked) = crate::diag::access_problem(dir, &identity, crate::diag::Need::Search)
+        {
+            return Err(format!(
+                "{}: daemon group '{}': the httpd child user cannot reach the socket directory \
+                 '{}': {blocked}. Use WSGISocketPrefix with a directory it can search (e.g. \
+                 WSGISocketPrefix run/rwsgi, relative to ServerRoot)",
+                Code::DaemonStart.as_str(),
+                spec.name,
+                dir.display()
+            ));
+        }
+        out.push((path, (ouid, ogid)));
+    }
+    Ok(out)
+}
+
 /// Post-config (the real pass): creates sockets and starts every group's processes.
 /// Returns an error message for the operator, or `None`.
 pub(crate) fn start_all(
@@ -87,63 +162,13 @@ pub(crate) fn start_all(
         *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = None;
         return None;
     }
-    let (uid, gid) = httpd_identity();
-    let parent = sys::pids().0;
-    let prefix = match &g.socket_prefix {
-        Some(p) => {
-            let c = super::cstring(p);
-            // SAFETY: resolves a path against ServerRoot into pconf.
-            text(unsafe { ap_server_root_relative(pconf, c.as_ptr()) })
-        }
-        // SAFETY: resolves a name inside DefaultRuntimeDir into pconf.
-        None => text(unsafe { ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()) }),
+    let sockets = match socket_plan(pconf, g) {
+        Ok(v) => v,
+        Err(msg) => return Some(msg),
     };
     let mut kept = kept_listeners(s);
     let mut groups = Vec::new();
-    for (i, spec) in g.daemons.iter().enumerate() {
-        let path = format!("{prefix}.{parent}.{i}.sock");
-        if path.len() >= 108 {
-            return Some(format!(
-                "{}: daemon group '{}': socket path '{path}' is longer than a UNIX socket path may \
-                 be (107 bytes); use a shorter WSGISocketPrefix",
-                Code::DaemonStart.as_str(),
-                spec.name
-            ));
-        }
-        let dir = std::path::Path::new(&path)
-            .parent()
-            .unwrap_or(std::path::Path::new("/"));
-        let owner = match &spec.socket_user {
-            Some(u) => match u {
-                crate::config::daemon::UserSpec::Name(n) => {
-                    sys::user_by_name(n).map(|u| (u.uid, u.gid))
-                }
-                crate::config::daemon::UserSpec::Id(id) => {
-                    sys::user_by_id(*id).map(|u| (u.uid, u.gid))
-                }
-            },
-            None => Ok((uid, gid)),
-        };
-        let owner = match owner {
-            Ok(o) => o,
-            Err(e) => {
-                return Some(format!(
-                    "{}: daemon group '{}': socket-user: {e}",
-                    Code::DaemonStart.as_str(),
-                    spec.name
-                ));
-            }
-        };
-        if let Err(blocked) = daemon::dir_reachable(dir, owner.0, owner.1) {
-            return Some(format!(
-                "{}: daemon group '{}': the httpd child user (uid {}) cannot reach the socket \
-                 directory: {blocked}. Use WSGISocketPrefix with a directory it can search \
-                 (e.g. WSGISocketPrefix run/rwsgi)",
-                Code::DaemonStart.as_str(),
-                spec.name,
-                owner.0
-            ));
-        }
+    for (spec, (path, owner)) in g.daemons.iter().zip(sockets) {
         let sys_owner = if sys::euid() == 0 { Some(owner) } else { None };
         // A graceful restart keeps the group's listening socket: connections queued in its
         // backlog while the old daemons stop are served by the new ones, never reset.

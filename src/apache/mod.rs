@@ -3,6 +3,7 @@
 //! error-log helpers. Directives run in the httpd parent; hooks in the parent (pre/post_config)
 //! and the httpd children (child_init, translate_name, handler).
 
+pub mod checks;
 pub mod daemon;
 pub mod remote;
 pub mod request;
@@ -164,6 +165,7 @@ pub(crate) fn log_request(r: *const request_rec, level: c_int, msg: &str) {
 
 pub(crate) fn apache_level(l: Level) -> c_int {
     match l {
+        Level::Critical => APLOG_CRIT,
         Level::Error => APLOG_ERR,
         Level::Warning => APLOG_WARNING,
         Level::Notice => APLOG_NOTICE,
@@ -419,6 +421,7 @@ unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
                 ptr::null(),
                 APR_HOOK_MIDDLE,
             );
+            ap_hook_test_config(Some(test_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_child_init(Some(child_init), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_translate_name(
                 Some(request::translate_name),
@@ -459,7 +462,8 @@ unsafe extern "C" fn pre_config(
                 APLOG_CRIT | APLOG_STARTUP,
                 &format!(
                     "{}: mod_wsgi and mod_rwsgi are both loaded; they handle the same directives \
-                     and share libpython. Unload one of them (Debian: a2dismod wsgi)",
+                     and share libpython. Unload mod_wsgi (Debian: a2dismod wsgi; otherwise remove its \
+                     LoadModule wsgi_module line)",
                     Code::ModWsgiLoaded.as_str()
                 ),
             );
@@ -471,7 +475,7 @@ unsafe extern "C" fn pre_config(
 
 /// Cross-directive checks, run after the whole configuration is read (also by `apachectl -t`).
 unsafe extern "C" fn check_config(
-    _pconf: *mut apr_pool_t,
+    pconf: *mut apr_pool_t,
     _plog: *mut apr_pool_t,
     _ptemp: *mut apr_pool_t,
     s: *mut server_rec,
@@ -493,7 +497,19 @@ unsafe extern "C" fn check_config(
                 return DONE;
             }
         }
+        if let Some(msg) = checks::fatal(pconf, &g) {
+            log_server(s, APLOG_CRIT | APLOG_STARTUP, &msg);
+            return DONE;
+        }
         OK
+    })
+}
+
+/// `apachectl -t` only (after check_config): the paths the configuration uses that their user
+/// cannot reach or read (at start, post_config logs the same report to the error log).
+unsafe extern "C" fn test_config(_pconf: *mut apr_pool_t, s: *mut server_rec) {
+    guard("test_config", (), || {
+        checks::log_access_report(s, &global())
     })
 }
 
@@ -524,6 +540,7 @@ unsafe extern "C" fn post_config(
             for n in &g.notices {
                 log_server(s, APLOG_NOTICE, n);
             }
+            checks::log_access_report(s, &g);
             for grp in &g.named_app_groups {
                 log_server(
                     s,

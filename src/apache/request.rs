@@ -142,6 +142,21 @@ fn thread_routed_log() -> LogFn {
     })
 }
 
+/// Log function of Python `logging` records: the running request's virtual host with the
+/// request id at the start of the line, else the server.
+fn thread_request_log() -> LogFn {
+    Arc::new(|l, msg| {
+        let r = CURRENT.with(Cell::get);
+        if r.is_null() {
+            return log_server(ptr::null_mut(), apache_level(l), msg);
+        }
+        // SAFETY: CURRENT is only set while `r` is the live request of this thread; its
+        // log_id was generated when the environ was built.
+        let id = text(unsafe { bytes((*r).log_id) });
+        log_request(r, apache_level(l), &format!("[{id}] {msg}"))
+    })
+}
+
 /// Sets up Python in a new child: bootstrap objects, then `WSGIImportScript` preloads.
 pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
     let info = python::ProcessInfo {
@@ -150,7 +165,14 @@ pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
     };
     python::ensure_thread_state();
     Python::attach(|py| {
-        if let Err(e) = python::bootstrap(py, g, &info, thread_routed_log(), thread_routed_log()) {
+        if let Err(e) = python::bootstrap(
+            py,
+            g,
+            &info,
+            thread_routed_log(),
+            thread_routed_log(),
+            thread_request_log(),
+        ) {
             adapter::log_exception(
                 py,
                 &e,

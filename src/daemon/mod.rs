@@ -7,7 +7,6 @@
 pub mod conn;
 
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -78,6 +77,61 @@ fn resolve_group(g: &GroupSpec) -> std::io::Result<u32> {
     }
 }
 
+/// Whom a group's processes run as: the user, the primary group, and the supplementary groups
+/// (`None`: `initgroups()` for the user). Used by the daemon itself and by the parent's
+/// start-up checks.
+pub fn identity(
+    spec: &DaemonSpec,
+    httpd_uid: u32,
+    httpd_gid: u32,
+) -> Result<(sys::User, u32, Option<Vec<u32>>), String> {
+    let name = &spec.name;
+    let user = match &spec.user {
+        Some(u) => resolve_user(u),
+        None => sys::user_by_id(httpd_uid),
+    }
+    .map_err(|e| format!("daemon group '{name}': user: {e}"))?;
+    let gid = match &spec.group {
+        Some(g) => resolve_group(g),
+        None if spec.user.is_some() => Ok(user.gid),
+        None => Ok(httpd_gid),
+    }
+    .map_err(|e| format!("daemon group '{name}': group: {e}"))?;
+    let supplementary = if spec.supplementary_groups.is_empty() {
+        None
+    } else {
+        let mut v = vec![gid];
+        for g in &spec.supplementary_groups {
+            v.push(
+                resolve_group(g)
+                    .map_err(|e| format!("daemon group '{name}': supplementary group: {e}"))?,
+            );
+        }
+        Some(v)
+    };
+    Ok((user, gid, supplementary))
+}
+
+/// The identity a group's processes will have, for permission checks. A server not started
+/// as root cannot switch users: its daemons keep the parent's identity.
+pub fn check_identity(
+    spec: &DaemonSpec,
+    httpd_uid: u32,
+    httpd_gid: u32,
+) -> Result<crate::diag::Identity, String> {
+    if sys::euid() != 0 {
+        return Ok(sys::current_identity());
+    }
+    let (user, gid, supplementary) = identity(spec, httpd_uid, httpd_gid)?;
+    let groups = supplementary.unwrap_or_else(|| sys::groups_of(&user.name, gid));
+    Ok(crate::diag::Identity {
+        name: user.name,
+        uid: user.uid,
+        gid,
+        groups,
+    })
+}
+
 /// Shared counters of one daemon process.
 struct State {
     stopping: AtomicBool,
@@ -138,50 +192,8 @@ pub fn run(l: Launch) -> ! {
 
     // Identity: drop root for good before anything else runs (CVE-2014-0240/8583).
     let home = if sys::euid() == 0 {
-        let user = match &spec.user {
-            Some(u) => resolve_user(u),
-            None => sys::user_by_id(l.httpd_uid),
-        };
-        let user = user.unwrap_or_else(|e| {
-            fatal(
-                &log,
-                &format!(
-                    "{}: daemon group '{name}': user: {e}",
-                    Code::DaemonStart.as_str()
-                ),
-            )
-        });
-        let gid = match &spec.group {
-            Some(g) => resolve_group(g),
-            None if spec.user.is_some() => Ok(user.gid),
-            None => Ok(l.httpd_gid),
-        }
-        .unwrap_or_else(|e| {
-            fatal(
-                &log,
-                &format!(
-                    "{}: daemon group '{name}': group: {e}",
-                    Code::DaemonStart.as_str()
-                ),
-            )
-        });
-        let supplementary: Option<Vec<u32>> = if spec.supplementary_groups.is_empty() {
-            None
-        } else {
-            let mut v = vec![gid];
-            for g in &spec.supplementary_groups {
-                v.push(resolve_group(g).unwrap_or_else(|e| {
-                    fatal(
-                        &log,
-                        &format!(
-                            "{}: daemon group '{name}': supplementary group: {e}",
-                            Code::DaemonStart.as_str()
-                        ),
-                    )
-                }));
-            }
-            Some(v)
-        };
+        let (user, gid, supplementary) = identity(&spec, l.httpd_uid, l.httpd_gid)
+            .unwrap_or_else(|e| fatal(&log, &format!("{}: {e}", Code::DaemonStart.as_str())));
         if user.uid == 0 {
             fatal(
                 &log,
@@ -261,8 +273,9 @@ pub fn run(l: Launch) -> ! {
             py,
             &g,
             &info,
-            routed_log(log.clone()),
-            routed_log(log.clone()),
+            routed_log(log.clone(), false),
+            routed_log(log.clone(), false),
+            routed_log(log.clone(), true),
         )
         .map_err(|e| adapter::log_exception(py, &e, &log, "mod_rwsgi could not set up Python"))
         .is_ok()
@@ -491,12 +504,20 @@ fn apply_limits(spec: &DaemonSpec, log: &LogFn) {
 thread_local! {
     /// The log of the request this worker runs (its virtual host), for print()/sys.stderr.
     static CURRENT_LOG: std::cell::RefCell<Option<LogFn>> = const { std::cell::RefCell::new(None) };
+    /// The same, with the request id on every line, for Python `logging` records.
+    static CURRENT_REQUEST_LOG: std::cell::RefCell<Option<LogFn>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// A log function that follows the calling thread's current request.
-fn routed_log(fallback: LogFn) -> LogFn {
+/// A log function that follows the calling thread's current request (`with_id`: the log that
+/// prefixes the request id).
+fn routed_log(fallback: LogFn, with_id: bool) -> LogFn {
     Arc::new(move |l, m| {
-        let current = CURRENT_LOG.with(|c| c.borrow().clone());
+        let current = if with_id {
+            CURRENT_REQUEST_LOG.with(|c| c.borrow().clone())
+        } else {
+            CURRENT_LOG.with(|c| c.borrow().clone())
+        };
         match current {
             Some(f) => f(l, m),
             None => fallback(l, m),
@@ -877,6 +898,7 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
     let conn = Arc::new(std::sync::Mutex::new(c));
     Python::attach(|py| run_request(py, ctx, state, env, &conn));
     CURRENT_LOG.with(|c| *c.borrow_mut() = None);
+    CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = None);
     // Every other holder (wsgi.input, the response sink) is gone once the request has ended.
     let back = Arc::try_unwrap(conn)
         .ok()
@@ -985,6 +1007,7 @@ fn run_request(
         .unwrap_or_else(|| ctx.log.clone());
     CURRENT_LOG.with(|c| *c.borrow_mut() = Some(base_log.clone()));
     let log: LogFn = Arc::new(move |l, m| base_log(l, &format!("[{request_id}] {m}")));
+    CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = Some(log.clone()));
     let fail = |msg: &str| {
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
         let _ = c.send(&Frame::Fail {
@@ -1070,32 +1093,4 @@ fn run_request(
     if adapter::run(py, &app, environ_dict, io) == Outcome::ServerError {
         fail("application error");
     }
-}
-
-/// Whether the daemon socket's directory can be searched by `uid`/`gid` (a startup check).
-pub fn dir_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut p = Some(dir);
-    while let Some(d) = p {
-        let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        let mode = m.mode();
-        let ok = if uid == 0 || m.uid() == uid {
-            mode & 0o100 != 0
-        } else if m.gid() == gid {
-            mode & 0o010 != 0
-        } else {
-            mode & 0o001 != 0
-        };
-        if !ok {
-            return Err(format!(
-                "{} (mode {:o}, owner {}:{})",
-                d.display(),
-                mode & 0o7777,
-                m.uid(),
-                m.gid()
-            ));
-        }
-        p = d.parent();
-    }
-    Ok(())
 }

@@ -115,3 +115,31 @@ def add_site_dirs(paths):
 
     for p in paths:
         site.addsitedir(p)
+
+
+def install_logging(write):
+    """Routes Python `logging` records that no handler of the application takes to the Apache
+    error log, at the matching level, through `write(levelno, text)`. It becomes
+    `logging.lastResort`, so it is used only while the application has not configured logging:
+    `logging.basicConfig()` still works (the root logger has no handler), and once any handler
+    takes a record this one does not (nothing is logged twice). Returns the handler class, which
+    an application may also add itself (`mod_rwsgi.LogHandler`)."""
+    import logging
+
+    class LogHandler(logging.Handler):
+        """A logging handler writing to the Apache error log (mod_rwsgi)."""
+
+        def __init__(self, level=logging.NOTSET):
+            super().__init__(level)
+            self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+        def emit(self, record):
+            try:
+                write(record.levelno, self.format(record))
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+
+    logging.lastResort = LogHandler()
+    return LogHandler

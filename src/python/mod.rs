@@ -202,6 +202,7 @@ pub fn bootstrap(
     info: &ProcessInfo,
     stdout: LogFn,
     stderr: LogFn,
+    logging: LogFn,
 ) -> PyResult<()> {
     let code = CString::new(include_str!("bootstrap.py")).expect("no NUL in bootstrap.py");
     let boot = PyModule::from_code(
@@ -240,6 +241,24 @@ pub fn bootstrap(
         "stderr",
         Bound::new(py, Log::new(None, Arc::clone(&stderr), Level::Error))?,
     )?;
+    // Python `logging` records nobody else handles go to the error log at their own level.
+    let write = pyo3::types::PyCFunction::new_closure(
+        py,
+        None,
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+            let level = Level::from_python(args.get_item(0)?.extract::<i64>()?);
+            let msg: String = args.get_item(1)?.extract()?;
+            for line in msg.lines() {
+                logging(level, line);
+            }
+            Ok(())
+        },
+    )?;
+    let handler = boot.getattr("install_logging")?.call1((write,))?;
+    modules
+        .get_item("mod_rwsgi")?
+        .setattr("LogHandler", handler)?;
     if g.restrict_stdin {
         sys.setattr("stdin", boot.getattr("RestrictedStdin")?.call0()?)?;
     }
@@ -323,6 +342,24 @@ pub fn load_app<'py>(
     let module = match load_script(py, script, mtime_us, reloading, case_sensitive) {
         Ok(m) => m,
         Err(e) => {
+            // A script this process may not open: say which directory or mode stops whom.
+            if e.is_instance_of::<pyo3::exceptions::PyPermissionError>(py)
+                && let Err(why) = crate::diag::access_problem(
+                    Path::new(script),
+                    &crate::sys::current_identity(),
+                    crate::diag::Need::Read,
+                )
+            {
+                log(
+                    Level::Error,
+                    &format!(
+                        "{}: the WSGI script '{script}' cannot be read by this process: {why}. {}",
+                        Code::PathAccess.as_str(),
+                        crate::diag::ACCESS_FIX
+                    ),
+                );
+                return None;
+            }
             crate::wsgi::adapter::log_exception(
                 py,
                 &e,

@@ -18,11 +18,27 @@ use crate::error::Code;
 /// Log levels the application side uses (mapped onto httpd's by the httpd layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    Critical,
     Error,
     Warning,
     Notice,
     Info,
     Debug,
+}
+
+impl Level {
+    /// The level of a Python `logging` record (`levelno`): CRITICAL → crit, ERROR → error,
+    /// WARNING → warn, INFO → info, DEBUG (and below) → debug; levels in between go to the
+    /// standard level below them.
+    pub fn from_python(levelno: i64) -> Level {
+        match levelno {
+            50.. => Level::Critical,
+            40..=49 => Level::Error,
+            30..=39 => Level::Warning,
+            20..=29 => Level::Info,
+            _ => Level::Debug,
+        }
+    }
 }
 
 /// Where log lines go; the httpd layer supplies one bound to a request or to the server.
@@ -982,4 +998,29 @@ pub fn run(
     input.get().end();
     errors.get().end();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Level;
+
+    #[test]
+    fn python_levels_map_to_apache_levels() {
+        let cases = [
+            (50, Level::Critical),
+            (60, Level::Critical),
+            (40, Level::Error),
+            (45, Level::Error),
+            (30, Level::Warning),
+            (20, Level::Info),
+            (25, Level::Info),
+            (10, Level::Debug),
+            (5, Level::Debug),
+            (0, Level::Debug),
+            (-1, Level::Debug),
+        ];
+        for (levelno, want) in cases {
+            assert_eq!(Level::from_python(levelno), want, "levelno {levelno}");
+        }
+    }
 }
