@@ -611,14 +611,14 @@ def test_script_the_server_user_cannot_read_is_refused(workdir):
     private = _write(workdir / "private.wsgi", APP, mode=0o600)
     line = _bad(["start-server", str(private), "--port", str(harness.free_port()),
                  "--server-root", str(workdir / "root")])
-    assert "is not readable by user www-data" in line
+    assert "cannot be read by www-data" in line, line
     hidden = workdir / "hidden"
     hidden.mkdir(mode=0o700)
     os.chmod(hidden, 0o700)
     app = _write(hidden / "app.wsgi", APP)
     line = _bad(["start-server", str(app), "--port", str(harness.free_port()),
                  "--server-root", str(workdir / "root")])
-    assert f"directory {hidden} is not searchable" in line
+    assert f"the directory '{hidden}'" in line and "cannot be searched by www-data" in line, line
 
 
 def test_missing_module_names_where_it_looked(workdir):

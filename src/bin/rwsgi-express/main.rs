@@ -13,10 +13,18 @@ mod run;
 #[allow(dead_code)]
 #[path = "../../sys.rs"]
 mod sys;
+// The module's start-up diagnostics (pure file-system checks: who can reach and read a path)
+// and the error type they report with, shared so the tool judges paths as the module does.
+#[allow(dead_code)]
+#[path = "../../diag.rs"]
+mod diag;
+#[allow(dead_code)]
+#[path = "../../error.rs"]
+mod error;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use config::Plan;
 use options::{Command, Options};
@@ -61,9 +69,8 @@ struct Identity {
     /// `User`/`Group` arguments (a name, or `#id`).
     user: String,
     group: String,
-    uid: u32,
-    gids: Vec<u32>,
-    name: String,
+    /// Whose permissions the paths are checked against.
+    who: diag::Identity,
 }
 
 fn identity(o: &Options) -> Result<Identity, String> {
@@ -91,9 +98,12 @@ fn identity(o: &Options) -> Result<Identity, String> {
         Ok(Identity {
             user: u.name.clone(),
             group,
-            uid: u.uid,
-            gids: os::groups_of(&u.name, gid),
-            name: u.name,
+            who: diag::Identity {
+                uid: u.uid,
+                gid,
+                groups: sys::groups_of(&u.name, gid),
+                name: u.name,
+            },
         })
     } else {
         let me = sys::user_by_id(euid).ok();
@@ -116,34 +126,21 @@ fn identity(o: &Options) -> Result<Identity, String> {
         Ok(Identity {
             user: format!("#{euid}"),
             group: format!("#{gid}"),
-            uid: euid,
-            gids: os::groups_of(&name, gid),
-            name,
+            who: diag::Identity {
+                uid: euid,
+                gid,
+                groups: sys::groups_of(&name, gid),
+                name,
+            },
         })
     }
 }
 
-/// Whether `who` has permission `bit` (4 read, 1 search/execute) on a file with `meta`.
-fn permits(meta: &fs::Metadata, who: &Identity, bit: u32) -> bool {
-    let mode = meta.mode();
-    if who.uid == 0 {
-        true
-    } else if meta.uid() == who.uid {
-        mode & (bit << 6) != 0
-    } else if who.gids.contains(&meta.gid()) {
-        mode & (bit << 3) != 0
-    } else {
-        mode & bit != 0
-    }
-}
-
-/// The first directory on the way to `path` that `who` cannot pass through.
-fn blocked_dir(path: &Path, who: &Identity) -> Option<PathBuf> {
-    let mut dirs: Vec<&Path> = path.ancestors().skip(1).collect();
-    dirs.reverse();
-    dirs.into_iter()
-        .find(|d| fs::metadata(d).is_ok_and(|m| !permits(&m, who, 1)))
-        .map(Path::to_path_buf)
+/// Refuses a directory the application's user cannot enter (`what` says which one and why
+/// it matters).
+fn check_enterable(dir: &str, who: &Identity, what: &str) -> Result<(), String> {
+    diag::access_problem(Path::new(dir), &who.who, diag::Need::Search)
+        .map_err(|why| format!("{what} '{dir}' cannot be entered by the application's user: {why}"))
 }
 
 /// An absolute path that can go into httpd.conf and the shell script as it is.
@@ -177,22 +174,12 @@ fn check_script(script: &str, given: &str, who: &Identity) -> Result<(), String>
         return Err(format!("script '{given}' is not a file"));
     }
     fs::File::open(script).map_err(|e| format!("cannot read script '{given}': {e}"))?;
-    if let Some(d) = blocked_dir(Path::new(script), who) {
-        return Err(format!(
-            "script '{given}' cannot be reached by user {}, which runs the application: \
-             directory {} is not searchable by it (chmod o+x, or choose --user)",
-            who.name,
-            d.display()
-        ));
-    }
-    if !permits(&meta, who, 4) {
-        return Err(format!(
-            "script '{given}' is not readable by user {}, which runs the application \
-             (chmod o+r, or choose --user)",
-            who.name
-        ));
-    }
-    Ok(())
+    diag::access_problem(Path::new(script), &who.who, diag::Need::Read).map_err(|why| {
+        format!(
+            "script '{given}' cannot be used by the application's user: {why} (chmod o+rx \
+             the directories and o+r the file, or choose --user)"
+        )
+    })
 }
 
 /// The server root, created (0755) if missing. The default one lives in a shared temporary
@@ -298,14 +285,7 @@ fn start(o: &Options, args: &[String]) -> Result<i32, String> {
         Some(w) => existing_dir("--working-directory", w)?,
         None => script_dir,
     };
-    if let Some(d) = blocked_dir(&Path::new(&working_directory).join("x"), &who) {
-        return Err(format!(
-            "working directory '{working_directory}' cannot be entered by user {}: directory \
-             {} is not searchable by it",
-            who.name,
-            d.display()
-        ));
-    }
+    check_enterable(&working_directory, &who, "working directory")?;
     let python_paths = o
         .python_paths
         .iter()
@@ -331,15 +311,8 @@ fn start(o: &Options, args: &[String]) -> Result<i32, String> {
         check_port(o)?;
     }
     let root = server_root(o)?;
-    if !o.embedded
-        && let Some(d) = blocked_dir(&Path::new(&root).join("x"), &who)
-    {
-        return Err(format!(
-            "server root '{root}' cannot be reached by user {} (the daemon sockets live \
-             there): directory {} is not searchable by it",
-            who.name,
-            d.display()
-        ));
+    if !o.embedded {
+        check_enterable(&root, &who, "server root (where the daemon sockets live)")?;
     }
     let mime_types = match locate::mime_types() {
         Some(p) => text(&p, "mime types")?,
@@ -407,7 +380,7 @@ fn start(o: &Options, args: &[String]) -> Result<i32, String> {
         o.mount_point
     );
     println!("  Mode         : {mode}");
-    println!("  Runs as      : user {} ({})", who.name, who.user);
+    println!("  Runs as      : user {} ({})", who.who.name, who.user);
     println!("  Server root  : {root}");
     println!("  Config       : {conf}");
     println!("  Control      : {ctl}");

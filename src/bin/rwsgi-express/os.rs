@@ -1,6 +1,6 @@
 //! The few system calls rwsgi-express needs beyond the module's shared `sys` wrappers: timed
 //! signal waits, becoming the reaper of Apache's orphans, a parent-death signal for Apache,
-//! supplementary groups, and listing child processes. The tool's FFI layer: every `unsafe`
+//! and listing child processes. The tool's FFI layer: every `unsafe`
 //! block is documented. Runs in the rwsgi-express tool.
 
 use std::io;
@@ -78,29 +78,6 @@ pub fn kill_group(pgid: i32, sig: libc::c_int) {
     if pgid > 1 {
         // SAFETY: plain system call on a process group we created.
         unsafe { libc::kill(-pgid, sig) };
-    }
-}
-
-/// The groups `user` belongs to (primary `gid` included), as the kernel would grant them
-/// after `initgroups`.
-pub fn groups_of(user: &str, gid: u32) -> Vec<u32> {
-    let Ok(name) = std::ffi::CString::new(user) else {
-        return vec![gid];
-    };
-    let mut n: libc::c_int = 64;
-    loop {
-        let mut groups = vec![0 as libc::gid_t; n as usize];
-        let asked = n;
-        // SAFETY: `groups` has room for `n` entries; getgrouplist writes at most that many
-        // and sets `n` to the number it needs.
-        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
-        if rc >= 0 {
-            groups.truncate(n.max(0) as usize);
-            return groups;
-        }
-        if n <= asked || n > 65_536 {
-            return vec![gid];
-        }
     }
 }
 
