@@ -2,6 +2,7 @@
 replaces an application's error page) and WSGIIgnoreActivity (health checks do not keep an idle
 daemon alive), plus graceful restarts under load with zero failed requests on every MPM."""
 
+import json
 import os
 import signal
 import threading
@@ -203,3 +204,33 @@ def test_recycling_under_load_fails_no_request(apache_factory, option):
         t.join(timeout=30)
     assert len(pids) >= 4, f"processes were not recycled: {pids}"
     assert not bad, f"{len(bad)} failed: {bad[:3]}"
+
+
+PATH_APP = """\
+import json, os, sys
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'application/json')])
+    return [json.dumps({'path0': sys.path[0], 'cwd': os.getcwd()}).encode()]
+"""
+
+
+def test_home_goes_first_on_sys_path(apache_factory):
+    """As mod_wsgi: an explicit home= is the daemon's working directory and sys.path[0]."""
+    srv = apache_factory(mode="daemon")
+    home = srv.root / "home"
+    home.mkdir()
+    os.chmod(home, 0o755)
+    app = srv.write_file("apps/path.wsgi", PATH_APP)
+    srv.start(f"WSGIDaemonProcess h home={home}\nWSGIScriptAlias /p {app} process-group=h\n")
+    r = srv.get("/p")
+    assert r.status == 200, r
+    assert json.loads(r.body) == {"path0": str(home), "cwd": str(home)}
+
+
+def test_without_home_sys_path_is_untouched(apache_factory):
+    srv = apache_factory(mode="daemon")
+    app = srv.write_file("apps/path.wsgi", PATH_APP)
+    srv.start(f"WSGIDaemonProcess h\nWSGIScriptAlias /p {app} process-group=h\n")
+    r = srv.get("/p")
+    assert r.status == 200, r
+    assert json.loads(r.body)["path0"] != json.loads(r.body)["cwd"]

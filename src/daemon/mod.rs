@@ -294,6 +294,16 @@ pub fn run(l: Launch) -> ! {
         if let Ok(m) = m {
             let _ = m.setattr("process_group", name.as_str());
         }
+        // As mod_wsgi: an explicit home= goes first on sys.path, like a script's directory
+        // under the command-line interpreter.
+        if let Some(home) = &spec.home
+            && let Err(e) = py
+                .import("sys")
+                .and_then(|sys| sys.getattr("path"))
+                .and_then(|path| path.call_method1("insert", (0, home.as_str())))
+        {
+            adapter::log_exception(py, &e, &log, "mod_rwsgi could not put home= on sys.path");
+        }
         for imp in g.import_scripts.iter().filter(|i| i.process_group == name) {
             if let Err(e) = crate::python::load_script(py, &imp.path, None, true, g.case_sensitive)
             {

@@ -212,8 +212,7 @@ fn logs(plan: &Plan) -> String {
 fn daemon_process(plan: &Plan) -> String {
     let o = plan.o;
     let t = &o.timeouts;
-    let mut path = vec![plan.working_directory.clone()];
-    path.extend(plan.python_paths.iter().cloned());
+    // home= also puts the working directory first on sys.path (as mod_wsgi does).
     let mut s = format!(
         "WSGIRestrictEmbedded On\nWSGIDaemonProcess {group} \\\n    display-name='(wsgi:{port})' \\\n    \
          home={home} \\\n",
@@ -225,11 +224,13 @@ fn daemon_process(plan: &Plan) -> String {
     if let Some(p) = o.processes {
         s.push_str(&format!("    processes={p} \\\n"));
     }
-    s.push_str(&format!(
-        "    threads={} \\\n    python-path={} \\\n",
-        o.threads,
-        q(&path.join(":"))
-    ));
+    s.push_str(&format!("    threads={} \\\n", o.threads));
+    if !plan.python_paths.is_empty() {
+        s.push_str(&format!(
+            "    python-path={} \\\n",
+            q(&plan.python_paths.join(":"))
+        ));
+    }
     if let Some(h) = &plan.python_home {
         s.push_str(&format!("    python-home={} \\\n", q(h)));
     }
@@ -542,7 +543,8 @@ mod tests {
             "WSGIDaemonProcess 127.0.0.1:8123 \\",
             "processes=2 \\",
             "threads=5 \\",
-            "python-path=\"/srv/app:/srv/lib\"",
+            "home=\"/srv/app\" \\",
+            "python-path=\"/srv/lib\"",
             "queue-timeout=45",
             "request-timeout=60",
             "connect-timeout=15",
