@@ -223,6 +223,42 @@ def test_segfaulting_app_embedded_mode_child_dies_server_serves(apache_factory, 
     assert harness.wait_for(lambda: srv.child_pids(), timeout=10)
 
 
+# --------------------------------------------------------------------------- hung application
+
+@pytest.mark.embedded_only  # daemon-only: runs once, its server is in daemon mode
+def test_hung_app_is_recycled_by_request_timeout(apache_factory):
+    """An application stuck in a time.sleep loop (see also test_daemon.py::
+    test_request_timeout_restarts_stuck_process, a single long sleep): request-timeout ends its
+    process, the hung request gets an error instead of hanging, and other requests, sent while
+    it hangs, are all served."""
+    srv = serve(apache_factory, "daemon",
+                daemon_opts="processes=1 threads=4 request-timeout=2 graceful-timeout=1 "
+                            "shutdown-timeout=1")
+    hung: list[harness.Response] = []
+    t = run_clients(1, lambda i: hung.append(srv.get("/f/hang?tag=h", timeout=60)))
+    marker = srv.state / "hang-h"
+    assert harness.wait_for_file(marker, timeout=10), log_tail(srv)
+    hung_pid = int(marker.read_text().split()[0])
+    others = []
+    for _ in range(300):  # until the hung request ends (bounded: 300 x 0.1 s + requests)
+        if hung:
+            break
+        others.append(srv.get("/f/pid", timeout=15))
+        time.sleep(0.1)
+    join_all(t, timeout=60)
+    h = hung[0]
+    assert not ok(h) and not h.timed_out, h
+    assert srv.wait_for_log(r"request-timeout", timeout=5), log_tail(srv)
+    assert harness.wait_for(lambda: not harness.pid_alive(hung_pid), timeout=10)
+    bad = [r for r in others if not ok(r)]
+    assert others and not bad, f"{len(bad)} of {len(others)} failed: {bad[:3]}"
+    r = get_ok(srv, "/f/pid")
+    assert int(r.body) != hung_pid
+    figure("hung-app-request-timeout-2s", hung_request_status=h.status,
+           hung_request_ended_after_s=f"{h.elapsed:.2f}", other_requests_served=len(others),
+           failed=len(bad))
+
+
 # --------------------------------------------------------------------------- client disconnects
 
 def test_client_disconnect_mid_64mib_response_closes_app_iterable(apache_factory, mode):

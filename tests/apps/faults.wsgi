@@ -8,6 +8,8 @@
 #                        ("eof N" or "error <Class> oserror=<bool> N") to <state>/upload-T; answers
 #                        {"length": N}
 #   /big?size=N          N bytes from a generator, no close record (memory tests)
+#   /hang?tag=T          appends its pid to <state>/hang-T, then sleeps in 50 ms steps for up
+#                        to 300 s (a hung application, bounded so no test leaves it behind)
 import json
 import os
 import time
@@ -97,6 +99,12 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(body)))])
         return [body]
+
+    if path == "/hang":
+        if tag:
+            _append("hang-" + tag, str(os.getpid()))
+        for _ in range(6000):
+            time.sleep(0.05)
 
     if path == "/sleep":
         time.sleep(float(q.get("s", "0.01")))
