@@ -298,7 +298,11 @@ def test_client_disconnect_mid_64mib_upload_raises_in_app(apache_factory, mode):
             piece = b"u" * 65536
             for _ in range(16):  # 1 MiB of the promised 64
                 s.sendall(piece)
-            time.sleep(0.3)  # the application is reading by now
+            # Reset only once the application runs (a reset before Apache read the request
+            # would discard it unseen).
+            assert harness.wait_for_file(srv.state / f"started-{tag}", timeout=20), \
+                log_tail(srv)
+            time.sleep(0.2)  # let it read what was sent
         finally:
             rst_close(s)
         rec = srv.state / f"upload-{tag}"

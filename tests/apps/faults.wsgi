@@ -2,10 +2,11 @@
 #   /hello               "hello" (the soak's request)
 #   /pid                 the serving process's pid
 #   /segv                dereferences NULL through ctypes: the process dies with SIGSEGV
-#   /stream?size=N&tag=T N bytes (64 KiB pieces) from a generator whose close() appends
+#   /stream?size=N&tag=T N bytes (64 KiB pieces) from an iterator whose close() appends
 #                        "closed after K pieces" to <state>/close-T
-#   /upload?tag=T        reads wsgi.input in 64 KiB blocks until EOF and appends the outcome
-#                        ("eof N" or "error <Class> oserror=<bool> N") to <state>/upload-T; answers
+#   /upload?tag=T        appends its pid to <state>/started-T, reads wsgi.input in 64 KiB
+#                        blocks until EOF and appends the outcome ("eof N" or
+#                        "error <Class> oserror=<bool> N") to <state>/upload-T; answers
 #                        {"length": N}
 #   /big?size=N          N bytes from a generator, no close record (memory tests)
 #   /hang?tag=T          appends its pid to <state>/hang-T, then sleeps in 50 ms steps for up
@@ -82,6 +83,8 @@ def application(environ, start_response):
     if path == "/upload":
         inp = environ["wsgi.input"]
         n = 0
+        if tag:
+            _append("started-" + tag, str(os.getpid()))
         try:
             while True:
                 block = inp.read(65536)
