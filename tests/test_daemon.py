@@ -402,56 +402,8 @@ def test_maximum_requests_recycles(apache_factory):
 
 
 # --------------------------------------------------------------------------- 7. graceful
-
-def test_graceful_under_load_fails_no_request(apache_factory):
-    srv = server(apache_factory, "WSGIDaemonProcess gr processes=2 threads=5", {"/a": "gr"})
-    get_ok(srv, "/a/info")
-    stop = threading.Event()
-    lock = threading.Lock()
-    good, bad = [0], []
-    retries = [0]
-
-    def record(r):
-        with lock:
-            if ok(r):
-                good[0] += 1
-            else:
-                bad.append(repr(r)[:300])
-
-    def close_client(i):
-        while not stop.is_set():
-            try:
-                record(srv.get("/a/sleep?s=0.01", timeout=10))
-            except OSError as e:  # refused/reset connection: a failure
-                with lock:
-                    bad.append(repr(e))
-
-    def keepalive_client(i):
-        c = KeepAliveClient(srv.port)
-        try:
-            while not stop.is_set():
-                try:
-                    record(c.get("/a/sleep?s=0.01"))
-                except OSError as e:
-                    with lock:
-                        bad.append(repr(e))
-                    c.close()
-        finally:
-            with lock:
-                retries[0] += c.retries
-            c.close()
-
-    threads = run_clients(2, close_client) + run_clients(2, keepalive_client)
-    try:
-        time.sleep(0.5)
-        for _ in range(3):
-            srv.graceful(probe_path="/a/info")
-            time.sleep(0.5)
-    finally:
-        stop.set()
-        join_all(threads)
-    assert good[0] > 50, (good, bad[:3])
-    assert not bad, f"{len(bad)} of {good[0] + len(bad)} failed: {bad[:3]}\n{log_tail(srv)}"
+# Graceful restarts under load (close and keep-alive clients, ten restarts, every MPM, both
+# modes): tests/test_faults.py::test_ten_graceful_restarts_under_load_fail_no_request.
 
 
 # --------------------------------------------------------------------------- 8. stop
