@@ -1,0 +1,13 @@
+"""URLs of the Django test project: the admin, a file upload form, a streamed response and a file."""
+
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("upload/", views.upload, name="upload"),
+    path("stream/", views.stream, name="stream"),
+    path("blob/", views.blob, name="blob"),
+]

@@ -1,0 +1,89 @@
+"""Flask application served by tests/test_frameworks.py, under mod_rwsgi (flask_app.wsgi, in an
+httpd child or a daemon process) and under gunicorn (flask_app:app), to compare the two."""
+
+import os
+import pwd
+import sys
+
+from flask import (Flask, Response, jsonify, redirect, request, send_file, session,
+                   stream_with_context, url_for)
+from markupsafe import escape
+
+app = Flask(__name__)
+# A fixed key, so both servers sign the session the same way (the signature still carries a
+# timestamp, which the test normalises).
+app.secret_key = "rwsgi-frameworks-test-not-secret"
+
+
+@app.get("/api/items/<int:item_id>")
+def item(item_id):
+    return jsonify(id=item_id, name=f"item {item_id}", tags=request.args.getlist("tag"),
+                   script_root=request.script_root, path=request.path)
+
+
+@app.post("/api/items")
+def create_item():
+    data = request.get_json()
+    resp = jsonify(created=data, length=request.content_length)
+    resp.status_code = 201
+    resp.headers["Location"] = url_for("item", item_id=data["id"])
+    return resp
+
+
+@app.post("/form")
+def form():
+    name = request.form.get("name", "")
+    colours = request.form.getlist("colour")
+    session["name"] = name
+    body = (f"<html><body><p>hello {escape(name)}</p><ul>"
+            + "".join(f"<li>{escape(c)}</li>" for c in colours)
+            + "</ul></body></html>")
+    resp = Response(body, content_type="text/html; charset=utf-8")
+    resp.set_cookie("visitor", name.encode("utf-8").hex(), max_age=3600, httponly=True,
+                    samesite="Lax", path="/")
+    return resp
+
+
+@app.get("/whoami")
+def whoami():
+    return jsonify(name=session.get("name"))
+
+
+@app.get("/go")
+def go():
+    # An absolute URL built from the request's host: differs only by host:port.
+    return redirect(url_for("whoami", _external=True))
+
+
+@app.get("/stream")
+def stream():
+    n = request.args.get("n", 20, type=int)
+
+    def lines():
+        for i in range(n):
+            yield f"line {i} {'x' * (i * 37 % 500)}\n"
+
+    return Response(stream_with_context(lines()), mimetype="text/plain")
+
+
+@app.get("/blob")
+def blob():
+    # send_file answers through wsgi.file_wrapper, with conditional requests and byte ranges.
+    # The ETag is given: Werkzeug's own is derived from the file's absolute path, which differs
+    # between the two servers' copies of the site.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "blob.bin")
+    return send_file(path, mimetype="application/octet-stream", etag="blob-v1", max_age=120)
+
+
+@app.get("/runtime")
+def runtime():
+    # Where this process runs (not compared between servers: the test checks it directly).
+    import flask
+
+    return jsonify(prefix=sys.prefix, flask=flask.__file__, user=pwd.getpwuid(os.geteuid()).pw_name,
+                   process_group=request.environ.get("mod_wsgi.process_group"))
+
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("flask app error on purpose")

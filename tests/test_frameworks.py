@@ -1,0 +1,739 @@
+"""Real frameworks from PyPI (Flask, Django, Falcon; versions pinned in
+tests/frameworks/requirements.txt) served by mod_rwsgi in embedded and daemon mode, each answer
+compared with the same application served by gunicorn.
+
+The frameworks live in a venv of /usr/bin/python3 (the Python Apache loads), created once and
+reused (/tmp/rwsgi-venv-cache/<hash of the requirements and the Python version>, readable by
+www-data), that Apache enters through `WSGIPythonHome` (embedded) or `python-home=` (the daemon
+group). gunicorn, installed in the same venv, runs on 127.0.0.1 on a free port as www-data, the
+user the application runs as under Apache too, and is stopped by its PID.
+
+Each framework gets one Apache per mode and one gunicorn for the whole module. Every server has
+its own copy of tests/frameworks/ (<site>/app) and its own writable <site>/var (Django's sqlite
+database, uploads). Compared: status, every response header except the ones that belong to the
+server or the connection (Date, Server, Connection, Keep-Alive, Transfer-Encoding), and the
+body. What is normalised, and why, is said where it is done.
+
+If the venv cannot be created (no network to PyPI), the tests fail with pip's message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import zlib
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+
+import harness
+
+# Each mode's servers are built here (module scope, shared by the tests); the marker only keeps
+# the automatic per-test mode parametrisation away.
+pytestmark = pytest.mark.embedded_only
+
+FW_SRC = harness.TESTS_DIR / "frameworks"
+REQUIREMENTS = FW_SRC / "requirements.txt"
+SYSTEM_PYTHON = "/usr/bin/python3"
+VENV_CACHE = Path(os.environ.get("RWSGI_VENV_CACHE", "/tmp/rwsgi-venv-cache"))
+MODES = [m.strip() for m in os.environ.get("RWSGI_MODES", "embedded,daemon").split(",") if m.strip()]
+LOG_DIR = Path(os.environ.get("RWSGI_LOG_DIR", "/tmp/rwsgi-test-logs"))
+MOUNT = "/app"
+# The first request of a framework imports it (Django: the admin, the ORM); the machine may be
+# loaded. Liveness bound only.
+REQ_TIMEOUT = 60.0
+RUN_AS = "www-data"
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "rwsgi-Admin-pw-1"
+
+BLOB = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(10_000))  # 320,000 bytes
+BLOB_MTIME = 1_700_000_000
+ENTRIES = {  # framework -> (mod_rwsgi script in <site>/app, gunicorn's module:callable)
+    "flask": ("flask_app.wsgi", "flask_app:app"),
+    "django": ("django_app.wsgi", "djangosite.wsgi:application"),
+    "falcon": ("falcon_app.wsgi", "falcon_app:app"),
+}
+
+
+# --------------------------------------------------------------------------- the venv
+
+def _venv_key() -> str:
+    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version)"],
+                             capture_output=True, text=True, check=True).stdout
+    return hashlib.sha256(REQUIREMENTS.read_bytes() + version.encode()).hexdigest()[:16]
+
+
+def _run_or_fail(cmd, what: str, timeout: float, **kw):
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{what}: no result within {timeout:.0f}s ({' '.join(map(str, cmd))})\n"
+                    f"{e.output or ''}", pytrace=False)
+    if p.returncode != 0:
+        pytest.fail(f"{what} failed (exit {p.returncode}): {' '.join(map(str, cmd))}\n"
+                    f"{p.stdout[-4000:]}", pytrace=False)
+    return p
+
+
+@pytest.fixture(scope="session")
+def venv() -> Path:
+    """A venv of /usr/bin/python3 with the pinned frameworks; built once, reused while the
+    requirements and the Python version stay the same. A lock serialises concurrent runs."""
+    VENV_CACHE.mkdir(parents=True, exist_ok=True)
+    os.chmod(VENV_CACHE, 0o755)
+    dest = VENV_CACHE / _venv_key()
+    done = dest / ".rwsgi-complete"
+    with open(VENV_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+            # Built in place: a venv's scripts name their own path, so it cannot be moved.
+            _run_or_fail([SYSTEM_PYTHON, "-m", "venv", str(dest)],
+                         "creating the framework venv (Debian package python3-venv; "
+                         "scripts/deps.sh installs it)", 300)
+            _run_or_fail([str(dest / "bin" / "python"), "-m", "pip", "install", "--no-input",
+                          "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
+                         f"installing the frameworks of {REQUIREMENTS} from PyPI (these tests "
+                         f"need the network to PyPI once; the venv is then reused)", 600)
+            for d, _, files in os.walk(dest):
+                os.chmod(d, os.stat(d).st_mode | 0o555)
+                for f in files:
+                    p = os.path.join(d, f)
+                    if not os.path.islink(p):
+                        os.chmod(p, os.stat(p).st_mode | 0o444)
+            done.write_text(REQUIREMENTS.read_text())
+    return dest
+
+
+# --------------------------------------------------------------------------- sites
+
+def _chown_tree(path: Path, user: str):
+    import pwd
+    pw = pwd.getpwnam(user)
+    for d, dirs, files in os.walk(path):
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        for f in files:
+            os.chown(os.path.join(d, f), pw.pw_uid, pw.pw_gid)
+
+
+def make_site(dest: Path, django_db: Path | None = None) -> Path:
+    """<dest>/app: a copy of tests/frameworks (world-readable); <dest>/var: what the
+    applications write (Django's database, media, upload temp files), owned by www-data."""
+    dest.mkdir(parents=True, exist_ok=True)
+    os.chmod(dest, 0o755)
+    shutil.copytree(FW_SRC, dest / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for d, _, files in os.walk(dest / "app"):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+    # The file the apps serve through wsgi.file_wrapper: the same bytes and mtime in every site
+    # (Last-Modified is compared).
+    blob = dest / "app" / "static" / "blob.bin"
+    blob.parent.mkdir(mode=0o755)
+    blob.write_bytes(BLOB)
+    os.chmod(blob, 0o644)
+    os.utime(blob, (BLOB_MTIME, BLOB_MTIME))
+    var = dest / "var"
+    for sub in ("media", "tmp"):
+        (var / sub).mkdir(parents=True, exist_ok=True)
+    if django_db is not None:
+        shutil.copy(django_db, var / "db.sqlite3")
+    _chown_tree(var, RUN_AS)
+    return dest
+
+
+def _django_env(site: Path) -> dict:
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(site / "app"),
+            "DJANGO_SETTINGS_MODULE": "djangosite.settings"}
+
+
+@pytest.fixture(scope="session")
+def django_db(venv, tmp_path_factory) -> Path:
+    """A migrated sqlite database with a superuser, made once and copied into each site."""
+    site = make_site(tmp_path_factory.mktemp("django-template"))
+    py = str(venv / "bin" / "python")
+    env = _django_env(site)
+    _run_or_fail([py, "-m", "django", "migrate", "--noinput"], "django migrate", 300, env=env)
+    _run_or_fail([py, "-m", "django", "createsuperuser", "--noinput", "--username", ADMIN_USER,
+                  "--email", "admin@example.com"], "django createsuperuser", 300,
+                 env={**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD})
+    return site / "var" / "db.sqlite3"
+
+
+# --------------------------------------------------------------------------- servers
+
+class Gunicorn:
+    """gunicorn from the venv serving <site>/app, mounted at MOUNT like the Apache servers."""
+
+    def __init__(self, venv: Path, site: Path, target: str):
+        self.site = site
+        self.port = harness.free_port()
+        self.log = site / "gunicorn.log"
+        cmd = [str(venv / "bin" / "python"), "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+               "--workers", "2", "--threads", "4", "--chdir", str(site / "app"),
+               "--user", RUN_AS, "--group", RUN_AS, "--no-control-socket",
+               "--error-logfile", str(self.log), "--timeout", "120", target]
+        # SCRIPT_NAME in gunicorn's environment is its way of mounting an app below a prefix.
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SCRIPT_NAME": MOUNT}
+        with open(site / "gunicorn.out", "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         cwd=str(site))
+        # Ready when a worker answers (the master accepts connections before its workers have
+        # imported the application).
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or self._answers(), 90, 0.2)
+        if not ok or self.proc.poll() is not None:
+            self.stop()
+            raise harness.HarnessError(f"gunicorn did not start: {cmd}\n{self.logs()}")
+
+    def _answers(self) -> bool:
+        try:
+            r = harness.http_request(self.port, "GET", f"{MOUNT}/", timeout=5)
+        except OSError:
+            return False
+        return r.status != 0
+
+    def logs(self) -> str:
+        out = []
+        for p in (self.site / "gunicorn.out", self.log):
+            if p.exists():
+                out.append(p.read_text(errors="replace")[-4000:])
+        return "\n".join(out)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class Servers:
+    """Lazily started servers of one kind, stopped at the end of the module."""
+
+    def __init__(self, start):
+        self._start = start
+        self.started: dict[str, object] = {}
+
+    def __call__(self, framework: str):
+        if framework not in self.started:
+            self.started[framework] = self._start(framework)
+        return self.started[framework]
+
+
+@pytest.fixture(scope="module")
+def gunicorns(venv, django_db):
+    roots = []
+
+    def start(framework):
+        # not under pytest's tmp_path, which www-data cannot enter
+        root = Path(tempfile.mkdtemp(prefix=f"rwsgi-gunicorn-{framework}-", dir="/tmp"))
+        roots.append(root)
+        site = make_site(root, django_db if framework == "django" else None)
+        return Gunicorn(venv, site, ENTRIES[framework][1])
+
+    servers = Servers(start)
+    yield servers
+    for g in servers.started.values():
+        g.stop()
+    if not os.environ.get("RWSGI_KEEP"):
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def apaches(request, venv, django_db):
+    mode = request.param
+
+    def start(framework):
+        if mode == "embedded":
+            srv = harness.Apache(mode="embedded", name=f"fw-{framework}-{mode}")
+            head = f"WSGIPythonHome {venv}\n"
+        else:
+            # The daemon group gets the venv; the httpd children keep the system Python.
+            srv = harness.Apache(mode="daemon", name=f"fw-{framework}-{mode}",
+                                 daemon_options=f"processes=2 threads=10 python-home={venv}")
+            head = ""
+        servers.started[framework] = srv  # stopped at teardown even if start() fails
+        site = make_site(srv.apps / "fw", django_db if framework == "django" else None)
+        srv.site = site
+        srv.start(head + srv.mount(MOUNT, site / "app" / ENTRIES[framework][0]))
+        return srv
+
+    servers = Servers(start)
+    servers.mode = mode
+    yield servers
+    live = list(servers.started.values())
+    problems, saved = harness.close_servers(live, False, LOG_DIR / f"test_frameworks-{mode}")
+    if problems:
+        pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
+
+
+@pytest.fixture
+def pair(request, apaches, gunicorns):
+    """pair("flask") -> (Apache in this mode, gunicorn) serving the same framework app."""
+
+    def get(framework):
+        a = apaches(framework)
+        # failing tests get the Apache logs attached (conftest's report hook)
+        request.node._rwsgi_servers = [a]
+        return a, gunicorns(framework)
+
+    get.mode = apaches.mode
+    return get
+
+
+# --------------------------------------------------------------------------- client + comparison
+
+class Client:
+    """HTTP/1.1 requests to one server (harness.http_request) with a cookie jar."""
+
+    def __init__(self, server):
+        self.port = server.port
+        self.jar: dict[str, str] = {}
+
+    def request(self, method, path, body=None, headers=(), **kw) -> harness.Response:
+        hdrs = list(headers)
+        if self.jar:
+            hdrs.append(("Cookie", "; ".join(f"{k}={v}" for k, v in self.jar.items())))
+        r = harness.http_request(self.port, method, path, body=body, headers=hdrs,
+                                 timeout=REQ_TIMEOUT, **kw)
+        for sc in r.headers.get_all("Set-Cookie"):
+            name, _, rest = sc.partition("=")
+            value = rest.split(";", 1)[0]
+            if value in ("", '""'):
+                self.jar.pop(name.strip(), None)
+            else:
+                self.jar[name.strip()] = value
+        return r
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+
+# Headers of the server or of the connection, not of the application.
+SERVER_HEADERS = {"date", "server", "connection", "keep-alive", "transfer-encoding"}
+# Cookies whose values are random (CSRF secret, session key) or carry a timestamp (Flask's
+# signed session): their names and attributes are compared, not their values.
+VOLATILE_COOKIES = {"csrftoken", "sessionid", "session"}
+# Django renders a fresh masked CSRF token into every form.
+CSRF_FIELD = re.compile(rb'(name="csrfmiddlewaretoken" value=")[^"]+(")')
+
+
+def _host_norm(text: str, port: int) -> str:
+    # Absolute URLs built from the request's Host differ only by the server's port.
+    return text.replace(f"127.0.0.1:{port}", "HOST")
+
+
+def _cookie(value: str) -> tuple:
+    parts = [p.strip() for p in value.split(";")]
+    name, _, val = parts[0].partition("=")
+    attrs = []
+    for p in parts[1:]:
+        k, eq, v = p.partition("=")
+        k = k.strip().lower()
+        if k == "expires":
+            # a date computed from the clock: only its form is compared
+            parsedate_to_datetime(v)
+            v = "<date>"
+        attrs.append((k, v.strip()) if eq else (k,))
+    if name in VOLATILE_COOKIES and val not in ("", '""'):
+        val = "<value>"
+    return (name, val, tuple(sorted(attrs)))
+
+
+def app_headers(r: harness.Response, port: int) -> list:
+    out = []
+    for k, v in r.headers:
+        k = k.lower()
+        if k in SERVER_HEADERS:
+            continue
+        if k == "set-cookie":
+            out.append((k, _cookie(v)))
+        elif k == "expires":
+            parsedate_to_datetime(v)  # Django's never_cache: "now", a date from the clock
+            out.append((k, "<date>"))
+        elif k == "allow":
+            # Werkzeug builds it from a set: its order follows the process's hash seed.
+            out.append((k, ", ".join(sorted(m.strip() for m in v.split(",")))))
+        else:
+            out.append((k, _host_norm(v, port)))
+    return sorted(out, key=repr)
+
+
+def norm_body(r: harness.Response, port: int) -> bytes:
+    body = r.body.replace(f"127.0.0.1:{port}".encode(), b"HOST")
+    return CSRF_FIELD.sub(rb"\1<csrf>\2", body)
+
+
+def assert_same(ra: harness.Response, rg: harness.Response, pa: int, pg: int):
+    """ra (mod_rwsgi) and rg (gunicorn) are the same answer."""
+    assert ra.complete and not ra.error, f"mod_rwsgi response incomplete: {ra!r}"
+    assert rg.complete and not rg.error, f"gunicorn response incomplete: {rg!r}"
+    assert (ra.status, ra.reason) == (rg.status, rg.reason), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
+    assert app_headers(ra, pa) == app_headers(rg, pg), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
+    assert norm_body(ra, pa) == norm_body(rg, pg), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
+
+
+def both(pair_, framework: str, steps):
+    """Run `steps(client, server)` against mod_rwsgi and against gunicorn, each with its own
+    cookie jar; `steps` returns a list of responses, compared pairwise. Returns (apache's
+    responses, apache server)."""
+    a, g = pair_(framework)
+    ra = steps(Client(a), a)
+    rg = steps(Client(g), g)
+    assert len(ra) == len(rg)
+    for i, (x, y) in enumerate(zip(ra, rg)):
+        try:
+            assert_same(x, y, a.port, g.port)
+        except AssertionError as e:
+            raise AssertionError(f"step {i}: {e}") from None
+    return ra, a
+
+
+def form(fields) -> tuple[bytes, list]:
+    return (urllib.parse.urlencode(fields).encode(),
+            [("Content-Type", "application/x-www-form-urlencoded")])
+
+
+def multipart(fields, files) -> tuple[bytes, list]:
+    boundary = "rwsgiBoundary7MA4YWxkTrZu0gW"
+    out = []
+    for k, v in fields:
+        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   .encode())
+    for k, (filename, ctype, data) in files:
+        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; '
+                   f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'.encode() + data
+                   + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), [("Content-Type", f"multipart/form-data; boundary={boundary}")]
+
+
+def csrf_token(r: harness.Response) -> str:
+    m = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', r.body)
+    assert m, f"no CSRF token in the form: {r!r}"
+    return m.group(1).decode()
+
+
+# --------------------------------------------------------------------------- Flask
+
+def test_flask_runs_from_the_venv(pair, venv):
+    a, _ = pair("flask")
+    r = a.get(f"{MOUNT}/runtime", timeout=REQ_TIMEOUT)
+    assert r.status == 200, r
+    info = r.json()
+    assert info["prefix"] == str(venv)
+    assert info["flask"].startswith(str(venv) + "/lib/")
+    assert info["user"] == RUN_AS
+    assert info["process_group"] == ("" if pair.mode == "embedded" else harness.DAEMON_GROUP)
+
+
+def test_flask_json(pair):
+    payload = json.dumps({"id": 42, "v": "é"}).encode()
+
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/api/items/7?tag=a&tag=b%20c"),
+                c.request("HEAD", f"{MOUNT}/api/items/7"),
+                c.get(f"{MOUNT}/api/items/x"),
+                c.request("POST", f"{MOUNT}/api/items", payload,
+                          [("Content-Type", "application/json")])]
+
+    (get, head, missing, post), _ = both(pair, "flask", steps)
+    assert get.status == 200 and get.headers["Content-Type"] == "application/json"
+    assert get.json() == {"id": 7, "name": "item 7", "tags": ["a", "b c"],
+                          "script_root": MOUNT, "path": "/api/items/7"}
+    assert head.status == 200 and head.body == b""
+    assert missing.status == 404
+    assert post.status == 201 and post.headers["Location"] == f"{MOUNT}/api/items/42"
+    assert post.json() == {"created": {"id": 42, "v": "é"}, "length": len(payload)}
+
+
+def test_flask_form_post_cookies_and_redirect(pair):
+    def steps(c, s):
+        body, hdrs = form([("name", "Zoë & <co>"), ("colour", "red"), ("colour", "blue")])
+        return [c.request("POST", f"{MOUNT}/form", body, hdrs),
+                c.get(f"{MOUNT}/whoami"),
+                c.get(f"{MOUNT}/go")]
+
+    (posted, who, go), a = both(pair, "flask", steps)
+    assert posted.status == 200
+    assert b"hello Zo\xc3\xab &amp; &lt;co&gt;" in posted.body
+    assert b"<li>red</li><li>blue</li>" in posted.body
+    names = sorted(c.split("=", 1)[0] for c in posted.headers.get_all("Set-Cookie"))
+    assert names == ["session", "visitor"]
+    assert who.json() == {"name": "Zoë & <co>"}  # the session cookie came back
+    assert go.status == 302
+    assert go.headers["Location"] == f"http://127.0.0.1:{a.port}{MOUNT}/whoami"
+
+
+def test_flask_streaming(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/stream?n=300")]
+
+    (r,), _ = both(pair, "flask", steps)
+    assert r.status == 200 and "Content-Length" not in r.headers
+    lines = r.body.decode().splitlines()
+    assert len(lines) == 300 and lines[299].startswith("line 299 ")
+
+
+def test_flask_send_file_conditional_and_ranges(pair):
+    def steps(c, s):
+        url = f"{MOUNT}/blob"
+        return [c.get(url),
+                c.request("HEAD", url),
+                c.get(url, headers=[("If-None-Match", '"blob-v1"')]),
+                c.get(url, headers=[("If-Modified-Since", "Tue, 14 Nov 2023 22:13:20 GMT")]),
+                c.get(url, headers=[("Range", "bytes=1000-1999")]),
+                c.get(url, headers=[("Range", "bytes=-700")]),
+                c.get(url, headers=[("Range", "bytes=400000-")])]
+
+    (full, head, inm, ims, r1, r2, r3), _ = both(pair, "flask", steps)
+    assert full.status == 200 and full.body == BLOB
+    assert full.headers["Content-Length"] == str(len(BLOB)) and full.headers["ETag"] == '"blob-v1"'
+    assert full.headers["Last-Modified"] == "Tue, 14 Nov 2023 22:13:20 GMT"
+    assert head.status == 200 and head.body == b"" and head.headers["Content-Length"] == str(len(BLOB))
+    assert inm.status == 304 and ims.status == 304 and inm.body == ims.body == b""
+    assert r1.status == 206 and r1.body == BLOB[1000:2000]
+    assert r1.headers["Content-Range"] == f"bytes 1000-1999/{len(BLOB)}"
+    assert r2.status == 206 and r2.body == BLOB[-700:]
+    assert r3.status == 416
+
+
+def test_flask_unicode_path_and_query(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/api/items/5?tag=%C3%A9t%C3%A9&tag=%E2%82%AC+x"),
+                c.get(f"{MOUNT}/caf%C3%A9/%E2%82%AC")]
+
+    (r, missing), _ = both(pair, "flask", steps)
+    assert r.status == 200 and r.json()["tags"] == ["été", "€ x"]
+    assert missing.status == 404
+
+
+def test_flask_error_is_a_500(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/boom")]
+
+    (r,), a = both(pair, "flask", steps)
+    assert r.status == 500
+    # Flask logs the traceback to wsgi.errors, which is Apache's error log.
+    assert a.wait_for_log(r"RuntimeError: flask app error on purpose", timeout=10)
+
+
+# --------------------------------------------------------------------------- Django
+
+def test_django_admin_login_with_csrf(pair):
+    def steps(c, s):
+        out = [c.get(f"{MOUNT}/admin/")]                       # -> login page
+        login_url = f"{MOUNT}/admin/login/?next={MOUNT}/admin/"
+        page = c.get(login_url)
+        out.append(page)
+        assert "csrftoken" in c.jar, page
+        token = csrf_token(page)
+        # without the token: refused by the CSRF middleware
+        body, hdrs = form([("username", ADMIN_USER), ("password", ADMIN_PASSWORD)])
+        out.append(c.request("POST", login_url, body, hdrs))
+        # a wrong password: the form again, with an error
+        body, hdrs = form([("csrfmiddlewaretoken", token), ("username", ADMIN_USER),
+                           ("password", "wrong"), ("next", f"{MOUNT}/admin/")])
+        out.append(c.request("POST", login_url, body, hdrs))
+        body, hdrs = form([("csrfmiddlewaretoken", token), ("username", ADMIN_USER),
+                           ("password", ADMIN_PASSWORD), ("next", f"{MOUNT}/admin/")])
+        out.append(c.request("POST", login_url, body, hdrs))
+        out.append(c.get(f"{MOUNT}/admin/"))                   # logged in
+        out.append(c.get(f"{MOUNT}/admin/auth/user/"))
+        return out
+
+    (first, page, no_csrf, wrong, login, index, users), _ = both(pair, "django", steps)
+    assert first.status == 302
+    assert first.headers["Location"] == f"{MOUNT}/admin/login/?next={MOUNT}/admin/"
+    assert page.status == 200 and b"<title>Log in | Django site admin</title>" in page.body
+    assert no_csrf.status == 403 and b"CSRF verification failed" in no_csrf.body
+    assert wrong.status == 200 and b"Please enter the correct username and password" in wrong.body
+    assert login.status == 302 and login.headers["Location"] == f"{MOUNT}/admin/"
+    assert "sessionid=" in " ".join(login.headers.get_all("Set-Cookie"))
+    assert index.status == 200
+    assert b"Site administration" in index.body and f"{ADMIN_USER}".encode() in index.body
+    assert b"Log in | Django" not in index.body
+    assert users.status == 200 and b"Select user to change" in users.body
+
+
+def test_django_file_upload(pair):
+    small = bytes(range(256)) * 40                         # 10 KiB: kept in memory
+    big = hashlib.sha256(b"rwsgi").digest() * 50_000       # 1.6 MB: a temporary file
+
+    def steps(c, s):
+        page = c.get(f"{MOUNT}/upload/")
+        token = csrf_token(page)
+        out = [page]
+        for name, data in (("small.bin", small), ("big.bin", big)):
+            body, hdrs = multipart([("csrfmiddlewaretoken", token), ("title", f"t {name}")],
+                                   [("document", (name, "application/octet-stream", data))])
+            out.append(c.request("POST", f"{MOUNT}/upload/", body, hdrs))
+        body, hdrs = multipart([("csrfmiddlewaretoken", token), ("title", "no file")], [])
+        out.append(c.request("POST", f"{MOUNT}/upload/", body, hdrs))   # invalid form
+        return out
+
+    (page, r_small, r_big, invalid), a = both(pair, "django", steps)
+    assert page.status == 200 and b'enctype="multipart/form-data"' in page.body
+    for r, data, name, handler in ((r_small, small, "small.bin", "InMemoryUploadedFile"),
+                                   (r_big, big, "big.bin", "TemporaryUploadedFile")):
+        assert r.status == 200, r
+        info = r.json()
+        digest = hashlib.sha256(data).hexdigest()
+        assert info == {"title": f"t {name}", "name": name, "size": len(data),
+                        "content_type": "application/octet-stream", "sha256": digest,
+                        "stored": f"uploads/{digest[:16]}-{name}", "handler": handler}
+        saved = a.site / "var" / "media" / info["stored"]
+        assert saved.read_bytes() == data
+    assert invalid.status == 400 and b"This field is required" in invalid.body
+
+
+def test_django_streaming_response(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/stream/?n=400")]
+
+    (r,), _ = both(pair, "django", steps)
+    assert r.status == 200 and r.headers["X-Rows"] == "400"
+    assert "Content-Length" not in r.headers
+    lines = r.body.decode().splitlines()
+    assert len(lines) == 400 and lines[-1].startswith("row 399: ")
+
+
+def test_django_file_response(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/blob/"), c.request("HEAD", f"{MOUNT}/blob/"),
+                c.request("HEAD", f"{MOUNT}/admin/login/")]
+
+    (r, head, login_head), _ = both(pair, "django", steps)
+    assert r.status == 200 and r.body == BLOB
+    assert r.headers["Content-Length"] == str(len(BLOB))
+    assert r.headers["Content-Disposition"] == "attachment; filename*=utf-8''blob%20%C3%A9.bin"
+    assert head.status == 200 and head.body == b""
+    assert login_head.status == 200 and login_head.body == b""
+
+
+# --------------------------------------------------------------------------- keep-alive
+
+class Connection:
+    """Requests one after another on one persistent HTTP/1.1 connection."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=REQ_TIMEOUT)
+        self.reader = harness._Reader(self.sock, time.monotonic())
+
+    def request(self, method, path, body=b"", headers=()) -> harness.Response:
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
+        head += [f"{k}: {v}" for k, v in headers]
+        if body or method in ("POST", "PUT"):
+            head.append(f"Content-Length: {len(body)}")
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        resp = harness.Response()
+        harness._read_response(self.reader, resp, method, True)
+        return resp
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("framework", ["flask", "django", "falcon"])
+def test_keepalive_with_unread_bodies(pair, framework):
+    """Several requests on one connection, some whose body the application never reads (a 404,
+    a 405, a CSRF refusal): the server must skip the rest of the body and answer the next
+    request on the same connection."""
+    big = b"z" * 300_000
+    json_body = json.dumps({"id": 9, "name": "widget"}).encode()
+    script = {
+        "flask": [("POST", "/nowhere", big, []),
+                  ("POST", "/api/items", json_body, [("Content-Type", "application/json")]),
+                  ("PUT", "/api/items/1", big, [("Content-Type", "application/octet-stream")]),
+                  ("GET", "/api/items/3", b"", []),
+                  ("POST", "/api/items", json_body, [("Content-Type", "application/json"),
+                                                     ("Expect", "100-continue")]),
+                  ("GET", "/stream?n=30", b"", [])],
+        "django": [("POST", "/upload/", big, [("Content-Type", "application/octet-stream")]),
+                   ("POST", "/nowhere/", big, []),
+                   ("GET", "/stream/?n=30", b"", []),
+                   ("GET", "/blob/", b"", []),
+                   ("GET", "/admin/login/", b"", [])],
+        "falcon": [("POST", "/nowhere", big, []),
+                   ("DELETE", "/things/1", big, []),
+                   ("PUT", "/echo", big, [("Content-Type", "text/plain"),
+                                          ("Expect", "100-continue")]),
+                   ("POST", "/things", json_body, [("Content-Type", "application/json")]),
+                   ("GET", "/things/4", b"", [])],
+    }[framework]
+    a, g = pair(framework)
+    conn = Connection(a.port)
+    try:
+        ours = [conn.request(m, MOUNT + p, b, h) for m, p, b, h in script]
+    finally:
+        conn.close()
+    # gunicorn (27, gthread) closes a connection whose request body the application left
+    # unread, so its answers are taken on a fresh connection each.
+    theirs = [harness.http_request(g.port, m, MOUNT + p, b or None, h, timeout=REQ_TIMEOUT)
+              for m, p, b, h in script]
+    for i, (x, y) in enumerate(zip(ours, theirs)):
+        try:
+            assert_same(x, y, a.port, g.port)
+        except AssertionError as e:
+            raise AssertionError(f"request {i} ({script[i][0]} {script[i][1]}): {e}") from None
+        assert (x.headers.get("Connection") or "").lower() != "close", x
+    answers = {a: ours}
+    statuses = [r.status for r in answers[a]]
+    assert statuses == {"flask": [404, 201, 405, 200, 201, 200],
+                        "django": [403, 404, 200, 200, 200],
+                        "falcon": [404, 405, 200, 201, 200]}[framework]
+
+
+# --------------------------------------------------------------------------- Falcon
+
+def test_falcon_json_resources(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/things/12?limit=3", headers=[("Accept", "application/json")]),
+                c.get(f"{MOUNT}/things/abc"),
+                c.request("DELETE", f"{MOUNT}/things/12")]
+
+    (ok, missing, not_allowed), _ = both(pair, "falcon", steps)
+    assert ok.status == 200 and ok.headers["Content-Type"] == "application/json"
+    assert ok.headers["Vary"] == "Accept" and ok.headers["Cache-Control"] == "max-age=60"
+    assert ok.json() == {"id": 12, "name": "thing 12", "limit": 3,
+                         "relative_uri": f"{MOUNT}/things/12?limit=3"}
+    assert missing.status == 404
+    assert not_allowed.status == 405 and "GET" in not_allowed.headers["Allow"]
+
+
+def test_falcon_post_media(pair):
+    thing = {"name": "widget", "parts": list(range(50)), "note": "ü" * 100}
+    payload = json.dumps(thing).encode()
+    blob = bytes(range(256)) * 1200   # 300 KiB through req.bounded_stream
+
+    def steps(c, s):
+        jh = [("Content-Type", "application/json")]
+        return [c.request("POST", f"{MOUNT}/things", payload, jh),
+                c.request("POST", f"{MOUNT}/things", b"{not json", jh),
+                c.request("POST", f"{MOUNT}/things", b'{"nameless": 1}', jh),
+                c.request("PUT", f"{MOUNT}/echo", blob, [("Content-Type", "application/x-blob")])]
+
+    (created, bad_json, invalid, echo), _ = both(pair, "falcon", steps)
+    tid = zlib.crc32(b"widget") % 100000
+    assert created.status == 201 and created.headers["Location"] == f"{MOUNT}/things/{tid}"
+    assert created.json() == {"id": tid, "stored": thing, "size": len(payload)}
+    assert bad_json.status == 400 and "Invalid JSON" in bad_json.json()["title"]
+    assert invalid.status == 400 and invalid.json()["title"] == "Invalid thing"
+    assert echo.status == 200
+    assert echo.text == f"{len(blob)} bytes, crc {zlib.crc32(blob)}, type application/x-blob"
