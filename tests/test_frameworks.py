@@ -235,7 +235,9 @@ class Servers:
 
 
 @pytest.fixture(scope="module")
-def gunicorns(venv, django_db):
+def gunicorns(venv, django_db, apaches):
+    """The reference servers, one set per mode (it depends on `apaches` for that): the tests
+    change Django's database, and each Apache starts from the fresh one."""
     roots = []
 
     def start(framework):
@@ -270,7 +272,9 @@ def apaches(request, venv, django_db):
         servers.started[framework] = srv  # stopped at teardown even if start() fails
         site = make_site(srv.apps / "fw", django_db if framework == "django" else None)
         srv.site = site
-        srv.start(head + srv.mount(MOUNT, site / "app" / ENTRIES[framework][0]))
+        # Chunked request bodies are refused (411) unless turned on, as in mod_wsgi.
+        srv.start(head + "WSGIChunkedRequest On\n"
+                  + srv.mount(MOUNT, site / "app" / ENTRIES[framework][0]))
         return srv
 
     servers = Servers(start)
@@ -327,10 +331,14 @@ class Client:
 # Headers of the server or of the connection, not of the application.
 SERVER_HEADERS = {"date", "server", "connection", "keep-alive", "transfer-encoding"}
 # Cookies whose values are random (CSRF secret, session key) or carry a timestamp (Flask's
-# signed session): their names and attributes are compared, not their values.
-VOLATILE_COOKIES = {"csrftoken", "sessionid", "session"}
+# signed session, Django's signed messages): their names and attributes are compared, not their values.
+VOLATILE_COOKIES = {"csrftoken", "sessionid", "session", "messages"}
 # Django renders a fresh masked CSRF token into every form.
 CSRF_FIELD = re.compile(rb'(name="csrfmiddlewaretoken" value=")[^"]+(")')
+# Django's admin shows a user's password summary: the salt is random, the hash follows from it.
+PASSWORD_SUMMARY = re.compile(rb"(<strong>(?:salt|hash)</strong>: <bdi>)[^<]*(</bdi>)")
+# ... and the clock time the user was created or last logged in, in the form's date/time inputs.
+CLOCK_INPUT = re.compile(rb'<input[^>]*name="(?:initial-)?(?:date_joined|last_login)_[01]"[^>]*>')
 
 
 def _host_norm(text: str, port: int) -> str:
@@ -376,6 +384,8 @@ def app_headers(r: harness.Response, port: int) -> list:
 
 def norm_body(r: harness.Response, port: int) -> bytes:
     body = r.body.replace(f"127.0.0.1:{port}".encode(), b"HOST")
+    body = PASSWORD_SUMMARY.sub(rb"\1<random>\2", body)
+    body = CLOCK_INPUT.sub(lambda m: re.sub(rb'value="[^"]*"', b'value="<clock>"', m.group(0)), body)
     return CSRF_FIELD.sub(rb"\1<csrf>\2", body)
 
 
@@ -480,6 +490,20 @@ def test_flask_form_post_cookies_and_redirect(pair):
     assert go.headers["Location"] == f"http://127.0.0.1:{a.port}{MOUNT}/whoami"
 
 
+def test_flask_chunked_request_body(pair):
+    """A chunked request body (no Content-Length): Werkzeug reads it to the end because the
+    server sets wsgi.input_terminated."""
+    payload = json.dumps({"id": 77, "blob": "q" * 50_000}).encode()
+
+    def steps(c, s):
+        return [c.request("POST", f"{MOUNT}/api/items", payload,
+                          [("Content-Type", "application/json")], chunked=True, chunk_size=4096)]
+
+    (r,), _ = both(pair, "flask", steps)
+    assert r.status == 201 and r.json()["created"] == json.loads(payload)
+    assert r.json()["length"] is None
+
+
 def test_flask_streaming(pair):
     def steps(c, s):
         return [c.get(f"{MOUNT}/stream?n=300")]
@@ -555,9 +579,22 @@ def test_django_admin_login_with_csrf(pair):
         out.append(c.request("POST", login_url, body, hdrs))
         out.append(c.get(f"{MOUNT}/admin/"))                   # logged in
         out.append(c.get(f"{MOUNT}/admin/auth/user/"))
+        # add a user through the admin: a redirect and a message in the "messages" cookie
+        add = c.get(f"{MOUNT}/admin/auth/user/add/")
+        out.append(add)
+        body, hdrs = form([("csrfmiddlewaretoken", csrf_token(add)), ("username", "zoë"),
+                           ("usable_password", "true"), ("password1", "Another-pw-42"),
+                           ("password2", "Another-pw-42"), ("_save", "Save")])
+        added = c.request("POST", f"{MOUNT}/admin/auth/user/add/", body, hdrs)
+        out.append(added)
+        out.append(c.get(urllib.parse.urlsplit(added.headers.get("Location", "/")).path))
+        body, hdrs = form([("csrfmiddlewaretoken", csrf_token(add))])
+        out.append(c.request("POST", f"{MOUNT}/admin/logout/", body, hdrs))
+        out.append(c.get(f"{MOUNT}/admin/"))                   # logged out again
         return out
 
-    (first, page, no_csrf, wrong, login, index, users), _ = both(pair, "django", steps)
+    (first, page, no_csrf, wrong, login, index, users, add, added, change, logout, after), _ = \
+        both(pair, "django", steps)
     assert first.status == 302
     assert first.headers["Location"] == f"{MOUNT}/admin/login/?next={MOUNT}/admin/"
     assert page.status == 200 and b"<title>Log in | Django site admin</title>" in page.body
@@ -569,6 +606,13 @@ def test_django_admin_login_with_csrf(pair):
     assert b"Site administration" in index.body and f"{ADMIN_USER}".encode() in index.body
     assert b"Log in | Django" not in index.body
     assert users.status == 200 and b"Select user to change" in users.body
+    assert add.status == 200 and b"Add user" in add.body
+    assert added.status == 302 and added.headers["Location"] == f"{MOUNT}/admin/auth/user/2/change/"
+    assert "messages=" in " ".join(added.headers.get_all("Set-Cookie"))
+    assert change.status == 200 and "was added successfully".encode() in change.body
+    assert "zoë".encode() in change.body
+    assert logout.status == 200 and b"Logged out" in logout.body
+    assert after.status == 302 and "/admin/login/" in after.headers["Location"]
 
 
 def test_django_file_upload(pair):
@@ -604,9 +648,10 @@ def test_django_file_upload(pair):
 
 def test_django_streaming_response(pair):
     def steps(c, s):
-        return [c.get(f"{MOUNT}/stream/?n=400")]
+        return [c.get(f"{MOUNT}/stream/?n=400"), c.request("HEAD", f"{MOUNT}/stream/?n=400")]
 
-    (r,), _ = both(pair, "django", steps)
+    (r, head), _ = both(pair, "django", steps)
+    assert head.status == 200 and head.body == b"" and head.headers["X-Rows"] == "400"
     assert r.status == 200 and r.headers["X-Rows"] == "400"
     assert "Content-Length" not in r.headers
     lines = r.body.decode().splitlines()
