@@ -90,7 +90,21 @@ def _run_or_fail(cmd, what: str, timeout: float, **kw):
 @pytest.fixture(scope="session")
 def venv() -> Path:
     """A venv of /usr/bin/python3 with the pinned frameworks; built once, reused while the
-    requirements and the Python version stay the same. A lock serialises concurrent runs."""
+    requirements and the Python version stay the same. A lock serialises concurrent runs.
+    A failure is remembered, so the other tests fail with the same message at once."""
+    if _VENV_FAILURE:
+        pytest.fail(_VENV_FAILURE[0], pytrace=False)
+    try:
+        return _build_venv()
+    except pytest.fail.Exception as e:
+        _VENV_FAILURE.append(str(e))
+        raise
+
+
+_VENV_FAILURE: list[str] = []
+
+
+def _build_venv() -> Path:
     VENV_CACHE.mkdir(parents=True, exist_ok=True)
     os.chmod(VENV_CACHE, 0o755)
     dest = VENV_CACHE / _venv_key()
