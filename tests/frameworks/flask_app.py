@@ -44,6 +44,13 @@ def form():
     return resp
 
 
+@app.get("/echo-path/<path:rest>")
+def echo_path(rest):
+    # What the framework made of an escaped, non-ASCII URL.
+    return jsonify(rest=rest, path=request.path, full_path=request.full_path,
+                   args=request.args.to_dict(flat=False), url=request.url)
+
+
 @app.get("/whoami")
 def whoami():
     return jsonify(name=session.get("name"))

@@ -10,4 +10,5 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("stream/", views.stream, name="stream"),
     path("blob/", views.blob, name="blob"),
+    path("echo-path/<path:rest>", views.echo_path, name="echo-path"),
 ]

@@ -43,6 +43,13 @@ def upload(request):
     return render(request, "upload.html", {"form": UploadForm()})
 
 
+def echo_path(request, rest):
+    # What the framework made of an escaped, non-ASCII URL.
+    return JsonResponse({"rest": rest, "path": request.path, "path_info": request.path_info,
+                         "full_path": request.get_full_path(), "uri": request.build_absolute_uri(),
+                         "query": {k: request.GET.getlist(k) for k in request.GET}})
+
+
 def stream(request):
     n = int(request.GET.get("n", "50"))
 
