@@ -62,6 +62,9 @@ BLOB_MTIME = 1_700_000_000
 ENTRIES = {  # framework -> (mod_rwsgi script in <site>/app, gunicorn's module:callable)
     "flask": ("flask_app.wsgi", "flask_app:app"),
     "django": ("django_app.wsgi", "djangosite.wsgi:application"),
+    # Django's documented mod_wsgi set-up: the project's own wsgi.py is the script and the
+    # project directory is on WSGIPythonPath / python-path=.
+    "django-docs": ("djangosite/wsgi.py", "djangosite.wsgi:application"),
     "falcon": ("falcon_app.wsgi", "falcon_app:app"),
 }
 
@@ -241,10 +244,17 @@ class Servers:
     def __init__(self, start):
         self._start = start
         self.started: dict[str, object] = {}
+        self.failed: dict[str, Exception] = {}
 
     def __call__(self, framework: str):
+        if framework in self.failed:  # the other tests of the framework fail with the cause
+            raise self.failed[framework]
         if framework not in self.started:
-            self.started[framework] = self._start(framework)
+            try:
+                self.started[framework] = self._start(framework)
+            except Exception as e:
+                self.failed[framework] = e
+                raise
         return self.started[framework]
 
 
@@ -258,7 +268,7 @@ def gunicorns(venv, django_db, apaches):
         # not under pytest's tmp_path, which www-data cannot enter
         root = Path(tempfile.mkdtemp(prefix=f"rwsgi-gunicorn-{framework}-", dir="/tmp"))
         roots.append(root)
-        site = make_site(root, django_db if framework == "django" else None)
+        site = make_site(root, django_db if framework.startswith("django") else None)
         return Gunicorn(venv, site, ENTRIES[framework][1])
 
     servers = Servers(start)
@@ -275,20 +285,25 @@ def apaches(request, venv, django_db):
     mode = request.param
 
     def start(framework):
+        srv = harness.Apache(mode=mode, name=f"fw-{framework}-{mode}")
+        servers.started[framework] = srv  # stopped at teardown even if start() fails
+        site = make_site(srv.apps / "fw", django_db if framework.startswith("django") else None)
+        srv.site = site
+        app_dir = site / "app"
         if mode == "embedded":
-            srv = harness.Apache(mode="embedded", name=f"fw-{framework}-{mode}")
             head = f"WSGIPythonHome {venv}\n"
+            if framework == "django-docs":
+                head += f"WSGIPythonPath {app_dir}\n"
         else:
             # The daemon group gets the venv; the httpd children keep the system Python.
-            srv = harness.Apache(mode="daemon", name=f"fw-{framework}-{mode}",
-                                 daemon_options=f"processes=2 threads=10 python-home={venv}")
             head = ""
-        servers.started[framework] = srv  # stopped at teardown even if start() fails
-        site = make_site(srv.apps / "fw", django_db if framework == "django" else None)
-        srv.site = site
+            srv.daemon_options = f"processes=2 threads=10 python-home={venv}"
+            if framework == "django-docs":
+                srv.daemon_options += f" python-path={app_dir}"
         # Chunked request bodies are refused (411) unless turned on, as in mod_wsgi.
-        srv.start(head + "WSGIChunkedRequest On\n"
-                  + srv.mount(MOUNT, site / "app" / ENTRIES[framework][0]))
+        head += "WSGIChunkedRequest On\n"
+        head += srv.mount(MOUNT, app_dir / ENTRIES[framework][0])
+        srv.start(head)
         return srv
 
     servers = Servers(start)
@@ -706,6 +721,22 @@ def test_django_unicode_path_and_slash_redirect(pair):
     assert got["uri"] == f"http://127.0.0.1:{a.port}{MOUNT}{ESCAPED}"
     assert admin.status == 301 and admin.headers["Location"] == f"{MOUNT}/admin/"
     assert blob.status == 301 and blob.headers["Location"] == f"{MOUNT}/blob/?x=%C3%A9"
+
+
+def test_django_project_wsgi_py_as_the_script(pair):
+    """Django's documented set-up (WSGIScriptAlias to <project>/wsgi.py, the project directory
+    on WSGIPythonPath / python-path=)."""
+    def steps(c, s):
+        page = c.get(f"{MOUNT}/admin/login/?next={MOUNT}/admin/")
+        body, hdrs = form([("csrfmiddlewaretoken", csrf_token(page)), ("username", ADMIN_USER),
+                           ("password", ADMIN_PASSWORD), ("next", f"{MOUNT}/admin/")])
+        return [page, c.request("POST", f"{MOUNT}/admin/login/", body, hdrs),
+                c.get(f"{MOUNT}/admin/"), c.get(f"{MOUNT}/stream/?n=5")]
+
+    (page, login, index, stream), _ = both(pair, "django-docs", steps)
+    assert page.status == 200 and login.status == 302
+    assert index.status == 200 and b"Site administration" in index.body
+    assert stream.status == 200 and stream.body.decode().splitlines()[-1] == "row 4: " + "y" * 212
 
 
 def test_django_file_response(pair):
