@@ -48,6 +48,13 @@ REQUIREMENTS = FW_SRC / "requirements.txt"
 SYSTEM_PYTHON = "/usr/bin/python3"
 VENV_CACHE = Path(os.environ.get("RWSGI_VENV_CACHE", "/tmp/rwsgi-venv-cache"))
 MODES = [m.strip() for m in os.environ.get("RWSGI_MODES", "embedded,daemon").split(",") if m.strip()]
+MPMS = [m.strip() for m in os.environ.get("RWSGI_MPMS", "event,worker,prefork").split(",") if m.strip()]
+# (mode, MPM) of the servers: each mode on a threaded MPM (10 threads per child or daemon), and
+# embedded mode on prefork too (one request per process: another life for the interpreter).
+THREADED = "event" if "event" in MPMS else next((m for m in MPMS if m != "prefork"), "event")
+SETUPS = [(m, THREADED) for m in MODES]
+if "embedded" in MODES and "prefork" in MPMS:
+    SETUPS.insert(1, ("embedded", "prefork"))
 LOG_DIR = Path(os.environ.get("RWSGI_LOG_DIR", "/tmp/rwsgi-test-logs"))
 MOUNT = "/app"
 # The first request of a framework imports it (Django: the admin, the ORM); the machine may be
@@ -280,12 +287,12 @@ def gunicorns(venv, django_db, apaches):
             shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(scope="module", params=SETUPS, ids=lambda s: s[0] if s[1] == THREADED else "-".join(s))
 def apaches(request, venv, django_db):
-    mode = request.param
+    mode, mpm = request.param
 
     def start(framework):
-        srv = harness.Apache(mode=mode, name=f"fw-{framework}-{mode}")
+        srv = harness.Apache(mode=mode, mpm=mpm, name=f"fw-{framework}-{mode}-{mpm}")
         servers.started[framework] = srv  # stopped at teardown even if start() fails
         site = make_site(srv.apps / "fw", django_db if framework.startswith("django") else None)
         srv.site = site
@@ -310,7 +317,7 @@ def apaches(request, venv, django_db):
     servers.mode = mode
     yield servers
     live = list(servers.started.values())
-    problems, saved = harness.close_servers(live, False, LOG_DIR / f"test_frameworks-{mode}")
+    problems, saved = harness.close_servers(live, False, LOG_DIR / f"test_frameworks-{mode}-{mpm}")
     if problems:
         pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
 
