@@ -203,17 +203,22 @@ class Gunicorn:
 
     def __init__(self, venv: Path, site: Path, target: str):
         self.site = site
-        self.port = harness.free_port()
         self.log = site / "gunicorn.log"
-        cmd = [str(venv / "bin" / "python"), "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+        # The listening socket is made here and handed over (fd://): a port picked free and
+        # bound later could be taken in between by another test's server.
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        self.port = lsock.getsockname()[1]
+        cmd = [str(venv / "bin" / "python"), "-m", "gunicorn", "--bind", f"fd://{lsock.fileno()}",
                "--workers", "2", "--threads", "4", "--chdir", str(site / "app"),
                "--user", RUN_AS, "--group", RUN_AS, "--no-control-socket",
                "--error-logfile", str(self.log), "--timeout", "120", target]
         # SCRIPT_NAME in gunicorn's environment is its way of mounting an app below a prefix.
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SCRIPT_NAME": MOUNT}
-        with open(site / "gunicorn.out", "wb") as out:
+        with open(site / "gunicorn.out", "wb") as out, lsock:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         cwd=str(site))
+                                         cwd=str(site), pass_fds=[lsock.fileno()])
         # Ready when a worker answers (the master accepts connections before its workers have
         # imported the application).
         ok = harness.wait_for(lambda: self.proc.poll() is not None or self._answers(), 90, 0.2)
@@ -226,7 +231,7 @@ class Gunicorn:
             r = harness.http_request(self.port, "GET", f"{MOUNT}/", timeout=5)
         except OSError:
             return False
-        return r.status != 0
+        return r.headers.get("Server") == "gunicorn"
 
     def logs(self) -> str:
         out = []
@@ -429,6 +434,7 @@ def assert_same(ra: harness.Response, rg: harness.Response, pa: int, pg: int):
     """ra (mod_rwsgi) and rg (gunicorn) are the same answer."""
     assert ra.complete and not ra.error, f"mod_rwsgi response incomplete: {ra!r}"
     assert rg.complete and not rg.error, f"gunicorn response incomplete: {rg!r}"
+    assert rg.headers.get("Server") == "gunicorn", rg
     assert (ra.status, ra.reason) == (rg.status, rg.reason), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
     assert app_headers(ra, pa) == app_headers(rg, pg), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
     la, lg = ra.headers.get("Content-Length"), rg.headers.get("Content-Length")
@@ -831,6 +837,54 @@ def test_keepalive_with_unread_bodies(pair, framework):
     assert statuses == {"flask": [404, 201, 405, 200, 201, 200],
                         "django": [403, 404, 200, 200, 200],
                         "falcon": [404, 405, 200, 201, 200]}[framework]
+
+
+# --------------------------------------------------------------------------- concurrency
+
+CONCURRENT = {  # framework -> requests (method, path, body, headers) every client sends
+    "flask": [("GET", "/api/items/3?tag=x", None, []),
+              ("POST", "/api/items", b'{"id": 5}', [("Content-Type", "application/json")]),
+              ("GET", "/stream?n=120", None, []),
+              ("GET", "/blob", None, [("Range", "bytes=100-50099")])],
+    "django": [("GET", "/admin/login/", None, []),
+               ("GET", "/stream/?n=150", None, []),
+               ("GET", "/blob/", None, []),
+               ("GET", "/echo-path/x%C3%A9?a=1", None, [])],
+    "falcon": [("GET", "/things/8", None, []),
+               ("POST", "/things", b'{"name": "n"}', [("Content-Type", "application/json")]),
+               ("PUT", "/echo", BLOB[:100_000], [("Content-Type", "text/plain")])],
+}
+
+
+@pytest.mark.parametrize("framework", sorted(CONCURRENT))
+def test_concurrent_clients(pair, framework):
+    """Clients in parallel threads (more than one request per server thread at a time): every
+    answer is the one gunicorn gives to the same request alone."""
+    import threading
+
+    a, g = pair(framework)
+    reqs = CONCURRENT[framework]
+    expected = [harness.http_request(g.port, m, MOUNT + p, b, h, timeout=REQ_TIMEOUT)
+                for m, p, b, h in reqs]
+    results: dict[int, list] = {}
+
+    def client(n):
+        results[n] = [(i, harness.http_request(a.port, m, MOUNT + p, b, h, timeout=REQ_TIMEOUT))
+                      for _ in range(3) for i, (m, p, b, h) in enumerate(reqs)]
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "clients did not finish"
+    assert len(results) == 8
+    for n, answers in results.items():
+        for i, r in answers:
+            try:
+                assert_same(r, expected[i], a.port, g.port)
+            except AssertionError as e:
+                raise AssertionError(f"client {n}, {reqs[i][0]} {reqs[i][1]}: {e}") from None
 
 
 # --------------------------------------------------------------------------- Falcon
