@@ -887,6 +887,21 @@ def test_concurrent_clients(pair, framework):
                 raise AssertionError(f"client {n}, {reqs[i][0]} {reqs[i][1]}: {e}") from None
 
 
+@pytest.mark.parametrize("framework", sorted(CONCURRENT))
+def test_graceful_restart_with_framework_loaded(pair, framework):
+    """`apachectl graceful` with the framework imported: the old children or daemons finalise
+    Python with it loaded (the module's teardown fails on any crash in the error log), and
+    the new generation, with a fresh interpreter from the venv, answers the same."""
+    a, g = pair(framework)
+    m, p, b, h = CONCURRENT[framework][0]
+    before = harness.http_request(a.port, m, MOUNT + p, b, h, timeout=REQ_TIMEOUT)
+    a.graceful()
+    after = harness.http_request(a.port, m, MOUNT + p, b, h, timeout=REQ_TIMEOUT)
+    expected = harness.http_request(g.port, m, MOUNT + p, b, h, timeout=REQ_TIMEOUT)
+    assert_same(before, expected, a.port, g.port)
+    assert_same(after, expected, a.port, g.port)
+
+
 # --------------------------------------------------------------------------- Falcon
 
 def test_falcon_json_resources(pair):
