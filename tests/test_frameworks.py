@@ -554,6 +554,23 @@ def test_flask_chunked_request_body(pair):
     assert r.json()["length"] is None
 
 
+def test_flask_sees_the_same_environ(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/environ?a=1&b=%20", headers=[("Accept", "text/x; q=1"),
+                                                            ("X-Custom", "v1")]),
+                c.request("POST", f"{MOUNT}/environ", b"x=1",
+                          [("Content-Type", "application/x-www-form-urlencoded")])]
+
+    (get, post), a = both(pair, "flask", steps)
+    keys = get.json()["keys"]
+    assert keys["SERVER_PORT"] == ["str", "the port in Host"]
+    assert keys["HTTP_X_CUSTOM"] == ["str", "v1"] and keys["REMOTE_ADDR"] == ["str", "127.0.0.1"]
+    assert keys["QUERY_STRING"] == ["str", "a=1&b=%20"] and keys["PATH_INFO"] == ["str", "/environ"]
+    assert keys["SCRIPT_NAME"] == ["str", MOUNT] and keys["wsgi.version"] == ["tuple", [1, 0]]
+    assert post.json()["body"] == 3
+    assert post.json()["keys"]["CONTENT_LENGTH"] == ["str", "3"]
+
+
 def test_flask_streaming(pair):
     def steps(c, s):
         return [c.get(f"{MOUNT}/stream?n=300")]

@@ -51,6 +51,26 @@ def echo_path(rest):
                    args=request.args.to_dict(flat=False), url=request.url)
 
 
+# The CGI and WSGI keys both servers must give alike (PEP 3333); REMOTE_PORT, the server's own
+# keys and wsgi.multithread/multiprocess legitimately differ and are left out.
+ENVIRON_KEYS = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE",
+                "CONTENT_LENGTH", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR",
+                "HTTP_HOST", "HTTP_ACCEPT", "HTTP_X_CUSTOM", "wsgi.url_scheme", "wsgi.version",
+                "wsgi.run_once", "wsgi.input_terminated"]
+
+
+@app.route("/environ", methods=["GET", "POST"])
+def environ():
+    env = request.environ
+    body = request.get_data()
+    keys = {k: [type(env[k]).__name__, list(env[k]) if isinstance(env[k], tuple) else env[k]]
+            for k in ENVIRON_KEYS if k in env}
+    # each server listens on its own port: report whether it is the one in Host
+    if keys.get("SERVER_PORT", [0, 0])[1] == env.get("HTTP_HOST", "").rpartition(":")[2]:
+        keys["SERVER_PORT"][1] = "the port in Host"
+    return jsonify(body=len(body), keys=keys)
+
+
 @app.get("/whoami")
 def whoami():
     return jsonify(name=session.get("name"))
