@@ -573,9 +573,10 @@ def test_flask_sees_the_same_environ(pair):
 
 def test_flask_streaming(pair):
     def steps(c, s):
-        return [c.get(f"{MOUNT}/stream?n=300")]
+        return [c.get(f"{MOUNT}/stream?n=300"), c.get(f"{MOUNT}/stream?n=300", http10=True)]
 
-    (r,), _ = both(pair, "flask", steps)
+    (r, old), _ = both(pair, "flask", steps)
+    assert old.status == 200 and old.body == r.body  # HTTP/1.0: no chunking, ends at close
     assert r.status == 200 and "Content-Length" not in r.headers
     lines = r.body.decode().splitlines()
     assert len(lines) == 300 and lines[299].startswith("line 299 ")
@@ -607,6 +608,23 @@ def test_flask_send_file_conditional_and_ranges(pair):
 # An escaped, non-ASCII path and query: PATH_INFO carries the UTF-8 bytes as latin-1 (PEP 3333)
 # and each framework decodes them again.
 ESCAPED = "/echo-path/caf%C3%A9/%E2%82%AC%20x/a+b?q=%C3%A9t%C3%A9&q=%E2%82%AC+x&k=a%2Bb&e="
+
+
+def test_flask_send_file_from_memory(pair):
+    numbers = b"".join(b"%06d\n" % i for i in range(20_000))
+
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/bytes"),
+                c.get(f"{MOUNT}/bytes", headers=[("Range", "bytes=70-76")]),
+                c.get(f"{MOUNT}/bytes", headers=[("If-None-Match", '"numbers-v1"')]),
+                c.get(f"{MOUNT}/bytes", http10=True)]
+
+    (full, part, cached, old), _ = both(pair, "flask", steps)
+    assert full.status == 200 and full.body == numbers
+    assert "numbers.txt" in full.headers["Content-Disposition"]
+    assert part.status == 206 and part.body == b"000010\n"
+    assert cached.status == 304 and cached.body == b""
+    assert old.status == 200 and old.body == numbers
 
 
 def test_flask_unicode_path_and_query(pair):

@@ -1,6 +1,7 @@
 """Flask application served by tests/test_frameworks.py, under mod_rwsgi (flask_app.wsgi, in an
 httpd child or a daemon process) and under gunicorn (flask_app:app), to compare the two."""
 
+import io
 import os
 import pwd
 import sys
@@ -100,6 +101,14 @@ def blob():
     # between the two servers' copies of the site.
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "blob.bin")
     return send_file(path, mimetype="application/octet-stream", etag="blob-v1", max_age=120)
+
+
+@app.get("/bytes")
+def bytes_file():
+    # wsgi.file_wrapper over an in-memory file: iterated, not sent as a file.
+    data = b"".join(b"%06d\n" % i for i in range(20_000))
+    return send_file(io.BytesIO(data), mimetype="text/plain", download_name="numbers.txt",
+                     etag="numbers-v1", last_modified=1_700_000_000)
 
 
 @app.get("/runtime")
