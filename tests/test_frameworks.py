@@ -5,11 +5,13 @@ compared with the same application served by gunicorn.
 The frameworks live in a venv of /usr/bin/python3 (the Python Apache loads), created once and
 reused (/tmp/rwsgi-venv-cache/<hash of the requirements and the Python version>, readable by
 www-data), that Apache enters through `WSGIPythonHome` (embedded) or `python-home=` (the daemon
-group). gunicorn, installed in the same venv, runs on 127.0.0.1 on a free port as www-data, the
-user the application runs as under Apache too, and is stopped by its PID.
+group). gunicorn, installed in the same venv, runs as www-data (the user the application runs
+as under Apache too) on a 127.0.0.1 socket the test binds and hands over, and is stopped by its
+PID.
 
-Each framework gets one Apache per mode and one gunicorn for the whole module. Every server has
-its own copy of tests/frameworks/ (<site>/app) and its own writable <site>/var (Django's sqlite
+Each framework gets one Apache per setup (embedded on event and on prefork, daemon on event)
+and a gunicorn beside it, started at its first test and shared by the module's tests of that
+setup. Every server has its own copy of tests/frameworks/ (<site>/app) and its own writable <site>/var (Django's sqlite
 database, uploads). Compared: status, every response header except the ones that belong to the
 server or the connection (Date, Server, Connection, Keep-Alive, Transfer-Encoding), and the
 body. What is normalised, and why, is said where it is done.
