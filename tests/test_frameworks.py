@@ -929,6 +929,39 @@ def test_upload_waiting_for_100_continue(pair, framework):
     assert ra.status == 200
 
 
+def test_flask_through_mod_deflate(pair, venv, request):
+    """Flask behind mod_deflate (Debian enables it by default): compressed answers whose
+    content is gunicorn's, streamed responses and wsgi.file_wrapper included. A server of its
+    own, in this setup's mode and MPM."""
+    import gzip
+
+    a0, g = pair("flask")
+    srv = harness.Apache(mode=a0.mode, mpm=a0.mpm, modules=["filter", "deflate"],
+                         name=f"fw-deflate-{a0.mode}-{a0.mpm}", daemon_options=a0.daemon_options)
+    request.node._rwsgi_servers = [srv]
+    try:
+        site = make_site(srv.apps / "fw")
+        srv.start((f"WSGIPythonHome {venv}\n" if srv.mode == "embedded" else "")
+                  + "AddOutputFilterByType DEFLATE text/html text/plain application/json\n"
+                  + srv.mount(MOUNT, site / "app" / "flask_app.wsgi"))
+        gz = [("Accept-Encoding", "gzip")]
+        for method, path in (("GET", "/api/items/7?tag=z"), ("GET", "/stream?n=500"),
+                             ("GET", "/bytes"), ("HEAD", "/api/items/7")):
+            ra = harness.http_request(srv.port, method, MOUNT + path, headers=gz, timeout=REQ_TIMEOUT)
+            rg = harness.http_request(g.port, method, MOUNT + path, timeout=REQ_TIMEOUT)
+            assert ra.complete and ra.status == rg.status, (ra, rg)
+            if method == "HEAD":
+                assert ra.body == b"" and ra.headers["Content-Type"] == rg.headers["Content-Type"]
+                continue
+            assert ra.headers.get("Content-Encoding") == "gzip", ra
+            assert "Accept-Encoding" in ra.headers.get("Vary", ""), ra
+            assert gzip.decompress(ra.body) == rg.body, (method, path)
+            assert ra.headers["Content-Type"] == rg.headers["Content-Type"]
+    finally:
+        problems, saved = harness.close_servers([srv], False, LOG_DIR / f"fw-deflate-{a0.mode}")
+    assert not problems, f"{problems}; logs in {saved}"
+
+
 # --------------------------------------------------------------------------- concurrency
 
 CONCURRENT = {  # framework -> requests (method, path, body, headers) every client sends
