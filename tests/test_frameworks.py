@@ -41,10 +41,8 @@ import pytest
 
 import harness
 
-# Each mode's servers are built here (module scope, shared by the tests); the marker only keeps
-# the automatic per-test mode parametrisation away.
-pytestmark = pytest.mark.embedded_only
-
+# The servers of each mode are built here (module scope, shared by the tests, see SETUPS), not
+# through conftest's per-test `mode` parametrisation.
 FW_SRC = harness.TESTS_DIR / "frameworks"
 REQUIREMENTS = FW_SRC / "requirements.txt"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -847,7 +845,7 @@ def test_keepalive_with_unread_bodies(pair, framework):
                    ("GET", "/blob/", b"", []),
                    ("GET", "/admin/login/", b"", [])],
         "falcon": [("POST", "/nowhere", big, []),
-                   ("DELETE", "/things/1", big, []),
+                   ("PATCH", "/things/1", big, []),
                    ("PUT", "/echo", big, [("Content-Type", "text/plain"),
                                           ("Expect", "100-continue")]),
                    ("POST", "/things", json_body, [("Content-Type", "application/json")]),
@@ -1031,15 +1029,17 @@ def test_falcon_json_resources(pair):
     def steps(c, s):
         return [c.get(f"{MOUNT}/things/12?limit=3", headers=[("Accept", "application/json")]),
                 c.get(f"{MOUNT}/things/abc"),
+                c.request("DELETE", f"{MOUNT}/things"),
                 c.request("DELETE", f"{MOUNT}/things/12")]
 
-    (ok, missing, not_allowed), _ = both(pair, "falcon", steps)
+    (ok, missing, not_allowed, deleted), _ = both(pair, "falcon", steps)
+    assert deleted.status == 204 and deleted.body == b"" and deleted.headers["X-Deleted"] == "12"
     assert ok.status == 200 and ok.headers["Content-Type"] == "application/json"
     assert ok.headers["Vary"] == "Accept" and ok.headers["Cache-Control"] == "max-age=60"
     assert ok.json() == {"id": 12, "name": "thing 12", "limit": 3,
                          "relative_uri": f"{MOUNT}/things/12?limit=3"}
     assert missing.status == 404
-    assert not_allowed.status == 405 and "GET" in not_allowed.headers["Allow"]
+    assert not_allowed.status == 405 and "POST" in not_allowed.headers["Allow"]
 
 
 def test_falcon_post_media(pair):

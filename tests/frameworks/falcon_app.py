@@ -17,6 +17,10 @@ class Things:
         resp.cache_control = ["max-age=60"]
         resp.vary = ("Accept",)
 
+    def on_delete_item(self, req, resp, thing_id):
+        resp.status = falcon.HTTP_204
+        resp.set_header("X-Deleted", str(thing_id))
+
     def on_post(self, req, resp):
         media = req.get_media()
         if not isinstance(media, dict) or "name" not in media:
