@@ -315,6 +315,9 @@ def apaches(request, venv, django_db):
         # Chunked request bodies are refused (411) unless turned on, as in mod_wsgi.
         head += "WSGIChunkedRequest On\n"
         head += srv.mount(MOUNT, app_dir / ENTRIES[framework][0])
+        if framework == "flask":
+            # the same application mounted at the root too (after /app: the first match wins)
+            head += srv.mount("/", app_dir / ENTRIES[framework][0])
         srv.start(head)
         return srv
 
@@ -569,6 +572,21 @@ def test_flask_sees_the_same_environ(pair):
     assert keys["SCRIPT_NAME"] == ["str", MOUNT] and keys["wsgi.version"] == ["tuple", [1, 0]]
     assert post.json()["body"] == 3
     assert post.json()["keys"]["CONTENT_LENGTH"] == ["str", "3"]
+
+
+def test_flask_mounted_at_the_root(pair):
+    """WSGIScriptAlias / ...: SCRIPT_NAME is empty and URLs the application builds have no
+    prefix (gunicorn serves it under /app only, so this is checked directly)."""
+    a, _ = pair("flask")
+    r = a.get("/api/items/7", timeout=REQ_TIMEOUT)
+    assert r.status == 200 and r.json()["script_root"] == "" and r.json()["path"] == "/api/items/7"
+    r = a.get("/go", timeout=REQ_TIMEOUT)
+    assert r.status == 302 and r.headers["Location"] == f"http://127.0.0.1:{a.port}/whoami"
+    r = a.request("POST", "/api/items", b'{"id": 1}', [("Content-Type", "application/json")],
+                  timeout=REQ_TIMEOUT)
+    assert r.status == 201 and r.headers["Location"] == "/api/items/1"
+    r = a.get("/index.html", timeout=REQ_TIMEOUT)  # Flask's 404, not httpd's file
+    assert r.status == 404 and r.body.startswith(b"<!doctype html>\n<html lang=en>\n<title>404")
 
 
 def test_flask_streaming(pair):
