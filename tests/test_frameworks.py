@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -499,8 +500,13 @@ def test_flask_runs_from_the_venv(pair, venv):
     r = a.get(f"{MOUNT}/runtime", timeout=REQ_TIMEOUT)
     assert r.status == 200, r
     info = r.json()
-    assert info["prefix"] == str(venv)
+    assert info["prefix"] == str(venv) and info["base_prefix"] == "/usr"
     assert info["flask"].startswith(str(venv) + "/lib/")
+    # the venv alone: Debian's dist-packages are not on the path
+    py = f"python{sys.version_info.major}.{sys.version_info.minor}"  # /usr/bin/python3's
+    assert info["site_packages"] == [f"{venv}/lib/{py}/site-packages"]
+    assert info["executable"].startswith(f"{venv}/bin/python") and info["child_prefix"] == str(venv)
+    assert info["argv"] == ["mod_wsgi"]
     assert info["user"] == RUN_AS
     assert info["process_group"] == ("" if pair.mode == "embedded" else harness.DAEMON_GROUP)
 

@@ -114,10 +114,18 @@ def bytes_file():
 @app.get("/runtime")
 def runtime():
     # Where this process runs (not compared between servers: the test checks it directly).
+    import subprocess
+
     import flask
 
-    return jsonify(prefix=sys.prefix, flask=flask.__file__, user=pwd.getpwuid(os.geteuid()).pw_name,
-                   process_group=request.environ.get("mod_wsgi.process_group"))
+    # What multiprocessing's spawn or a subprocess would start: the venv's own Python.
+    child = subprocess.run([sys.executable, "-c", "import sys, flask; print(sys.prefix)"],
+                           capture_output=True, text=True, timeout=60)
+    return jsonify(child_prefix=child.stdout.strip(), prefix=sys.prefix,
+                   base_prefix=sys.base_prefix, executable=sys.executable, argv=sys.argv,
+                   flask=flask.__file__, user=pwd.getpwuid(os.geteuid()).pw_name,
+                   process_group=request.environ.get("mod_wsgi.process_group"),
+                   site_packages=[p for p in sys.path if p.endswith("site-packages")])
 
 
 @app.get("/boom")
