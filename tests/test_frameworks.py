@@ -595,6 +595,15 @@ def test_flask_mounted_at_the_root(pair):
     assert r.status == 404 and r.body.startswith(b"<!doctype html>\n<html lang=en>\n<title>404")
 
 
+def test_async_views(pair):
+    """Async views under WSGI: each framework runs an event loop (asgiref) in a thread it
+    starts itself."""
+    (flask_r,), _ = both(pair, "flask", lambda c, s: [c.get(f"{MOUNT}/async/40")])
+    assert flask_r.status == 200 and flask_r.json() == {"n": 40, "total": sum(i * i for i in range(40))}
+    (django_r,), _ = both(pair, "django", lambda c, s: [c.get(f"{MOUNT}/async/?n=40")])
+    assert django_r.status == 200 and django_r.json()["total"] == sum(i * i for i in range(40))
+
+
 def test_flask_streaming(pair):
     def steps(c, s):
         return [c.get(f"{MOUNT}/stream?n=300"), c.get(f"{MOUNT}/stream?n=300", http10=True)]
@@ -988,13 +997,15 @@ def test_flask_through_mod_deflate(pair, venv, request):
 
 CONCURRENT = {  # framework -> requests (method, path, body, headers) every client sends
     "flask": [("GET", "/api/items/3?tag=x", None, []),
+              ("GET", "/async/30", None, []),
               ("POST", "/api/items", b'{"id": 5}', [("Content-Type", "application/json")]),
               ("GET", "/stream?n=120", None, []),
               ("GET", "/blob", None, [("Range", "bytes=100-50099")])],
     "django": [("GET", "/admin/login/", None, []),
                ("GET", "/stream/?n=150", None, []),
                ("GET", "/blob/", None, []),
-               ("GET", "/echo-path/x%C3%A9?a=1", None, [])],
+               ("GET", "/echo-path/x%C3%A9?a=1", None, []),
+               ("GET", "/async/?n=25", None, [])],
     "falcon": [("GET", "/things/8", None, []),
                ("POST", "/things", b'{"name": "n"}', [("Content-Type", "application/json")]),
                ("PUT", "/echo", BLOB[:100_000], [("Content-Type", "text/plain")])],

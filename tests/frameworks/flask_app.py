@@ -72,6 +72,15 @@ def environ():
     return jsonify(body=len(body), keys=keys)
 
 
+@app.get("/async/<int:n>")
+async def async_view(n):
+    # An async view: Flask runs it in an event loop through asgiref, in a thread of its own.
+    import asyncio
+
+    results = await asyncio.gather(*(asyncio.sleep(0.001, result=i * i) for i in range(n)))
+    return jsonify(n=n, total=sum(results))
+
+
 @app.get("/whoami")
 def whoami():
     return jsonify(name=session.get("name"))

@@ -10,5 +10,6 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("stream/", views.stream, name="stream"),
     path("blob/", views.blob, name="blob"),
+    path("async/", views.async_view, name="async"),
     path("echo-path/<path:rest>", views.echo_path, name="echo-path"),
 ]

@@ -1,6 +1,7 @@
 """Views of the Django test project: a file upload through a form, a StreamingHttpResponse, a
 FileResponse."""
 
+import asyncio
 import hashlib
 
 from django import forms
@@ -48,6 +49,13 @@ def echo_path(request, rest):
     return JsonResponse({"rest": rest, "path": request.path, "path_info": request.path_info,
                          "full_path": request.get_full_path(), "uri": request.build_absolute_uri(),
                          "query": {k: request.GET.getlist(k) for k in request.GET}})
+
+
+async def async_view(request):
+    # An async view under WSGI: Django runs it in an event loop through asgiref.
+    n = int(request.GET.get("n", "10"))
+    results = await asyncio.gather(*(asyncio.sleep(0.001, result=i * i) for i in range(n)))
+    return JsonResponse({"n": n, "total": sum(results), "method": request.method})
 
 
 def stream(request):
