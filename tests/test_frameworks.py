@@ -315,7 +315,16 @@ def apaches(request, venv, django_db):
                 srv.daemon_options += f" python-path={app_dir}"
         # Chunked request bodies are refused (411) unless turned on, as in mod_wsgi.
         head += "WSGIChunkedRequest On\n"
-        head += srv.mount(MOUNT, app_dir / ENTRIES[framework][0])
+        if framework == "django-docs":
+            # Word for word the shape of Django's "How to use Django with Apache and mod_wsgi":
+            # the daemon group chosen by WSGIProcessGroup, not by a WSGIScriptAlias option.
+            head += f"WSGIScriptAlias {MOUNT} {app_dir}/djangosite/wsgi.py\n"
+            if mode == "daemon":
+                head += f"WSGIProcessGroup {harness.DAEMON_GROUP}\nWSGIApplicationGroup %{{GLOBAL}}\n"
+            head += (f"<Directory {app_dir}/djangosite>\n<Files wsgi.py>\nRequire all granted\n"
+                     f"</Files>\n</Directory>\n")
+        else:
+            head += srv.mount(MOUNT, app_dir / ENTRIES[framework][0])
         if framework == "flask":
             # the same application mounted at the root too (after /app: the first match wins)
             head += srv.mount("/", app_dir / ENTRIES[framework][0])
@@ -804,9 +813,9 @@ def test_django_unicode_path_and_slash_redirect(pair):
     assert blob.status == 301 and blob.headers["Location"] == f"{MOUNT}/blob/?x=%C3%A9"
 
 
-def test_django_project_wsgi_py_as_the_script(pair):
+def test_django_project_wsgi_py_as_the_script(pair, venv):
     """Django's documented set-up (WSGIScriptAlias to <project>/wsgi.py, the project directory
-    on WSGIPythonPath / python-path=)."""
+    on WSGIPythonPath / python-path=, WSGIProcessGroup in daemon mode)."""
     def steps(c, s):
         page = c.get(f"{MOUNT}/admin/login/?next={MOUNT}/admin/")
         body, hdrs = form([("csrfmiddlewaretoken", csrf_token(page)), ("username", ADMIN_USER),
@@ -814,7 +823,10 @@ def test_django_project_wsgi_py_as_the_script(pair):
         return [page, c.request("POST", f"{MOUNT}/admin/login/", body, hdrs),
                 c.get(f"{MOUNT}/admin/"), c.get(f"{MOUNT}/stream/?n=5")]
 
-    (page, login, index, stream), _ = both(pair, "django-docs", steps)
+    (page, login, index, stream), a = both(pair, "django-docs", steps)
+    info = a.get(f"{MOUNT}/runtime/", timeout=REQ_TIMEOUT).json()
+    assert info == {"prefix": str(venv),
+                    "process_group": harness.DAEMON_GROUP if pair.mode == "daemon" else ""}
     assert page.status == 200 and login.status == 302
     assert index.status == 200 and b"Site administration" in index.body
     assert stream.status == 200 and stream.body.decode().splitlines()[-1] == "row 4: " + "y" * 212

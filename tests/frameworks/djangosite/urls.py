@@ -11,5 +11,6 @@ urlpatterns = [
     path("stream/", views.stream, name="stream"),
     path("blob/", views.blob, name="blob"),
     path("async/", views.async_view, name="async"),
+    path("runtime/", views.runtime, name="runtime"),
     path("echo-path/<path:rest>", views.echo_path, name="echo-path"),
 ]

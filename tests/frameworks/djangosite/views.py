@@ -3,6 +3,7 @@ FileResponse."""
 
 import asyncio
 import hashlib
+import sys
 
 from django import forms
 from django.core.files.storage import default_storage
@@ -56,6 +57,12 @@ async def async_view(request):
     n = int(request.GET.get("n", "10"))
     results = await asyncio.gather(*(asyncio.sleep(0.001, result=i * i) for i in range(n)))
     return JsonResponse({"n": n, "total": sum(results), "method": request.method})
+
+
+def runtime(request):
+    # Where this process runs (checked directly by the test, not compared with gunicorn).
+    return JsonResponse({"prefix": sys.prefix,
+                         "process_group": request.META.get("mod_wsgi.process_group")})
 
 
 def stream(request):
