@@ -9,12 +9,12 @@ group). gunicorn, installed in the same venv, runs as www-data (the user the app
 as under Apache too) on a 127.0.0.1 socket the test binds and hands over, and is stopped by its
 PID.
 
-Each framework gets one Apache per setup (embedded on event and on prefork, daemon on event)
-and a gunicorn beside it, started at its first test and shared by the module's tests of that
-setup. Every server has its own copy of tests/frameworks/ (<site>/app) and its own writable <site>/var (Django's sqlite
-database, uploads). Compared: status, every response header except the ones that belong to the
-server or the connection (Date, Server, Connection, Keep-Alive, Transfer-Encoding), and the
-body. What is normalised, and why, is said where it is done.
+Each framework gets one Apache per setup (embedded on event and on prefork, daemon on event) and
+a gunicorn beside it, started at its first test and shared by the module's tests of that setup.
+Every server has its own copy of tests/frameworks/ (<site>/app) and its own writable <site>/var
+(Django's sqlite database, uploads). Compared: status, every response header except the ones
+that belong to the server or the connection (Date, Server, Connection, Keep-Alive,
+Transfer-Encoding), and the body. What is normalised, and why, is said where it is done.
 
 If the venv cannot be created (no network to PyPI), the tests fail with pip's message.
 """
@@ -608,7 +608,8 @@ def test_async_views(pair):
     """Async views under WSGI: each framework runs an event loop (asgiref) in a thread it
     starts itself."""
     (flask_r,), _ = both(pair, "flask", lambda c, s: [c.get(f"{MOUNT}/async/40")])
-    assert flask_r.status == 200 and flask_r.json() == {"n": 40, "total": sum(i * i for i in range(40))}
+    assert flask_r.status == 200
+    assert flask_r.json() == {"n": 40, "total": sum(i * i for i in range(40))}
     (django_r,), _ = both(pair, "django", lambda c, s: [c.get(f"{MOUNT}/async/?n=40")])
     assert django_r.status == 200 and django_r.json()["total"] == sum(i * i for i in range(40))
 
@@ -806,7 +807,8 @@ def test_django_unicode_path_and_slash_redirect(pair):
     assert echo.status == 200
     got = echo.json()
     assert got["rest"] == "café/€ x/a+b"
-    assert got["path"] == f"{MOUNT}/echo-path/café/€ x/a+b" and got["path_info"] == "/echo-path/café/€ x/a+b"
+    assert got["path"] == f"{MOUNT}/echo-path/café/€ x/a+b"
+    assert got["path_info"] == "/echo-path/café/€ x/a+b"
     assert got["query"] == {"q": ["été", "€ x"], "k": ["a+b"], "e": [""]}
     assert got["uri"] == f"http://127.0.0.1:{a.port}{MOUNT}{ESCAPED}"
     assert admin.status == 301 and admin.headers["Location"] == f"{MOUNT}/admin/"
@@ -919,7 +921,8 @@ def test_keepalive_with_unread_bodies(pair, framework):
                         "falcon": [404, 405, 200, 201, 200]}[framework]
 
 
-def expect_continue(port: int, method: str, path: str, body: bytes, headers) -> tuple[bytes, harness.Response]:
+def expect_continue(port: int, method: str, path: str, body: bytes,
+                    headers) -> tuple[bytes, harness.Response]:
     """A client that waits for `100 Continue` before sending its body, as curl does for uploads.
     Returns (the interim line or b"" if none came within the wait, the final response)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=REQ_TIMEOUT)

@@ -1,4 +1,5 @@
-"""URLs of the Django test project: the admin, a file upload form, a streamed response and a file."""
+"""URLs of the Django test project: the admin, a file upload form, streamed and file responses,
+async and diagnostic views."""
 
 from django.contrib import admin
 from django.urls import path
