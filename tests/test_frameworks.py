@@ -558,6 +558,34 @@ def test_flask_form_post_cookies_and_redirect(pair):
     assert go.headers["Location"] == f"http://127.0.0.1:{a.port}{MOUNT}/whoami"
 
 
+@pytest.mark.parametrize("framework", ["flask", "falcon"])
+def test_multipart_upload(pair, framework):
+    """multipart/form-data parsed by Werkzeug (Flask) and by Falcon's own parser: several
+    fields and files, one large enough to be spooled to disk."""
+    big = BLOB * 3                                   # 960,000 bytes
+    note = "ünïcode\r\n".encode()
+    body, hdrs = multipart([("title", "two files"), ("tag", "a"), ("tag", "é")],
+                           [("doc", ("big.bin", "application/octet-stream", big)),
+                            ("doc", ("note.txt", "text/plain", note))])
+
+    def steps(c, s):
+        return [c.request("POST", f"{MOUNT}/upload", body, hdrs)]
+
+    (r,), _ = both(pair, framework, steps)
+    assert r.status == 200, r
+    got = r.json()
+    if framework == "flask":
+        assert got["fields"] == {"title": ["two files"], "tag": ["a", "é"]}
+        assert [(f["filename"], f["size"]) for f in got["files"]] == \
+            [("big.bin", len(big)), ("note.txt", len(note))]
+        assert got["files"][0]["sha256"] == hashlib.sha256(big).hexdigest()
+    else:
+        assert [(p["name"], p["filename"], p["size"]) for p in got["parts"]] == \
+            [("title", None, 9), ("tag", None, 1), ("tag", None, 2), ("doc", "big.bin", len(big)),
+             ("doc", "note.txt", len(note))]
+        assert got["parts"][3]["crc"] == zlib.crc32(big)
+
+
 def test_flask_chunked_request_body(pair):
     """A chunked request body (no Content-Length): Werkzeug reads it to the end because the
     server sets wsgi.input_terminated."""

@@ -31,6 +31,19 @@ class Things:
         resp.media = {"id": thing_id, "stored": media, "size": req.content_length}
 
 
+class Upload:
+    """multipart/form-data through Falcon's own streaming parser (req.get_media())."""
+
+    def on_post(self, req, resp):
+        parts = []
+        for part in req.get_media():
+            data = part.stream.read()
+            parts.append({"name": part.name, "filename": part.filename,
+                          "type": part.content_type, "size": len(data),
+                          "crc": zlib.crc32(data)})
+        resp.media = {"parts": parts}
+
+
 class Echo:
     """Reads the raw body through req.bounded_stream (wsgi.input) and reports its size."""
 
@@ -45,3 +58,4 @@ things = Things()
 app.add_route("/things", things)
 app.add_route("/things/{thing_id:int}", things, suffix="item")
 app.add_route("/echo", Echo())
+app.add_route("/upload", Upload())

@@ -1,6 +1,7 @@
 """Flask application served by tests/test_frameworks.py, under mod_rwsgi (flask_app.wsgi, in an
 httpd child or a daemon process) and under gunicorn (flask_app:app), to compare the two."""
 
+import hashlib
 import io
 import os
 import pwd
@@ -79,6 +80,17 @@ async def async_view(n):
 
     results = await asyncio.gather(*(asyncio.sleep(0.001, result=i * i) for i in range(n)))
     return jsonify(n=n, total=sum(results))
+
+
+@app.post("/upload")
+def upload():
+    # Werkzeug's multipart parser; files above 500 KiB are spooled to a temporary file.
+    out = {"fields": request.form.to_dict(flat=False), "files": []}
+    for name, f in request.files.items(multi=True):
+        data = f.read()
+        out["files"].append({"field": name, "filename": f.filename, "type": f.mimetype,
+                             "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return jsonify(out)
 
 
 @app.get("/whoami")
