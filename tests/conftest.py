@@ -95,34 +95,9 @@ def apache_factory(request, mode):
 
     failed = any(getattr(request.node, "rep_" + w, None) is not None
                  and getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
-    problems, saved = finish_servers(servers, request.node.nodeid, failed)
+    problems, saved = harness.close_servers(servers, failed, LOG_DIR / _safe(request.node.nodeid))
     if problems:
         pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
-
-
-def finish_servers(servers: list, nodeid: str, failed: bool) -> tuple[list[str], Path | None]:
-    """Stop the servers and check their error logs; save the logs if anything failed. Returns
-    (problems, where the logs were saved)."""
-    problems = []
-    for i, srv in enumerate(servers):
-        try:
-            srv.stop()
-        except Exception as e:  # pragma: no cover - reported below
-            problems.append(f"server{i}: stop failed: {e!r}")
-        problems += [f"server{i}: {p}" for p in srv.problems]
-        bad = srv.log_violations()
-        if bad:
-            problems.append(f"server{i}: forbidden error-log lines:\n  " + "\n  ".join(bad[:30]))
-    saved = None
-    if problems or failed:
-        dest = LOG_DIR / _safe(nodeid)
-        for i, srv in enumerate(servers):
-            srv.save_logs(dest / f"server{i}")
-        saved = dest
-    if not os.environ.get("RWSGI_KEEP"):
-        for srv in servers:
-            srv.cleanup()
-    return problems, saved
 
 
 @pytest.fixture

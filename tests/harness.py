@@ -489,6 +489,32 @@ def _read_response(r: _Reader, resp: Response, method: str, read_body: bool):
     resp.complete = True
 
 
+def close_servers(servers: list, failed: bool, log_dest: Path) -> tuple[list[str], Path | None]:
+    """Stop every server and collect its problems (a stop that needed SIGKILL, forbidden
+    error-log lines). When anything failed (`failed`, or a problem found here) the logs are
+    saved under log_dest. The ServerRoots are removed unless RWSGI_KEEP is set. Returns
+    (problems, where the logs were saved or None)."""
+    problems = []
+    for i, srv in enumerate(servers):
+        try:
+            srv.stop()
+        except Exception as e:  # pragma: no cover - reported below
+            problems.append(f"server{i}: stop failed: {e!r}")
+        problems += [f"server{i}: {p}" for p in srv.problems]
+        bad = srv.log_violations()
+        if bad:
+            problems.append(f"server{i}: forbidden error-log lines:\n  " + "\n  ".join(bad[:30]))
+    saved = None
+    if failed or problems:
+        for i, srv in enumerate(servers):
+            srv.save_logs(log_dest / f"server{i}")
+        saved = log_dest
+    if not os.environ.get("RWSGI_KEEP"):
+        for srv in servers:
+            srv.cleanup()
+    return problems, saved
+
+
 # --------------------------------------------------------------------------- Apache
 
 class Apache:
@@ -501,7 +527,8 @@ class Apache:
     """
 
     def __init__(self, mpm: str = "event", mode: str = "embedded", load_module: bool = True,
-                 modules: Iterable[str] = (), name: str = "test", log_level: str = "info rwsgi:debug"):
+                 modules: Iterable[str] = (), name: str = "test", log_level: str = "info rwsgi:debug",
+                 daemon_options: str = DAEMON_OPTIONS):
         if mpm not in MPM_MODULES:
             raise HarnessError(f"unknown MPM {mpm!r}")
         self.mpm = mpm
@@ -512,6 +539,8 @@ class Apache:
             if m not in OPTIONAL_MODULES:
                 raise HarnessError(f"unknown optional module {m!r}")
         self.log_level = log_level
+        # options of the daemon group every daemon-mode mount uses
+        self.daemon_options = daemon_options
         if load_module:
             check_so()
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
@@ -601,7 +630,7 @@ class Apache:
         mods += [(m, *OPTIONAL_MODULES[m]) for m in self.modules]
         load = "\n".join(f"LoadModule {n} {MODULES_DIR / f}" for _, n, f in mods)
         rwsgi = f"LoadModule rwsgi_module {SO_PATH}\n" if self.load_module else ""
-        daemon = (f"WSGIDaemonProcess {DAEMON_GROUP} {DAEMON_OPTIONS}\n"
+        daemon = (f"WSGIDaemonProcess {DAEMON_GROUP} {self.daemon_options}\n"
                   if self.mode == "daemon" and self.load_module else "")
         level = self.log_level if self.load_module else self.log_level.replace(" rwsgi:debug", "")
         return f"""\

@@ -23,7 +23,7 @@ import socket
 import pytest
 
 import harness
-from conftest import MODES, MPMS, finish_servers
+from conftest import LOG_DIR, MODES, MPMS
 
 APP = "badapps.wsgi"
 # A line mod_rwsgi logged at warning level or above carries an RW code.
@@ -43,7 +43,7 @@ def shared(request):
     srv = harness.Apache(mpm=mpm, mode=mode, name=f"badapps-{mode}-{mpm}")
     srv.start(srv.mount("/b", srv.app(APP)))
     yield srv
-    problems, saved = finish_servers([srv], f"test_badapps-{mode}-{mpm}", False)
+    problems, saved = harness.close_servers([srv], False, LOG_DIR / f"test_badapps-{mode}-{mpm}")
     if problems:
         pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
 
