@@ -156,7 +156,7 @@ pub fn groups_of(name: &str, gid: u32) -> Vec<u32> {
 }
 
 /// A user's name by id, thread-safe (`getpwuid_r`); `#uid` if unknown.
-fn user_name_r(uid: u32) -> String {
+pub fn user_name(uid: u32) -> String {
     let mut buf = vec![0 as libc::c_char; 4096];
     // SAFETY: an all-zero passwd is a valid value to be overwritten.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -185,10 +185,20 @@ pub fn current_identity() -> crate::diag::Identity {
         (libc::geteuid(), libc::getegid(), g)
     };
     crate::diag::Identity {
-        name: user_name_r(uid),
+        name: user_name(uid),
         uid,
         gid,
         groups,
+    }
+}
+
+/// The identity user `name` (`uid`) gets with primary group `gid` after `initgroups()`.
+pub fn user_identity(name: String, uid: u32, gid: u32) -> crate::diag::Identity {
+    crate::diag::Identity {
+        groups: groups_of(&name, gid),
+        name,
+        uid,
+        gid,
     }
 }
 

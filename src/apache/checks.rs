@@ -17,27 +17,13 @@ use crate::ffi::*;
 use crate::python;
 use crate::sys;
 
-/// A user's name for messages (`#uid` if unknown). Parent only (not thread-safe).
-pub(crate) fn user_name(uid: u32) -> String {
-    sys::user_by_id(uid)
-        .map(|u| u.name)
-        .unwrap_or_else(|_| format!("#{uid}"))
-}
-
 /// Whom httpd's children run as (`User`/`Group`, or this process if not started as root).
 fn child_identity() -> Identity {
     if sys::euid() != 0 {
         return sys::current_identity();
     }
-    // SAFETY: ap_unixd_config is httpd's exported record, filled by the User/Group directives.
-    let (uid, gid) = unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) };
-    let name = user_name(uid);
-    Identity {
-        groups: sys::groups_of(&name, gid),
-        name,
-        uid,
-        gid,
-    }
+    let (uid, gid) = super::daemon::httpd_identity();
+    sys::user_identity(sys::user_name(uid), uid, gid)
 }
 
 /// The configuration problems that make start-up certainly fail: the first one, as the line
@@ -77,12 +63,11 @@ enum Readers<'a> {
 /// (level, line) pairs, once each.
 pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
     let child = child_identity();
+    let (uid, gid) = super::daemon::httpd_identity();
     let daemons: Vec<(String, Option<Identity>)> = g
         .daemons
         .iter()
         .map(|d| {
-            // SAFETY: ap_unixd_config is httpd's exported record, filled by User/Group.
-            let (uid, gid) = unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) };
             (
                 d.name.clone(),
                 crate::daemon::check_identity(d, uid, gid).ok(),

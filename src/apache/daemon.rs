@@ -53,7 +53,7 @@ pub(crate) fn group(name: &str) -> Option<(Arc<Generation>, usize)> {
     Some((gen_, i))
 }
 
-fn httpd_identity() -> (u32, u32) {
+pub(crate) fn httpd_identity() -> (u32, u32) {
     // SAFETY: ap_unixd_config is httpd's exported, fully initialised configuration record.
     unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) }
 }
@@ -116,7 +116,7 @@ pub(crate) fn socket_plan(
                 crate::config::daemon::UserSpec::Id(id) => sys::user_by_id(*id),
             }
             .map(|u| (u.uid, u.gid, u.name)),
-            None => Ok((uid, gid, super::checks::user_name(uid))),
+            None => Ok((uid, gid, sys::user_name(uid))),
         };
         let (ouid, ogid, name) = match who {
             Ok(o) => o,
@@ -128,12 +128,7 @@ pub(crate) fn socket_plan(
                 ));
             }
         };
-        let identity = crate::diag::Identity {
-            groups: sys::groups_of(&name, ogid),
-            name,
-            uid: ouid,
-            gid: ogid,
-        };
+        let identity = sys::user_identity(name, ouid, ogid);
         if let Err(blocked) = crate::diag::access_problem(dir, &identity, crate::diag::Need::Search)
         {
             return Err(format!(
