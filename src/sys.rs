@@ -39,7 +39,8 @@ pub fn reset_signals() {
     }
 }
 
-fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+/// A signal set holding `signals`.
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill the zeroed set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
