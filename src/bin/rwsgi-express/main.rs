@@ -258,7 +258,7 @@ fn shell_words(args: &[String]) -> String {
         {
             s.push_str(a);
         } else {
-            s.push_str(&format!("'{}'", a.replace('\'', r"'\''")));
+            s.push_str(&config::sh(a));
         }
     }
     s
