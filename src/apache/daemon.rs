@@ -97,6 +97,7 @@ pub(crate) fn socket_plan(
         None => text(unsafe { ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()) }),
     };
     let mut out = Vec::new();
+    let mut checked: Vec<(u32, u32)> = Vec::new();
     for (i, spec) in g.daemons.iter().enumerate() {
         let path = format!("{prefix}.{parent}.{i}.sock");
         if path.len() >= 108 {
@@ -128,9 +129,15 @@ pub(crate) fn socket_plan(
                 ));
             }
         };
-        let identity = sys::user_identity(name, ouid, ogid);
-        if let Err(blocked) = crate::diag::access_problem(dir, &identity, crate::diag::Need::Search)
-        {
+        // Every group's socket is in the same directory: each owner is checked once.
+        let reachable = if checked.contains(&(ouid, ogid)) {
+            Ok(())
+        } else {
+            checked.push((ouid, ogid));
+            let who = sys::user_identity(name, ouid, ogid);
+            crate::diag::access_problem(dir, &who, crate::diag::Need::Search)
+        };
+        if let Err(blocked) = reachable {
             return Err(format!(
                 "{}: daemon group '{}': the httpd child user cannot reach the socket directory \
                  '{}': {blocked}. Use WSGISocketPrefix with a directory it can search (e.g. \
