@@ -2,8 +2,8 @@
 //! `python-home=` is a prefix or virtual environment of the Python X.Y the module was built
 //! for, and whether a user can reach and read a path (judged from every component's mode,
 //! owner and group against the user's groups). Pure file-system inspection: run in the httpd
-//! parent at configuration time, and in an httpd child or daemon to explain a script it could
-//! not open.
+//! parent at configuration time, in an httpd child or daemon to explain a script it could
+//! not open, and in rwsgi-express (which compiles this file in) to refuse paths up front.
 #![forbid(unsafe_code)]
 
 use std::fs::Metadata;

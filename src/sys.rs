@@ -1,7 +1,9 @@
 //! Thin safe wrappers over the few POSIX calls daemon mode needs (signals, privilege drop,
-//! parent-death signal, resource limits, UNIX listening sockets, reaping). Part of the FFI
-//! layer: every `unsafe` block here is documented. Used by the httpd parent (sockets, reaping)
-//! and the daemon processes (everything else).
+//! parent-death signal, resource limits, UNIX listening sockets, reaping, user and group
+//! lookups). Part of the FFI layer: every `unsafe` block here is documented. Used by the httpd
+//! parent (sockets, reaping, start-up checks), the daemon processes (everything else), an httpd
+//! child explaining a script it cannot read (`current_identity`), and rwsgi-express, which
+//! compiles this file in.
 
 use std::ffi::{CStr, CString};
 use std::io;
