@@ -181,9 +181,12 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
         let pg = a.options.process_group.as_deref();
         match pg {
             Some("%{GLOBAL}") => check(&what, &a.target, Some(&child), Readers::One(&child)),
-            Some(name) if daemon_id(name).is_some() => {
-                let d = daemon_id(name).unwrap_or(&child);
-                check(&what, &a.target, Some(&child), Readers::One(d))
+            // A configured group's own user reads the script. A group whose user cannot be
+            // resolved never runs it (it fails with RW0013): only the reach is checked, not
+            // other groups' users.
+            Some(name) if daemons.iter().any(|(n, _)| n == name) => {
+                let readers = daemon_id(name).map_or(Readers::AnyOf(Vec::new()), Readers::One);
+                check(&what, &a.target, Some(&child), readers)
             }
             None if g.daemons.is_empty() => {
                 check(&what, &a.target, Some(&child), Readers::One(&child))
