@@ -298,3 +298,16 @@ def test_script_of_a_group_with_an_unknown_user_is_not_judged_by_other_users(apa
                              f"WSGIScriptAlias /app {script} process-group=bad\n")
     assert rc == 0 and "Syntax OK" in out, out
     assert not _lines(out, "RW0042"), out
+
+
+@pytest.mark.embedded_only  # daemon-specific: the server runs in daemon mode
+def test_script_of_no_group_names_each_possible_user_once(apache_factory):
+    """No process-group: the script may run embedded (as www-data) or in the harness's group
+    (also www-data). The report names www-data once, not once per place it may run."""
+    srv = apache_factory(mode="daemon")
+    script = srv.write_file("apps/secret.wsgi", APP, mode=0o600)  # root's only
+    rc, out = srv.configtest(f"WSGIScriptAlias /app {script}\n")
+    assert rc == 0, out
+    lines = _lines(out, "RW0042")
+    assert len(lines) == 1, out
+    assert lines[0].count("cannot be read by www-data") == 1, lines[0]

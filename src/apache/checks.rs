@@ -192,10 +192,13 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
                 check(&what, &a.target, Some(&child), Readers::One(&child))
             }
             _ => {
-                let mut any: Vec<&Identity> =
-                    daemons.iter().filter_map(|(_, i)| i.as_ref()).collect();
-                if embedded {
-                    any.push(&child);
+                // Each user once (a group often runs as httpd's own user).
+                let mut any: Vec<&Identity> = Vec::new();
+                let candidates = daemons.iter().filter_map(|(_, i)| i.as_ref());
+                for who in candidates.chain(embedded.then_some(&child)) {
+                    if !any.contains(&who) {
+                        any.push(who);
+                    }
                 }
                 check(&what, &a.target, Some(&child), Readers::AnyOf(any))
             }
