@@ -2,8 +2,8 @@
 //! `python-home=` is a prefix or virtual environment of the Python X.Y the module was built
 //! for, and whether a user can reach and read a path (judged from every component's mode,
 //! owner and group against the user's groups). Pure file-system inspection: run in the httpd
-//! parent at configuration time, and in an httpd child or daemon to explain a script it could
-//! not open.
+//! parent at configuration time, in an httpd child or daemon to explain a script it could
+//! not open, and in rwsgi-express (which compiles this file in) to refuse paths up front.
 #![forbid(unsafe_code)]
 
 use std::fs::Metadata;
@@ -40,8 +40,9 @@ fn stdlib_of(prefix: &Path, ver: &str) -> Option<PathBuf> {
         .find(|d| d.join("encodings").is_dir())
 }
 
-/// The Python versions whose standard library (`lib/pythonX.Y/encodings`) `prefix` holds.
-fn stdlib_versions(prefix: &Path) -> Vec<String> {
+/// The `X.Y` of every `lib/pythonX.Y/` (or `lib64/`) directory under `prefix`, sorted; with
+/// `stdlib_only`, only those holding a standard library (`encodings/`).
+fn python_dirs(prefix: &Path, stdlib_only: bool) -> Vec<String> {
     let mut out = Vec::new();
     for l in ["lib", "lib64"] {
         let Ok(rd) = std::fs::read_dir(prefix.join(l)) else {
@@ -50,27 +51,7 @@ fn stdlib_versions(prefix: &Path) -> Vec<String> {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(v) = name.strip_prefix("python").and_then(major_minor)
-                && e.path().join("encodings").is_dir()
-                && !out.contains(&v)
-            {
-                out.push(v);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The Python versions a virtual environment was made for, from its `lib/pythonX.Y/` dirs.
-fn venv_versions(venv: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for l in ["lib", "lib64"] {
-        let Ok(rd) = std::fs::read_dir(venv.join(l)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(v) = name.strip_prefix("python").and_then(major_minor)
+                && (!stdlib_only || e.path().join("encodings").is_dir())
                 && !out.contains(&v)
             {
                 out.push(v);
@@ -141,7 +122,7 @@ pub fn python_home_problem(what: &str, home: &str, build: &str, exe: &str) -> Op
                 ));
             }
         } else {
-            let vs = venv_versions(h);
+            let vs = python_dirs(h, false);
             if !vs.is_empty() && !vs.iter().any(|v| v == build) {
                 return Some(mismatch(
                     what,
@@ -160,7 +141,7 @@ pub fn python_home_problem(what: &str, home: &str, build: &str, exe: &str) -> Op
     if stdlib_of(h, build).is_some() {
         return None;
     }
-    let others = stdlib_versions(h);
+    let others = python_dirs(h, true);
     if let Some(v) = others.first() {
         return Some(mismatch(
             what,

@@ -1,5 +1,6 @@
 //! The crate's one error type with stable log codes (`RW####`), shared by the httpd parent
-//! (configuration), the httpd child and, later, the daemon processes. Codes are never reused.
+//! (configuration), the httpd child, the daemon processes and rwsgi-express (which compiles
+//! this file in for `diag`). Codes are never reused.
 #![forbid(unsafe_code)]
 
 use std::fmt;

@@ -1,7 +1,9 @@
 //! Thin safe wrappers over the few POSIX calls daemon mode needs (signals, privilege drop,
-//! parent-death signal, resource limits, UNIX listening sockets, reaping). Part of the FFI
-//! layer: every `unsafe` block here is documented. Used by the httpd parent (sockets, reaping)
-//! and the daemon processes (everything else).
+//! parent-death signal, resource limits, UNIX listening sockets, reaping, user and group
+//! lookups). Part of the FFI layer: every `unsafe` block here is documented. Used by the httpd
+//! parent (sockets, reaping, start-up checks), the daemon processes (everything else), an httpd
+//! child explaining a script it cannot read (`current_identity`), and rwsgi-express, which
+//! compiles this file in.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -39,7 +41,8 @@ pub fn reset_signals() {
     }
 }
 
-fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+/// A signal set holding `signals`.
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill the zeroed set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -156,7 +159,7 @@ pub fn groups_of(name: &str, gid: u32) -> Vec<u32> {
 }
 
 /// A user's name by id, thread-safe (`getpwuid_r`); `#uid` if unknown.
-fn user_name_r(uid: u32) -> String {
+pub fn user_name(uid: u32) -> String {
     let mut buf = vec![0 as libc::c_char; 4096];
     // SAFETY: an all-zero passwd is a valid value to be overwritten.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -185,10 +188,20 @@ pub fn current_identity() -> crate::diag::Identity {
         (libc::geteuid(), libc::getegid(), g)
     };
     crate::diag::Identity {
-        name: user_name_r(uid),
+        name: user_name(uid),
         uid,
         gid,
         groups,
+    }
+}
+
+/// The identity user `name` (`uid`) gets with primary group `gid` after `initgroups()`.
+pub fn user_identity(name: String, uid: u32, gid: u32) -> crate::diag::Identity {
+    crate::diag::Identity {
+        groups: groups_of(&name, gid),
+        name,
+        uid,
+        gid,
     }
 }
 

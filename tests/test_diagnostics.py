@@ -284,3 +284,30 @@ def test_python_home_the_user_cannot_read_is_reported(apache_factory, mode):
     what = "WSGIPythonHome" if mode == "embedded" else "WSGIDaemonProcess diag python-home"
     assert f"{what} '{venv}'" in lines[0], lines[0]
     assert f"'{d}' (mode 0700, owner 0:0) cannot be searched by www-data" in lines[0], lines[0]
+
+
+@pytest.mark.embedded_only  # daemon-specific: the server runs in daemon mode
+def test_script_of_a_group_with_an_unknown_user_is_not_judged_by_other_users(apache_factory):
+    """The group's user does not exist, so the group never runs the script (it fails on its
+    own, RW0013 at start): -t must not report the script as unreadable by some other group's
+    user (www-data, of the harness's group)."""
+    srv = apache_factory(mode="daemon")
+    script = srv.write_file("apps/secret.wsgi", APP, mode=0o600)  # root's only
+    rc, out = srv.configtest("WSGIDaemonProcess bad processes=1 threads=1 "
+                             "user=rwsgi-no-such-user\n"
+                             f"WSGIScriptAlias /app {script} process-group=bad\n")
+    assert rc == 0 and "Syntax OK" in out, out
+    assert not _lines(out, "RW0042"), out
+
+
+@pytest.mark.embedded_only  # daemon-specific: the server runs in daemon mode
+def test_script_of_no_group_names_each_possible_user_once(apache_factory):
+    """No process-group: the script may run embedded (as www-data) or in the harness's group
+    (also www-data). The report names www-data once, not once per place it may run."""
+    srv = apache_factory(mode="daemon")
+    script = srv.write_file("apps/secret.wsgi", APP, mode=0o600)  # root's only
+    rc, out = srv.configtest(f"WSGIScriptAlias /app {script}\n")
+    assert rc == 0, out
+    lines = _lines(out, "RW0042")
+    assert len(lines) == 1, out
+    assert lines[0].count("cannot be read by www-data") == 1, lines[0]

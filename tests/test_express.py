@@ -68,6 +68,19 @@ def _descendants(pid: int) -> list[tuple[int, int]]:
     return out
 
 
+def _left_after(started: list[tuple[int, int]], timeout: float) -> list[int]:
+    """Waits (bounded) for the recorded (pid, starttime) processes to end; SIGKILLs and returns
+    the pids still alive after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+            harness._same_process_alive(p, s) for p, s in started):
+        time.sleep(0.1)
+    left = [p for p, s in started if harness._same_process_alive(p, s)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    return left
+
+
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -281,14 +294,7 @@ def test_apache_stops_when_the_tool_is_killed(express, mode):
     assert started
     os.kill(x.proc.pid, signal.SIGKILL)
     x.proc.wait(timeout=10)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and any(
-            harness._same_process_alive(p, s) for p, s in started):
-        time.sleep(0.1)
-    left = [p for p, s in started if harness._same_process_alive(p, s)]
-    for p, s in started:
-        if harness._same_process_alive(p, s):
-            os.kill(p, signal.SIGKILL)
+    left = _left_after(started, STOP_TIMEOUT)
     assert not left, f"left after rwsgi-express was killed: {left}"
     assert not x.sockets()
     assert not (x.root / "httpd.pid").exists()
@@ -375,8 +381,7 @@ def _uid(pid: int) -> int:
     raise AssertionError(f"no Uid line for {pid}")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root to start the tool as another user")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start the tool as another user")
 def test_runs_as_an_ordinary_user(express, workdir, mode):
     """Started by a non-root user (nobody), everything runs as that user. Its stdout and
     stderr here are files of root's, which Apache (as nobody) cannot reopen as /dev/stdout
@@ -529,11 +534,7 @@ def test_setup_only_writes_config_and_apachectl_that_controls_the_server(express
         started = _descendants(apache) + [(apache, _starttime(apache))]
         stop = ctl_run("stop")
         assert stop.returncode == 0, stop
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and any(
-                harness._same_process_alive(p, s) for p, s in started):
-            time.sleep(0.1)
-        left = [p for p, s in started if harness._same_process_alive(p, s)]
+        left = _left_after(started, STOP_TIMEOUT)
         assert not left, f"left after apachectl stop: {left}"
         assert not x.sockets()
         apache = None

@@ -29,6 +29,7 @@ import stat
 import struct
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -414,7 +415,8 @@ def capture_credentials(srv, sock_path, url: str):
         t.start()
         conn, _ = fake.accept()
         conn.settimeout(10)
-        while True:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             try:
                 parse_capture(got)
                 break

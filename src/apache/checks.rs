@@ -17,27 +17,13 @@ use crate::ffi::*;
 use crate::python;
 use crate::sys;
 
-/// A user's name for messages (`#uid` if unknown). Parent only (not thread-safe).
-pub(crate) fn user_name(uid: u32) -> String {
-    sys::user_by_id(uid)
-        .map(|u| u.name)
-        .unwrap_or_else(|_| format!("#{uid}"))
-}
-
 /// Whom httpd's children run as (`User`/`Group`, or this process if not started as root).
 fn child_identity() -> Identity {
     if sys::euid() != 0 {
         return sys::current_identity();
     }
-    // SAFETY: ap_unixd_config is httpd's exported record, filled by the User/Group directives.
-    let (uid, gid) = unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) };
-    let name = user_name(uid);
-    Identity {
-        groups: sys::groups_of(&name, gid),
-        name,
-        uid,
-        gid,
-    }
+    let (uid, gid) = super::daemon::httpd_identity();
+    sys::user_identity(sys::user_name(uid), uid, gid)
 }
 
 /// The configuration problems that make start-up certainly fail: the first one, as the line
@@ -77,12 +63,11 @@ enum Readers<'a> {
 /// (level, line) pairs, once each.
 pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
     let child = child_identity();
+    let (uid, gid) = super::daemon::httpd_identity();
     let daemons: Vec<(String, Option<Identity>)> = g
         .daemons
         .iter()
         .map(|d| {
-            // SAFETY: ap_unixd_config is httpd's exported record, filled by User/Group.
-            let (uid, gid) = unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) };
             (
                 d.name.clone(),
                 crate::daemon::check_identity(d, uid, gid).ok(),
@@ -196,18 +181,24 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
         let pg = a.options.process_group.as_deref();
         match pg {
             Some("%{GLOBAL}") => check(&what, &a.target, Some(&child), Readers::One(&child)),
-            Some(name) if daemon_id(name).is_some() => {
-                let d = daemon_id(name).unwrap_or(&child);
-                check(&what, &a.target, Some(&child), Readers::One(d))
+            // A configured group's own user reads the script. A group whose user cannot be
+            // resolved never runs it (it fails with RW0013): only the reach is checked, not
+            // other groups' users.
+            Some(name) if daemons.iter().any(|(n, _)| n == name) => {
+                let readers = daemon_id(name).map_or(Readers::AnyOf(Vec::new()), Readers::One);
+                check(&what, &a.target, Some(&child), readers)
             }
             None if g.daemons.is_empty() => {
                 check(&what, &a.target, Some(&child), Readers::One(&child))
             }
             _ => {
-                let mut any: Vec<&Identity> =
-                    daemons.iter().filter_map(|(_, i)| i.as_ref()).collect();
-                if embedded {
-                    any.push(&child);
+                // Each user once (a group often runs as httpd's own user).
+                let mut any: Vec<&Identity> = Vec::new();
+                let candidates = daemons.iter().filter_map(|(_, i)| i.as_ref());
+                for who in candidates.chain(embedded.then_some(&child)) {
+                    if !any.contains(&who) {
+                        any.push(who);
+                    }
                 }
                 check(&what, &a.target, Some(&child), Readers::AnyOf(any))
             }

@@ -53,7 +53,7 @@ pub(crate) fn group(name: &str) -> Option<(Arc<Generation>, usize)> {
     Some((gen_, i))
 }
 
-fn httpd_identity() -> (u32, u32) {
+pub(crate) fn httpd_identity() -> (u32, u32) {
     // SAFETY: ap_unixd_config is httpd's exported, fully initialised configuration record.
     unsafe { (ap_unixd_config.user_id, ap_unixd_config.group_id) }
 }
@@ -97,6 +97,7 @@ pub(crate) fn socket_plan(
         None => text(unsafe { ap_runtime_dir_relative(pconf, c"rwsgi".as_ptr()) }),
     };
     let mut out = Vec::new();
+    let mut checked: Vec<(u32, u32)> = Vec::new();
     for (i, spec) in g.daemons.iter().enumerate() {
         let path = format!("{prefix}.{parent}.{i}.sock");
         if path.len() >= 108 {
@@ -116,7 +117,7 @@ pub(crate) fn socket_plan(
                 crate::config::daemon::UserSpec::Id(id) => sys::user_by_id(*id),
             }
             .map(|u| (u.uid, u.gid, u.name)),
-            None => Ok((uid, gid, super::checks::user_name(uid))),
+            None => Ok((uid, gid, sys::user_name(uid))),
         };
         let (ouid, ogid, name) = match who {
             Ok(o) => o,
@@ -128,14 +129,15 @@ pub(crate) fn socket_plan(
                 ));
             }
         };
-        let identity = crate::diag::Identity {
-            groups: sys::groups_of(&name, ogid),
-            name,
-            uid: ouid,
-            gid: ogid,
+        // Every group's socket is in the same directory: each owner is checked once.
+        let reachable = if checked.contains(&(ouid, ogid)) {
+            Ok(())
+        } else {
+            checked.push((ouid, ogid));
+            let who = sys::user_identity(name, ouid, ogid);
+            crate::diag::access_problem(dir, &who, crate::diag::Need::Search)
         };
-        if let Err(blocked) = crate::diag::access_problem(dir, &identity, crate::diag::Need::Search)
-        {
+        if let Err(blocked) = reachable {
             return Err(format!(
                 "{}: daemon group '{}': the httpd child user cannot reach the socket directory \
                  '{}': {blocked}. Use WSGISocketPrefix with a directory it can search (e.g. \

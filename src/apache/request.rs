@@ -130,25 +130,17 @@ thread_local! {
     static CURRENT: Cell<*mut request_rec> = const { Cell::new(ptr::null_mut()) };
 }
 
-/// Log function of `print()`/`sys.stderr`: the running request's virtual host, else the server.
-fn thread_routed_log() -> LogFn {
-    Arc::new(|l, msg| {
-        let r = CURRENT.with(Cell::get);
-        if r.is_null() {
-            log_server(ptr::null_mut(), apache_level(l), msg)
-        } else {
-            log_request(r, apache_level(l), msg)
-        }
-    })
-}
-
-/// Log function of Python `logging` records: the running request's virtual host with the
-/// request id at the start of the line, else the server.
-fn thread_request_log() -> LogFn {
-    Arc::new(|l, msg| {
+/// Log function of the running request's virtual host, else the server: `print()` and
+/// `sys.stderr` as they are, Python `logging` records (`with_id`) with the request id at the
+/// start of the line.
+fn thread_routed_log(with_id: bool) -> LogFn {
+    Arc::new(move |l, msg| {
         let r = CURRENT.with(Cell::get);
         if r.is_null() {
             return log_server(ptr::null_mut(), apache_level(l), msg);
+        }
+        if !with_id {
+            return log_request(r, apache_level(l), msg);
         }
         // SAFETY: CURRENT is only set while `r` is the live request of this thread; its
         // log_id was generated when the environ was built.
@@ -169,9 +161,9 @@ pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
             py,
             g,
             &info,
-            thread_routed_log(),
-            thread_routed_log(),
-            thread_request_log(),
+            thread_routed_log(false),
+            thread_routed_log(false),
+            thread_routed_log(true),
         ) {
             adapter::log_exception(
                 py,

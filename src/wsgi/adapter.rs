@@ -779,19 +779,25 @@ impl Driver<'_> {
     fn iterate(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<Outcome> {
         let is_seq = result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>();
         let flush = self.stream_flush && !is_seq;
-        let iterable = !result.is_none()
-            && (result.hasattr("__iter__").unwrap_or(false)
-                || result.hasattr("__getitem__").unwrap_or(false));
-        if !iterable {
-            return Some(self.protocol_error(&format!(
-                "the application returned {}, which is not an iterable of bytes",
-                result.get_type()
-            )));
-        }
         let iter = match result.try_iter() {
             Ok(i) => i,
+            // Not an iterable at all (None, a number): the application broke the protocol.
+            // Only looked into when iter() failed, so a good response pays nothing for it.
+            Err(_)
+                if result.is_none()
+                    || !(result.hasattr("__iter__").unwrap_or(false)
+                        || result.hasattr("__getitem__").unwrap_or(false)) =>
+            {
+                return Some(self.protocol_error(&format!(
+                    "the application returned {}, which is not an iterable of bytes",
+                    result.get_type()
+                )));
+            }
             Err(e) => return Some(self.fail(py, &e, "iterating the result of")),
         };
+        // Once a head is there it stays (start_response may only replace it): checked until
+        // the first chunk that has one, not on every chunk.
+        let mut head_seen = false;
         for item in iter {
             let item = match item {
                 Ok(i) => i,
@@ -807,10 +813,13 @@ impl Driver<'_> {
             if data.is_empty() {
                 continue;
             }
-            if lock(&self.state).head.is_none() {
-                return Some(self.protocol_error(
-                    "the response iterable yielded data before start_response() was called",
-                ));
+            if !head_seen {
+                if lock(&self.state).head.is_none() {
+                    return Some(self.protocol_error(
+                        "the response iterable yielded data before start_response() was called",
+                    ));
+                }
+                head_seen = true;
             }
             if let Err(e) = send_body(py, &self.state, data, flush) {
                 return Some(self.fail(py, &e, "writing the response of"));

@@ -399,7 +399,7 @@ pub fn httpd_conf(plan: &Plan) -> String {
 }
 
 /// Single-quotes a word for sh.
-fn sh(s: &str) -> String {
+pub fn sh(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

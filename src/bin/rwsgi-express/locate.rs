@@ -7,13 +7,19 @@ use std::process::Command;
 
 use crate::options::Options;
 
-/// `apxs -q VAR`, when an apxs can be run (`$APXS`, else /usr/bin/apxs); `None` otherwise.
+/// `apxs -q VAR`, when an apxs can be run; `None` otherwise. The apxs is the one the module
+/// is built with by default (build.rs, Makefile): `$APXS`, else `apxs` on PATH, else
+/// /usr/bin/apxs.
 fn apxs(var: &str) -> Option<String> {
-    let apxs = std::env::var("APXS").ok().or_else(|| {
-        Path::new("/usr/bin/apxs")
-            .exists()
-            .then(|| "/usr/bin/apxs".to_string())
-    })?;
+    let on_path = || {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join("apxs"))
+            .find(|candidate| candidate.is_file())
+    };
+    let apxs = std::env::var_os("APXS")
+        .map(PathBuf::from)
+        .or_else(on_path)
+        .or_else(|| Some(PathBuf::from("/usr/bin/apxs")).filter(|p| p.exists()))?;
     let out = Command::new(apxs).args(["-q", var]).output().ok()?;
     let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && !v.is_empty()).then_some(v)

@@ -98,40 +98,30 @@ fn identity(o: &Options) -> Result<Identity, String> {
         Ok(Identity {
             user: u.name.clone(),
             group,
-            who: diag::Identity {
-                uid: u.uid,
-                gid,
-                groups: sys::groups_of(&u.name, gid),
-                name: u.name,
-            },
+            who: sys::user_identity(u.name, u.uid, gid),
         })
     } else {
-        let me = sys::user_by_id(euid).ok();
-        let name = me.as_ref().map_or(format!("#{euid}"), |u| u.name.clone());
+        // Not root: Apache and the application run as this process, as it is now.
+        let who = sys::current_identity();
         if let Some(u) = &o.user
-            && *u != name
+            && *u != who.name
         {
             return Err(format!(
-                "--user {u}: only root can run the server as another user (this is {name})"
+                "--user {u}: only root can run the server as another user (this is {})",
+                who.name
             ));
         }
-        let gid = me.as_ref().map_or(0, |u| u.gid);
         if let Some(g) = &o.group
-            && sys::group_by_name(g).ok() != Some(gid)
+            && sys::group_by_name(g).ok() != Some(who.gid)
         {
             return Err(format!(
                 "--group {g}: only root can run the server under another group"
             ));
         }
         Ok(Identity {
-            user: format!("#{euid}"),
-            group: format!("#{gid}"),
-            who: diag::Identity {
-                uid: euid,
-                gid,
-                groups: sys::groups_of(&name, gid),
-                name,
-            },
+            user: format!("#{}", who.uid),
+            group: format!("#{}", who.gid),
+            who,
         })
     }
 }
@@ -268,7 +258,7 @@ fn shell_words(args: &[String]) -> String {
         {
             s.push_str(a);
         } else {
-            s.push_str(&format!("'{}'", a.replace('\'', r"'\''")));
+            s.push_str(&config::sh(a));
         }
     }
     s

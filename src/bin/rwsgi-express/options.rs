@@ -255,8 +255,8 @@ pub const SPECS: &[Spec] = &[
         "Server",
         "--httpd",
         &["PATH"],
-        "Apache binary. Default: from $APXS (apxs -q SBINDIR/TARGET), else /usr/sbin/apache2 \
-         or /usr/sbin/httpd.",
+        "Apache binary. Default: from $APXS or the apxs on PATH (apxs -q SBINDIR/TARGET), \
+         else /usr/sbin/apache2 or /usr/sbin/httpd.",
     ),
     opt(
         "Server",

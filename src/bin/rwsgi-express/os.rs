@@ -10,21 +10,15 @@ use std::time::Duration;
 
 /// Waits up to `timeout` for one of `signals` (which must be blocked); `None` on timeout.
 pub fn wait_signal_for(signals: &[libc::c_int], timeout: Duration) -> Option<libc::c_int> {
-    // SAFETY: sigemptyset/sigaddset fill a zeroed set; sigtimedwait reads the set and the
-    // timespec and writes nothing else (the info pointer may be NULL).
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in signals {
-            libc::sigaddset(&mut set, s);
-        }
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        let sig = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-        (sig > 0).then_some(sig)
-    }
+    let set = crate::sys::sigset(signals);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the set and the timespec and writes nothing else (the info
+    // pointer may be NULL).
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
 }
 
 /// Makes this process the reaper of its orphaned descendants, so nothing Apache started can
@@ -45,7 +39,8 @@ pub fn prepare_child(cmd: &mut Command) {
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls sigemptyset, sigprocmask, prctl and getppid, on a local set.
+    // async-signal-safe calls sigemptyset, sigprocmask, prctl and getppid, on a local set, and
+    // builds its errors from errno values (no allocation).
     unsafe {
         cmd.pre_exec(move || {
             let mut none: libc::sigset_t = std::mem::zeroed();
@@ -63,10 +58,10 @@ pub fn prepare_child(cmd: &mut Command) {
             {
                 return Err(io::Error::last_os_error());
             }
+            // rwsgi-express exited while starting Apache. No allocation here (a forked child
+            // of a threaded process): a plain errno, not a message.
             if libc::getppid() != parent {
-                return Err(io::Error::other(
-                    "rwsgi-express exited while starting Apache",
-                ));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         })
