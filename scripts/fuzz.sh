@@ -38,7 +38,7 @@ fi
 
 echo "==> building the fuzz targets"
 start=$SECONDS
-(cd fuzz && cargo fuzz build "${flags[@]}" "$@")
+(cd fuzz && cargo fuzz build "${flags[@]}")
 echo "    built in $((SECONDS - start)) s"
 
 work=$(mktemp -d)
