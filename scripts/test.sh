@@ -19,6 +19,13 @@ echo "==> Rust unit tests"
 cargo test --release --lib
 cargo test --release --bin rwsgi-express
 
+# A short libFuzzer pass of every fuzz target (fuzz/README.md); the unit tests above already
+# replay the committed corpus through the same checks.
+if [ "${RWSGI_FUZZ_SMOKE:-1}" != 0 ]; then
+  echo "==> fuzz smoke pass (RWSGI_FUZZ_SMOKE=0 skips it)"
+  bash scripts/fuzz.sh -t "${RWSGI_FUZZ_SECONDS:-15}"
+fi
+
 echo "==> building the module and rwsgi-express"
 cargo build --release
 export RWSGI_SO="$PWD/target/release/libmod_rwsgi.so"

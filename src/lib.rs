@@ -8,6 +8,10 @@ pub mod error;
 pub mod protocol;
 pub mod wsgi;
 
+/// Properties checked by the fuzz targets (fuzz/) and the corpus replay test; not in the module.
+#[cfg(any(test, fuzzing))]
+pub mod fuzzcheck;
+
 #[cfg(not(any(test, fuzzing)))]
 pub mod apache;
 #[cfg(not(any(test, fuzzing)))]

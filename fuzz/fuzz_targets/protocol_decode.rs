@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(used > 0 && used <= rest.len());
         let mut again = Vec::new();
         encode(&frame, &mut again).expect("a decoded frame re-encodes");
-        assert_eq!(again.as_slice(), &rest[..used], "re-encoding changed the bytes");
+        assert_eq!(
+            again.as_slice(),
+            &rest[..used],
+            "re-encoding changed the bytes"
+        );
         rest = &rest[used..];
     }
     // The same bytes fed in pieces give the same frames.

@@ -29,6 +29,15 @@ impl IpNet {
         let addr: IpAddr = a
             .parse()
             .map_err(|_| format!("'{s}' is not an IP address or network"))?;
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            // As apr_ipsubnet_create: an IPv4 peer is always matched as IPv4, so a network
+            // written in the mapped form could never match anything.
+            return Err(format!(
+                "'{s}' is an IPv4-mapped IPv6 address; write the IPv4 form, e.g. {v4}"
+            ));
+        }
         let (_, width) = bits(addr);
         let prefix = match p {
             None => width,
@@ -45,6 +54,16 @@ impl IpNet {
             },
         };
         Ok(IpNet { addr, prefix })
+    }
+
+    /// The address as written (host bits are kept; `contains` ignores them).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// How many leading bits of an address must match.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
     }
 
     /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
@@ -93,5 +112,19 @@ mod tests {
         assert!(IpNet::parse("1.2.3.4/33").is_err());
         assert!(IpNet::parse("1.2.3.4/255.0.255.0").is_err());
         assert!(IpNet::parse("example.com").is_err());
+    }
+
+    /// Fuzzing finding (config_net): `::ffff:127.0.0.1` was accepted but matched no peer, not
+    /// even 127.0.0.1 (peers are compared as IPv4). It is refused, as httpd's
+    /// apr_ipsubnet_create refuses it, with the IPv4 form to write instead.
+    #[test]
+    fn ipv4_mapped_networks_are_refused() {
+        let e = IpNet::parse("::ffff:127.0.0.1").unwrap_err();
+        assert!(e.contains("write the IPv4 form, e.g. 127.0.0.1"), "{e}");
+        assert!(IpNet::parse("::ffff:10.0.0.0/104").is_err());
+        // Other IPv6 networks still match IPv6 peers only.
+        let all6 = IpNet::parse("::/0").unwrap();
+        assert!(all6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!all6.contains("::ffff:10.0.0.1".parse().unwrap()));
     }
 }

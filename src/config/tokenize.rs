@@ -3,12 +3,18 @@
 //! Pure; runs in the httpd parent while the configuration is read.
 #![forbid(unsafe_code)]
 
+/// Whitespace as `ap_getword_conf` sees it: `apr_isspace` in the C locale, ASCII only. A
+/// non-breaking space (U+00A0) or another Unicode space is part of a word, as in httpd.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
 /// Splits `line` into configuration words.
 pub fn words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+        while chars.peek().is_some_and(|&c| is_space(c)) {
             chars.next();
         }
         let Some(&first) = chars.peek() else { break };
@@ -27,7 +33,7 @@ pub fn words(line: &str) -> Vec<String> {
             }
         } else {
             while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
+                if is_space(c) {
                     break;
                 }
                 chars.next();
@@ -76,5 +82,18 @@ mod tests {
             ]
         );
         assert_eq!(words(r#""""#), [""]);
+    }
+
+    /// Fuzzing finding (config_tokenize): a non-breaking space split a word, so
+    /// `WSGIScriptAlias /x /srv/my\u{a0}app.wsgi` gave three words where httpd and mod_wsgi
+    /// see two. Only ASCII whitespace separates words.
+    #[test]
+    fn only_ascii_whitespace_separates_words() {
+        assert_eq!(
+            words("/x /srv/my\u{a0}app.wsgi"),
+            ["/x", "/srv/my\u{a0}app.wsgi"]
+        );
+        assert_eq!(words("a\u{2003}b\u{3000}c"), ["a\u{2003}b\u{3000}c"]);
+        assert_eq!(words("a\x0bb\x0cc\rd"), ["a", "b", "c", "d"]);
     }
 }

@@ -125,7 +125,8 @@ pub fn validate(status: &str, headers: Vec<(String, String)>) -> Result<Head, St
     for (n, v) in &headers {
         check_header(n, v)?;
         if n.eq_ignore_ascii_case("content-length") {
-            let v = v.trim();
+            // Optional whitespace is SP or HTAB only (RFC 9110 5.6.3), not Unicode spaces.
+            let v = v.trim_matches([' ', '\t']);
             let n: u64 = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
                 v.parse()
                     .map_err(|_| format!("Content-Length '{v}' is too large"))?
@@ -227,5 +228,18 @@ mod tests {
         let one = MAX_RESPONSE_HEAD_BYTES - (2 + 2 + 6 + 2) - (2 + 1 + 4);
         assert!(validate("200 OK", vec![("X".into(), "v".repeat(one))]).is_ok());
         assert!(validate("200 OK", vec![("X".into(), "v".repeat(one + 1))]).is_err());
+    }
+
+    /// Fuzzing finding (response_head): `Content-Length: 2\u{a0}` (a latin-1 no-break space,
+    /// or U+2000-style spaces through `str::trim`) was accepted as 2. Only SP and HTAB
+    /// surround the digits.
+    #[test]
+    fn content_length_whitespace_is_sp_or_htab() {
+        let cl = |v: &str| validate("200 OK", h("Content-Length", v)).map(|h| h.content_length);
+        assert_eq!(cl(" \t2\t "), Ok(Some(2)));
+        for v in ["2\u{a0}", "\u{a0}2", "2\t\u{a0}\t"] {
+            let e = cl(v).unwrap_err();
+            assert!(e.contains("invalid Content-Length"), "{v:?}: {e}");
+        }
     }
 }
