@@ -506,6 +506,32 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
 
 # -------------------------------------------------------------------------------------- main
 
+def serve(name: str) -> int:
+    server = next((s for s in SERVERS if s.name == name), None)
+    if server is None:
+        print(f"unknown server {name!r}; one of: {', '.join(s.name for s in SERVERS)}",
+              file=sys.stderr)
+        return 2
+    share = make_share()
+    srv = BenchApache(server, share, harness.SO_PATH)
+    try:
+        srv.start()
+        time.sleep(1)
+        pids = process_tree(srv.parent_pid)
+        print(f"serving {name} on http://127.0.0.1:{srv.port}/ (app under /app, static files "
+              f"at /hello.txt /64k.bin /64m.bin); parent {srv.parent_pid}, processes "
+              f"{' '.join(map(str, pids))}; ServerRoot {srv.root}", flush=True)
+        try:
+            sys.stdin.readline()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        srv.stop()
+        srv.cleanup()
+        shutil.rmtree(share, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -523,7 +549,12 @@ def main() -> int:
     ap.add_argument("--out", help="results file (default bench/results/DATE-HOST[-SUFFIX].md)")
     ap.add_argument("--suffix", default=os.environ.get("BENCH_SUFFIX", ""))
     ap.add_argument("--list", action="store_true", help="list the cells and exit")
+    ap.add_argument("--serve", metavar="SERVER",
+                    help="start one server, print its port and PIDs, and keep it running until "
+                         "Enter or Ctrl-C (for profiling with perf or callgrind)")
     args = ap.parse_args()
+    if args.serve:
+        return serve(args.serve)
 
     cells = cells_for(args.cells)
     if args.list or not cells:

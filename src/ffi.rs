@@ -29,6 +29,14 @@ unsafe extern "C" {
         offset: apr_off_t,
         len: apr_off_t,
     ) -> apr_status_t;
+    pub fn rwsgi_shim_pass_fd(
+        r: *mut request_rec,
+        bb: *mut apr_bucket_brigade,
+        fd: std::os::raw::c_int,
+        offset: apr_off_t,
+        len: apr_off_t,
+        sendfile: std::os::raw::c_int,
+    ) -> apr_status_t;
     pub fn rwsgi_shim_finish(
         r: *mut request_rec,
         bb: *mut apr_bucket_brigade,

@@ -147,6 +147,7 @@ fn bad_gateway(r: *mut request_rec, group: &str, msg: &str) -> c_int {
 }
 
 /// Serves the request through daemon group `group`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     r: *mut request_rec,
     group: &Group,
@@ -155,6 +156,7 @@ pub(crate) fn run(
     env: Environ,
     apache_timeout: Duration,
     error_override: bool,
+    sendfile: bool,
 ) -> c_int {
     let name = group.spec.name.as_str();
     // WSGIErrorOverride On: an error status from the application is answered by httpd itself
@@ -300,7 +302,7 @@ pub(crate) fn run(
     };
     // SAFETY: a brigade from the live request's pool, reused for every write.
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
-    let mut resp = ApacheResponse::new(r, bb, false);
+    let mut resp = ApacheResponse::new(r, bb, sendfile);
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
     loop {
@@ -348,15 +350,40 @@ pub(crate) fn run(
         };
         match frame {
             Frame::ReadBody { max } => {
-                let want = (max as usize).clamp(1, 256 * 1024);
-                body_buf.resize(want, 0);
-                let reply = match read_client_body(r, &mut body_buf) {
-                    Ok(0) => Frame::BodyEnd,
-                    Ok(n) => Frame::Body(body_buf[..n].to_vec()),
-                    Err(_) => Frame::Abort,
+                // A large request (the application asked for that many bytes of a body of
+                // known length) is filled in one frame, so a large body costs few round trips;
+                // up to 64 KiB, whatever part has arrived is sent at once (streaming input).
+                // The buffer is reused.
+                let want = (max as usize).clamp(1, protocol::MAX_CHUNK);
+                let fill_all = want > 64 * 1024;
+                let mut buf = std::mem::take(&mut body_buf);
+                buf.resize(want, 0);
+                let mut n = 0;
+                let mut failed = false;
+                while n < want && (n == 0 || fill_all) {
+                    match read_client_body(r, &mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                let reply = if failed {
+                    Frame::Abort
+                } else if n == 0 {
+                    Frame::BodyEnd
+                } else {
+                    buf.truncate(n);
+                    Frame::Body(buf)
                 };
                 let aborted = matches!(reply, Frame::Abort);
-                if let Err(e) = c.send(&reply) {
+                let sent = c.send(&reply);
+                if let Frame::Body(v) = reply {
+                    body_buf = v;
+                }
+                if let Err(e) = sent {
                     return bad_gateway(r, name, &format!("sending the request body failed: {e}"));
                 }
                 if aborted {
@@ -418,6 +445,19 @@ pub(crate) fn run(
                             &format!("invalid response head from the daemon: {e}"),
                         );
                     }
+                }
+            }
+            Frame::SendFile { .. } if overridden.is_some() => drop(c.take_fd()),
+            Frame::SendFile { offset, len } => {
+                let Some(fd) = c.take_fd() else {
+                    return bad_gateway(r, name, "a SendFile frame without its file descriptor");
+                };
+                if !head_sent {
+                    return bad_gateway(r, name, "a file before the response head");
+                }
+                if resp.send_owned_file(fd, offset, len).is_err() {
+                    // The client went away: stop relaying; the daemon sees the closed socket.
+                    return OK;
                 }
             }
             Frame::Chunk(_) if overridden.is_some() => {}

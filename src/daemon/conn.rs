@@ -3,8 +3,8 @@
 //! (client) and the daemon process (server).
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,6 +17,8 @@ pub struct Conn {
     stream: UnixStream,
     buf: FrameBuffer,
     out: Vec<u8>,
+    /// Descriptors received (`SCM_RIGHTS`) and not yet claimed by their `SendFile` frame.
+    fds: Vec<OwnedFd>,
     /// An I/O or framing error happened: the connection must not be reused.
     broken: bool,
 }
@@ -31,6 +33,7 @@ impl Conn {
             stream,
             buf: FrameBuffer::new(),
             out: Vec::with_capacity(8192),
+            fds: Vec::new(),
             broken: false,
         }
     }
@@ -49,7 +52,25 @@ impl Conn {
     /// Whether the connection can carry another request: no error, nothing half-read or
     /// half-written.
     pub fn reusable(&self) -> bool {
-        !self.broken && self.buf.is_empty() && self.out.is_empty()
+        !self.broken && self.buf.is_empty() && self.out.is_empty() && self.fds.is_empty()
+    }
+
+    /// The descriptor that travelled with the `SendFile` frame just received (the oldest one
+    /// not yet claimed; descriptors arrive no later than the bytes they were sent with).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+
+    /// Sends one frame with a descriptor attached (`SendFile`), after anything queued.
+    pub fn send_with_fd(&mut self, f: &Frame, fd: RawFd) -> io::Result<()> {
+        self.flush()?;
+        let mut bytes = Vec::with_capacity(protocol::HEADER_LEN + 16);
+        protocol::encode(f, &mut bytes).map_err(proto_err)?;
+        let r = crate::sys::send_with_fd(self.stream.as_raw_fd(), &bytes, fd);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
     }
 
     /// Queues a frame; `flush` writes everything queued.
@@ -100,7 +121,7 @@ impl Conn {
                 return Ok(f);
             }
             let spare = self.buf.spare(64 * 1024);
-            let n = match self.stream.read(spare) {
+            let n = match crate::sys::recv_with_fds(self.stream.as_raw_fd(), spare, &mut self.fds) {
                 Ok(n) => n,
                 // A signal (e.g. prefork's graceful-restart signal) is not an error.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -180,6 +201,23 @@ impl DaemonSink {
         DaemonSink { conn, head: None }
     }
 
+    /// Sends `len` bytes from `offset` of the file open on `fd` as `Chunk` frames (positioned
+    /// reads: the file's offset is left alone).
+    fn stream_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; 256 * 1024];
+        let (mut at, end) = (offset, offset.saturating_add(len));
+        while at < end {
+            let want = (end - at).min(buf.len() as u64) as usize;
+            let n = crate::sys::pread(fd, &mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            self.write(&buf[..n], false)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     fn queue_head(&mut self, c: &mut Conn) -> io::Result<()> {
         if let Some(h) = self.head.take() {
             c.queue(&h)?;
@@ -214,21 +252,20 @@ impl ResponseSink for DaemonSink {
     }
 
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        let mut f = std::fs::File::open(format!("/proc/self/fd/{fd}"))?;
-        f.seek(SeekFrom::Start(offset))?;
-        let mut left = len;
-        let mut buf = vec![0u8; 256 * 1024];
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f.read(&mut buf[..want])?;
-            if n == 0 {
-                break;
+        // The httpd child sends the file itself: its descriptor travels with the `SendFile`
+        // frame. A new open file description (its own offset), so the child's reads and the
+        // application's use of its file object never move each other's position.
+        // If it cannot be reopened (e.g. unlinked and opened by another user), the bytes are
+        // streamed as `Chunk`s instead.
+        match std::fs::File::open(format!("/proc/self/fd/{fd}")) {
+            Ok(f) => {
+                let conn = Arc::clone(&self.conn);
+                let mut c = lock(&conn);
+                self.queue_head(&mut c)?;
+                c.send_with_fd(&Frame::SendFile { offset, len }, f.as_raw_fd())
             }
-            self.write(&buf[..n], false)?;
-            left -= n as u64;
+            Err(_) => self.stream_file(fd, offset, len),
         }
-        Ok(())
     }
 
     fn finish(&mut self, abort: bool) -> io::Result<()> {
@@ -249,4 +286,50 @@ impl ResponseSink for DaemonSink {
 /// Header text was validated as latin-1: one byte per character.
 fn latin1(s: &str) -> Vec<u8> {
     s.chars().map(|c| c as u32 as u8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn send_file_frame_carries_its_descriptor() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Conn::new(a), Conn::new(b));
+        let path = std::env::temp_dir().join(format!("rwsgi-conn-fd-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        tx.queue(&Frame::Chunk(b"before".to_vec())).unwrap();
+        tx.send_with_fd(&Frame::SendFile { offset: 3, len: 4 }, file.as_raw_fd())
+            .unwrap();
+        drop(file); // the receiver's descriptor keeps the (unlinked) file open
+        tx.send(&Frame::End).unwrap();
+
+        assert_eq!(rx.recv().unwrap(), Frame::Chunk(b"before".to_vec()));
+        assert_eq!(rx.recv().unwrap(), Frame::SendFile { offset: 3, len: 4 });
+        let fd = rx
+            .take_fd()
+            .expect("the descriptor travelled with the frame");
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "0123456789");
+        assert_eq!(rx.recv().unwrap(), Frame::End);
+        assert!(rx.take_fd().is_none());
+        assert!(rx.reusable());
+    }
+
+    #[test]
+    fn an_unclaimed_descriptor_makes_the_connection_unreusable() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Conn::new(a), Conn::new(b));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        tx.send_with_fd(&Frame::End, file.as_raw_fd()).unwrap();
+        assert_eq!(rx.recv().unwrap(), Frame::End);
+        assert!(!rx.reusable());
+        assert!(rx.take_fd().is_some());
+        assert!(rx.reusable());
+    }
 }
