@@ -68,12 +68,17 @@ apr_status_t rwsgi_shim_pass_fd(request_rec *r, apr_bucket_brigade *bb, int fd,
     return rwsgi_shim_pass_file(r, bb, file, offset, len);
 }
 
-/* End the response: EOS, or (abort != 0) an error bucket first, which makes httpd close the
- * connection without a clean end (no last chunk), so the client sees a truncated response. */
-apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, int abort)
+/* End the response, after the last `len` body bytes (if any): EOS, or (abort != 0) an error
+ * bucket first, which makes httpd close the connection without a clean end (no last chunk), so
+ * the client sees a truncated response. */
+apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, const char *data,
+                               apr_size_t len, int abort)
 {
     apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
     apr_status_t rv;
+    if (len > 0) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(data, len, ba));
+    }
     if (abort) {
         r->connection->keepalive = AP_CONN_CLOSE;
         APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, ba));

@@ -40,6 +40,8 @@ unsafe extern "C" {
     pub fn rwsgi_shim_finish(
         r: *mut request_rec,
         bb: *mut apr_bucket_brigade,
+        data: *const std::os::raw::c_char,
+        len: apr_size_t,
         abort: std::os::raw::c_int,
     ) -> apr_status_t;
     pub fn rwsgi_shim_read_body(

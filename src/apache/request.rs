@@ -306,7 +306,13 @@ pub(crate) struct ApacheResponse {
     r: ReqPtr,
     bb: *mut apr_bucket_brigade,
     sendfile: bool,
+    /// Small unflushed body bytes, passed down the filter chain with the next write or
+    /// together with the end of the response (one pass of the filters for a small response).
+    pending: Vec<u8>,
 }
+
+/// Unflushed writes are collected up to this many bytes.
+const PENDING_MAX: usize = 8192;
 
 // SAFETY: the brigade belongs to the request (see ReqPtr) and is used by one thread at a time
 // (the response state hands the sink out exclusively).
@@ -318,6 +324,7 @@ impl ApacheResponse {
             r: ReqPtr(r),
             bb,
             sendfile,
+            pending: Vec::new(),
         }
     }
 
@@ -338,6 +345,19 @@ impl ApacheResponse {
 impl ApacheResponse {
     /// Sends `len` bytes from `offset` of a file received from a daemon process; the request
     /// takes the descriptor over (closed when the request ends).
+    /// Passes buffered body bytes down the filter chain (without flushing).
+    fn pass_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.pending);
+        // SAFETY: the request and brigade are live; `data` outlives the call.
+        let rv = unsafe {
+            rwsgi_shim_pass_data(self.r.get(), self.bb, data.as_ptr().cast(), data.len(), 0)
+        };
+        self.check(rv)
+    }
+
     pub(crate) fn send_owned_file(
         &mut self,
         fd: std::os::fd::OwnedFd,
@@ -345,6 +365,7 @@ impl ApacheResponse {
         len: u64,
     ) -> io::Result<()> {
         use std::os::fd::IntoRawFd;
+        self.pass_pending()?;
         let fd = fd.into_raw_fd();
         // SAFETY: the request and brigade are live; the shim owns `fd` from here on (it is
         // closed by a request-pool cleanup, or at once if APR cannot wrap it).
@@ -388,7 +409,16 @@ impl ResponseSink for ApacheResponse {
         }
     }
 
+    fn buffers(&self, len: usize, flush: bool) -> bool {
+        !flush && self.pending.len() + len <= PENDING_MAX
+    }
+
     fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
+        if self.buffers(data.len(), flush) {
+            self.pending.extend_from_slice(data);
+            return Ok(());
+        }
+        self.pass_pending()?;
         // SAFETY: the request and brigade are live; `data` stays valid for the call (the
         // transient bucket is copied by any filter that keeps it).
         let rv = unsafe {
@@ -404,6 +434,7 @@ impl ResponseSink for ApacheResponse {
     }
 
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        self.pass_pending()?;
         let r = self.r.get();
         // Reopen the file through /proc so httpd owns its own descriptor (with a pool cleanup),
         // which may outlive the Python file object when output is finished asynchronously.
@@ -431,8 +462,18 @@ impl ResponseSink for ApacheResponse {
     }
 
     fn finish(&mut self, abort: bool) -> io::Result<()> {
-        // SAFETY: the request and brigade are live.
-        let rv = unsafe { rwsgi_shim_finish(self.r.get(), self.bb, abort as c_int) };
+        let data = std::mem::take(&mut self.pending);
+        // SAFETY: the request and brigade are live; `data` outlives the call (its transient
+        // bucket is copied by any filter that keeps it).
+        let rv = unsafe {
+            rwsgi_shim_finish(
+                self.r.get(),
+                self.bb,
+                data.as_ptr().cast(),
+                data.len(),
+                abort as c_int,
+            )
+        };
         if abort { Ok(()) } else { self.check(rv) }
     }
 }
@@ -901,11 +942,7 @@ fn run_python(
     // SAFETY: a brigade from the request pool, reused for every write of this response.
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
     let io = RequestIo {
-        sink: Box::new(ApacheResponse {
-            r: rp,
-            bb,
-            sendfile: set.enable_sendfile,
-        }),
+        sink: Box::new(ApacheResponse::new(r, bb, set.enable_sendfile)),
         input,
         errors,
         log,
@@ -929,7 +966,7 @@ fn new_environ() -> Environ {
         .unwrap_or_else(|| Vec::with_capacity(48))
 }
 
-fn recycle_environ(mut env: Environ) {
+pub(crate) fn recycle_environ(mut env: Environ) {
     env.clear();
     SPARE_ENVIRON.with(|c| c.set(Some(env)));
 }

@@ -19,6 +19,8 @@ pub struct Conn {
     out: Vec<u8>,
     /// Descriptors received (`SCM_RIGHTS`) and not yet claimed by their `SendFile` frame.
     fds: Vec<OwnedFd>,
+    /// The socket timeouts last set.
+    timeout: Option<std::time::Duration>,
     /// An I/O or framing error happened: the connection must not be reused.
     broken: bool,
 }
@@ -34,14 +36,30 @@ impl Conn {
             buf: FrameBuffer::new(),
             out: Vec::with_capacity(8192),
             fds: Vec::new(),
+            timeout: None,
             broken: false,
         }
     }
 
-    /// Sets the read and write timeouts of the socket.
-    pub fn set_timeouts(&self, t: std::time::Duration) {
-        let _ = self.stream.set_read_timeout(Some(t));
-        let _ = self.stream.set_write_timeout(Some(t));
+    /// Sets the read and write timeouts of the socket (no system call when they are already
+    /// set to `t`: a kept connection gets the same value for every request).
+    pub fn set_timeouts(&mut self, t: std::time::Duration) {
+        if self.timeout == Some(t) {
+            return;
+        }
+        let a = self.stream.set_read_timeout(Some(t));
+        let b = self.stream.set_write_timeout(Some(t));
+        self.timeout = (a.is_ok() && b.is_ok()).then_some(t);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Queues a `Chunk` frame carrying `data` (at most `MAX_CHUNK` bytes).
+    pub fn queue_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        protocol::encode_chunk(data, &mut self.out).map_err(proto_err)
     }
 
     /// The socket descriptor (for polling an idle connection).
@@ -190,6 +208,9 @@ impl BodySource for DaemonBody {
     }
 }
 
+/// Queued response bytes are written once they reach this much.
+const WRITE_BATCH: usize = 256 * 1024;
+
 /// The response, sent to the httpd child as Head, Chunk... and End (or Fail).
 pub struct DaemonSink {
     conn: Arc<Mutex<Conn>>,
@@ -240,15 +261,23 @@ impl ResponseSink for DaemonSink {
         });
     }
 
-    fn write(&mut self, data: &[u8], _flush: bool) -> io::Result<()> {
+    fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
         let conn = Arc::clone(&self.conn);
         let mut c = lock(&conn);
         self.queue_head(&mut c)?;
         for piece in data.chunks(protocol::MAX_CHUNK) {
-            c.queue(&Frame::Chunk(piece.to_vec()))?;
-            c.flush()?;
+            c.queue_chunk(piece)?;
+            if c.queued() >= WRITE_BATCH {
+                c.flush()?;
+            }
         }
-        c.flush()
+        // Unflushed output (a list or tuple result) leaves with the next block or with `End`:
+        // a small response is one write, and one wake-up of the httpd child.
+        if flush { c.flush() } else { Ok(()) }
+    }
+
+    fn buffers(&self, len: usize, flush: bool) -> bool {
+        !flush && lock(&self.conn).queued() + len + protocol::HEADER_LEN < WRITE_BATCH
     }
 
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {

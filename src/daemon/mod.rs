@@ -83,6 +83,8 @@ struct State {
     stopping: AtomicBool,
     active: AtomicUsize,
     served: AtomicU64,
+    /// Requests this process has accepted (sent `Accepted` for), for maximum-requests.
+    admitted: AtomicU64,
     /// Workers still in their accept loop.
     accepting: AtomicUsize,
     /// When this process started serving (timestamps below are milliseconds since then).
@@ -311,6 +313,7 @@ pub fn run(l: Launch) -> ! {
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
+        admitted: AtomicU64::new(0),
         accepting: AtomicUsize::new(0),
         born: Instant::now(),
         busy_since: (0..spec.threads.max(1))
@@ -857,6 +860,7 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
     let reloading = get(&env, "mod_wsgi.script_reloading") != Some(b"0");
     if reloading
+        && !crate::python::script_loaded_at(&script, mtime, ctx.global.case_sensitive)
         && Python::attach(|py| {
             crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive)
         })
@@ -868,6 +872,17 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
             format!("script '{script}' changed"),
             ctx.spec.graceful_timeout,
         );
+        return NOTHING;
+    }
+    // maximum-requests counts requests as they are accepted: one that arrives while the last
+    // allowed one is still finishing goes to the next process instead (the recycle follows
+    // once the running ones are done).
+    if ctx.spec.maximum_requests > 0
+        && state.admitted.fetch_add(1, Ordering::SeqCst) >= ctx.spec.maximum_requests
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
         return NOTHING;
     }
     // From here on the request is ours: the httpd child must not send it anywhere else.

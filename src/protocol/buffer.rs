@@ -150,6 +150,7 @@ impl FrameBuffer {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{Rng, random_frame};
+
     use super::super::{MAX_ENV_FRAME, encode, kind};
     use super::*;
 

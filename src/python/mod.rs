@@ -332,6 +332,15 @@ fn cached_script<'py>(
     Some(e.module.bind(py).clone())
 }
 
+/// Whether this process loaded `path` for exactly `mtime_us` (from the cache, without the GIL):
+/// then the script has certainly not changed since.
+pub fn script_loaded_at(path: &str, mtime_us: Option<i64>, case_sensitive: bool) -> bool {
+    mtime_us.is_some()
+        && scripts()
+            .iter()
+            .any(|e| e.path == path && e.case_sensitive == case_sensitive && e.mtime == mtime_us)
+}
+
 fn remember_script(
     py: Python<'_>,
     module: &Bound<'_, PyAny>,

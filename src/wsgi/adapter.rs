@@ -38,8 +38,14 @@ pub trait BodySource: Send {
 pub trait ResponseSink: Send {
     /// Records the status and headers; they leave with the first `write`/`send_file`/`finish`.
     fn set_head(&mut self, head: &Head);
-    /// Sends body bytes; `flush` pushes them to the client at once. Called without the GIL.
+    /// Sends body bytes; `flush` pushes them to the client at once. Called without the GIL,
+    /// unless `buffers` said this write only buffers.
     fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()>;
+    /// Whether `write(data of len bytes, flush)` would only copy the bytes into a buffer (no
+    /// I/O, no blocking), so the caller may keep the GIL around it.
+    fn buffers(&self, _len: usize, _flush: bool) -> bool {
+        false
+    }
     /// Sends `len` bytes of the regular file open on `fd`, from `offset`. Called without the GIL.
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()>;
     /// Ends the response; `abort` makes the client see a truncated response, never a clean end.
@@ -397,12 +403,12 @@ fn send_body(
                 "failed to write response data: client went away",
             ));
         }
-        let Some(head) = st.head.clone() else {
+        let Some(content_length) = st.head.as_ref().map(|h| h.content_length) else {
             return Err(state_err(
                 "response data was produced before start_response() was called",
             ));
         };
-        let data = match head.content_length {
+        let data = match content_length {
             Some(cl) => {
                 let room = cl.saturating_sub(st.written);
                 if (data.len() as u64) > room {
@@ -421,12 +427,19 @@ fn send_body(
             return Err(state_err("the response is being written by another thread"));
         };
         if !st.sent {
-            sink.set_head(&head);
+            if let Some(head) = &st.head {
+                sink.set_head(head);
+            }
             st.sent = true;
         }
         (sink, data)
     };
-    let res = py.detach(|| sink.write(data, flush));
+    // A write the sink only buffers keeps the GIL: no hand-over to another thread and back.
+    let res = if sink.buffers(data.len(), flush) {
+        sink.write(data, flush)
+    } else {
+        py.detach(|| sink.write(data, flush))
+    };
     let mut st = lock(state);
     st.sink = Some(sink);
     match res {
