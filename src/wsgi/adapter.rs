@@ -987,7 +987,11 @@ pub fn run(
                 Err(_) => d.iterate(py, &result),
             };
             // PEP 3333: close() is called whatever happened, once the iterable is done with.
-            if let Ok(true) = result.hasattr("close")
+            // (A plain list or tuple has none: skip the failing attribute lookup.)
+            let plain =
+                result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+            if !plain
+                && let Ok(true) = result.hasattr(pyo3::intern!(py, "close"))
                 && let Err(e) = result.call_method0("close")
             {
                 let o = d.fail(py, &e, "in close() of the result of");
