@@ -576,3 +576,46 @@ pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         }
     }
 }
+
+/// The size of the regular file open on `fd`, or `None` if it is not a regular file.
+pub fn regular_file_size(fd: RawFd) -> Option<u64> {
+    // SAFETY: an all-zero stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into our live stat buffer.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    (rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn regular_file_size_only_for_regular_files() {
+        let path = std::env::temp_dir().join(format!("rwsgi-sys-size-{}", std::process::id()));
+        std::fs::write(&path, b"12345").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(regular_file_size(f.as_raw_fd()), Some(5));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(regular_file_size(a.as_raw_fd()), None);
+        assert_eq!(regular_file_size(-1), None);
+    }
+
+    #[test]
+    fn pread_leaves_the_position_alone() {
+        use std::io::{Read, Seek};
+        let path = std::env::temp_dir().join(format!("rwsgi-sys-pread-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(pread(f.as_raw_fd(), &mut buf, 6).unwrap(), 4);
+        assert_eq!(&buf, b"6789");
+        assert_eq!(f.stream_position().unwrap(), 0);
+        let mut first = [0u8; 2];
+        f.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"01");
+    }
+}

@@ -489,6 +489,21 @@ pub(crate) fn run(
                 if !head_sent {
                     return bad_gateway(r, name, "a file before the response head");
                 }
+                // Checked here too: httpd only ever sends a regular file, within its size.
+                let size = crate::sys::regular_file_size(std::os::fd::AsRawFd::as_raw_fd(&fd));
+                let within = size.is_some_and(|s| offset.checked_add(len).is_some_and(|e| e <= s));
+                if !within {
+                    log_request(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "{}: daemon group '{name}': SendFile with a descriptor that is not                              a regular file holding bytes {offset}..+{len}; response aborted",
+                            Code::DaemonProtocol.as_str()
+                        ),
+                    );
+                    let _ = resp.finish(true);
+                    return OK;
+                }
                 if resp.send_owned_file(fd, offset, len).is_err() {
                     // The client went away: stop relaying; the daemon sees the closed socket.
                     return OK;
