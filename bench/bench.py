@@ -540,7 +540,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", 5)),
                     help="seconds per measured run (whole seconds: wrk takes no fractions)")
     ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
-    ap.add_argument("--file-repeats", type=int, default=int(os.environ.get("BENCH_FILE_REPEATS", 3)),
+    ap.add_argument("--file-repeats", type=int, default=int(os.environ.get("BENCH_FILE_REPEATS", 2)),
                     help="runs for the 64 MiB cells")
     ap.add_argument("--warmup", type=int, default=int(os.environ.get("BENCH_WARMUP", 1)),
                     help="seconds of wrk before each measured run (0: none)")
@@ -579,7 +579,7 @@ def main() -> int:
     rounds = max(args.repeats, args.file_repeats)
     per_run = args.duration + args.warmup + 0.5
     est = sum((args.repeats if c.workload.name != "file64m" else args.file_repeats) * per_run
-              for c in cells) + rounds * len(servers) * 3
+              for c in cells) + rounds * len(servers) * 5
     print(f"bench: {len(cells)} cells on {len(servers)} servers, {rounds} rounds, "
           f"about {est / 60:.1f} min", flush=True)
 
@@ -593,7 +593,8 @@ def main() -> int:
                         rnd < (args.file_repeats if c.workload.name == "file64m" else args.repeats)]
                 if not todo:
                     continue
-                print(f"round {rnd + 1}/{rounds}: {s.name}", flush=True)
+                print(f"round {rnd + 1}/{rounds}: {s.name} "
+                      f"(at {(time.monotonic() - t0) / 60:.1f} min)", flush=True)
                 run_server_round(s, todo, share, rwsgi_so, args.duration, args.warmup,
                                  lambda m: print(m, flush=True))
     finally:

@@ -88,10 +88,11 @@ fn pool_take(socket: &str, generation: u32) -> Option<Conn> {
     None
 }
 
-fn pool_give(socket: &str, generation: u32, c: Conn) {
+fn pool_give(socket: &str, generation: u32, mut c: Conn) {
     if !c.reusable() {
         return;
     }
+    c.trim_idle();
     let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
     if pool.len() < POOL_MAX {
         pool.push((socket.to_string(), generation, c));

@@ -12,6 +12,12 @@ use crate::protocol::{self, Frame, FrameBuffer};
 use crate::wsgi::adapter::{BodySource, ResponseSink};
 use crate::wsgi::headers::Head;
 
+/// Buffers up to this size are released when a connection goes idle.
+const IDLE_SMALL: usize = 128 * 1024;
+/// Send buffers larger than this are released too (a 1 MiB response's is not kept per
+/// connection).
+const IDLE_LARGE: usize = 256 * 1024;
+
 /// A framed connection.
 pub struct Conn {
     stream: UnixStream,
@@ -34,7 +40,7 @@ impl Conn {
         Conn {
             stream,
             buf: FrameBuffer::new(),
-            out: Vec::with_capacity(8192),
+            out: Vec::new(),
             fds: Vec::new(),
             timeout: None,
             broken: false,
@@ -65,6 +71,17 @@ impl Conn {
     /// The socket descriptor (for polling an idle connection).
     pub fn fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
+    /// Gives buffer memory back before the connection waits idle: kept connections are many
+    /// (one per httpd worker thread that used the group). Small buffers come back cheaply
+    /// from the heap; a large receive buffer is kept (releasing it on every request made a
+    /// 1 MiB echo cost twice the CPU: fresh pages each time) within `FrameBuffer`'s limit.
+    pub fn trim_idle(&mut self) {
+        self.buf.release_small(IDLE_SMALL);
+        if self.out.capacity() <= IDLE_SMALL || self.out.capacity() > IDLE_LARGE {
+            self.out = Vec::new();
+        }
     }
 
     /// Whether the connection can carry another request: no error, nothing half-read or
@@ -138,7 +155,7 @@ impl Conn {
             if let Some(f) = self.buf.next_frame().map_err(proto_err)? {
                 return Ok(f);
             }
-            let spare = self.buf.spare(64 * 1024);
+            let spare = self.buf.spare(16 * 1024);
             let n = match crate::sys::recv_with_fds(self.stream.as_raw_fd(), spare, &mut self.fds) {
                 Ok(n) => n,
                 // A signal (e.g. prefork's graceful-restart signal) is not an error.

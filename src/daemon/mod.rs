@@ -583,7 +583,8 @@ impl Queue {
     }
 
     /// Gives an idle connection back to the dispatcher.
-    fn give_back(&self, p: Peer) {
+    fn give_back(&self, mut p: Peer) {
+        p.conn.trim_idle();
         self.returned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
