@@ -7,6 +7,9 @@
 #include "http_request.h"
 #include "util_filter.h"
 #include "apr_buckets.h"
+#include "apr_portable.h"
+#include <stdint.h>
+#include <unistd.h>
 
 /* Pass `len` bytes as a transient bucket (optionally followed by a flush bucket) down the
  * output filter chain, then empty the brigade for reuse. */
@@ -40,12 +43,42 @@ apr_status_t rwsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, apr_fi
     return rv;
 }
 
-/* End the response: EOS, or (abort != 0) an error bucket first, which makes httpd close the
- * connection without a clean end (no last chunk), so the client sees a truncated response. */
-apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, int abort)
+static apr_status_t rwsgi_close_fd(void *data)
+{
+    close((int)(intptr_t)data);
+    return APR_SUCCESS;
+}
+
+/* Send `len` bytes from `offset` of the open file `fd` (received from a daemon process) as
+ * file buckets. The request pool takes the descriptor over and closes it when the request
+ * ends, which is after every bucket before the end-of-request bucket has been written. */
+apr_status_t rwsgi_shim_pass_fd(request_rec *r, apr_bucket_brigade *bb, int fd,
+                                apr_off_t offset, apr_off_t len, int sendfile)
+{
+    apr_file_t *file = NULL;
+    apr_os_file_t os = fd;
+    apr_int32_t flags = APR_FOPEN_READ | (sendfile ? APR_FOPEN_SENDFILE_ENABLED : 0);
+    apr_status_t rv = apr_os_file_put(&file, &os, flags, r->pool);
+    if (rv != APR_SUCCESS) {
+        close(fd);
+        return rv;
+    }
+    apr_pool_cleanup_register(r->pool, (void *)(intptr_t)fd, rwsgi_close_fd,
+                              apr_pool_cleanup_null);
+    return rwsgi_shim_pass_file(r, bb, file, offset, len);
+}
+
+/* End the response, after the last `len` body bytes (if any): EOS, or (abort != 0) an error
+ * bucket first, which makes httpd close the connection without a clean end (no last chunk), so
+ * the client sees a truncated response. */
+apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, const char *data,
+                               apr_size_t len, int abort)
 {
     apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
     apr_status_t rv;
+    if (len > 0) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(data, len, ba));
+    }
     if (abort) {
         r->connection->keepalive = AP_CONN_CLOSE;
         APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, ba));

@@ -29,9 +29,19 @@ unsafe extern "C" {
         offset: apr_off_t,
         len: apr_off_t,
     ) -> apr_status_t;
+    pub fn rwsgi_shim_pass_fd(
+        r: *mut request_rec,
+        bb: *mut apr_bucket_brigade,
+        fd: std::os::raw::c_int,
+        offset: apr_off_t,
+        len: apr_off_t,
+        sendfile: std::os::raw::c_int,
+    ) -> apr_status_t;
     pub fn rwsgi_shim_finish(
         r: *mut request_rec,
         bb: *mut apr_bucket_brigade,
+        data: *const std::os::raw::c_char,
+        len: apr_size_t,
         abort: std::os::raw::c_int,
     ) -> apr_status_t;
     pub fn rwsgi_shim_read_body(

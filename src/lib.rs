@@ -20,7 +20,14 @@ mod daemon;
 mod ffi;
 #[cfg(not(any(test, fuzzing)))]
 mod python;
-#[cfg(not(any(test, fuzzing)))]
+// `sys` (and the connection type built on it) also build in unit tests, which pass real
+// descriptors over real socket pairs; most of `sys` is unused there.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "daemon/conn.rs"]
+mod daemon_conn;
+#[cfg(not(fuzzing))]
+#[cfg_attr(test, allow(dead_code))]
 mod sys;
 
 /// The version reported as `mod_wsgi.version`-style tuples and in the log.

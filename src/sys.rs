@@ -1,9 +1,9 @@
 //! Thin safe wrappers over the few POSIX calls daemon mode needs (signals, privilege drop,
-//! parent-death signal, resource limits, UNIX listening sockets, reaping, user and group
-//! lookups). Part of the FFI layer: every `unsafe` block here is documented. Used by the httpd
-//! parent (sockets, reaping, start-up checks), the daemon processes (everything else), an httpd
-//! child explaining a script it cannot read (`current_identity`), and rwsgi-express, which
-//! compiles this file in.
+//! parent-death signal, resource limits, UNIX listening sockets, reaping, passing descriptors
+//! with `SCM_RIGHTS`, user and group lookups). Part of the FFI layer: every `unsafe` block here
+//! is documented. Used by the httpd parent (sockets, reaping, start-up checks), the httpd
+//! children (receiving descriptors; `current_identity` to explain a script they cannot read),
+//! the daemon processes (everything else), and rwsgi-express, which compiles this file in.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -496,4 +496,196 @@ pub fn random16() -> io::Result<[u8; 16]> {
 pub fn set_env_single_threaded(key: &str, value: &str) {
     // SAFETY: the caller guarantees no other thread exists that could read the environment.
     unsafe { std::env::set_var(key, value) };
+}
+
+/// Most descriptors one `recv_with_fds` accepts; more (never sent by our peer) is an error.
+const MAX_RECV_FDS: usize = 4;
+
+/// Sends all of `bytes` on the UNIX stream socket `sock`, with `fd` attached (`SCM_RIGHTS`) to
+/// the first byte. The receiver gets its own descriptor for the same open file.
+pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a descriptor must travel with at least one byte",
+        ));
+    }
+    let fd_len = std::mem::size_of::<libc::c_int>() as libc::c_uint;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at our live iovec and control buffer, which has room for one
+    // cmsghdr carrying one int (CMSG_SPACE above); CMSG_FIRSTHDR is non-NULL for it.
+    let sent = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(fd_len) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+        loop {
+            let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    };
+    // The descriptor went with the first byte; the rest is plain data.
+    let mut off = sent;
+    while off < bytes.len() {
+        // SAFETY: sending from a live slice of the stated length.
+        let n = unsafe {
+            libc::send(
+                sock,
+                bytes[off..].as_ptr().cast(),
+                bytes.len() - off,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        off += n as usize;
+    }
+    Ok(())
+}
+
+/// Receives up to `buf.len()` bytes from the UNIX stream socket `sock` (honouring its receive
+/// timeout); descriptors that arrive with them are appended to `fds` (close-on-exec).
+/// `Ok(0)` is the end of the stream.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let fd_len = std::mem::size_of::<libc::c_int>() as libc::c_uint;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(fd_len * MAX_RECV_FDS as libc::c_uint) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at the caller's writable buffer and our control buffer, both live
+    // for the call.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    // SAFETY: walking the control messages the kernel wrote into `control` with the CMSG_*
+    // helpers, which stay within msg_controllen; each SCM_RIGHTS payload holds
+    // (cmsg_len - CMSG_LEN(0)) / sizeof(int) descriptors that are now ours.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / fd_len as usize;
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    let owned = OwnedFd::from_raw_fd(fd);
+                    if fds.len() < MAX_RECV_FDS {
+                        fds.push(owned);
+                    } else {
+                        truncated = true; // dropped: closed
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if truncated {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "more file descriptors arrived than expected",
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Reads up to `buf.len()` bytes at `offset` of the file open on `fd`, without moving its
+/// position (`pread`).
+pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        // SAFETY: reading into a live, writable buffer of the stated length.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The size of the regular file open on `fd`, or `None` if it is not a regular file.
+pub fn regular_file_size(fd: RawFd) -> Option<u64> {
+    // SAFETY: an all-zero stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into our live stat buffer.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    (rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn regular_file_size_only_for_regular_files() {
+        let path = std::env::temp_dir().join(format!("rwsgi-sys-size-{}", std::process::id()));
+        std::fs::write(&path, b"12345").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(regular_file_size(f.as_raw_fd()), Some(5));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(regular_file_size(a.as_raw_fd()), None);
+        assert_eq!(regular_file_size(-1), None);
+    }
+
+    #[test]
+    fn pread_leaves_the_position_alone() {
+        use std::io::{Read, Seek};
+        let path = std::env::temp_dir().join(format!("rwsgi-sys-pread-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(pread(f.as_raw_fd(), &mut buf, 6).unwrap(), 4);
+        assert_eq!(&buf, b"6789");
+        assert_eq!(f.stream_position().unwrap(), 0);
+        let mut first = [0u8; 2];
+        f.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"01");
+    }
 }

@@ -122,6 +122,23 @@ def test_one_mib_chunked_round_trip(input_server):
     assert r.body == body
 
 
+@pytest.mark.parametrize("prefix", ["/in", "/chunked"])
+def test_large_reads_after_a_readline(input_server, prefix):
+    """Large read(n) calls (which fill one bytes object straight from the body when its length
+    is known) after a readline() left bytes buffered, one asking for more than is left, then
+    read() of the rest: every byte arrives once, in order."""
+    rnd = random.Random(3)
+    body = b"first line\n" + rnd.randbytes(300_000) + b"\n" + rnd.randbytes(100_000)
+    sizes = [70_000, 1, 200_000, 500_000]
+    r = input_server.request("POST", f"{prefix}/digest?sizes={','.join(map(str, sizes))}",
+                             body=body, chunked=prefix == "/chunked")
+    assert r.status == 200 and r.complete, r
+    out = r.json()
+    rest = len(body) - len(b"first line\n") - 70_001 - 200_000
+    assert out["lengths"] == [len(b"first line\n"), 70_000, 1, 200_000, rest, 0], out
+    assert out["sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_limit_request_body(apache_factory):
     srv = apache_factory()
     script = srv.app("input.wsgi")

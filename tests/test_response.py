@@ -204,6 +204,31 @@ def test_file_wrapper_with_larger_content_length(rsrv):
     assert not r.timed_out
 
 
+def test_file_wrapper_of_an_unlinked_file(rsrv):
+    """The file is removed after the application opened it: it is still sent whole (in daemon
+    mode the open descriptor travels to the httpd child, never the path)."""
+    data = bytes(range(256)) * 800
+    p = rsrv.state / "unlinked.bin"  # a directory the application's user may write
+    p.write_bytes(data)
+    os.chmod(p, 0o666)
+    r = rsrv.get(f"/r/filewrapper?path={p}&unlink=1&seek=10")
+    assert r.status == 200 and r.complete, r
+    assert r.body == data[10:]
+    assert not p.exists()
+
+
+def test_file_wrapper_iterated_leaves_the_position_at_the_end(rsrv):
+    """A wrapper the server cannot send as a file (hidden behind another iterable) is
+    iterated; the file ends up where the iteration left it, and the body is whole."""
+    p, data = _blob(rsrv, 100_000)
+    tell = rsrv.state / "tell"
+    r = rsrv.get(f"/r/filewrapper?path={p}&tell={tell}&blksize=4096")
+    assert r.status == 200 and r.complete, r
+    assert r.body == data
+    assert harness.wait_for_file(tell)
+    assert int(tell.read_text()) == len(data)
+
+
 def test_file_wrapper_non_file_object(rsrv):
     r = rsrv.get("/r/filewrapper-bytesio")
     assert r.status == 200 and r.complete, r

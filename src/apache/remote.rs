@@ -88,10 +88,11 @@ fn pool_take(socket: &str, generation: u32) -> Option<Conn> {
     None
 }
 
-fn pool_give(socket: &str, generation: u32, c: Conn) {
+fn pool_give(socket: &str, generation: u32, mut c: Conn) {
     if !c.reusable() {
         return;
     }
+    c.trim_idle();
     let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
     if pool.len() < POOL_MAX {
         pool.push((socket.to_string(), generation, c));
@@ -146,7 +147,33 @@ fn bad_gateway(r: *mut request_rec, group: &str, msg: &str) -> c_int {
     HTTP_BAD_GATEWAY
 }
 
+thread_local! {
+    static SPARE_WIRE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The encoded-request buffer, reused by the next request of the same thread (a fresh ~2 KiB
+/// allocation per request made glibc consolidate its free lists every time).
+struct SpareWire(Vec<u8>);
+
+impl SpareWire {
+    fn take() -> Self {
+        let mut v = SPARE_WIRE.with(std::cell::Cell::take);
+        v.clear();
+        SpareWire(v)
+    }
+}
+
+impl Drop for SpareWire {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() <= 64 * 1024 {
+            SPARE_WIRE.with(|c| c.set(v));
+        }
+    }
+}
+
 /// Serves the request through daemon group `group`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     r: *mut request_rec,
     group: &Group,
@@ -155,6 +182,7 @@ pub(crate) fn run(
     env: Environ,
     apache_timeout: Duration,
     error_override: bool,
+    sendfile: bool,
 ) -> c_int {
     let name = group.spec.name.as_str();
     // WSGIErrorOverride On: an error status from the application is answered by httpd itself
@@ -164,7 +192,8 @@ pub(crate) fn run(
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
     // The handshake goes only on a new connection; a kept one carries just the request.
     let mut hello = Vec::new();
-    let mut request = Vec::new();
+    let mut request = SpareWire::take();
+    let frame = Frame::Request { env };
     let encoded = protocol::encode(
         &Frame::Hello {
             version: protocol::PROTOCOL_VERSION,
@@ -173,7 +202,15 @@ pub(crate) fn run(
         },
         &mut hello,
     )
-    .and_then(|_| protocol::encode(&Frame::Request { env }, &mut request));
+    .and_then(|_| protocol::encode(&frame, &mut request.0));
+    if let Frame::Request { env } = frame {
+        // The vector goes back for the next request's environ (same layout: no allocation).
+        super::request::recycle_environ(
+            env.into_iter()
+                .map(|_| (String::new(), Vec::new()))
+                .collect(),
+        );
+    }
     if let Err(e) = encoded {
         return bad_gateway(r, name, &format!("cannot encode the request: {e}"));
     }
@@ -195,9 +232,9 @@ pub(crate) fn run(
             }
         };
         let sent = if kept {
-            c.send_raw(&request)
+            c.send_raw(&request.0)
         } else {
-            c.send_raw(&[hello.as_slice(), request.as_slice()].concat())
+            c.send_raw(&[hello.as_slice(), request.0.as_slice()].concat())
         };
         if let Err(e) = sent {
             if kept || retry_left {
@@ -300,7 +337,7 @@ pub(crate) fn run(
     };
     // SAFETY: a brigade from the live request's pool, reused for every write.
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
-    let mut resp = ApacheResponse::new(r, bb, false);
+    let mut resp = ApacheResponse::new(r, bb, sendfile);
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
     loop {
@@ -348,15 +385,40 @@ pub(crate) fn run(
         };
         match frame {
             Frame::ReadBody { max } => {
-                let want = (max as usize).clamp(1, 256 * 1024);
-                body_buf.resize(want, 0);
-                let reply = match read_client_body(r, &mut body_buf) {
-                    Ok(0) => Frame::BodyEnd,
-                    Ok(n) => Frame::Body(body_buf[..n].to_vec()),
-                    Err(_) => Frame::Abort,
+                // A large request (the application asked for that many bytes of a body of
+                // known length) is filled in one frame, so a large body costs few round trips;
+                // up to 64 KiB, whatever part has arrived is sent at once (streaming input).
+                // The buffer is reused.
+                let want = (max as usize).clamp(1, protocol::MAX_CHUNK);
+                let fill_all = want > 64 * 1024;
+                let mut buf = std::mem::take(&mut body_buf);
+                buf.resize(want, 0);
+                let mut n = 0;
+                let mut failed = false;
+                while n < want && (n == 0 || fill_all) {
+                    match read_client_body(r, &mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                let reply = if failed {
+                    Frame::Abort
+                } else if n == 0 {
+                    Frame::BodyEnd
+                } else {
+                    buf.truncate(n);
+                    Frame::Body(buf)
                 };
                 let aborted = matches!(reply, Frame::Abort);
-                if let Err(e) = c.send(&reply) {
+                let sent = c.send(&reply);
+                if let Frame::Body(v) = reply {
+                    body_buf = v;
+                }
+                if let Err(e) = sent {
                     return bad_gateway(r, name, &format!("sending the request body failed: {e}"));
                 }
                 if aborted {
@@ -420,6 +482,34 @@ pub(crate) fn run(
                     }
                 }
             }
+            Frame::SendFile { .. } if overridden.is_some() => drop(c.take_fd()),
+            Frame::SendFile { offset, len } => {
+                let Some(fd) = c.take_fd() else {
+                    return bad_gateway(r, name, "a SendFile frame without its file descriptor");
+                };
+                if !head_sent {
+                    return bad_gateway(r, name, "a file before the response head");
+                }
+                // Checked here too: httpd only ever sends a regular file, within its size.
+                let size = crate::sys::regular_file_size(std::os::fd::AsRawFd::as_raw_fd(&fd));
+                let within = size.is_some_and(|s| offset.checked_add(len).is_some_and(|e| e <= s));
+                if !within {
+                    log_request(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "{}: daemon group '{name}': SendFile with a descriptor that is not                              a regular file holding bytes {offset}..+{len}; response aborted",
+                            Code::DaemonProtocol.as_str()
+                        ),
+                    );
+                    let _ = resp.finish(true);
+                    return OK;
+                }
+                if resp.send_owned_file(fd, offset, len).is_err() {
+                    // The client went away: stop relaying; the daemon sees the closed socket.
+                    return OK;
+                }
+            }
             Frame::Chunk(_) if overridden.is_some() => {}
             Frame::End if overridden.is_some() => {
                 pool_give(&group.socket, generation, c);
@@ -429,6 +519,8 @@ pub(crate) fn run(
                 if !head_sent {
                     return bad_gateway(r, name, "body data before the response head");
                 }
+                // Flushed: the daemon only sends a block on its own when the application
+                // streams (a generator is flushed block by block, as in embedded mode).
                 if resp.write(&data, true).is_err() {
                     // The client went away: stop relaying; the daemon sees the closed socket.
                     return OK;

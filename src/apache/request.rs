@@ -11,6 +11,7 @@ use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -319,7 +320,13 @@ pub(crate) struct ApacheResponse {
     r: ReqPtr,
     bb: *mut apr_bucket_brigade,
     sendfile: bool,
+    /// Small unflushed body bytes, passed down the filter chain with the next write or
+    /// together with the end of the response (one pass of the filters for a small response).
+    pending: Vec<u8>,
 }
+
+/// Unflushed writes are collected up to this many bytes.
+const PENDING_MAX: usize = 8192;
 
 // SAFETY: the brigade belongs to the request (see ReqPtr) and is used by one thread at a time
 // (the response state hands the sink out exclusively).
@@ -331,6 +338,7 @@ impl ApacheResponse {
             r: ReqPtr(r),
             bb,
             sendfile,
+            pending: Vec::new(),
         }
     }
 
@@ -345,6 +353,47 @@ impl ApacheResponse {
         } else {
             Ok(())
         }
+    }
+}
+
+impl ApacheResponse {
+    /// Sends `len` bytes from `offset` of a file received from a daemon process; the request
+    /// takes the descriptor over (closed when the request ends).
+    /// Passes buffered body bytes down the filter chain (without flushing).
+    fn pass_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.pending);
+        // SAFETY: the request and brigade are live; `data` outlives the call.
+        let rv = unsafe {
+            rwsgi_shim_pass_data(self.r.get(), self.bb, data.as_ptr().cast(), data.len(), 0)
+        };
+        self.check(rv)
+    }
+
+    pub(crate) fn send_owned_file(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        use std::os::fd::IntoRawFd;
+        self.pass_pending()?;
+        let fd = fd.into_raw_fd();
+        // SAFETY: the request and brigade are live; the shim owns `fd` from here on (it is
+        // closed by a request-pool cleanup, or at once if APR cannot wrap it).
+        let rv = unsafe {
+            rwsgi_shim_pass_fd(
+                self.r.get(),
+                self.bb,
+                fd,
+                offset as apr_off_t,
+                len as apr_off_t,
+                self.sendfile as c_int,
+            )
+        };
+        self.check(rv)
     }
 }
 
@@ -374,7 +423,16 @@ impl ResponseSink for ApacheResponse {
         }
     }
 
+    fn buffers(&self, len: usize, flush: bool) -> bool {
+        !flush && self.pending.len() + len <= PENDING_MAX
+    }
+
     fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
+        if self.buffers(data.len(), flush) {
+            self.pending.extend_from_slice(data);
+            return Ok(());
+        }
+        self.pass_pending()?;
         // SAFETY: the request and brigade are live; `data` stays valid for the call (the
         // transient bucket is copied by any filter that keeps it).
         let rv = unsafe {
@@ -390,6 +448,7 @@ impl ResponseSink for ApacheResponse {
     }
 
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        self.pass_pending()?;
         let r = self.r.get();
         // Reopen the file through /proc so httpd owns its own descriptor (with a pool cleanup),
         // which may outlive the Python file object when output is finished asynchronously.
@@ -417,8 +476,18 @@ impl ResponseSink for ApacheResponse {
     }
 
     fn finish(&mut self, abort: bool) -> io::Result<()> {
-        // SAFETY: the request and brigade are live.
-        let rv = unsafe { rwsgi_shim_finish(self.r.get(), self.bb, abort as c_int) };
+        let data = std::mem::take(&mut self.pending);
+        // SAFETY: the request and brigade are live; `data` outlives the call (its transient
+        // bucket is copied by any filter that keeps it).
+        let rv = unsafe {
+            rwsgi_shim_finish(
+                self.r.get(),
+                self.bb,
+                data.as_ptr().cast(),
+                data.len(),
+                abort as c_int,
+            )
+        };
         if abort { Ok(()) } else { self.check(rv) }
     }
 }
@@ -781,6 +850,7 @@ fn serve_remote(
         env,
         timeout,
         error_override,
+        set.enable_sendfile,
     )
 }
 
@@ -812,45 +882,65 @@ fn run_python(
     let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
         let d = PyDict::new(py);
         for (k, v) in &env {
-            let s =
-                if k == "DOCUMENT_ROOT" || k == "SCRIPT_FILENAME" || k == "CONTEXT_DOCUMENT_ROOT" {
-                    match std::str::from_utf8(v) {
-                        Ok(s) => s.to_string(),
-                        Err(_) => environ::latin1(v),
-                    }
-                } else {
-                    environ::latin1(v)
-                };
-            d.set_item(k, PyString::new(py, &s))?;
+            let value = match std::str::from_utf8(v) {
+                // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
+                Ok(s) if v.is_ascii() => PyString::new(py, s),
+                Ok(s)
+                    if k == "DOCUMENT_ROOT"
+                        || k == "SCRIPT_FILENAME"
+                        || k == "CONTEXT_DOCUMENT_ROOT" =>
+                {
+                    PyString::new(py, s)
+                }
+                _ => PyString::new(py, &environ::latin1(v)),
+            };
+            d.set_item(k, value)?;
         }
-        let input = Py::new(py, Input::new(Box::new(ApacheBody { r: rp })))?;
+        let input = Py::new(
+            py,
+            Input::new(
+                Box::new(ApacheBody { r: rp }),
+                environ::content_length(&env),
+            ),
+        )?;
         let errors = Py::new(py, Log::new(Some(Arc::clone(&log)), main, Level::Error))?;
-        d.set_item("wsgi.version", (1, 0))?;
-        d.set_item("wsgi.multithread", MULTITHREAD.load(Ordering::Relaxed))?;
-        d.set_item("wsgi.multiprocess", MULTIPROCESS.load(Ordering::Relaxed))?;
-        d.set_item("wsgi.run_once", false)?;
-        d.set_item("wsgi.url_scheme", if https { "https" } else { "http" })?;
-        d.set_item("wsgi.input", input.clone_ref(py))?;
-        d.set_item("wsgi.input_terminated", true)?;
-        d.set_item("wsgi.errors", errors.clone_ref(py))?;
-        d.set_item("wsgi.file_wrapper", py.get_type::<adapter::FileWrapper>())?;
+        d.set_item(intern!(py, "wsgi.version"), (1, 0))?;
+        d.set_item(
+            intern!(py, "wsgi.multithread"),
+            MULTITHREAD.load(Ordering::Relaxed),
+        )?;
+        d.set_item(
+            intern!(py, "wsgi.multiprocess"),
+            MULTIPROCESS.load(Ordering::Relaxed),
+        )?;
+        d.set_item(intern!(py, "wsgi.run_once"), false)?;
+        d.set_item(
+            intern!(py, "wsgi.url_scheme"),
+            if https { "https" } else { "http" },
+        )?;
+        d.set_item(intern!(py, "wsgi.input"), input.clone_ref(py))?;
+        d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+        d.set_item(intern!(py, "wsgi.errors"), errors.clone_ref(py))?;
+        d.set_item(
+            intern!(py, "wsgi.file_wrapper"),
+            py.get_type::<adapter::FileWrapper>(),
+        )?;
         // Timings as float epoch seconds, as mod_wsgi 6 reports them (0.0: no daemon queue).
         // SAFETY: reading the live request's start time.
         let started = unsafe { (*r).request_time } as f64 / 1e6;
-        d.set_item("mod_wsgi.request_start", started)?;
-        d.set_item("mod_wsgi.queue_start", 0.0)?;
-        d.set_item("mod_wsgi.daemon_start", 0.0)?;
+        d.set_item(intern!(py, "mod_wsgi.request_start"), started)?;
+        d.set_item(intern!(py, "mod_wsgi.queue_start"), 0.0)?;
+        d.set_item(intern!(py, "mod_wsgi.daemon_start"), 0.0)?;
         // SAFETY: apr_time_now only reads the clock.
         let now = unsafe { apr_time_now() };
-        d.set_item("mod_wsgi.application_start", now as f64 / 1e6)?;
-        d.set_item("mod_wsgi.thread_id", thread_id())?;
-        d.set_item("mod_wsgi.version", (6, 0, 5))?;
-        d.set_item("mod_rwsgi.version", crate::VERSION)?;
-        // SAFETY: reading the running server's description string.
-        let desc = text(unsafe { bytes(ap_get_server_description()) });
-        d.set_item("apache.version", environ::apache_version(&desc))?;
+        d.set_item(intern!(py, "mod_wsgi.application_start"), now as f64 / 1e6)?;
+        d.set_item(intern!(py, "mod_wsgi.thread_id"), thread_id())?;
+        d.set_item(intern!(py, "mod_wsgi.version"), (6, 0, 5))?;
+        d.set_item(intern!(py, "mod_rwsgi.version"), crate::VERSION)?;
+        d.set_item(intern!(py, "apache.version"), running_apache_version())?;
         Ok((d, input, errors))
     })();
+    recycle_environ(env);
     let (environ_dict, input, errors) = match built {
         Ok(v) => v,
         Err(e) => {
@@ -866,11 +956,7 @@ fn run_python(
     // SAFETY: a brigade from the request pool, reused for every write of this response.
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
     let io = RequestIo {
-        sink: Box::new(ApacheResponse {
-            r: rp,
-            bb,
-            sendfile: set.enable_sendfile,
-        }),
+        sink: Box::new(ApacheResponse::new(r, bb, set.enable_sendfile)),
         input,
         errors,
         log,
@@ -880,6 +966,33 @@ fn run_python(
         head_request: unsafe { (*r).header_only } != 0,
     };
     adapter::run(py, &app, environ_dict, io)
+}
+
+thread_local! {
+    /// The previous request's environ vector, emptied: reusing it avoids one allocation of
+    /// ~2 KiB per request, which made glibc consolidate its free lists every time.
+    static SPARE_ENVIRON: Cell<Option<Environ>> = const { Cell::new(None) };
+}
+
+fn new_environ() -> Environ {
+    SPARE_ENVIRON
+        .with(Cell::take)
+        .unwrap_or_else(|| Vec::with_capacity(48))
+}
+
+pub(crate) fn recycle_environ(mut env: Environ) {
+    env.clear();
+    SPARE_ENVIRON.with(|c| c.set(Some(env)));
+}
+
+/// The running Apache's version, from its server description (parsed once per process).
+fn running_apache_version() -> (u32, u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        // SAFETY: reading the running server's description string.
+        let desc = text(unsafe { bytes(ap_get_server_description()) });
+        environ::apache_version(&desc)
+    })
 }
 
 /// A small per-process number for the calling worker thread (`mod_wsgi.thread_id`).
@@ -900,7 +1013,7 @@ fn build_environ(
     script_name: &[u8],
     path_info: &[u8],
 ) -> Environ {
-    let mut env: Environ = Vec::with_capacity(48);
+    let mut env = new_environ();
     let mut put = |k: &str, v: &[u8]| match env.iter_mut().find(|(key, _)| key == k) {
         Some(slot) => slot.1 = v.to_vec(),
         None => env.push((k.to_string(), v.to_vec())),

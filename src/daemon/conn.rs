@@ -3,8 +3,8 @@
 //! (client) and the daemon process (server).
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,11 +12,21 @@ use crate::protocol::{self, Frame, FrameBuffer};
 use crate::wsgi::adapter::{BodySource, ResponseSink};
 use crate::wsgi::headers::Head;
 
+/// Buffers up to this size are released when a connection goes idle.
+const IDLE_SMALL: usize = 128 * 1024;
+/// Send buffers larger than this are released too (a 1 MiB response's is not kept per
+/// connection).
+const IDLE_LARGE: usize = 256 * 1024;
+
 /// A framed connection.
 pub struct Conn {
     stream: UnixStream,
     buf: FrameBuffer,
     out: Vec<u8>,
+    /// Descriptors received (`SCM_RIGHTS`) and not yet claimed by their `SendFile` frame.
+    fds: Vec<OwnedFd>,
+    /// The socket timeouts last set.
+    timeout: Option<std::time::Duration>,
     /// An I/O or framing error happened: the connection must not be reused.
     broken: bool,
 }
@@ -30,15 +40,32 @@ impl Conn {
         Conn {
             stream,
             buf: FrameBuffer::new(),
-            out: Vec::with_capacity(8192),
+            out: Vec::new(),
+            fds: Vec::new(),
+            timeout: None,
             broken: false,
         }
     }
 
-    /// Sets the read and write timeouts of the socket.
-    pub fn set_timeouts(&self, t: std::time::Duration) {
-        let _ = self.stream.set_read_timeout(Some(t));
-        let _ = self.stream.set_write_timeout(Some(t));
+    /// Sets the read and write timeouts of the socket (no system call when they are already
+    /// set to `t`: a kept connection gets the same value for every request).
+    pub fn set_timeouts(&mut self, t: std::time::Duration) {
+        if self.timeout == Some(t) {
+            return;
+        }
+        let a = self.stream.set_read_timeout(Some(t));
+        let b = self.stream.set_write_timeout(Some(t));
+        self.timeout = (a.is_ok() && b.is_ok()).then_some(t);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Queues a `Chunk` frame carrying `data` (at most `MAX_CHUNK` bytes).
+    pub fn queue_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        protocol::encode_chunk(data, &mut self.out).map_err(proto_err)
     }
 
     /// The socket descriptor (for polling an idle connection).
@@ -46,10 +73,39 @@ impl Conn {
         std::os::fd::AsRawFd::as_raw_fd(&self.stream)
     }
 
+    /// Gives buffer memory back before the connection waits idle: kept connections are many
+    /// (one per httpd worker thread that used the group). Small buffers come back cheaply
+    /// from the heap; a large receive buffer is kept (releasing it on every request made a
+    /// 1 MiB echo cost twice the CPU: fresh pages each time) within `FrameBuffer`'s limit.
+    pub fn trim_idle(&mut self) {
+        self.buf.release_small(IDLE_SMALL);
+        if self.out.capacity() <= IDLE_SMALL || self.out.capacity() > IDLE_LARGE {
+            self.out = Vec::new();
+        }
+    }
+
     /// Whether the connection can carry another request: no error, nothing half-read or
     /// half-written.
     pub fn reusable(&self) -> bool {
-        !self.broken && self.buf.is_empty() && self.out.is_empty()
+        !self.broken && self.buf.is_empty() && self.out.is_empty() && self.fds.is_empty()
+    }
+
+    /// The descriptor that travelled with the `SendFile` frame just received (the oldest one
+    /// not yet claimed; descriptors arrive no later than the bytes they were sent with).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+
+    /// Sends one frame with a descriptor attached (`SendFile`), after anything queued.
+    pub fn send_with_fd(&mut self, f: &Frame, fd: RawFd) -> io::Result<()> {
+        self.flush()?;
+        let mut bytes = Vec::with_capacity(protocol::HEADER_LEN + 16);
+        protocol::encode(f, &mut bytes).map_err(proto_err)?;
+        let r = crate::sys::send_with_fd(self.stream.as_raw_fd(), &bytes, fd);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
     }
 
     /// Queues a frame; `flush` writes everything queued.
@@ -99,8 +155,8 @@ impl Conn {
             if let Some(f) = self.buf.next_frame().map_err(proto_err)? {
                 return Ok(f);
             }
-            let spare = self.buf.spare(64 * 1024);
-            let n = match self.stream.read(spare) {
+            let spare = self.buf.spare(16 * 1024);
+            let n = match crate::sys::recv_with_fds(self.stream.as_raw_fd(), spare, &mut self.fds) {
                 Ok(n) => n,
                 // A signal (e.g. prefork's graceful-restart signal) is not an error.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -169,6 +225,9 @@ impl BodySource for DaemonBody {
     }
 }
 
+/// Queued response bytes are written once they reach this much.
+const WRITE_BATCH: usize = 256 * 1024;
+
 /// The response, sent to the httpd child as Head, Chunk... and End (or Fail).
 pub struct DaemonSink {
     conn: Arc<Mutex<Conn>>,
@@ -178,6 +237,23 @@ pub struct DaemonSink {
 impl DaemonSink {
     pub fn new(conn: Arc<Mutex<Conn>>) -> Self {
         DaemonSink { conn, head: None }
+    }
+
+    /// Sends `len` bytes from `offset` of the file open on `fd` as `Chunk` frames (positioned
+    /// reads: the file's offset is left alone).
+    fn stream_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; 256 * 1024];
+        let (mut at, end) = (offset, offset.saturating_add(len));
+        while at < end {
+            let want = (end - at).min(buf.len() as u64) as usize;
+            let n = crate::sys::pread(fd, &mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            self.write(&buf[..n], false)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     fn queue_head(&mut self, c: &mut Conn) -> io::Result<()> {
@@ -202,33 +278,40 @@ impl ResponseSink for DaemonSink {
         });
     }
 
-    fn write(&mut self, data: &[u8], _flush: bool) -> io::Result<()> {
+    fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
         let conn = Arc::clone(&self.conn);
         let mut c = lock(&conn);
         self.queue_head(&mut c)?;
         for piece in data.chunks(protocol::MAX_CHUNK) {
-            c.queue(&Frame::Chunk(piece.to_vec()))?;
-            c.flush()?;
+            c.queue_chunk(piece)?;
+            if c.queued() >= WRITE_BATCH {
+                c.flush()?;
+            }
         }
-        c.flush()
+        // Unflushed output (a list or tuple result) leaves with the next block or with `End`:
+        // a small response is one write, and one wake-up of the httpd child.
+        if flush { c.flush() } else { Ok(()) }
+    }
+
+    fn buffers(&self, len: usize, flush: bool) -> bool {
+        !flush && lock(&self.conn).queued() + len + protocol::HEADER_LEN < WRITE_BATCH
     }
 
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        let mut f = std::fs::File::open(format!("/proc/self/fd/{fd}"))?;
-        f.seek(SeekFrom::Start(offset))?;
-        let mut left = len;
-        let mut buf = vec![0u8; 256 * 1024];
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f.read(&mut buf[..want])?;
-            if n == 0 {
-                break;
+        // The httpd child sends the file itself: its descriptor travels with the `SendFile`
+        // frame. A new open file description (its own offset), so the child's reads and the
+        // application's use of its file object never move each other's position.
+        // If it cannot be reopened (e.g. unlinked and opened by another user), the bytes are
+        // streamed as `Chunk`s instead.
+        match std::fs::File::open(format!("/proc/self/fd/{fd}")) {
+            Ok(f) => {
+                let conn = Arc::clone(&self.conn);
+                let mut c = lock(&conn);
+                self.queue_head(&mut c)?;
+                c.send_with_fd(&Frame::SendFile { offset, len }, f.as_raw_fd())
             }
-            self.write(&buf[..n], false)?;
-            left -= n as u64;
+            Err(_) => self.stream_file(fd, offset, len),
         }
-        Ok(())
     }
 
     fn finish(&mut self, abort: bool) -> io::Result<()> {
@@ -249,4 +332,50 @@ impl ResponseSink for DaemonSink {
 /// Header text was validated as latin-1: one byte per character.
 fn latin1(s: &str) -> Vec<u8> {
     s.chars().map(|c| c as u32 as u8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn send_file_frame_carries_its_descriptor() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Conn::new(a), Conn::new(b));
+        let path = std::env::temp_dir().join(format!("rwsgi-conn-fd-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        tx.queue(&Frame::Chunk(b"before".to_vec())).unwrap();
+        tx.send_with_fd(&Frame::SendFile { offset: 3, len: 4 }, file.as_raw_fd())
+            .unwrap();
+        drop(file); // the receiver's descriptor keeps the (unlinked) file open
+        tx.send(&Frame::End).unwrap();
+
+        assert_eq!(rx.recv().unwrap(), Frame::Chunk(b"before".to_vec()));
+        assert_eq!(rx.recv().unwrap(), Frame::SendFile { offset: 3, len: 4 });
+        let fd = rx
+            .take_fd()
+            .expect("the descriptor travelled with the frame");
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "0123456789");
+        assert_eq!(rx.recv().unwrap(), Frame::End);
+        assert!(rx.take_fd().is_none());
+        assert!(rx.reusable());
+    }
+
+    #[test]
+    fn an_unclaimed_descriptor_makes_the_connection_unreusable() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Conn::new(a), Conn::new(b));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        tx.send_with_fd(&Frame::End, file.as_raw_fd()).unwrap();
+        assert_eq!(rx.recv().unwrap(), Frame::End);
+        assert!(!rx.reusable());
+        assert!(rx.take_fd().is_some());
+        assert!(rx.reusable());
+    }
 }

@@ -137,6 +137,8 @@ struct State {
     stopping: AtomicBool,
     active: AtomicUsize,
     served: AtomicU64,
+    /// Requests this process has accepted (sent `Accepted` for), for maximum-requests.
+    admitted: AtomicU64,
     /// Workers still in their accept loop.
     accepting: AtomicUsize,
     /// When this process started serving (timestamps below are milliseconds since then).
@@ -334,6 +336,7 @@ pub fn run(l: Launch) -> ! {
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
+        admitted: AtomicU64::new(0),
         accepting: AtomicUsize::new(0),
         born: Instant::now(),
         busy_since: (0..spec.threads.max(1))
@@ -611,7 +614,8 @@ impl Queue {
     }
 
     /// Gives an idle connection back to the dispatcher.
-    fn give_back(&self, p: Peer) {
+    fn give_back(&self, mut p: Peer) {
+        p.conn.trim_idle();
         self.returned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -888,6 +892,7 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
     let reloading = get(&env, "mod_wsgi.script_reloading") != Some(b"0");
     if reloading
+        && !crate::python::script_loaded_at(&script, mtime, ctx.global.case_sensitive)
         && Python::attach(|py| {
             crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive)
         })
@@ -899,6 +904,17 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
             format!("script '{script}' changed"),
             ctx.spec.graceful_timeout,
         );
+        return NOTHING;
+    }
+    // maximum-requests counts requests as they are accepted: one that arrives while the last
+    // allowed one is still finishing goes to the next process instead (the recycle follows
+    // once the running ones are done).
+    if ctx.spec.maximum_requests > 0
+        && state.admitted.fetch_add(1, Ordering::SeqCst) >= ctx.spec.maximum_requests
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
         return NOTHING;
     }
     // From here on the request is ours: the httpd child must not send it anywhere else.
@@ -1045,22 +1061,43 @@ fn run_request(
             if k.starts_with("mod_rwsgi.x-") || k == "HTTPS" {
                 continue;
             }
-            d.set_item(k.as_ref(), PyString::new(py, &environ::latin1(v)))?;
+            let value = match std::str::from_utf8(v) {
+                // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
+                Ok(s) if v.is_ascii() => PyString::new(py, s),
+                _ => PyString::new(py, &environ::latin1(v)),
+            };
+            d.set_item(k.as_ref(), value)?;
         }
-        let input = Py::new(py, Input::new(Box::new(DaemonBody::new(Arc::clone(conn)))))?;
+        let length = get(&env, "CONTENT_LENGTH").and_then(environ::parse_content_length);
+        let input = Py::new(
+            py,
+            Input::new(Box::new(DaemonBody::new(Arc::clone(conn))), length),
+        )?;
         let errors = Py::new(
             py,
             Log::new(Some(Arc::clone(&log)), ctx.log.clone(), Level::Error),
         )?;
-        d.set_item("wsgi.version", (1, 0))?;
-        d.set_item("wsgi.multithread", ctx.spec.multithread())?;
-        d.set_item("wsgi.multiprocess", ctx.spec.multiprocess())?;
-        d.set_item("wsgi.run_once", ctx.spec.run_once())?;
-        d.set_item("wsgi.url_scheme", if https { "https" } else { "http" })?;
-        d.set_item("wsgi.input", input.clone_ref(py))?;
-        d.set_item("wsgi.input_terminated", true)?;
-        d.set_item("wsgi.errors", errors.clone_ref(py))?;
-        d.set_item("wsgi.file_wrapper", py.get_type::<adapter::FileWrapper>())?;
+        d.set_item(pyo3::intern!(py, "wsgi.version"), (1, 0))?;
+        d.set_item(
+            pyo3::intern!(py, "wsgi.multithread"),
+            ctx.spec.multithread(),
+        )?;
+        d.set_item(
+            pyo3::intern!(py, "wsgi.multiprocess"),
+            ctx.spec.multiprocess(),
+        )?;
+        d.set_item(pyo3::intern!(py, "wsgi.run_once"), ctx.spec.run_once())?;
+        d.set_item(
+            pyo3::intern!(py, "wsgi.url_scheme"),
+            if https { "https" } else { "http" },
+        )?;
+        d.set_item(pyo3::intern!(py, "wsgi.input"), input.clone_ref(py))?;
+        d.set_item(pyo3::intern!(py, "wsgi.input_terminated"), true)?;
+        d.set_item(pyo3::intern!(py, "wsgi.errors"), errors.clone_ref(py))?;
+        d.set_item(
+            pyo3::intern!(py, "wsgi.file_wrapper"),
+            py.get_type::<adapter::FileWrapper>(),
+        )?;
         for k in ["mod_wsgi.request_start", "mod_wsgi.queue_start"] {
             let v: f64 = text(&format!("mod_rwsgi.x-{}", &k[9..]))
                 .parse()
@@ -1071,16 +1108,19 @@ fn run_request(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        d.set_item("mod_wsgi.daemon_start", now)?;
-        d.set_item("mod_wsgi.application_start", now)?;
-        d.set_item("mod_wsgi.version", (6, 0, 5))?;
-        d.set_item("mod_rwsgi.version", crate::VERSION)?;
+        d.set_item(pyo3::intern!(py, "mod_wsgi.daemon_start"), now)?;
+        d.set_item(pyo3::intern!(py, "mod_wsgi.application_start"), now)?;
+        d.set_item(pyo3::intern!(py, "mod_wsgi.version"), (6, 0, 5))?;
+        d.set_item(pyo3::intern!(py, "mod_rwsgi.version"), crate::VERSION)?;
         let apache: Vec<u32> = text("mod_rwsgi.x-apache_version")
             .split('.')
             .filter_map(|p| p.parse().ok())
             .collect();
         if apache.len() == 3 {
-            d.set_item("apache.version", (apache[0], apache[1], apache[2]))?;
+            d.set_item(
+                pyo3::intern!(py, "apache.version"),
+                (apache[0], apache[1], apache[2]),
+            )?;
         }
         Ok((d, input, errors))
     })();

@@ -66,6 +66,18 @@ impl FrameBuffer {
         self.end - self.start
     }
 
+    /// Releases the allocation if nothing is pending and it is at most `limit` bytes: an idle
+    /// connection (there may be hundreds) holds no small buffer, which the next request gets
+    /// back cheaply from the heap; a large one (rare, costly to regrow page by page) is left
+    /// to the [`RETAIN`] rule.
+    pub fn release_small(&mut self, limit: usize) {
+        if self.is_empty() && self.buf.len() <= limit {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     /// True when no bytes are pending, e.g. at a clean EOF between frames.
     pub fn is_empty(&self) -> bool {
         self.start == self.end
@@ -150,6 +162,25 @@ impl FrameBuffer {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{Rng, random_frame};
+
+    #[test]
+    fn release_small_frees_only_a_drained_small_buffer() {
+        let mut fb = FrameBuffer::new();
+        let mut wire = Vec::new();
+        encode(&Frame::Chunk(vec![1u8; 100_000]), &mut wire).unwrap();
+        fb.extend(&wire[..50]);
+        fb.release_small(usize::MAX);
+        assert_eq!(fb.buffered(), 50, "pending bytes are never dropped");
+        fb.extend(&wire[50..]);
+        assert!(matches!(fb.next_frame(), Ok(Some(Frame::Chunk(d))) if d.len() == 100_000));
+        fb.release_small(64 * 1024);
+        assert!(fb.buf.len() >= 100_000, "a large buffer is kept");
+        fb.release_small(1 << 20);
+        assert_eq!(fb.buf.len(), 0);
+        fb.extend(&wire);
+        assert!(matches!(fb.next_frame(), Ok(Some(Frame::Chunk(_)))));
+    }
+
     use super::super::{MAX_ENV_FRAME, encode, kind};
     use super::*;
 

@@ -497,6 +497,19 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// Appends a `Chunk` frame carrying `data` (borrowed: no intermediate `Vec`); the same bytes
+/// as `encode(&Frame::Chunk(data.to_vec()), out)`, with the same bound ([`MAX_CHUNK`]).
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    if data.len() > MAX_CHUNK {
+        return Err(too_large(Some(kind::CHUNK), data.len(), MAX_CHUNK));
+    }
+    out.reserve(HEADER_LEN + data.len());
+    out.extend_from_slice(&(data.len() as u32 + 1).to_be_bytes());
+    out.push(kind::CHUNK);
+    out.extend_from_slice(data);
+    Ok(())
+}
+
 /// Decodes the frame at the start of `buf`.
 ///
 /// `Ok(None)`: `buf` holds only a prefix of a frame; call again with more bytes.
@@ -743,6 +756,23 @@ mod tests {
             secret: *b"0123456789abcdef",
             generation: 7,
         }
+    }
+
+    #[test]
+    fn encode_chunk_matches_encode_and_keeps_the_bound() {
+        for data in [Vec::new(), b"x".to_vec(), vec![7u8; MAX_CHUNK]] {
+            let (mut a, mut b) = (vec![9u8], vec![9u8]);
+            encode(&Frame::Chunk(data.clone()), &mut a).unwrap();
+            encode_chunk(&data, &mut b).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(
+                decode(&b[1..]).unwrap(),
+                Some((Frame::Chunk(data), b.len() - 1))
+            );
+        }
+        let mut out = Vec::new();
+        assert!(encode_chunk(&vec![0u8; MAX_CHUNK + 1], &mut out).is_err());
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -310,6 +310,83 @@ pub fn load_script<'py>(
         .call1((path, mtime_us, reloading, case_sensitive))
 }
 
+/// A loaded script module, kept on the Rust side so that a request for an unchanged script
+/// does not go through `bootstrap.load_script` (a Python call hashing the path) at all.
+struct CachedScript {
+    path: String,
+    case_sensitive: bool,
+    /// The modification time the module was executed for (`module.__mtime__`).
+    mtime: Option<i64>,
+    module: Py<PyAny>,
+}
+
+/// A handful of entries: one per script this process serves.
+static SCRIPTS: std::sync::Mutex<Vec<CachedScript>> = std::sync::Mutex::new(Vec::new());
+const SCRIPT_CACHE_MAX: usize = 64;
+
+fn scripts() -> std::sync::MutexGuard<'static, Vec<CachedScript>> {
+    SCRIPTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The cached module for `path` when it is certainly current: loaded for this modification
+/// time (or reloading is off), and without a `reload_required` hook (which must be asked on
+/// every request, so such scripts always take the Python path).
+fn cached_script<'py>(
+    py: Python<'py>,
+    path: &str,
+    mtime_us: Option<i64>,
+    reloading: bool,
+    case_sensitive: bool,
+) -> Option<Bound<'py, PyAny>> {
+    if reloading && mtime_us.is_none() {
+        return None;
+    }
+    let list = scripts();
+    let e = list
+        .iter()
+        .find(|e| e.path == path && e.case_sensitive == case_sensitive)?;
+    if reloading && e.mtime != mtime_us {
+        return None;
+    }
+    Some(e.module.bind(py).clone())
+}
+
+/// Whether this process loaded `path` for exactly `mtime_us` (from the cache, without the GIL):
+/// then the script has certainly not changed since.
+pub fn script_loaded_at(path: &str, mtime_us: Option<i64>, case_sensitive: bool) -> bool {
+    mtime_us.is_some()
+        && scripts()
+            .iter()
+            .any(|e| e.path == path && e.case_sensitive == case_sensitive && e.mtime == mtime_us)
+}
+
+fn remember_script(
+    py: Python<'_>,
+    module: &Bound<'_, PyAny>,
+    path: &str,
+    reloading: bool,
+    case_sensitive: bool,
+) {
+    let hook = module
+        .getattr(pyo3::intern!(py, "reload_required"))
+        .is_ok_and(|f| f.is_callable());
+    let mtime = module
+        .getattr(pyo3::intern!(py, "__mtime__"))
+        .and_then(|m| m.extract::<i64>())
+        .ok();
+    let mut list = scripts();
+    list.retain(|e| !(e.path == path && e.case_sensitive == case_sensitive));
+    if (hook && reloading) || list.len() >= SCRIPT_CACHE_MAX {
+        return;
+    }
+    list.push(CachedScript {
+        path: path.to_string(),
+        case_sensitive,
+        mtime,
+        module: module.clone().unbind(),
+    });
+}
+
 /// Whether a script this process has loaded has changed on disk since (daemon-mode restart).
 pub fn script_changed(
     py: Python<'_>,
@@ -339,7 +416,15 @@ pub fn load_app<'py>(
     log: &LogFn,
 ) -> Option<Bound<'py, PyAny>> {
     use crate::error::Code;
-    let module = match load_script(py, script, mtime_us, reloading, case_sensitive) {
+    let cached = cached_script(py, script, mtime_us, reloading, case_sensitive);
+    let module = match cached.map_or_else(
+        || {
+            let m = load_script(py, script, mtime_us, reloading, case_sensitive)?;
+            remember_script(py, &m, script, reloading, case_sensitive);
+            Ok::<_, PyErr>(m)
+        },
+        Ok,
+    ) {
         Ok(m) => m,
         Err(e) => {
             // A script this process may not open: say which directory or mode stops whom.

@@ -54,8 +54,14 @@ pub trait BodySource: Send {
 pub trait ResponseSink: Send {
     /// Records the status and headers; they leave with the first `write`/`send_file`/`finish`.
     fn set_head(&mut self, head: &Head);
-    /// Sends body bytes; `flush` pushes them to the client at once. Called without the GIL.
+    /// Sends body bytes; `flush` pushes them to the client at once. Called without the GIL,
+    /// unless `buffers` said this write only buffers.
     fn write(&mut self, data: &[u8], flush: bool) -> io::Result<()>;
+    /// Whether `write(data of len bytes, flush)` would only copy the bytes into a buffer (no
+    /// I/O, no blocking), so the caller may keep the GIL around it.
+    fn buffers(&self, _len: usize, _flush: bool) -> bool {
+        false
+    }
     /// Sends `len` bytes of the regular file open on `fd`, from `offset`. Called without the GIL.
     fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<()>;
     /// Ends the response; `abort` makes the client see a truncated response, never a clean end.
@@ -71,9 +77,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // wsgi.input
 
 const READ_CHUNK: usize = 64 * 1024;
+/// A read that takes at least this much from the source goes straight into the bytes object.
+const DIRECT_MIN: u64 = 32 * 1024;
+/// ... and at most this much (a larger body is read in `READ_CHUNK` pieces as it arrives, so a
+/// client declaring a huge Content-Length does not reserve that memory up front).
+const DIRECT_MAX: u64 = 16 << 20;
 
 struct InputState {
     source: Option<Box<dyn BodySource>>,
+    /// Body bytes not yet read from the source, when the length is known (Content-Length).
+    remaining: Option<u64>,
     /// Bytes read from the source but not yet handed to the application.
     buf: Vec<u8>,
     pos: usize,
@@ -89,10 +102,12 @@ pub struct Input {
 }
 
 impl Input {
-    pub fn new(source: Box<dyn BodySource>) -> Self {
+    /// `length`: the body's declared length (Content-Length), `None` when unknown (chunked).
+    pub fn new(source: Box<dyn BodySource>, length: Option<u64>) -> Self {
         Input {
             state: Mutex::new(InputState {
                 source: Some(source),
+                remaining: length,
                 buf: Vec::new(),
                 pos: 0,
                 eof: false,
@@ -141,6 +156,7 @@ impl Input {
                 Ok(false)
             }
             Ok(n) => {
+                st.remaining = st.remaining.map(|r| r.saturating_sub(n as u64));
                 if st.pos > 0 {
                     let pos = st.pos;
                     st.buf.drain(..pos);
@@ -151,6 +167,84 @@ impl Input {
             }
             Err(e) => Err(PyIOError::new_err(format!("request data read error: {e}"))),
         }
+    }
+
+    /// A large `read(n)`/`read()` when the rest of the body's length is known: one bytes object
+    /// of the final size, filled from the source with the GIL released (no intermediate
+    /// buffer, no copy). `None`: not applicable, use the buffered path.
+    fn read_direct<'py>(
+        &self,
+        py: Python<'py>,
+        size: Option<i64>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let (mut source, buffered) = {
+            let mut st = lock(&self.state);
+            let buffered = (st.buf.len() - st.pos) as u64;
+            let Some(remaining) = st.remaining else {
+                return Ok(None);
+            };
+            let want = match size {
+                Some(n) if n >= 0 => n as u64,
+                _ => u64::MAX,
+            };
+            let from_source = want.min(buffered + remaining).saturating_sub(buffered);
+            if st.ended || st.eof || from_source < DIRECT_MIN || buffered + from_source > DIRECT_MAX
+            {
+                return Ok(None);
+            }
+            let Some(source) = st.source.take() else {
+                return Ok(None);
+            };
+            (source, (buffered, from_source))
+        };
+        let (buffered, from_source) = buffered;
+        let total = (buffered + from_source) as usize;
+        let mut filled = 0usize;
+        let mut failure = None;
+        let made = PyBytes::new_with(py, total, |out| {
+            {
+                let mut st = lock(&self.state);
+                let pos = st.pos;
+                let have = st.buf.len() - pos;
+                out[..have].copy_from_slice(&st.buf[pos..]);
+                st.buf.clear();
+                st.pos = 0;
+                filled = have;
+            }
+            let (n, err) = py.detach(|| {
+                let mut n = filled;
+                while n < total {
+                    match source.read(&mut out[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) => return (n, Some(e)),
+                    }
+                }
+                (n, None)
+            });
+            filled = n;
+            failure = err;
+            Ok(())
+        });
+        let mut st = lock(&self.state);
+        let from_source_got = (filled as u64).saturating_sub(buffered);
+        st.remaining = st.remaining.map(|r| r.saturating_sub(from_source_got));
+        if !st.ended {
+            st.source = Some(source);
+        }
+        if filled < total && failure.is_none() {
+            st.eof = true;
+        }
+        drop(st);
+        let made = made?;
+        if let Some(e) = failure {
+            return Err(PyIOError::new_err(format!("request data read error: {e}")));
+        }
+        if filled < total {
+            // The body ended before its declared length said.
+            return Ok(Some(PyBytes::new(py, &made.as_bytes()[..filled])));
+        }
+        Ok(Some(made))
     }
 
     fn buffered(&self) -> usize {
@@ -223,6 +317,9 @@ impl Input {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        if let Some(b) = self.read_direct(py, size)? {
+            return Ok(b);
+        }
         let data = self.read_bytes(py, size)?;
         Ok(PyBytes::new(py, &data))
     }
@@ -322,12 +419,12 @@ fn send_body(
                 "failed to write response data: client went away",
             ));
         }
-        let Some(head) = st.head.clone() else {
+        let Some(content_length) = st.head.as_ref().map(|h| h.content_length) else {
             return Err(state_err(
                 "response data was produced before start_response() was called",
             ));
         };
-        let data = match head.content_length {
+        let data = match content_length {
             Some(cl) => {
                 let room = cl.saturating_sub(st.written);
                 if (data.len() as u64) > room {
@@ -346,12 +443,19 @@ fn send_body(
             return Err(state_err("the response is being written by another thread"));
         };
         if !st.sent {
-            sink.set_head(&head);
+            if let Some(head) = &st.head {
+                sink.set_head(head);
+            }
             st.sent = true;
         }
         (sink, data)
     };
-    let res = py.detach(|| sink.write(data, flush));
+    // A write the sink only buffers keeps the GIL: no hand-over to another thread and back.
+    let res = if sink.buffers(data.len(), flush) {
+        sink.write(data, flush)
+    } else {
+        py.detach(|| sink.write(data, flush))
+    };
     let mut st = lock(state);
     st.sink = Some(sink);
     match res {
@@ -922,7 +1026,11 @@ pub fn run(
                 Err(_) => d.iterate(py, &result),
             };
             // PEP 3333: close() is called whatever happened, once the iterable is done with.
-            if let Ok(true) = result.hasattr("close")
+            // (A plain list or tuple has none: skip the failing attribute lookup.)
+            let plain =
+                result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+            if !plain
+                && let Ok(true) = result.hasattr(pyo3::intern!(py, "close"))
                 && let Err(e) = result.call_method0("close")
             {
                 let o = d.fail(py, &e, "in close() of the result of");

@@ -48,6 +48,19 @@ pub fn header_key(name: &[u8], pass_authorization: bool) -> HeaderKey {
     HeaderKey::Key(key)
 }
 
+/// A `CONTENT_LENGTH` value as a number (`None` if it is not a plain decimal number).
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// The declared request-body length in a CGI environ (absent for chunked bodies: httpd drops
+/// `Content-Length` when `Transfer-Encoding` is present).
+pub fn content_length<V: AsRef<[u8]>>(env: &[(String, V)]) -> Option<u64> {
+    env.iter()
+        .find(|(k, _)| k == "CONTENT_LENGTH")
+        .and_then(|(_, v)| parse_content_length(v.as_ref()))
+}
+
 /// Collapses runs of `/` into one (httpd's `ap_no2slash`).
 pub fn no2slash(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());

@@ -16,6 +16,16 @@ def application(environ, start_response):
             start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                       ("Content-Length", str(len(data)))])
             return [data]
+        elif path == "/digest":
+            # readline(), then read(n) for each n in sizes=, then read(): lengths and a hash.
+            import hashlib
+            pieces = [inp.readline()]
+            pieces += [inp.read(int(n)) for n in q.get("sizes", "").split(",") if n]
+            pieces.append(inp.read())
+            out = json.dumps({"lengths": [len(p) for p in pieces],
+                              "sha256": hashlib.sha256(b"".join(pieces)).hexdigest()}).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [out]
         elif path == "/read":
             parts.append(inp.read())
             parts.append(inp.read())  # at EOF: b""

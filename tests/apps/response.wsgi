@@ -194,8 +194,23 @@ def application(environ, start_response):
         f = open(fpath, "rb")
         if "seek" in q:
             f.seek(int(q["seek"]))
+        if "unlink" in q:
+            os.unlink(fpath)  # the open file must still be served whole
         fw = environ["wsgi.file_wrapper"]
-        return fw(f, int(q.get("blksize", "8192")))
+        wrapper = fw(f, int(q.get("blksize", "8192")))
+        if "tell" in q:
+            # Records where the file's position is when the server closes the wrapper.
+            class Recorder:
+                def __iter__(self):
+                    return iter(wrapper)
+
+                def close(self):
+                    with open(q["tell"], "w") as out:
+                        out.write(str(f.tell()))
+                    wrapper.close()
+
+            return Recorder()
+        return wrapper
 
     if path == "/filewrapper-bytesio":
         import io

@@ -1,0 +1,622 @@
+#!/usr/bin/env python3
+"""Benchmark driver (tool, run by scripts/bench.sh): mod_rwsgi side by side with mod_wsgi and
+Apache's static file serving, on loopback with wrk.
+
+Every server is a private Apache (event MPM, one configuration template; only the module lines
+differ) started through tests/harness.py's Apache lifecycle (own ServerRoot, pid file, stop by
+PID). Rounds alternate between servers; each round starts a server, runs every selected
+workload once against it (short warm-up, then the measured wrk run), and stops it. Per run:
+req/s, p50/p99 latency, server CPU (utime+stime of the httpd parent, its children and daemons,
+from /proc/<pid>/stat deltas) per request, and PSS (/proc/<pid>/smaps_rollup) after the run.
+Writes a markdown report (plus raw JSON) to bench/results/ and prints its path.
+
+Only the standard library and wrk are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import harness  # noqa: E402
+
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+MOD_WSGI_SO = Path(os.environ.get("BENCH_MOD_WSGI", "/usr/lib/apache2/modules/mod_wsgi.so"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DISPLAY_NAME = "benchd"  # daemon process name (both modules), to tell daemons from children
+
+# ------------------------------------------------------------------------------ the matrix
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    module: str | None  # "rwsgi", "wsgi" or None (static only)
+    daemon: str | None  # WSGIDaemonProcess options, None for embedded
+
+    @property
+    def mode(self) -> str:
+        if self.module is None:
+            return "static"
+        return "daemon" if self.daemon else "embedded"
+
+
+SERVERS = [
+    Server("static", None, None),
+    Server("rwsgi-embedded", "rwsgi", None),
+    Server("wsgi-embedded", "wsgi", None),
+    Server("rwsgi-daemon-p1t15", "rwsgi", "processes=1 threads=15"),
+    Server("wsgi-daemon-p1t15", "wsgi", "processes=1 threads=15"),
+    Server("rwsgi-daemon-p2t15", "rwsgi", "processes=2 threads=15"),
+    Server("wsgi-daemon-p2t15", "wsgi", "processes=2 threads=15"),
+]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    app_path: str  # under the WSGI mount
+    static_path: str | None  # the same bytes as a static file (None: no static equivalent)
+    connections: int
+    body_bytes: int  # expected response size
+    post_bytes: int = 0
+    description: str = ""
+
+
+WORKLOADS = [
+    Workload("hello-c32", "/hello", "/hello.txt", 32, 13, description="13-byte hello, 32 connections"),
+    Workload("hello-c4", "/hello", "/hello.txt", 4, 13, description="13-byte hello, 4 connections"),
+    Workload("hello-c256", "/hello", "/hello.txt", 256, 13, description="13-byte hello, 256 connections"),
+    Workload("body64k", "/64k", "/64k.bin", 16, 65536, description="64 KiB body, 16 connections"),
+    Workload("echo1m", "/echo", None, 8, 1 << 20, post_bytes=1 << 20,
+             description="POST echo of a 1 MiB body, 8 connections"),
+    Workload("file64m", "/file64m", "/64m.bin", 4, 64 << 20,
+             description="64 MiB download (wsgi.file_wrapper / static file), 4 connections"),
+]
+
+# --------------------------------------------------------------------------- the server side
+
+MPM_CONF = """\
+StartServers 2
+ServerLimit 2
+ThreadLimit 128
+ThreadsPerChild 128
+MaxRequestWorkers 256
+MinSpareThreads 32
+MaxSpareThreads 256
+AsyncRequestWorkerFactor 8
+MaxConnectionsPerChild 0
+"""
+
+
+class BenchApache(harness.Apache):
+    """A harness Apache with the benchmark's configuration: event MPM sized for 256
+    connections, no access log, unlimited keep-alive, and one WSGI module (or none)."""
+
+    def __init__(self, server: Server, share: Path, rwsgi_so: Path):
+        super().__init__(mpm="event", load_module=False, name=f"bench-{server.name}",
+                         log_level="warn")
+        self.server = server
+        self.share = share
+        self.rwsgi_so = rwsgi_so
+
+    def module_lines(self) -> str:
+        s = self.server
+        if s.module is None:
+            return ""
+        so = self.rwsgi_so if s.module == "rwsgi" else MOD_WSGI_SO
+        name = "rwsgi_module" if s.module == "rwsgi" else "wsgi_module"
+        lines = [f"LoadModule {name} {so}",
+                 f"WSGISocketPrefix {self.root}/run/wsgi",
+                 "WSGIApplicationGroup %{GLOBAL}"]
+        if s.daemon:
+            lines.append(f"WSGIDaemonProcess bench {s.daemon} display-name={DISPLAY_NAME}")
+            lines.append("WSGIProcessGroup bench")
+        lines.append(f"WSGIScriptAlias /app {self.share}/app.wsgi")
+        return "\n".join(lines) + "\n"
+
+    def render_conf(self, fragment: str | None = None) -> str:
+        r = self.root
+        mods = [("mpm_event_module", "mod_mpm_event.so"), ("authz_core_module", "mod_authz_core.so"),
+                ("mime_module", "mod_mime.so")]
+        load = "\n".join(f"LoadModule {n} {harness.MODULES_DIR / f}" for n, f in mods)
+        return f"""\
+# generated by bench/bench.py for server {self.server.name}
+ServerRoot "{r}"
+Listen 127.0.0.1:{self.port}
+ServerName 127.0.0.1
+PidFile {r}/run/httpd.pid
+DefaultRuntimeDir {r}/run
+Mutex file:{r}/run default
+ErrorLog {r}/logs/error.log
+LogLevel warn
+User www-data
+Group www-data
+{load}
+{MPM_CONF}Timeout 30
+KeepAlive On
+KeepAliveTimeout 10
+MaxKeepAliveRequests 0
+TypesConfig /etc/mime.types
+DocumentRoot {self.share}/data
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory {self.share}>
+    Require all granted
+</Directory>
+{self.module_lines()}"""
+
+
+def make_share() -> Path:
+    """The files every server uses: the app, and the static files the workloads fetch."""
+    share = Path(tempfile.mkdtemp(prefix="rwsgi-bench-", dir="/tmp"))
+    os.chmod(share, 0o755)
+    (share / "data").mkdir(mode=0o755)
+    shutil.copy(BENCH_DIR / "app.wsgi", share / "app.wsgi")
+    (share / "data" / "hello.txt").write_bytes(b"Hello, world!")
+    (share / "data" / "64k.bin").write_bytes(b"x" * 65536)
+    block = os.urandom(1 << 20)
+    with open(share / "data" / "64m.bin", "wb") as f:
+        for _ in range(64):
+            f.write(block)
+    for p in [share / "app.wsgi", *(share / "data").iterdir()]:
+        os.chmod(p, 0o644)
+    return share
+
+
+# ------------------------------------------------------------------------------ /proc readers
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("latin-1")
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2:].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants."""
+    parents: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = _stat_fields(int(d))
+            if st:
+                parents[int(d)] = int(st[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        nxt = [p for p, pp in parents.items() if pp in frontier and p not in tree]
+        tree += nxt
+        frontier = nxt
+    return tree
+
+
+def tree_cpu_ticks(root: int) -> int:
+    """utime+stime of every process in the tree, plus the reaped children the root waited for
+    (cutime+cstime), so a child exiting during a run is still counted."""
+    total = 0
+    for pid in process_tree(root):
+        st = _stat_fields(pid)
+        if st:
+            # fields after comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+            total += int(st[11]) + int(st[12])
+            if pid == root:
+                total += int(st[13]) + int(st[14])
+    return total
+
+
+def is_daemon(pid: int) -> bool:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("latin-1")
+    except OSError:
+        return False
+    return DISPLAY_NAME in comm or cmd.startswith(DISPLAY_NAME)
+
+
+def pss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def memory(root: int) -> dict:
+    daemons, others = [], []
+    for pid in process_tree(root):
+        kib = pss_kib(pid)
+        if kib is None:
+            continue
+        (daemons if is_daemon(pid) else others).append(kib)
+    return {"daemons_kib": sorted(daemons), "httpd_kib": sum(others),
+            "total_kib": sum(daemons) + sum(others)}
+
+
+# ---------------------------------------------------------------------------------- running
+
+RESULT_RE = re.compile(r"BENCH-RESULT (.*)")
+
+
+def run_wrk(port: int, w: Workload, path: str, seconds: float) -> dict:
+    url = f"http://127.0.0.1:{port}{path}"
+    threads = min(2, w.connections)
+    env = dict(os.environ, BENCH_POST_BYTES=str(w.post_bytes))
+    cmd = [WRK, f"-t{threads}", f"-c{w.connections}", f"-d{max(1, round(seconds))}s", "--timeout", "15s",
+           "--latency", "-s", str(BENCH_DIR / "report.lua"), url]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                       timeout=seconds + 60)
+    out = p.stdout.decode("utf-8", "replace")
+    m = RESULT_RE.search(out)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed (rc={p.returncode}):\n{out}")
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+def check_response(port: int, w: Workload, path: str) -> None:
+    """One request before timing: the right status and size (and the echoed bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        body = b"ab" * (w.post_bytes // 2) if w.post_bytes else None
+        conn.request("POST" if body else "GET", path, body=body)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200 or len(data) != w.body_bytes or (body is not None and data != body):
+        raise RuntimeError(f"{path}: status {resp.status}, {len(data)} bytes "
+                           f"(expected 200 and {w.body_bytes} bytes)")
+
+
+@dataclass
+class Cell:
+    workload: Workload
+    server: Server
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload.name}/{self.server.name}"
+
+
+def cells_for(selection: list[str]) -> list[Cell]:
+    out = []
+    for w in WORKLOADS:
+        for s in SERVERS:
+            if s.module is None and w.static_path is None:
+                continue
+            c = Cell(w, s)
+            if not selection or any(sel in (w.name, s.name, c.name) for sel in selection):
+                out.append(c)
+    return out
+
+
+def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: Path,
+                     seconds: float, warmup: float, log) -> None:
+    srv = BenchApache(server, share, rwsgi_so)
+    try:
+        srv.start()
+        if server.mode == "daemon":
+            found = harness.wait_for(lambda: [p for p in process_tree(srv.parent_pid)
+                                               if is_daemon(p)], timeout=20)
+            if not found:
+                raise RuntimeError(f"{server.name}: no daemon process appeared\n{srv.error_log()}")
+        for cell in cells:
+            w = cell.workload
+            path = w.static_path if server.module is None else "/app" + w.app_path
+            check_response(srv.port, w, path)
+            if warmup > 0:
+                run_wrk(srv.port, w, path, warmup)
+            before = tree_cpu_ticks(srv.parent_pid)
+            res = run_wrk(srv.port, w, path, seconds)
+            after = tree_cpu_ticks(srv.parent_pid)
+            res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
+            res["memory"] = memory(srv.parent_pid)
+            cell.runs.append(res)
+            rps = res["requests"] / (res["duration_us"] / 1e6)
+            cpu = res["cpu_us"] / max(1, res["requests"])
+            errs = sum(v for k, v in res.items() if k.startswith("err_"))
+            log(f"  {cell.name:38s} {rps:10.0f} req/s  p99 {res['p99_us'] / 1000:7.2f} ms  "
+                f"{cpu:8.1f} us CPU/req" + (f"  ERRORS {errs}" if errs else ""))
+        bad = srv.log_violations()
+        if bad:
+            log(f"  !! {server.name}: error log has {len(bad)} bad lines, first: {bad[0]}")
+    finally:
+        srv.stop()
+        for p in srv.problems:
+            log(f"  !! {p}")
+        srv.cleanup()
+
+
+# ----------------------------------------------------------------------------------- report
+
+def _sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=30).stdout.decode("utf-8", "replace").strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({e})"
+
+
+def environment(rwsgi_so: Path) -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    rev = _sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    if _sh(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"]):
+        rev += " (with uncommitted changes)"
+    apache = _sh([harness.APACHE_BIN, "-v"]).splitlines()
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "load_at_start": os.getloadavg(),
+        "apache": apache[0].split(":", 1)[-1].strip() if apache else "unknown",
+        "python": _sh(["/usr/bin/python3", "-V"]),
+        "mod_wsgi": _sh(["dpkg-query", "-W", "-f=${Version}", "libapache2-mod-wsgi-py3"]),
+        "mod_rwsgi": rev,
+        "mod_rwsgi_so": str(rwsgi_so),
+        "wrk": _sh([WRK, "-v"]).splitlines()[0] if _sh([WRK, "-v"]) else "unknown",
+    }
+
+
+def summarize(cell: Cell) -> dict | None:
+    if not cell.runs:
+        return None
+    rps = [r["requests"] / (r["duration_us"] / 1e6) for r in cell.runs]
+    cpu = [r["cpu_us"] / max(1, r["requests"]) for r in cell.runs]
+    last = cell.runs[-1]["memory"]
+    return {
+        "rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+        "p50_ms": statistics.median(r["p50_us"] for r in cell.runs) / 1000,
+        "p99_ms": statistics.median(r["p99_us"] for r in cell.runs) / 1000,
+        "cpu_us": statistics.median(cpu),
+        "errors": sum(v for r in cell.runs for k, v in r.items() if k.startswith("err_")),
+        "daemons_mib": [k / 1024 for k in last["daemons_kib"]],
+        "total_mib": last["total_kib"] / 1024,
+        "runs": len(cell.runs),
+    }
+
+
+def fmt_rps(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+# (goal label, workload, rwsgi server, reference server, metric, op, threshold)
+TARGETS = [
+    ("embedded hello req/s ≥ 1.5× mod_wsgi", "hello-c32", "rwsgi-embedded", "wsgi-embedded", "rps", ">=", 1.5),
+    ("embedded hello CPU/req ≤ 0.65× mod_wsgi", "hello-c32", "rwsgi-embedded", "wsgi-embedded", "cpu_us", "<=", 0.65),
+    ("daemon hello req/s ≥ 2.5× mod_wsgi", "hello-c32", "rwsgi-daemon-p1t15", "wsgi-daemon-p1t15", "rps", ">=", 2.5),
+    ("daemon 64 KiB req/s ≥ 3× mod_wsgi", "body64k", "rwsgi-daemon-p1t15", "wsgi-daemon-p1t15", "rps", ">=", 3.0),
+    ("daemon 1 MiB echo req/s ≥ 4× mod_wsgi", "echo1m", "rwsgi-daemon-p1t15", "wsgi-daemon-p1t15", "rps", ">=", 4.0),
+    ("embedded 1 MiB echo CPU/req ≤ 0.8× mod_wsgi", "echo1m", "rwsgi-embedded", "wsgi-embedded", "cpu_us", "<=", 0.8),
+    ("embedded 1 MiB echo req/s ≥ mod_wsgi", "echo1m", "rwsgi-embedded", "wsgi-embedded", "rps", ">=", 1.0),
+    ("embedded 64 MiB file_wrapper ≥ 0.95× static", "file64m", "rwsgi-embedded", "static", "rps", ">=", 0.95),
+    ("daemon 64 MiB file_wrapper ≥ 0.95× static", "file64m", "rwsgi-daemon-p1t15", "static", "rps", ">=", 0.95),
+    ("p99 at 256 connections ≤ mod_wsgi (embedded)", "hello-c256", "rwsgi-embedded", "wsgi-embedded", "p99_ms", "<=", 1.0),
+    ("p99 at 256 connections ≤ mod_wsgi (daemon)", "hello-c256", "rwsgi-daemon-p1t15", "wsgi-daemon-p1t15", "p99_ms", "<=", 1.0),
+]
+
+
+def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
+    summ = {c.name: summarize(c) for c in cells}
+    out = [f"# mod_rwsgi benchmark, {env['date']}", ""]
+    if args.label:
+        out += [f"**{args.label}**", ""]
+    out += ["| | |", "| --- | --- |"]
+    for k in ("host", "nproc", "cpu", "kernel", "apache", "python", "mod_wsgi", "mod_rwsgi",
+              "wrk"):
+        out.append(f"| {k} | {env[k]} |")
+    la = ", ".join(f"{x:.2f}" for x in env["load_at_start"])
+    out.append(f"| load average at start | {la} |")
+    out.append(f"| method | {args.repeats} runs × {args.duration:g} s per cell "
+               f"({args.file_repeats} for file64m), {args.warmup:g} s warm-up each, "
+               f"servers alternated per round; total {elapsed / 60:.1f} min |")
+    out += ["", "Command: `scripts/bench.sh" + "".join(f" {s}" for s in args.cells) + "`", ""]
+    out += ["## Results", "",
+            "req/s: median (min–max) of the runs; latency: median of the runs' p50/p99; CPU: "
+            "server process tree (httpd parent, children, daemons) utime+stime per request, "
+            "median; PSS after the last run: each daemon process, and the whole tree.", ""]
+    for w in WORKLOADS:
+        rows = [(c, summ[c.name]) for c in cells if c.workload == w and summ[c.name]]
+        if not rows:
+            continue
+        out += [f"### {w.name}: {w.description}", "",
+                "| server | req/s | p50 ms | p99 ms | CPU µs/req | PSS daemons MiB | PSS total MiB | errors |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for c, s in rows:
+            d = " + ".join(f"{m:.1f}" for m in s["daemons_mib"]) or "–"
+            out.append(f"| {c.server.name} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–"
+                       f"{fmt_rps(s['rps_max'])}) | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+                       f"{s['cpu_us']:.0f} | {d} | {s['total_mib']:.1f} | {s['errors']} |")
+        out.append("")
+
+    def get(wname, sname):
+        return summ.get(f"{wname}/{sname}")
+
+    out += ["## Ratios", "",
+            "mod_rwsgi / mod_wsgi in the same mode (req/s: higher is better; CPU/req and p99: "
+            "lower is better).", "",
+            "| workload | mode | req/s ratio | CPU/req ratio | p99 ratio | PSS/daemon ratio |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for w in WORKLOADS:
+        for mode in ("embedded", "daemon-p1t15", "daemon-p2t15"):
+            a, b = get(w.name, f"rwsgi-{mode}"), get(w.name, f"wsgi-{mode}")
+            if not (a and b):
+                continue
+            pss = "–"
+            if a["daemons_mib"] and b["daemons_mib"]:
+                pss = f"{max(a['daemons_mib']) / max(b['daemons_mib']):.2f}"
+            elif not a["daemons_mib"] and not b["daemons_mib"]:
+                pss = f"{a['total_mib'] / b['total_mib']:.2f} (tree)"
+            out.append(f"| {w.name} | {mode} | {a['rps'] / b['rps']:.2f} | "
+                       f"{a['cpu_us'] / b['cpu_us']:.2f} | {a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} | {pss} |")
+    out += ["", "WSGI / Apache static file of the same size (req/s):", "",
+            "| workload | server | req/s vs static |", "| --- | --- | --- |"]
+    for w in WORKLOADS:
+        st = get(w.name, "static")
+        if not st:
+            continue
+        for s in SERVERS:
+            v = get(w.name, s.name)
+            if s.module and v:
+                out.append(f"| {w.name} | {s.name} | {v['rps'] / st['rps']:.2f} |")
+    out += ["", "## Targets (issue 6)", "", "| goal | measured | result |", "| --- | --- | --- |"]
+    for label, wname, a_name, b_name, metric, op, thr in TARGETS:
+        a, b = get(wname, a_name), get(wname, b_name)
+        if not (a and b):
+            continue
+        ratio = a[metric] / max(b[metric], 1e-9)
+        ok = ratio >= thr if op == ">=" else ratio <= thr
+        out.append(f"| {label} | {ratio:.2f}× | {'met' if ok else 'MISSED'} |")
+    for mode in ("daemon-p1t15", "daemon-p2t15"):
+        a, b = get("hello-c32", f"rwsgi-{mode}"), get("hello-c32", f"wsgi-{mode}")
+        if a and b and a["daemons_mib"] and b["daemons_mib"]:
+            ratio = max(a["daemons_mib"]) / max(b["daemons_mib"])
+            out.append(f"| PSS per daemon process ≤ mod_wsgi ({mode}, after hello) | {ratio:.2f}× | "
+                       f"{'met' if ratio <= 1 else 'MISSED'} |")
+    out.append("")
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------- main
+
+def serve(name: str) -> int:
+    server = next((s for s in SERVERS if s.name == name), None)
+    if server is None:
+        print(f"unknown server {name!r}; one of: {', '.join(s.name for s in SERVERS)}",
+              file=sys.stderr)
+        return 2
+    share = make_share()
+    srv = BenchApache(server, share, harness.SO_PATH)
+    try:
+        srv.start()
+        time.sleep(1)
+        pids = process_tree(srv.parent_pid)
+        print(f"serving {name} on http://127.0.0.1:{srv.port}/ (app under /app, static files "
+              f"at /hello.txt /64k.bin /64m.bin); parent {srv.parent_pid}, processes "
+              f"{' '.join(map(str, pids))}; ServerRoot {srv.root}", flush=True)
+        try:
+            sys.stdin.readline()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        srv.stop()
+        srv.cleanup()
+        shutil.rmtree(share, ignore_errors=True)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cells", nargs="*", help="workload, server or workload/server names "
+                    "(default: everything); see --list")
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", 5)),
+                    help="seconds per measured run (whole seconds: wrk takes no fractions)")
+    ap.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
+    ap.add_argument("--file-repeats", type=int, default=int(os.environ.get("BENCH_FILE_REPEATS", 2)),
+                    help="runs for the 64 MiB cells")
+    ap.add_argument("--warmup", type=int, default=int(os.environ.get("BENCH_WARMUP", 1)),
+                    help="seconds of wrk before each measured run (0: none)")
+    ap.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""),
+                    help="a note printed at the top of the results (e.g. 'noisy machine')")
+    ap.add_argument("--out", help="results file (default bench/results/DATE-HOST[-SUFFIX].md)")
+    ap.add_argument("--suffix", default=os.environ.get("BENCH_SUFFIX", ""))
+    ap.add_argument("--list", action="store_true", help="list the cells and exit")
+    ap.add_argument("--serve", metavar="SERVER",
+                    help="start one server, print its port and PIDs, and keep it running until "
+                         "Enter or Ctrl-C (for profiling with perf or callgrind)")
+    args = ap.parse_args()
+    if args.serve:
+        return serve(args.serve)
+
+    cells = cells_for(args.cells)
+    if args.list or not cells:
+        for c in cells_for([]):
+            print(c.name)
+        if not cells:
+            print(f"no cell matches {args.cells}", file=sys.stderr)
+            return 2
+        return 0
+    rwsgi_so = harness.SO_PATH
+    need = {c.server.module for c in cells}
+    if "rwsgi" in need and not rwsgi_so.is_file():
+        print(f"mod_rwsgi not built: {rwsgi_so} (cargo build --release)", file=sys.stderr)
+        return 2
+    if "wsgi" in need and not MOD_WSGI_SO.is_file():
+        print(f"mod_wsgi not installed: {MOD_WSGI_SO} (apt-get install libapache2-mod-wsgi-py3)",
+              file=sys.stderr)
+        return 2
+
+    env = environment(rwsgi_so)
+    servers = [s for s in SERVERS if any(c.server == s for c in cells)]
+    rounds = max(args.repeats, args.file_repeats)
+    per_run = args.duration + args.warmup + 0.5
+    est = sum((args.repeats if c.workload.name != "file64m" else args.file_repeats) * per_run
+              for c in cells) + rounds * len(servers) * 5
+    print(f"bench: {len(cells)} cells on {len(servers)} servers, {rounds} rounds, "
+          f"about {est / 60:.1f} min", flush=True)
+
+    share = make_share()
+    t0 = time.monotonic()
+    try:
+        for rnd in range(rounds):
+            order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
+            for s in order:
+                todo = [c for c in cells if c.server == s and
+                        rnd < (args.file_repeats if c.workload.name == "file64m" else args.repeats)]
+                if not todo:
+                    continue
+                print(f"round {rnd + 1}/{rounds}: {s.name} "
+                      f"(at {(time.monotonic() - t0) / 60:.1f} min)", flush=True)
+                run_server_round(s, todo, share, rwsgi_so, args.duration, args.warmup,
+                                 lambda m: print(m, flush=True))
+    finally:
+        shutil.rmtree(share, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+
+    text = report(cells, env, args, elapsed)
+    if args.out:
+        out = Path(args.out)
+    else:
+        day = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", platform.node()) or "host"
+        suffix = f"-{args.suffix}" if args.suffix else ""
+        out = BENCH_DIR / "results" / f"{day}-{host}{suffix}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    raw = {"environment": env, "cells": {c.name: c.runs for c in cells}}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    print(text)
+    print(f"bench: results written to {out} (raw runs: {out.with_suffix('.json')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
