@@ -29,6 +29,12 @@ def test_custom_reason_phrase(rsrv):
     assert r.body == b"custom status\n" and r.complete
 
 
+def test_latin1_reason_phrase_goes_out_as_latin1(rsrv):
+    r = rsrv.get("/r/status-latin1")
+    assert (r.status, r.reason) == (299, "Caf\u00e9 cr\u00e8me"), r   # decoded as latin-1
+    assert r.body == b"latin-1 reason\n" and r.complete
+
+
 @pytest.mark.parametrize("route", ["hdr-crlf", "hdr-lf", "hdr-nonlatin1", "hdr-connection",
                                    "hdr-colon", "hdr-bytes"])
 def test_bad_headers_rejected(rsrv, route):

@@ -437,7 +437,9 @@ pub(crate) fn run(
                 reason,
                 headers: hdrs,
             } => {
-                let status_line = format!("{status} {}", String::from_utf8_lossy(&reason));
+                // The daemon sends the reason phrase as latin-1 bytes, like header values.
+                let reason: String = reason.iter().map(|&b| b as char).collect();
+                let status_line = format!("{status} {reason}");
                 let hdrs: Vec<(String, String)> = hdrs
                     .into_iter()
                     .map(|(n, v)| {

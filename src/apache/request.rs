@@ -404,7 +404,7 @@ impl ResponseSink for ApacheResponse {
         unsafe {
             let pool = (*r).pool;
             (*r).status = head.status as c_int;
-            (*r).status_line = pstr(pool, head.status_line.as_bytes());
+            (*r).status_line = pstr(pool, &latin1_bytes(&head.status_line));
             for (n, v) in &head.headers {
                 if n.eq_ignore_ascii_case("content-type") {
                     ap_set_content_type(r, pstr(pool, &latin1_bytes(v)));

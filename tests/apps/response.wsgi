@@ -84,6 +84,10 @@ def application(environ, start_response):
     if path == "/status-custom":
         return _text(start_response, "299 Custom Thing", "custom status\n")
 
+    if path == "/status-latin1":
+        # PEP 3333: the status is a latin-1 "native string"; it goes out as latin-1 bytes.
+        return _text(start_response, "299 Caf\u00e9 cr\u00e8me", "latin-1 reason\n")
+
     if path == "/hdr-crlf":
         return _bad_header(start_response, "X-Bad", "a\r\nX-Injected: 1")
     if path == "/hdr-lf":
