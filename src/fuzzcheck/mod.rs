@@ -7,6 +7,7 @@
 pub mod config;
 pub mod environ;
 pub mod head;
+pub mod protocol;
 #[cfg(test)]
 mod replay;
 
@@ -22,6 +23,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config_net", config::net),
     ("response_head", head::check),
     ("environ_names", environ::check),
+    ("protocol_decode", protocol::check),
 ];
 
 /// The separator between the fields of an input: 0xFF never occurs in UTF-8 text, so every
