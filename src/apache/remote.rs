@@ -500,7 +500,8 @@ pub(crate) fn run(
                         r,
                         APLOG_ERR,
                         &format!(
-                            "{}: daemon group '{name}': SendFile with a descriptor that is not                              a regular file holding bytes {offset}..+{len}; response aborted",
+                            "{}: daemon group '{name}': SendFile with a descriptor that is not \
+                             a regular file holding bytes {offset}..+{len}; response aborted",
                             Code::DaemonProtocol.as_str()
                         ),
                     );
