@@ -6,17 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-[ -e /usr/lib/apache2/modules/mod_wsgi.so ] || need+=(libapache2-mod-wsgi-py3)
-command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need+=(apache2)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "==> installing ${need[*]}"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+bash scripts/deps.sh wrk
 if [ -z "${RWSGI_SO:-}" ]; then
   cargo build --release --quiet
   export RWSGI_SO="$PWD/target/release/libmod_rwsgi.so"

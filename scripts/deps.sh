@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mod_rwsgi needs to build and test, when they are missing.
 # Runs on the build/test host (as root, or with sudo available); prints what it does.
+# Usage: scripts/deps.sh [extra-package ...]   (scripts/bench.sh adds wrk)
 set -euo pipefail
 
 # python3-venv: the framework tests' venv; g++: libFuzzer (C++) for the fuzz smoke pass.
-PKGS=(apache2 apache2-dev libapache2-mod-wsgi-py3 libclang-dev clang python3 python3-dev libpython3-dev python3-pytest python3-venv curl gcc g++ make pkg-config)
+PKGS=(apache2 apache2-dev libapache2-mod-wsgi-py3 libclang-dev clang python3 python3-dev libpython3-dev python3-pytest python3-venv curl gcc g++ make pkg-config "$@")
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
