@@ -83,6 +83,9 @@ apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, const cha
         r->connection->keepalive = AP_CONN_CLOSE;
         APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, ba));
     }
+    else {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));
+    }
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(ba));
     rv = ap_pass_brigade(r->output_filters, bb);
     apr_brigade_cleanup(bb);

@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -512,6 +513,10 @@ def serve(name: str) -> int:
         print(f"unknown server {name!r}; one of: {', '.join(s.name for s in SERVERS)}",
               file=sys.stderr)
         return 2
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    # SIGTERM stops the server as Enter and Ctrl-C do (kill by PID from scripts).
+    signal.signal(signal.SIGTERM, interrupted)
     share = make_share()
     srv = BenchApache(server, share, harness.SO_PATH)
     try:

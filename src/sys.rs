@@ -403,31 +403,64 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
     rc > 0 && p.revents & libc::POLLIN != 0
 }
 
-/// Waits until any of `fds` is readable (or hung up) or `timeout` passes; returns, for each fd,
-/// whether it is ready.
-pub fn wait_any_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `p` is a valid array of pollfd of the given length.
-    let rc = unsafe {
-        libc::poll(
-            p.as_mut_ptr(),
-            p.len() as libc::nfds_t,
-            timeout.as_millis().min(i32::MAX as u128) as libc::c_int,
-        )
-    };
-    if rc <= 0 {
-        return vec![false; fds.len()];
+/// An epoll instance whose registrations are one-shot: an event for a descriptor is delivered
+/// to one waiting thread, and the descriptor reports nothing more until it is re-armed. The
+/// daemon's workers wait on it together (the kernel wakes one waiter per event), so a request
+/// on a kept connection wakes exactly the worker that will serve it.
+pub struct OneShotPoll {
+    fd: OwnedFd,
+}
+
+impl OneShotPoll {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 has no pointer arguments; the result is checked.
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: a descriptor just created and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(OneShotPoll { fd })
     }
-    p.iter()
-        .map(|x| x.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-        .collect()
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            u64: token,
+        };
+        // SAFETY: a valid epoll descriptor and event structure; errors are returned.
+        check(unsafe {
+            libc::epoll_ctl(std::os::fd::AsRawFd::as_raw_fd(&self.fd), op, fd, &mut ev)
+        })
+        .map(|_| ())
+    }
+
+    /// Watches `fd` for one readiness event, reported with `token`.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token)
+    }
+
+    /// Watches an added `fd` for its next readiness event.
+    pub fn rearm(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token)
+    }
+
+    /// Stops watching `fd` (before it is closed).
+    pub fn remove(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+    }
+
+    /// Waits up to `timeout` for one event; its token, or `None` (timeout or signal).
+    pub fn wait(&self, timeout: Duration) -> Option<u64> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: room for exactly one event is passed; the count is checked.
+        let n = unsafe {
+            libc::epoll_wait(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                &mut ev,
+                1,
+                timeout.as_millis().min(i32::MAX as u128) as libc::c_int,
+            )
+        };
+        (n == 1).then_some(ev.u64)
+    }
 }
 
 /// Takes ownership of an inherited listening socket.
@@ -645,6 +678,24 @@ pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
             return Err(e);
         }
     }
+}
+
+/// Sets the socket's receive low-water mark: a blocking read waits until at least `bytes` are
+/// queued (or the peer closes, an error or the read timeout ends the wait, returning what is
+/// there).
+pub fn set_recv_low_water(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v: libc::c_int = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: a valid int option value of the right size; errors are returned.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
 }
 
 /// The size of the regular file open on `fd`, or `None` if it is not a regular file.

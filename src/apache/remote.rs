@@ -204,10 +204,11 @@ pub(crate) fn run(
     )
     .and_then(|_| protocol::encode(&frame, &mut request.0));
     if let Frame::Request { env } = frame {
-        // The vector goes back for the next request's environ (same layout: no allocation).
+        // The vector and its entries' buffers go back for the next request's environ (same
+        // layout: no allocation; the keys were strings a moment ago).
         super::request::recycle_environ(
             env.into_iter()
-                .map(|_| (String::new(), Vec::new()))
+                .map(|(k, v)| (String::from_utf8(k).unwrap_or_default(), v))
                 .collect(),
         );
     }
@@ -219,6 +220,7 @@ pub(crate) fn run(
     // recycling, script reload), or a kept connection turns out closed. After `Accepted` it is
     // never sent again (a failure then is a 502 or an aborted response).
     let deadline = Instant::now() + group.spec.connect_timeout;
+    let mut restore_timeout = false;
     let mut c = loop {
         let retry_left = Instant::now() < deadline;
         let (mut c, kept) = match pool_take(&group.socket, generation) {
@@ -284,8 +286,30 @@ pub(crate) fn run(
             }
         }
         c.set_timeouts(timeout);
-        match c.recv() {
-            Ok(Frame::Accepted) => break c,
+        // The daemon sends `Accepted` (a bare header) before it runs the application, and the
+        // response follows. Waiting for more bytes than that header lets a quick response wake
+        // this thread once rather than twice; a Reject (longer), the daemon closing, a signal
+        // or the timeout still end the wait early, with whatever has arrived.
+        let waited = Instant::now();
+        if c.set_low_water(protocol::HEADER_LEN + 1).is_err() {
+            return bad_gateway(r, name, "cannot set the socket's receive low-water mark");
+        }
+        let first = c.recv();
+        if c.set_low_water(1).is_err() {
+            return bad_gateway(r, name, "cannot reset the socket's receive low-water mark");
+        }
+        match first {
+            Ok(Frame::Accepted) => {
+                if !c.more_buffered() {
+                    // `Accepted` came alone: the wait may have used up part of the timeout,
+                    // which bounds the wait for the response head as if `Accepted` had been
+                    // read at once.
+                    let left = timeout.saturating_sub(waited.elapsed());
+                    c.set_timeouts(left.max(Duration::from_millis(1)));
+                    restore_timeout = true;
+                }
+                break c;
+            }
             Ok(Frame::Reject {
                 reason: protocol::REJECT_SHUTTING_DOWN,
             }) if Instant::now() < deadline => {
@@ -341,7 +365,11 @@ pub(crate) fn run(
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
     loop {
-        let frame = match c.recv() {
+        let received = c.recv();
+        if std::mem::take(&mut restore_timeout) {
+            c.set_timeouts(timeout);
+        }
+        let frame = match received {
             Ok(f) => f,
             Err(e) => {
                 let what = if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -405,19 +433,16 @@ pub(crate) fn run(
                         }
                     }
                 }
-                let reply = if failed {
-                    Frame::Abort
+                let aborted = failed;
+                let sent = if failed {
+                    c.send(&Frame::Abort)
                 } else if n == 0 {
-                    Frame::BodyEnd
+                    c.send(&Frame::BodyEnd)
                 } else {
-                    buf.truncate(n);
-                    Frame::Body(buf)
+                    // Written from the buffer itself (no copy into the send buffer).
+                    c.send_data(protocol::kind::BODY, &buf[..n])
                 };
-                let aborted = matches!(reply, Frame::Abort);
-                let sent = c.send(&reply);
-                if let Frame::Body(v) = reply {
-                    body_buf = v;
-                }
+                body_buf = buf;
                 if let Err(e) = sent {
                     return bad_gateway(r, name, &format!("sending the request body failed: {e}"));
                 }
@@ -523,8 +548,10 @@ pub(crate) fn run(
                     return bad_gateway(r, name, "body data before the response head");
                 }
                 // Flushed: the daemon only sends a block on its own when the application
-                // streams (a generator is flushed block by block, as in embedded mode).
-                if resp.write(&data, true).is_err() {
+                // streams (a generator is flushed block by block, as in embedded mode). The
+                // last block, when the end of the response came with it (a small response in
+                // one write), goes out with the end: one pass of the output filters.
+                if resp.write(&data, !c.end_follows()).is_err() {
                     // The client went away: stop relaying; the daemon sees the closed socket.
                     return OK;
                 }

@@ -746,8 +746,12 @@ fn handle(r: *mut request_rec) -> c_int {
     CURRENT.with(|c| c.set(r));
     let rp = ReqPtr(r);
     let req_log: LogFn = Arc::new(move |l, msg| log_request(rp.get(), apache_level(l), msg));
-    let outcome =
+    let (outcome, finish) =
         Python::attach(|py| run_python(py, r, &g, &set, &filename, mtime, env, https, req_log));
+    // The end of the response goes through the output filters without the GIL.
+    if let Some(f) = finish {
+        f.run();
+    }
     CURRENT.with(|c| c.set(ptr::null_mut()));
     match outcome {
         Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
@@ -865,7 +869,7 @@ fn run_python(
     env: Environ,
     https: bool,
     log: LogFn,
-) -> Outcome {
+) -> (Outcome, Option<adapter::Finish>) {
     let Some(app) = python::load_app(
         py,
         script,
@@ -875,7 +879,7 @@ fn run_python(
         &set.callable_object,
         &log,
     ) else {
-        return Outcome::ServerError;
+        return (Outcome::ServerError, None);
     };
     let rp = ReqPtr(r);
     let main = super::main_log();
@@ -950,7 +954,7 @@ fn run_python(
                 &log,
                 &format!("{}: cannot build the environ", Code::AppException.as_str()),
             );
-            return Outcome::ServerError;
+            return (Outcome::ServerError, None);
         }
     };
     // SAFETY: a brigade from the request pool, reused for every write of this response.
@@ -972,7 +976,16 @@ thread_local! {
     /// The previous request's environ vector, emptied: reusing it avoids one allocation of
     /// ~2 KiB per request, which made glibc consolidate its free lists every time.
     static SPARE_ENVIRON: Cell<Option<Environ>> = const { Cell::new(None) };
+    /// Entries of earlier environs, their key and value buffers kept for the next request's
+    /// (about 90 small allocations fewer per request); bounded in count and size.
+    static SPARE_ENTRIES: std::cell::RefCell<Vec<(String, Vec<u8>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// At most this many spare entries per thread, none with a buffer larger than
+/// `SPARE_ENTRY_MAX` bytes (a rare huge header value is not kept).
+const SPARE_ENTRIES_MAX: usize = 96;
+const SPARE_ENTRY_MAX: usize = 1024;
 
 fn new_environ() -> Environ {
     SPARE_ENVIRON
@@ -980,7 +993,32 @@ fn new_environ() -> Environ {
         .unwrap_or_else(|| Vec::with_capacity(48))
 }
 
+/// One environ entry, in the buffers of a spare one when there is one.
+fn environ_entry(k: &str, v: &[u8]) -> (String, Vec<u8>) {
+    match SPARE_ENTRIES.with(|s| s.borrow_mut().pop()) {
+        Some((mut key, mut value)) => {
+            key.clear();
+            key.push_str(k);
+            value.clear();
+            value.extend_from_slice(v);
+            (key, value)
+        }
+        None => (k.to_string(), v.to_vec()),
+    }
+}
+
 pub(crate) fn recycle_environ(mut env: Environ) {
+    SPARE_ENTRIES.with(|s| {
+        let mut spare = s.borrow_mut();
+        for e in env.drain(..) {
+            if spare.len() >= SPARE_ENTRIES_MAX {
+                break;
+            }
+            if e.0.capacity() <= SPARE_ENTRY_MAX && e.1.capacity() <= SPARE_ENTRY_MAX {
+                spare.push(e);
+            }
+        }
+    });
     env.clear();
     SPARE_ENVIRON.with(|c| c.set(Some(env)));
 }
@@ -1014,9 +1052,21 @@ fn build_environ(
     path_info: &[u8],
 ) -> Environ {
     let mut env = new_environ();
-    let mut put = |k: &str, v: &[u8]| match env.iter_mut().find(|(key, _)| key == k) {
-        Some(slot) => slot.1 = v.to_vec(),
-        None => env.push((k.to_string(), v.to_vec())),
+    // A key set twice keeps its first place and takes the later value. Only the entries from
+    // subprocess_env can hold a key of the fixed part (headers become HTTP_* or CONTENT_*,
+    // which the fixed part never sets), so that part searches only them.
+    let searched = Cell::new(usize::MAX);
+    let len = Cell::new(0usize);
+    let mut put = |k: &str, v: &[u8]| {
+        let upto = env.len().min(searched.get());
+        match env[..upto].iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => {
+                slot.1.clear();
+                slot.1.extend_from_slice(v);
+            }
+            None => env.push(environ_entry(k, v)),
+        }
+        len.set(env.len());
     };
     // SAFETY: `r` is the live request; every pointer read here belongs to it, its connection or
     // its server and outlives this call.
@@ -1030,11 +1080,13 @@ fn build_environ(
                 put(&k, v);
             }
         }
+        let from_subprocess_env = len.get();
         for (k, v) in table_entries((*r).headers_in) {
             if let HeaderKey::Key(key) = environ::header_key(k, set.pass_authorization) {
                 put(&key, v);
             }
         }
+        searched.set(from_subprocess_env);
         put(
             "SERVER_SOFTWARE",
             bytes(ap_get_server_banner()).unwrap_or(b""),

@@ -58,6 +58,15 @@ impl Conn {
         self.timeout = (a.is_ok() && b.is_ok()).then_some(t);
     }
 
+    /// Makes the next reads wait for at least `bytes` bytes (see `sys::set_recv_low_water`).
+    pub fn set_low_water(&mut self, bytes: usize) -> io::Result<()> {
+        let r = crate::sys::set_recv_low_water(self.stream.as_raw_fd(), bytes);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.out.len()
@@ -141,6 +150,113 @@ impl Conn {
         self.flush()
     }
 
+    /// Whether bytes of a further frame have already arrived.
+    pub fn more_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Whether the next frame has already arrived (its header at least) and is `End`: the
+    /// block just received is the last one and can go out with the end of the response
+    /// instead of being flushed on its own.
+    pub fn end_follows(&self) -> bool {
+        self.buf.next_kind() == Some(protocol::kind::END)
+    }
+
+    /// Receives the next frame, except that a data frame of `data_kind` (`Body` or `Chunk`)
+    /// with at most `dst.len()` bytes goes straight into `dst`: `Ok(Ok(n))`. The part of its
+    /// payload not yet read is read from the socket into `dst` directly (no copy through the
+    /// frame buffer, no vector per frame). Any other frame is `Ok(Err(frame))`, as `recv` gives
+    /// it. With `expect_large`, a read that starts a frame takes only its header first, so a
+    /// large payload never passes through the frame buffer at all.
+    pub fn recv_data_into(
+        &mut self,
+        data_kind: u8,
+        dst: &mut [u8],
+        expect_large: bool,
+    ) -> io::Result<Result<usize, Frame>> {
+        let r = self.recv_data_inner(data_kind, dst, expect_large);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn recv_data_inner(
+        &mut self,
+        data_kind: u8,
+        dst: &mut [u8],
+        expect_large: bool,
+    ) -> io::Result<Result<usize, Frame>> {
+        loop {
+            if let Some(n) = self.buf.begin_data(data_kind, dst.len()) {
+                let mut got = self.buf.take_raw(&mut dst[..n]);
+                while got < n {
+                    match crate::sys::recv_with_fds(
+                        self.stream.as_raw_fd(),
+                        &mut dst[got..n],
+                        &mut self.fds,
+                    ) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "connection closed mid-frame",
+                            ));
+                        }
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(Ok(n));
+            }
+            if let Some(f) = self.buf.next_frame().map_err(proto_err)? {
+                return Ok(Err(f));
+            }
+            self.read_more(expect_large)?;
+        }
+    }
+
+    /// Sends a data frame (`Body` or `Chunk`) after anything queued, its payload written from
+    /// `data` itself (one vectored write with the header; no copy into the send buffer).
+    pub fn send_data(&mut self, data_kind: u8, data: &[u8]) -> io::Result<()> {
+        let r = self.send_data_inner(data_kind, data);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn send_data_inner(&mut self, data_kind: u8, data: &[u8]) -> io::Result<()> {
+        if data.len() > protocol::MAX_CHUNK
+            || protocol::max_payload_len(data_kind) != Some(protocol::MAX_CHUNK)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a data frame within MAX_CHUNK",
+            ));
+        }
+        let mut header = [0u8; protocol::HEADER_LEN];
+        header[..4].copy_from_slice(&(data.len() as u32 + 1).to_be_bytes());
+        header[4] = data_kind;
+        let mut bufs = [
+            io::IoSlice::new(&self.out),
+            io::IoSlice::new(&header),
+            io::IoSlice::new(data),
+        ];
+        let mut bufs: &mut [io::IoSlice<'_>] = &mut bufs;
+        io::IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            match self.stream.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
     /// Receives the next frame; EOF before a whole frame is `UnexpectedEof`.
     pub fn recv(&mut self) -> io::Result<Frame> {
         let r = self.recv_inner();
@@ -155,24 +271,44 @@ impl Conn {
             if let Some(f) = self.buf.next_frame().map_err(proto_err)? {
                 return Ok(f);
             }
+            self.read_more(false)?;
+        }
+    }
+
+    /// One read from the socket into the frame buffer (retried after a signal, e.g. prefork's
+    /// graceful-restart signal); with `header_only` and no frame header buffered yet, only the
+    /// header's bytes. EOF is `UnexpectedEof`.
+    fn read_more(&mut self, header_only: bool) -> io::Result<()> {
+        let buffered = self.buf.buffered();
+        loop {
             let spare = self.buf.spare(16 * 1024);
-            let n = match crate::sys::recv_with_fds(self.stream.as_raw_fd(), spare, &mut self.fds) {
-                Ok(n) => n,
-                // A signal (e.g. prefork's graceful-restart signal) is not an error.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let limit = if header_only && buffered < protocol::HEADER_LEN {
+                protocol::HEADER_LEN - buffered
+            } else {
+                spare.len()
             };
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    if self.buf.is_empty() {
-                        "connection closed"
-                    } else {
-                        "connection closed mid-frame"
-                    },
-                ));
+            match crate::sys::recv_with_fds(
+                self.stream.as_raw_fd(),
+                &mut spare[..limit],
+                &mut self.fds,
+            ) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        if self.buf.is_empty() {
+                            "connection closed"
+                        } else {
+                            "connection closed mid-frame"
+                        },
+                    ));
+                }
+                Ok(n) => {
+                    self.buf.commit(n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            self.buf.commit(n);
         }
     }
 }
@@ -198,14 +334,16 @@ impl BodySource for DaemonBody {
         if self.done || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(protocol::MAX_CHUNK) as u32;
+        let want = buf.len().min(protocol::MAX_CHUNK);
         let mut c = lock(&self.conn);
-        c.send(&Frame::ReadBody { max: want })?;
-        match c.recv()? {
-            Frame::Body(data) if data.len() <= buf.len() && !data.is_empty() => {
-                buf[..data.len()].copy_from_slice(&data);
-                Ok(data.len())
-            }
+        c.send(&Frame::ReadBody { max: want as u32 })?;
+        // The body bytes go from the socket into `buf` (for a large read, the `bytes` object
+        // handed to the application) without an intermediate copy.
+        let frame = match c.recv_data_into(protocol::kind::BODY, &mut buf[..want], want >= LARGE)? {
+            Ok(n) => return Ok(n),
+            Err(frame) => frame,
+        };
+        match frame {
             Frame::BodyEnd => {
                 self.done = true;
                 Ok(0)
@@ -224,6 +362,10 @@ impl BodySource for DaemonBody {
         }
     }
 }
+
+/// A body read of at least this many bytes reads frame headers on their own first (see
+/// `Conn::recv_data_into`).
+const LARGE: usize = 64 * 1024;
 
 /// Queued response bytes are written once they reach this much.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -283,6 +425,11 @@ impl ResponseSink for DaemonSink {
         let mut c = lock(&conn);
         self.queue_head(&mut c)?;
         for piece in data.chunks(protocol::MAX_CHUNK) {
+            if piece.len() >= WRITE_BATCH {
+                // Large: written from the application's bytes with what is queued, no copy.
+                c.send_data(protocol::kind::CHUNK, piece)?;
+                continue;
+            }
             c.queue_chunk(piece)?;
             if c.queued() >= WRITE_BATCH {
                 c.flush()?;

@@ -6,7 +6,7 @@
 
 pub mod conn;
 
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -368,7 +368,7 @@ pub fn run(l: Launch) -> ! {
         vhost_log: l.vhost_log,
     });
     let threads = spec.threads.max(1);
-    let queue = Arc::new(Queue::new().unwrap_or_else(|e| {
+    let peers = Arc::new(Peers::new().unwrap_or_else(|e| {
         fatal(
             &log,
             &format!("{}: daemon group '{name}': {e}", Code::DaemonStart.as_str()),
@@ -376,15 +376,15 @@ pub fn run(l: Launch) -> ! {
     }));
     state.accepting.store(1, Ordering::SeqCst);
     {
-        let (listener, state, queue) = (
+        let (listener, state, peers) = (
             Arc::clone(&listener),
             Arc::clone(&state),
-            Arc::clone(&queue),
+            Arc::clone(&peers),
         );
         let log2 = log.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("rwsgi-dispatch".into())
-            .spawn(move || dispatcher(&listener, &queue, &state, &log2))
+            .spawn(move || dispatcher(&listener, &peers, &state, &log2))
         {
             fatal(
                 &log,
@@ -396,12 +396,12 @@ pub fn run(l: Launch) -> ! {
         }
     }
     for i in 0..threads {
-        let (queue, state, ctx) = (Arc::clone(&queue), Arc::clone(&state), Arc::clone(&ctx));
+        let (peers, state, ctx) = (Arc::clone(&peers), Arc::clone(&state), Arc::clone(&ctx));
         let mut b = std::thread::Builder::new().name(format!("rwsgi-worker-{i}"));
         if let Some(sz) = spec.stack_size {
             b = b.stack_size(sz as usize);
         }
-        if let Err(e) = b.spawn(move || worker(i as usize, &queue, &state, &ctx)) {
+        if let Err(e) = b.spawn(move || worker(i as usize, &peers, &state, &ctx)) {
             fatal(
                 &log,
                 &format!(
@@ -459,9 +459,7 @@ pub fn run(l: Launch) -> ! {
     let deadline = Instant::now() + grace;
     // Workers leave their accept loop within one poll interval once idle, busy ones when their
     // request is done; only then is nothing of the shared listen queue taken by this process.
-    while (state.active.load(Ordering::SeqCst) > 0
-        || state.accepting.load(Ordering::SeqCst) > 0
-        || queue.pending() > 0)
+    while (state.active.load(Ordering::SeqCst) > 0 || state.accepting.load(Ordering::SeqCst) > 0)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
@@ -557,141 +555,161 @@ struct Peer {
     authenticated: bool,
 }
 
-/// Connections with a request waiting, handed from the dispatcher to the workers, and idle
-/// connections handed back.
-struct Queue {
-    ready: std::sync::Mutex<std::collections::VecDeque<Peer>>,
-    cv: std::sync::Condvar,
-    returned: std::sync::Mutex<Vec<Peer>>,
-    wake_tx: UnixStream,
-    wake_rx: UnixStream,
+/// The kept connections of this process while no worker serves them, each registered
+/// one-shot with `poll` under its token. Idle workers wait on `poll` together: a connection
+/// that becomes readable (a request, or the httpd child closing it) wakes one worker, which
+/// takes it out, serves it and puts it back re-armed. No thread sits between the socket and
+/// the worker, so a request costs one wake-up in the daemon.
+struct Peers {
+    poll: sys::OneShotPoll,
+    slots: std::sync::Mutex<Slots>,
 }
 
-impl Queue {
+struct Slots {
+    idle: std::collections::HashMap<u64, Peer>,
+    next_token: u64,
+    /// False once the process stops: connections are closed instead of kept.
+    open: bool,
+}
+
+impl Peers {
     fn new() -> std::io::Result<Self> {
-        let (wake_tx, wake_rx) = UnixStream::pair()?;
-        wake_tx.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
-        Ok(Queue {
-            ready: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            cv: std::sync::Condvar::new(),
-            returned: std::sync::Mutex::new(Vec::new()),
-            wake_tx,
-            wake_rx,
+        Ok(Peers {
+            poll: sys::OneShotPoll::new()?,
+            slots: std::sync::Mutex::new(Slots {
+                idle: std::collections::HashMap::new(),
+                next_token: 1,
+                open: true,
+            }),
         })
     }
 
-    fn pending(&self) -> usize {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push_ready(&self, p: Peer) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(p);
-        self.cv.notify_one();
-    }
-
-    /// The next connection with a request; `None` once the process stops, the dispatcher has
-    /// stopped handing out connections and none is left.
-    fn take(&self, state: &State) -> Option<Peer> {
-        let mut q = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(p) = q.pop_front() {
-                return Some(p);
-            }
-            if state.stopping.load(Ordering::SeqCst) && state.accepting.load(Ordering::SeqCst) == 0
-            {
-                return None;
-            }
-            q = self
-                .cv
-                .wait_timeout(q, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+    /// Registers a newly accepted connection.
+    fn add(&self, p: Peer, log: &LogFn) {
+        let mut s = self.lock();
+        if !s.open {
+            return;
+        }
+        let token = s.next_token;
+        s.next_token += 1;
+        let fd = p.conn.fd();
+        s.idle.insert(token, p);
+        if let Err(e) = self.poll.add(fd, token) {
+            s.idle.remove(&token);
+            log(
+                Level::Warning,
+                &format!("daemon cannot watch a new connection: {e}"),
+            );
         }
     }
 
-    /// Gives an idle connection back to the dispatcher.
-    fn give_back(&self, mut p: Peer) {
+    /// Waits for a connection with something to read and takes it out, counting the calling
+    /// worker as active (under the lock, so a stopping process never sees an idle moment while
+    /// a connection is in a worker's hands). `None` after `timeout`.
+    fn take(&self, state: &State, timeout: Duration) -> Option<(u64, Peer)> {
+        let token = self.poll.wait(timeout)?;
+        let mut s = self.lock();
+        let p = s.idle.remove(&token)?;
+        state.active.fetch_add(1, Ordering::SeqCst);
+        Some((token, p))
+    }
+
+    /// Puts a connection that can carry another request back, watched again; closes it when
+    /// the process is stopping.
+    fn give_back(&self, token: u64, mut p: Peer) {
         p.conn.trim_idle();
-        self.returned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(p);
-        use std::io::Write;
-        let _ = (&self.wake_tx).write(&[1]);
+        let mut s = self.lock();
+        let fd = p.conn.fd();
+        if !s.open {
+            self.poll.remove(fd);
+            return;
+        }
+        s.idle.insert(token, p);
+        if self.poll.rearm(fd, token).is_err() {
+            s.idle.remove(&token);
+            self.poll.remove(fd);
+        }
+    }
+
+    /// Closes a connection that is not given back.
+    fn forget(&self, p: Peer) {
+        self.poll.remove(p.conn.fd());
+    }
+
+    /// Stops keeping connections and closes the idle ones: httpd children notice before
+    /// reusing them and send their next request to another or the next process.
+    fn close_all(&self) {
+        let mut s = self.lock();
+        s.open = false;
+        for (_, p) in s.idle.drain() {
+            self.poll.remove(p.conn.fd());
+        }
     }
 }
 
-/// Accepts connections and watches idle ones; whatever has a request waiting goes to the
-/// workers. Stops accepting (leaving the shared listen queue to the group's other and next
-/// processes) and closes idle connections when the process stops.
-fn dispatcher(listener: &UnixListener, q: &Queue, state: &State, log: &LogFn) {
-    use std::io::Read;
+/// Accepts connections and hands them to the workers. Stops accepting (leaving the shared listen
+/// queue to the group's other and next processes) and closes idle connections when the process
+/// stops.
+fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, log: &LogFn) {
     let listen_fd = std::os::fd::AsRawFd::as_raw_fd(listener);
-    let wake_fd = std::os::fd::AsRawFd::as_raw_fd(&q.wake_rx);
-    let mut idle: Vec<Peer> = Vec::new();
     while !state.stopping.load(Ordering::SeqCst) {
-        idle.append(&mut q.returned.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut fds = vec![listen_fd, wake_fd];
-        fds.extend(idle.iter().map(|p| p.conn.fd()));
-        let ready = sys::wait_any_readable(&fds, Duration::from_millis(250));
-        if ready[1] {
-            let mut sink = [0u8; 64];
-            while matches!((&q.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        if !sys::wait_readable(listen_fd, Duration::from_millis(250)) {
+            continue;
         }
-        // Idle connections that became readable carry a new request (or were closed).
-        for i in (0..idle.len()).rev() {
-            if ready[2 + i] {
-                q.push_ready(idle.swap_remove(i));
-            }
-        }
-        if ready[0] {
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let mut conn = Conn::new(stream);
-                        // At once, whatever the workers are doing: tells the httpd child that a
-                        // live process has its connection (a dead group is a 503, not a wait).
-                        if conn.send(&Frame::Welcome).is_ok() {
-                            q.push_ready(Peer {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(false);
+                    let mut conn = Conn::new(stream);
+                    // At once, whatever the workers are doing: tells the httpd child that a
+                    // live process has its connection (a dead group is a 503, not a wait).
+                    if conn.send(&Frame::Welcome).is_ok() {
+                        peers.add(
+                            Peer {
                                 conn,
                                 authenticated: false,
-                            });
-                        }
+                            },
+                            log,
+                        );
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // queue empty
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        log(Level::Warning, &format!("daemon accept failed: {e}"));
-                        std::thread::sleep(Duration::from_millis(100));
-                        break;
-                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // queue empty
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log(Level::Warning, &format!("daemon accept failed: {e}"));
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
                 }
             }
         }
     }
-    // Idle connections are closed: httpd children notice before reusing them.
-    drop(idle);
-    q.returned.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    peers.close_all();
     state.accepting.store(0, Ordering::SeqCst);
-    q.cv.notify_all();
 }
 
-fn worker(index: usize, q: &Queue, state: &State, ctx: &Ctx) {
+fn worker(index: usize, peers: &Peers, state: &State, ctx: &Ctx) {
     crate::python::ensure_thread_state();
-    while let Some(mut peer) = q.take(state) {
+    loop {
+        let Some((token, mut peer)) = peers.take(state, Duration::from_millis(100)) else {
+            if state.stopping.load(Ordering::SeqCst) && state.accepting.load(Ordering::SeqCst) == 0
+            {
+                return;
+            }
+            continue;
+        };
         if state.stopping.load(Ordering::SeqCst) {
             // Not read, not run: the httpd child sends it to another or the next process.
             let _ = peer.conn.send(&Frame::Reject {
                 reason: protocol::REJECT_SHUTTING_DOWN,
             });
+            peers.forget(peer);
+            state.active.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
-        state.active.fetch_add(1, Ordering::SeqCst);
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
         let outcome = serve(peer, ctx, state);
@@ -700,12 +718,11 @@ fn worker(index: usize, q: &Queue, state: &State, ctx: &Ctx) {
             // WSGIIgnoreActivity On requests (health checks) do not postpone inactivity-timeout.
             state.last_activity.store(state.now_ms(), Ordering::SeqCst);
         }
-        state.active.fetch_sub(1, Ordering::SeqCst);
-        if let Some(p) = outcome.back
-            && !state.stopping.load(Ordering::SeqCst)
-        {
-            q.give_back(p);
+        // A connection not given back is closed by now, which ended its registration.
+        if let Some(p) = outcome.back {
+            peers.give_back(token, p);
         }
+        state.active.fetch_sub(1, Ordering::SeqCst);
         if !outcome.ran {
             continue;
         }
@@ -922,7 +939,11 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
         return NOTHING;
     }
     let conn = Arc::new(std::sync::Mutex::new(c));
-    Python::attach(|py| run_request(py, ctx, state, env, &conn));
+    let finish = Python::attach(|py| run_request(py, ctx, state, env, &conn));
+    // The end of the response (End, with the last queued blocks) is sent without the GIL.
+    if let Some(f) = finish {
+        f.run();
+    }
     CURRENT_LOG.with(|c| *c.borrow_mut() = None);
     CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = None);
     // Every other holder (wsgi.input, the response sink) is gone once the request has ended.
@@ -1015,7 +1036,7 @@ fn run_request(
     state: &State,
     env: Vec<(Vec<u8>, Vec<u8>)>,
     conn: &Arc<std::sync::Mutex<Conn>>,
-) {
+) -> Option<adapter::Finish> {
     let text = |k: &str| {
         get(&env, k)
             .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -1051,16 +1072,21 @@ fn run_request(
         &callable,
         &log,
     ) else {
-        return fail("the application could not be loaded");
+        fail("the application could not be loaded");
+        return None;
     };
     state.script_loaded.store(true, Ordering::SeqCst);
     let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
         let d = PyDict::new(py);
         for (k, v) in &env {
-            let k = String::from_utf8_lossy(k);
-            if k.starts_with("mod_rwsgi.x-") || k == "HTTPS" {
+            if k.starts_with(b"mod_rwsgi.x-") || k == b"HTTPS" {
                 continue;
             }
+            // Keys are ASCII (CGI names, HTTP_ names, mod_wsgi.*): no lossy pass needed.
+            let k = match std::str::from_utf8(k) {
+                Ok(k) => std::borrow::Cow::Borrowed(k),
+                Err(_) => String::from_utf8_lossy(k),
+            };
             let value = match std::str::from_utf8(v) {
                 // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
                 Ok(s) if v.is_ascii() => PyString::new(py, s),
@@ -1128,7 +1154,8 @@ fn run_request(
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(py, &e, &log, "cannot build the environ");
-            return fail("environ");
+            fail("environ");
+            return None;
         }
     };
     let io = RequestIo {
@@ -1140,7 +1167,9 @@ fn run_request(
         stream_flush: true,
         head_request: text("mod_rwsgi.x-head") == "1",
     };
-    if adapter::run(py, &app, environ_dict, io) == Outcome::ServerError {
+    let (outcome, finish) = adapter::run(py, &app, environ_dict, io);
+    if outcome == Outcome::ServerError {
         fail("application error");
     }
+    finish
 }

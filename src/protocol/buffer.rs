@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{Frame, HEADER_LEN, MAX_CHUNK, MAX_FRAME, ProtocolError, decode};
+use super::{Frame, HEADER_LEN, MAX_CHUNK, MAX_FRAME, ProtocolError, decode, max_payload_len};
 
 /// The most bytes a [`FrameBuffer`] holds through [`FrameBuffer::spare`]: one frame of the
 /// largest size, header included.
@@ -115,6 +115,47 @@ impl FrameBuffer {
         self.end += n.min(avail);
     }
 
+    /// The kind byte of the next frame, once its header has arrived (not validated: `next_frame`
+    /// does that).
+    pub fn next_kind(&self) -> Option<u8> {
+        (self.buffered() >= HEADER_LEN).then(|| self.buf[self.start + HEADER_LEN - 1])
+    }
+
+    /// Starts taking a data frame (`Body` or `Chunk`) without decoding it into a vector: if the
+    /// next frame's header has arrived, its kind is `data_kind` and its payload is 1..=`max`
+    /// bytes (`max` at most `MAX_CHUNK`, the protocol's bound for data frames), consumes the
+    /// header and returns the payload length. The caller must then take exactly that many
+    /// bytes: first [`take_raw`](Self::take_raw) (what has arrived), then the rest straight
+    /// from the stream, before anything else is decoded.
+    pub fn begin_data(&mut self, data_kind: u8, max: usize) -> Option<usize> {
+        if self.next_kind() != Some(data_kind) || max_payload_len(data_kind) != Some(MAX_CHUNK) {
+            return None;
+        }
+        let prefix: [u8; 4] = self.buf[self.start..self.start + 4].try_into().ok()?;
+        let payload = (u32::from_be_bytes(prefix) as usize).checked_sub(1)?;
+        if payload == 0 || payload > max.min(MAX_CHUNK) {
+            return None;
+        }
+        self.consume(HEADER_LEN);
+        Some(payload)
+    }
+
+    /// Moves up to `dst.len()` buffered bytes into `dst`; the count (see `begin_data`).
+    pub fn take_raw(&mut self, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(self.buffered());
+        dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.consume(n);
+        n
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     /// The next complete frame, `Ok(None)` if more bytes are needed, or the decode error (which
     /// is returned again on every later call: the stream cannot be resynchronised).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
@@ -196,6 +237,64 @@ mod tests {
         while let Some(f) = fb.next_frame().expect("valid stream") {
             into.push(f);
         }
+    }
+
+    #[test]
+    fn next_kind_peeks_without_consuming() {
+        let mut fb = FrameBuffer::new();
+        assert_eq!(fb.next_kind(), None);
+        let wire = wire_of(&[Frame::Chunk(b"hello".to_vec()), Frame::End]);
+        fb.extend(&wire[..HEADER_LEN - 1]);
+        assert_eq!(fb.next_kind(), None, "an incomplete header is not peeked");
+        fb.extend(&wire[HEADER_LEN - 1..]);
+        assert_eq!(fb.next_kind(), Some(kind::CHUNK));
+        assert_eq!(
+            fb.next_kind(),
+            Some(kind::CHUNK),
+            "peeking consumes nothing"
+        );
+        assert!(matches!(fb.next_frame(), Ok(Some(Frame::Chunk(_)))));
+        assert_eq!(fb.next_kind(), Some(kind::END));
+        assert_eq!(fb.next_frame(), Ok(Some(Frame::End)));
+        assert_eq!(fb.next_kind(), None);
+    }
+
+    #[test]
+    fn data_frames_are_taken_raw_in_pieces() {
+        let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let wire = wire_of(&[Frame::Chunk(payload.clone()), Frame::End]);
+        let mut fb = FrameBuffer::new();
+        fb.extend(&wire[..HEADER_LEN + 1000]);
+        assert_eq!(
+            fb.begin_data(kind::BODY, MAX_CHUNK),
+            None,
+            "another kind is left alone"
+        );
+        assert_eq!(
+            fb.begin_data(kind::CHUNK, 99_999),
+            None,
+            "a longer payload is left alone"
+        );
+        assert_eq!(
+            fb.buffered(),
+            HEADER_LEN + 1000,
+            "nothing consumed by a refusal"
+        );
+        assert_eq!(fb.begin_data(kind::CHUNK, MAX_CHUNK), Some(100_000));
+        let mut dst = vec![0u8; 100_000];
+        assert_eq!(fb.take_raw(&mut dst), 1000);
+        assert!(fb.is_empty());
+        // The rest "from the stream", then decoding resumes at the next frame.
+        dst[1000..].copy_from_slice(&wire[HEADER_LEN + 1000..HEADER_LEN + 100_000]);
+        assert_eq!(dst, payload);
+        fb.extend(&wire[HEADER_LEN + 100_000..]);
+        assert_eq!(fb.next_frame(), Ok(Some(Frame::End)));
+        // An empty data frame and a non-data kind go through next_frame as usual.
+        let wire = wire_of(&[Frame::Body(Vec::new()), Frame::BodyEnd]);
+        fb.extend(&wire);
+        assert_eq!(fb.begin_data(kind::BODY, MAX_CHUNK), None);
+        assert_eq!(fb.next_frame(), Ok(Some(Frame::Body(Vec::new()))));
+        assert_eq!(fb.begin_data(kind::BODY_END, MAX_CHUNK), None);
     }
 
     #[test]

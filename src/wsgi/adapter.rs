@@ -982,14 +982,43 @@ impl Driver<'_> {
     }
 }
 
+/// The end of a response (the last buffered bytes and the end of the stream, or the abort),
+/// which `run` leaves to its caller so it happens after the GIL is released: a request then
+/// takes the GIL once, not twice. Dropping it unrun ends the response all the same.
+#[must_use = "the response is only ended when the Finish is run (or dropped)"]
+pub struct Finish {
+    sink: Option<Box<dyn ResponseSink>>,
+    abort: bool,
+}
+
+impl Finish {
+    /// Ends the response. Call it without the GIL: it may block on the client.
+    pub fn run(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink.finish(self.abort);
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// Calls the application with `environ` and sends what it returns. Always calls the result's
-/// `close()`, always ends the response (`finish`), and always detaches the request's objects.
+/// `close()` and always detaches the request's objects; ends the response through the returned
+/// `Finish` (none when the outcome is a 500 that httpd answers: nothing has gone out).
 pub fn run(
     py: Python<'_>,
     app: &Bound<'_, PyAny>,
     environ: Bound<'_, PyDict>,
     io: RequestIo,
-) -> Outcome {
+) -> (Outcome, Option<Finish>) {
     let RequestIo {
         sink,
         input,
@@ -1095,6 +1124,7 @@ pub fn run(
         }
     }
     // Send or abort what is still open; a 500 is left to httpd (nothing has gone out).
+    let mut finish = None;
     if outcome != Outcome::ServerError
         && let Some(mut sink) = st.sink.take()
     {
@@ -1104,17 +1134,17 @@ pub fn run(
             sink.set_head(head);
         }
         st.sent = true;
-        let abort = outcome == Outcome::Aborted;
-        drop(st);
-        let _ = py.detach(|| sink.finish(abort));
-        st = lock(&state);
+        finish = Some(Finish {
+            sink: Some(sink),
+            abort: outcome == Outcome::Aborted,
+        });
     }
     st.ended = true;
     st.sink = None;
     drop(st);
     input.get().end();
     errors.get().end();
-    outcome
+    (outcome, finish)
 }
 
 #[cfg(test)]
