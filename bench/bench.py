@@ -225,6 +225,25 @@ def tree_cpu_ticks(root: int) -> int:
     return total
 
 
+def tree_switches(root: int) -> int:
+    """Context switches (voluntary + involuntary) of every thread of the tree so far. Threads
+    that exit during a run take theirs with them; the server's threads live for the run."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                for line in Path(f"/proc/{pid}/task/{t}/status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
 def is_daemon(pid: int) -> bool:
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
@@ -329,9 +348,10 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
             check_response(srv.port, w, path)
             if warmup > 0:
                 run_wrk(srv.port, w, path, warmup)
-            before = tree_cpu_ticks(srv.parent_pid)
+            before, switched = tree_cpu_ticks(srv.parent_pid), tree_switches(srv.parent_pid)
             res = run_wrk(srv.port, w, path, seconds)
             after = tree_cpu_ticks(srv.parent_pid)
+            res["switches"] = tree_switches(srv.parent_pid) - switched
             res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
             res["memory"] = memory(srv.parent_pid)
             cell.runs.append(res)
@@ -339,7 +359,9 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
             cpu = res["cpu_us"] / max(1, res["requests"])
             errs = sum(v for k, v in res.items() if k.startswith("err_"))
             log(f"  {cell.name:38s} {rps:10.0f} req/s  p99 {res['p99_us'] / 1000:7.2f} ms  "
-                f"{cpu:8.1f} us CPU/req" + (f"  ERRORS {errs}" if errs else ""))
+                f"{cpu:8.1f} us CPU/req  "
+                f"{res['switches'] / max(1, res['requests']):5.2f} switches/req"
+                + (f"  ERRORS {errs}" if errs else ""))
         bad = srv.log_violations()
         if bad:
             log(f"  !! {server.name}: error log has {len(bad)} bad lines, first: {bad[0]}")
@@ -397,6 +419,8 @@ def summarize(cell: Cell) -> dict | None:
         "p50_ms": statistics.median(r["p50_us"] for r in cell.runs) / 1000,
         "p99_ms": statistics.median(r["p99_us"] for r in cell.runs) / 1000,
         "cpu_us": statistics.median(cpu),
+        "switches": statistics.median(r.get("switches", 0) / max(1, r["requests"])
+                                      for r in cell.runs),
         "errors": sum(v for r in cell.runs for k, v in r.items() if k.startswith("err_")),
         "daemons_mib": [k / 1024 for k in last["daemons_kib"]],
         "total_mib": last["total_kib"] / 1024,
@@ -442,19 +466,22 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
     out += ["## Results", "",
             "req/s: median (min–max) of the runs; latency: median of the runs' p50/p99; CPU: "
             "server process tree (httpd parent, children, daemons) utime+stime per request, "
-            "median; PSS after the last run: each daemon process, and the whole tree.", ""]
+            "median; switches: context switches (voluntary and involuntary) of all the tree's "
+            "threads per request, median; PSS after the last run: each daemon process, and the "
+            "whole tree.", ""]
     for w in WORKLOADS:
         rows = [(c, summ[c.name]) for c in cells if c.workload == w and summ[c.name]]
         if not rows:
             continue
         out += [f"### {w.name}: {w.description}", "",
-                "| server | req/s | p50 ms | p99 ms | CPU µs/req | PSS daemons MiB | PSS total MiB | errors |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| server | req/s | p50 ms | p99 ms | CPU µs/req | switches/req | PSS daemons MiB | PSS total MiB | errors |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c, s in rows:
             d = " + ".join(f"{m:.1f}" for m in s["daemons_mib"]) or "–"
             out.append(f"| {c.server.name} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–"
                        f"{fmt_rps(s['rps_max'])}) | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
-                       f"{s['cpu_us']:.0f} | {d} | {s['total_mib']:.1f} | {s['errors']} |")
+                       f"{s['cpu_us']:.0f} | {s['switches']:.2f} | {d} | {s['total_mib']:.1f} | "
+                       f"{s['errors']} |")
         out.append("")
 
     def get(wname, sname):
@@ -513,10 +540,6 @@ def serve(name: str) -> int:
         print(f"unknown server {name!r}; one of: {', '.join(s.name for s in SERVERS)}",
               file=sys.stderr)
         return 2
-    def interrupted(*_):
-        raise KeyboardInterrupt
-    # SIGTERM stops the server as Enter and Ctrl-C do (kill by PID from scripts).
-    signal.signal(signal.SIGTERM, interrupted)
     share = make_share()
     srv = BenchApache(server, share, harness.SO_PATH)
     try:
@@ -537,7 +560,13 @@ def serve(name: str) -> int:
     return 0
 
 
+def interrupted(*_):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # SIGTERM stops what runs (and the server it started) as Ctrl-C does: kill by PID.
+    signal.signal(signal.SIGTERM, interrupted)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cells", nargs="*", help="workload, server or workload/server names "
