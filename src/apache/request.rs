@@ -300,13 +300,22 @@ impl BodySource for ApacheBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         read_client_body(self.r.get(), buf)
     }
+
+    fn read_into(&mut self, out: &mut crate::pybytes::BytesWriter) -> io::Result<usize> {
+        // SAFETY: ap_get_client_block writes at most `len` bytes at `ptr` and returns how many
+        // it wrote (or -1, writing nothing counted); exactly that count is committed. The
+        // request is live while its handler runs (see ReqPtr).
+        unsafe {
+            let (ptr, len) = out.spare_raw();
+            let n = body_read_count(rwsgi_shim_read_body(self.r.get(), ptr.cast(), len))?.min(len);
+            out.commit_raw(n);
+            Ok(n)
+        }
+    }
 }
 
-/// Reads the next part of the request body (dechunked, never past its end); 0 at the end.
-pub(crate) fn read_client_body(r: *mut request_rec, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the request is live while its handler runs (see ReqPtr); `buf` is writable for
-    // its length. ap_get_client_block never reads past the body.
-    let n = unsafe { rwsgi_shim_read_body(r, buf.as_mut_ptr().cast(), buf.len()) };
+/// The result of the shim's body read: a count, or -1 for a failed read.
+fn body_read_count(n: std::os::raw::c_long) -> io::Result<usize> {
     if n < 0 {
         Err(io::Error::other(
             "the client went away or sent a malformed body",
@@ -314,6 +323,13 @@ pub(crate) fn read_client_body(r: *mut request_rec, buf: &mut [u8]) -> io::Resul
     } else {
         Ok(n as usize)
     }
+}
+
+/// Reads the next part of the request body (dechunked, never past its end); 0 at the end.
+pub(crate) fn read_client_body(r: *mut request_rec, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the request is live while its handler runs (see ReqPtr); `buf` is writable for
+    // its length. ap_get_client_block never reads past the body.
+    body_read_count(unsafe { rwsgi_shim_read_body(r, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 pub(crate) struct ApacheResponse {

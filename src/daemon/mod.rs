@@ -384,7 +384,7 @@ pub fn run(l: Launch) -> ! {
         let log2 = log.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("rwsgi-dispatch".into())
-            .spawn(move || dispatcher(&listener, &peers, &state, &log2))
+            .spawn(move || dispatcher(&listener, &peers, &state, threads as usize, &log2))
         {
             fatal(
                 &log,
@@ -567,6 +567,8 @@ struct Peers {
 
 struct Slots {
     idle: std::collections::HashMap<u64, Peer>,
+    /// Accepted connections no worker has taken yet (their first request is still waiting).
+    fresh: usize,
     next_token: u64,
     /// False once the process stops: connections are closed instead of kept.
     open: bool,
@@ -578,6 +580,7 @@ impl Peers {
             poll: sys::OneShotPoll::new()?,
             slots: std::sync::Mutex::new(Slots {
                 idle: std::collections::HashMap::new(),
+                fresh: 0,
                 next_token: 1,
                 open: true,
             }),
@@ -598,8 +601,10 @@ impl Peers {
         s.next_token += 1;
         let fd = p.conn.fd();
         s.idle.insert(token, p);
+        s.fresh += 1;
         if let Err(e) = self.poll.add(fd, token) {
             s.idle.remove(&token);
+            s.fresh -= 1;
             log(
                 Level::Warning,
                 &format!("daemon cannot watch a new connection: {e}"),
@@ -614,8 +619,16 @@ impl Peers {
         let token = self.poll.wait(timeout)?;
         let mut s = self.lock();
         let p = s.idle.remove(&token)?;
+        if !p.authenticated {
+            s.fresh = s.fresh.saturating_sub(1);
+        }
         state.active.fetch_add(1, Ordering::SeqCst);
         Some((token, p))
+    }
+
+    /// Accepted connections not yet taken by a worker.
+    fn fresh(&self) -> usize {
+        self.lock().fresh
     }
 
     /// Puts a connection that can carry another request back, watched again; closes it when
@@ -645,6 +658,7 @@ impl Peers {
     fn close_all(&self) {
         let mut s = self.lock();
         s.open = false;
+        s.fresh = 0;
         for (_, p) in s.idle.drain() {
             self.poll.remove(p.conn.fd());
         }
@@ -654,36 +668,49 @@ impl Peers {
 /// Accepts connections and hands them to the workers. Stops accepting (leaving the shared listen
 /// queue to the group's other and next processes) and closes idle connections when the process
 /// stops.
-fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, log: &LogFn) {
+///
+/// The group's processes share one listening socket and every httpd child keeps the connections
+/// it made, so where a connection lands is where its requests go. A process takes a new
+/// connection at once only while it has a thread to spare (its running requests plus the new
+/// connections no worker has taken yet are fewer than its threads), one at a time; otherwise it
+/// leaves it `BUSY_DEFER` to the group's other processes and then takes it anyway, so that a
+/// live but busy group still answers `Welcome` (a dead group is a fast 503, not a wait).
+fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, threads: usize, log: &LogFn) {
+    const BUSY_DEFER: Duration = Duration::from_millis(20);
     let listen_fd = std::os::fd::AsRawFd::as_raw_fd(listener);
     while !state.stopping.load(Ordering::SeqCst) {
         if !sys::wait_readable(listen_fd, Duration::from_millis(250)) {
             continue;
         }
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nonblocking(false);
-                    let mut conn = Conn::new(stream);
-                    // At once, whatever the workers are doing: tells the httpd child that a
-                    // live process has its connection (a dead group is a 503, not a wait).
-                    if conn.send(&Frame::Welcome).is_ok() {
-                        peers.add(
-                            Peer {
-                                conn,
-                                authenticated: false,
-                            },
-                            log,
-                        );
-                    }
+        if state.active.load(Ordering::SeqCst) + peers.fresh() >= threads {
+            std::thread::sleep(BUSY_DEFER);
+            if state.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let mut conn = Conn::new(stream);
+                if conn.send(&Frame::Welcome).is_ok() {
+                    peers.add(
+                        Peer {
+                            conn,
+                            authenticated: false,
+                        },
+                        log,
+                    );
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break, // queue empty
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log(Level::Warning, &format!("daemon accept failed: {e}"));
-                    std::thread::sleep(Duration::from_millis(100));
-                    break;
-                }
+            }
+            // Another process took it, or the queue is empty.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                log(Level::Warning, &format!("daemon accept failed: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }

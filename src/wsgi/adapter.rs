@@ -48,6 +48,15 @@ pub type LogFn = Arc<dyn Fn(Level, &str) + Send + Sync>;
 pub trait BodySource: Send {
     /// Reads up to `buf.len()` bytes; `Ok(0)` at the end of the body. Called without the GIL.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Reads into the unwritten part of a new `bytes` object; the count, `Ok(0)` at the end.
+    /// Called without the GIL. The default reads into the writer's zeroed slice; a source that
+    /// writes through a pointer (httpd's `ap_get_client_block`) skips the zeroing.
+    fn read_into(&mut self, out: &mut crate::pybytes::BytesWriter) -> io::Result<usize> {
+        let n = self.read(out.spare_zeroed())?;
+        out.commit(n);
+        Ok(n)
+    }
 }
 
 /// The response, as the httpd layer sends it.
@@ -199,33 +208,32 @@ impl Input {
         };
         let (buffered, from_source) = buffered;
         let total = (buffered + from_source) as usize;
-        let mut filled = 0usize;
-        let mut failure = None;
-        let made = PyBytes::new_with(py, total, |out| {
+        // The object is filled in place, not zeroed first; if the body ends early it holds
+        // only what was read.
+        let made = crate::pybytes::bytes_filled(py, total, |out| {
             {
                 let mut st = lock(&self.state);
                 let pos = st.pos;
-                let have = st.buf.len() - pos;
-                out[..have].copy_from_slice(&st.buf[pos..]);
+                out.extend_from_slice(&st.buf[pos..]);
                 st.buf.clear();
                 st.pos = 0;
-                filled = have;
             }
-            let (n, err) = py.detach(|| {
-                let mut n = filled;
-                while n < total {
-                    match source.read(&mut out[n..]) {
+            let failure = py.detach(|| {
+                while out.remaining() > 0 {
+                    match source.read_into(out) {
                         Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(e) => return (n, Some(e)),
+                        Ok(_) => {}
+                        Err(e) => return Some(e),
                     }
                 }
-                (n, None)
+                None
             });
-            filled = n;
-            failure = err;
-            Ok(())
+            (total - out.remaining(), failure)
         });
+        let (made, filled, failure) = match made {
+            Ok((b, (n, f))) => (Ok(b), n, f),
+            Err(e) => (Err(e), 0, None),
+        };
         let mut st = lock(&self.state);
         let from_source_got = (filled as u64).saturating_sub(buffered);
         st.remaining = st.remaining.map(|r| r.saturating_sub(from_source_got));
@@ -240,10 +248,7 @@ impl Input {
         if let Some(e) = failure {
             return Err(PyIOError::new_err(format!("request data read error: {e}")));
         }
-        if filled < total {
-            // The body ended before its declared length said.
-            return Ok(Some(PyBytes::new(py, &made.as_bytes()[..filled])));
-        }
+        // Shorter than asked when the body ended before its declared length said.
         Ok(Some(made))
     }
 
