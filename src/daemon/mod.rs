@@ -670,11 +670,12 @@ impl Peers {
 /// stops.
 ///
 /// The group's processes share one listening socket and every httpd child keeps the connections
-/// it made, so where a connection lands is where its requests go. A process takes a new
-/// connection at once only while it has a thread to spare (its running requests plus the new
-/// connections no worker has taken yet are fewer than its threads), one at a time; otherwise it
-/// leaves it `BUSY_DEFER` to the group's other processes and then takes it anyway, so that a
-/// live but busy group still answers `Welcome` (a dead group is a fast 503, not a wait).
+/// it made, so where a connection lands is where its requests go. A process takes new
+/// connections one at a time, at once, while it has a thread to spare (its running requests
+/// plus the accepted connections no worker has taken yet are fewer than its threads). When it
+/// has none, it leaves what is queued `BUSY_DEFER` to the group's other processes and then
+/// takes whatever is still queued, so that a live but busy group still answers `Welcome` (a
+/// dead group is a fast 503, not a wait) and a burst of connections waits that long once.
 fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, threads: usize, log: &LogFn) {
     const BUSY_DEFER: Duration = Duration::from_millis(20);
     let listen_fd = std::os::fd::AsRawFd::as_raw_fd(listener);
@@ -682,12 +683,24 @@ fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, threads: us
         if !sys::wait_readable(listen_fd, Duration::from_millis(250)) {
             continue;
         }
-        if state.active.load(Ordering::SeqCst) + peers.fresh() >= threads {
-            std::thread::sleep(BUSY_DEFER);
-            if state.stopping.load(Ordering::SeqCst) {
-                break;
-            }
+        if state.active.load(Ordering::SeqCst) + peers.fresh() < threads {
+            accept_one(listener, peers, log);
+            continue;
         }
+        std::thread::sleep(BUSY_DEFER);
+        if state.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        while accept_one(listener, peers, log) {}
+    }
+    peers.close_all();
+    state.accepting.store(0, Ordering::SeqCst);
+}
+
+/// Accepts one queued connection, answers `Welcome` and hands it to the workers; false when
+/// none was queued (another process took it) or accepting failed.
+fn accept_one(listener: &UnixListener, peers: &Peers, log: &LogFn) -> bool {
+    loop {
         match listener.accept() {
             Ok((stream, _)) => {
                 let _ = stream.set_nonblocking(false);
@@ -701,21 +714,17 @@ fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, threads: us
                         log,
                     );
                 }
+                return true;
             }
-            // Another process took it, or the queue is empty.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 log(Level::Warning, &format!("daemon accept failed: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
+                return false;
             }
         }
     }
-    peers.close_all();
-    state.accepting.store(0, Ordering::SeqCst);
 }
 
 fn worker(index: usize, peers: &Peers, state: &State, ctx: &Ctx) {
