@@ -433,7 +433,6 @@ pub(crate) fn run(
                         }
                     }
                 }
-                let aborted = failed;
                 let sent = if failed {
                     c.send(&Frame::Abort)
                 } else if n == 0 {
@@ -446,7 +445,7 @@ pub(crate) fn run(
                 if let Err(e) = sent {
                     return bad_gateway(r, name, &format!("sending the request body failed: {e}"));
                 }
-                if aborted {
+                if failed {
                     log_request(
                         r,
                         APLOG_INFO,

@@ -191,21 +191,7 @@ impl Conn {
             if let Some(n) = self.buf.begin_data(data_kind, dst.len()) {
                 let mut got = self.buf.take_raw(&mut dst[..n]);
                 while got < n {
-                    match crate::sys::recv_with_fds(
-                        self.stream.as_raw_fd(),
-                        &mut dst[got..n],
-                        &mut self.fds,
-                    ) {
-                        Ok(0) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "connection closed mid-frame",
-                            ));
-                        }
-                        Ok(k) => got += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
+                    got += self.read_socket(&mut dst[got..n], "connection closed mid-frame")?;
                 }
                 return Ok(Ok(n));
             }
@@ -275,40 +261,47 @@ impl Conn {
         }
     }
 
-    /// One read from the socket into the frame buffer (retried after a signal, e.g. prefork's
-    /// graceful-restart signal); with `header_only` and no frame header buffered yet, only the
-    /// header's bytes. EOF is `UnexpectedEof`.
+    /// One read from the socket into the frame buffer; with `header_only` and no frame
+    /// header buffered yet, only the header's bytes.
     fn read_more(&mut self, header_only: bool) -> io::Result<()> {
         let buffered = self.buf.buffered();
-        loop {
-            let spare = self.buf.spare(16 * 1024);
-            let limit = if header_only && buffered < protocol::HEADER_LEN {
-                protocol::HEADER_LEN - buffered
-            } else {
-                spare.len()
-            };
-            match crate::sys::recv_with_fds(
-                self.stream.as_raw_fd(),
-                &mut spare[..limit],
-                &mut self.fds,
-            ) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        if self.buf.is_empty() {
-                            "connection closed"
-                        } else {
-                            "connection closed mid-frame"
-                        },
-                    ));
-                }
-                Ok(n) => {
-                    self.buf.commit(n);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let eof = if self.buf.is_empty() {
+            "connection closed"
+        } else {
+            "connection closed mid-frame"
+        };
+        let spare = self.buf.spare(16 * 1024);
+        let limit = if header_only && buffered < protocol::HEADER_LEN {
+            protocol::HEADER_LEN - buffered
+        } else {
+            spare.len()
+        };
+        let n = read_socket_into(&self.stream, &mut self.fds, &mut spare[..limit], eof)?;
+        self.buf.commit(n);
+        Ok(())
+    }
+
+    /// One read from the socket into `buf` (descriptors that come with it are kept).
+    fn read_socket(&mut self, buf: &mut [u8], eof: &'static str) -> io::Result<usize> {
+        read_socket_into(&self.stream, &mut self.fds, buf, eof)
+    }
+}
+
+/// One read from `stream` into `buf`, retried after a signal (e.g. prefork's graceful-restart
+/// signal); descriptors that arrive with the bytes go to `fds`. EOF is `UnexpectedEof` with
+/// `eof` as its message.
+fn read_socket_into(
+    stream: &UnixStream,
+    fds: &mut Vec<OwnedFd>,
+    buf: &mut [u8],
+    eof: &'static str,
+) -> io::Result<usize> {
+    loop {
+        match crate::sys::recv_with_fds(stream.as_raw_fd(), buf, fds) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, eof)),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
