@@ -30,7 +30,8 @@ pub enum Code {
     OutputError,
     /// The request was refused before reaching Python (ExecCGI, missing script, 411 ...).
     RequestRefused,
-    /// A Rust panic was caught at an `extern "C"` boundary.
+    /// A Rust panic was caught at an `extern "C"` boundary, a forked process's entry or a
+    /// daemon thread's entry.
     Panic,
     /// Embedded mode is disabled by `WSGIRestrictEmbedded On`.
     EmbeddedRestricted,
@@ -128,6 +129,15 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The message of a caught panic (`catch_unwind`'s payload), for the RW0999 line.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +155,17 @@ mod tests {
                 c.as_str()
             );
         }
+    }
+
+    #[test]
+    fn panic_messages() {
+        let p = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "static");
+        let n = 3;
+        let p = std::panic::catch_unwind(|| panic!("formatted {n}")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "formatted 3");
+        let p = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "unknown panic");
     }
 
     #[test]

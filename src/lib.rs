@@ -7,6 +7,7 @@ pub mod diag;
 pub mod error;
 pub mod protocol;
 mod pybytes;
+pub mod request;
 pub mod wsgi;
 
 /// Properties checked by the fuzz targets (fuzz/) and the corpus replay test; not in the module.

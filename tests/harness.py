@@ -582,6 +582,8 @@ class Apache:
         self.parent_pid: int | None = None
         self.allowed_log_patterns: list[str] = []
         self.problems: list[str] = []
+        # Extra environment for the httpd processes (the daemons inherit it).
+        self.extra_env: dict[str, str] = {}
 
     # ------------------------------------------------------------------ files
     @property
@@ -689,7 +691,7 @@ DocumentRoot {r}/htdocs
         return self.conf_path
 
     def _env(self):
-        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **self.extra_env}
 
     def _ctl(self, *args, timeout=60) -> subprocess.CompletedProcess:
         def allow_core():

@@ -1,6 +1,8 @@
 """The WSGI environ: CGI variables, PEP 3333 keys, mod_wsgi keys, header mapping,
 authorization, trusted proxy headers and HEAD handling."""
 
+import os
+
 import pytest
 
 import harness
@@ -212,3 +214,63 @@ def test_head_auto_maps_to_get_with_content_filter(apache_factory):
     r = srv.request("HEAD", "/plain/head")
     assert r.status == 200 and r.body == b""
     assert r.headers.get("X-Request-Method") == "HEAD"
+
+
+# Keys whose values legitimately differ between the two requests of the test below: the
+# mode itself, the request's own identity and timings, the process that ran it, and the
+# test's switch header. README "Embedded and daemon mode: one environ" lists the same.
+PER_MODE_KEYS = {
+    "mod_wsgi.process_group", "wsgi.multithread", "wsgi.multiprocess",
+    "mod_wsgi.request_start", "mod_wsgi.queue_start", "mod_wsgi.daemon_start",
+    "mod_wsgi.application_start", "mod_wsgi.request_id", "mod_wsgi.connection_id",
+    "mod_wsgi.thread_id", "mod_wsgi.server_pid", "REMOTE_PORT",
+    "wsgi.input", "wsgi.errors", "__pid__", "__thread__", "HTTP_X_MODE",
+}
+
+
+@pytest.mark.embedded_only  # runs once: one server serves the request in both modes
+def test_one_environ_in_both_modes(apache_factory):
+    """The same request (non-ASCII script path, DOCUMENT_ROOT, PATH_INFO, query and header)
+    served embedded and through a daemon: the environs agree key for key and type for type,
+    apart from PER_MODE_KEYS."""
+    srv = apache_factory(mode="daemon")
+    docroot = srv.root / "htdocs-\u00e9t\u00e9"
+    docroot.mkdir()
+    os.chmod(docroot, 0o755)
+    script = srv.write_file("apps/caf\u00e9/echo.wsgi", (harness.APPS_SRC / "echo.wsgi").read_text())
+    srv.start(f"""
+DocumentRoot "{docroot}"
+<Directory "{docroot}">
+    Require all granted
+</Directory>
+<Directory "{script.parent}">
+    Require all granted
+</Directory>
+WSGIScriptAlias /app "{script}"
+<If "%{{HTTP:X-Mode}} == 'daemon'">
+    WSGIProcessGroup {harness.DAEMON_GROUP}
+</If>
+""")
+    envs = {}
+    for m in ("embedded", "daemon"):
+        r = srv.request("GET", "/app/na%C3%AFve/\u00e9?q=caf%C3%A9&raw=\u00e9t\u00e9",
+                        headers={"X-Mode": m, "X-Latin": "gar\u00e7on"})
+        assert r.status == 200 and r.complete, r
+        envs[m] = r.json()
+    emb, dmn = envs["embedded"], envs["daemon"]
+    assert emb["mod_wsgi.process_group"] == ""
+    assert dmn["mod_wsgi.process_group"] == harness.DAEMON_GROUP
+    assert dmn["__pid__"] != emb["__pid__"]
+    # What the request is about, decoded as mod_wsgi decodes it.
+    assert emb["SCRIPT_FILENAME"] == str(script)
+    assert emb["DOCUMENT_ROOT"] == str(docroot)
+    assert emb["PATH_INFO"] == "/na\u00c3\u00afve/\u00e9"
+    assert emb["QUERY_STRING"] == "q=caf%C3%A9&raw=\u00e9t\u00e9"
+    assert emb["HTTP_X_LATIN"] == "gar\u00e7on"
+    emb_types, dmn_types = emb.pop("__types__"), dmn.pop("__types__")
+    keys = (set(emb) | set(dmn)) - PER_MODE_KEYS
+    differ = {k: (emb.get(k), dmn.get(k)) for k in sorted(keys) if emb.get(k) != dmn.get(k)}
+    assert not differ, f"embedded and daemon environs differ: {differ}"
+    types = {k: (emb_types.get(k), dmn_types.get(k)) for k in sorted(keys)
+             if not k.startswith("__") and emb_types.get(k) != dmn_types.get(k)}
+    assert not types, f"value types differ: {types}"

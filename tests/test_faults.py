@@ -507,3 +507,59 @@ def test_stop_leaves_no_process_socket_or_ipc(apache_factory, mode, mpm):
     figure(f"stop-{mode}-{mpm}", processes=len(procs), sockets=len(socks),
            run_dir_after=run_left, ipc_new_during_run=sorted(ipc1 - ipc0),
            dev_shm_new_during_run=sorted(shm1 - shm0))
+
+
+# --------------------------------------------------------------------------- panic containment
+
+PANIC_LOG = [r"RW0999", r"panicked", r"test panic at"]
+PANIC_GROUP = harness.DAEMON_GROUP
+PANIC_WHERE = {
+    "start": "while starting a daemon process",
+    "dispatcher": "in the dispatcher thread",
+    "worker": "in a worker's request",
+    "monitor": "in the monitor thread",
+}
+
+
+@pytest.mark.embedded_only  # daemon-only: runs once per point, its server is in daemon mode
+@pytest.mark.parametrize("point", sorted(PANIC_WHERE))
+def test_panic_in_daemon_is_contained(apache_factory, point):
+    """A panic at each daemon entry (the test-only hook RWSGI_TEST_PANIC=POINT:MARKER makes
+    exactly one, src/daemon/guard.rs): one RW0999 line naming it, the httpd parent untouched,
+    never a second httpd parent, and the group serves again from another process (a panic
+    after start-up recycles the process gracefully; one at start-up ends that process)."""
+    srv = apache_factory(mode="daemon", daemon_options="processes=1 threads=2")
+    for p in PANIC_LOG:
+        srv.allow_log(p)
+    marker = srv.state / f"panic-{point}"
+    srv.extra_env["RWSGI_TEST_PANIC"] = f"{point}:{marker}"
+    srv.start(srv.mount("/f", srv.app(APP)))
+    parent = srv.parent_pid
+    first = srv.get("/f/pid", timeout=20)
+    line = (rf"\[pid (\d+):tid \d+\] RW0999: daemon group '{PANIC_GROUP}': panic "
+            rf"{PANIC_WHERE[point]}: test panic at '{point}'")
+    found = harness.wait_for(lambda: re.search(line, srv.error_log()), timeout=15)
+    assert found, log_tail(srv)
+    panicked = int(found.group(1))
+    assert marker.exists()
+    if point == "worker":
+        # The request in whose worker it panicked: its connection closed after Accepted.
+        assert first.status == 502, first
+    if point != "start":
+        assert srv.wait_for_log(rf"\[pid {panicked}:tid \d+\] daemon process of group "
+                                rf"'{PANIC_GROUP}' stopping: a panic in", timeout=10), log_tail(srv)
+    # Service continues, from a process that is not the panicked one.
+    assert harness.wait_for(lambda: ok(srv.get("/f/pid", timeout=20)), timeout=30), log_tail(srv)
+    pids = set()
+    for _ in range(10):
+        r = srv.get("/f/pid", timeout=20)
+        assert ok(r), f"{r}\n{log_tail(srv)}"
+        pids.add(int(r.body))
+    assert panicked not in pids, (panicked, pids)
+    assert harness.wait_for(lambda: not harness.pid_alive(panicked), timeout=15)
+    assert ok(srv.get("/index.html"))
+    # One RW0999 line, and nothing of httpd's own code ran in the panicked process: the
+    # parent is the one that started, and no second one wrote the pid file.
+    assert len(re.findall(r"RW0999", srv.error_log())) == 1, log_tail(srv)
+    assert srv.parent_pid == parent and harness.pid_alive(parent)
+    assert int(srv.pid_file.read_text().split()[0]) == parent

@@ -445,36 +445,9 @@ fn spawn(
     // SAFETY: apr_proc_fork forks this (single-threaded) parent; `proc_` is valid.
     let rv = unsafe { apr_proc_fork(proc_, pconf) };
     if rv == APR_INCHILD as apr_status_t {
-        let g = global();
-        let (uid, gid) = httpd_identity();
-        let others: Vec<RawFd> = gen_
-            .groups
-            .iter()
-            .filter(|x| x.socket != grp.socket)
-            .map(|x| x.listener)
-            .collect();
-        // SAFETY: the listener was created by this parent for this group and is owned by no
-        // other object in the new process.
-        let listener = unsafe { sys::listener_from_fd(grp.listener) };
-        // SAFETY: the server's timeout is a plain field of the live main server.
-        let timeout = Duration::from_micros(unsafe { (*s).timeout }.max(0) as u64);
-        daemon::run(Launch {
-            spec: grp.spec.clone(),
-            global: GlobalConfig::clone(&g),
-            listener,
-            other_listeners: others,
-            secret: gen_.secret,
-            generation: gen_.number,
-            previous: gen_.previous,
-            parent: sys::pids().1,
-            httpd_uid: uid,
-            httpd_gid: gid,
-            backoff,
-            apache_timeout: timeout,
-            log: super::main_log(),
-            vhost_log: super::vhost_log,
-            close_httpd_listeners,
-            init_python: python::initialize,
+        // Nothing may unwind from here into the httpd code that forked this process.
+        daemon::guard::forked_entry(&super::main_log(), &grp.spec.name, || {
+            start_forked(&gen_, &grp, s, backoff)
         });
     }
     if rv != APR_INPARENT as apr_status_t {
@@ -509,6 +482,41 @@ fn spawn(
     unsafe {
         apr_proc_other_child_register(proc_, Some(maintenance), slot, ptr::null_mut(), pconf)
     };
+}
+
+/// The body of a freshly forked daemon process: what it inherits, then the daemon's run.
+fn start_forked(gen_: &Generation, grp: &Group, s: *mut server_rec, backoff: Duration) {
+    let g = global();
+    let (uid, gid) = httpd_identity();
+    let others: Vec<RawFd> = gen_
+        .groups
+        .iter()
+        .filter(|x| x.socket != grp.socket)
+        .map(|x| x.listener)
+        .collect();
+    // SAFETY: the listener was created by this parent for this group and is owned by no
+    // other object in the new process.
+    let listener = unsafe { sys::listener_from_fd(grp.listener) };
+    // SAFETY: the server's timeout is a plain field of the live main server.
+    let timeout = Duration::from_micros(unsafe { (*s).timeout }.max(0) as u64);
+    daemon::run(Launch {
+        spec: grp.spec.clone(),
+        global: GlobalConfig::clone(&g),
+        listener,
+        other_listeners: others,
+        secret: gen_.secret,
+        generation: gen_.number,
+        previous: gen_.previous,
+        parent: sys::pids().1,
+        httpd_uid: uid,
+        httpd_gid: gid,
+        backoff,
+        apache_timeout: timeout,
+        log: super::main_log(),
+        vhost_log: super::vhost_log,
+        close_httpd_listeners,
+        init_python: python::initialize,
+    });
 }
 
 /// httpd's other-child callback: a daemon died, httpd restarts or stops, or the registration

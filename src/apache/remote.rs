@@ -17,9 +17,9 @@ use crate::daemon::conn::Conn;
 use crate::error::Code;
 use crate::ffi::*;
 use crate::protocol::{self, Frame};
+use crate::request::Request;
 use crate::wsgi::adapter::ResponseSink;
 use crate::wsgi::headers;
-use crate::wsgi::proxy::Environ;
 
 fn connect(path: &str, timeout: Duration) -> Result<UnixStream, String> {
     let deadline = Instant::now() + timeout;
@@ -179,7 +179,7 @@ pub(crate) fn run(
     group: &Group,
     secret: [u8; 16],
     generation: u32,
-    env: Environ,
+    req: Request<String>,
     apache_timeout: Duration,
     error_override: bool,
     sendfile: bool,
@@ -189,11 +189,12 @@ pub(crate) fn run(
     // (ErrorDocument), its body discarded.
     let mut overridden: Option<c_int> = None;
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
+    let Request { env, meta } = req;
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
     // The handshake goes only on a new connection; a kept one carries just the request.
     let mut hello = Vec::new();
     let mut request = SpareWire::take();
-    let frame = Frame::Request { env };
+    let frame = Frame::Request { meta, env };
     let encoded = protocol::encode(
         &Frame::Hello {
             version: protocol::PROTOCOL_VERSION,
@@ -203,7 +204,7 @@ pub(crate) fn run(
         &mut hello,
     )
     .and_then(|_| protocol::encode(&frame, &mut request.0));
-    if let Frame::Request { env } = frame {
+    if let Frame::Request { env, .. } = frame {
         // The vector and its entries' buffers go back for the next request's environ (same
         // layout: no allocation; the keys were strings a moment ago).
         super::request::recycle_environ(

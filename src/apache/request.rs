@@ -11,18 +11,16 @@ use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
 
 use super::{ServerState, apache_level, global, guard, log_request, log_server, module_config};
 use crate::config::{AliasPattern, DirConfig, GlobalConfig, HeadMode};
 use crate::error::Code;
 use crate::ffi::*;
 use crate::python;
-use crate::wsgi::adapter::{
-    self, BodySource, Input, Level, Log, LogFn, Outcome, RequestIo, ResponseSink,
-};
+use crate::request::{Request, RequestMeta};
+use crate::wsgi::adapter::{self, BodySource, LogFn, Outcome, RequestIo, ResponseSink};
+use crate::wsgi::build::{self, ProcessFacts};
 use crate::wsgi::environ::{self, GroupFacts, HeaderKey};
 use crate::wsgi::headers::Head;
 use crate::wsgi::proxy::{self, Environ};
@@ -753,7 +751,7 @@ fn handle(r: *mut request_rec) -> c_int {
         );
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    let (env, https) = match prepare(r, &set, dcfg, &script_name, &path_info_v) {
+    let req = match prepare(r, &set, dcfg, &script_name, &path_info_v, mtime) {
         Ok(v) => v,
         Err(rc) => return rc,
     };
@@ -763,7 +761,7 @@ fn handle(r: *mut request_rec) -> c_int {
     let rp = ReqPtr(r);
     let req_log: LogFn = Arc::new(move |l, msg| log_request(rp.get(), apache_level(l), msg));
     let (outcome, finish) =
-        Python::attach(|py| run_python(py, r, &g, &set, &filename, mtime, env, https, req_log));
+        Python::attach(|py| run_python(py, r, &g, &set, &filename, req, req_log));
     // The end of the response goes through the output filters without the GIL.
     if let Some(f) = finish {
         f.run();
@@ -775,16 +773,17 @@ fn handle(r: *mut request_rec) -> c_int {
     }
 }
 
-/// Readies the request body and builds the CGI part of the environ with the trusted proxy
-/// headers applied; returns it with whether the request came over HTTPS (the `HTTPS` variable
-/// is taken out: it becomes `wsgi.url_scheme`). Shared by embedded and daemon mode.
+/// Readies the request body and builds the request both modes run: the CGI part of the
+/// environ with the trusted proxy headers applied (the `HTTPS` variable is taken out: it
+/// becomes `wsgi.url_scheme`) and the typed facts.
 fn prepare(
     r: *mut request_rec,
     set: &RequestSettings,
     dcfg: &DirConfig,
     script_name: &[u8],
     path_info: &[u8],
-) -> Result<(Environ, bool), c_int> {
+    mtime: apr_time_t,
+) -> Result<Request<String>, c_int> {
     // SAFETY: the live request; DECHUNK makes httpd's input filter remove chunk framing.
     let rc = unsafe { ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) };
     if rc != OK {
@@ -801,10 +800,27 @@ fn prepare(
         .find(|(k, _)| k == "HTTPS")
         .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"on") || v == b"1");
     env.retain(|(k, _)| k != "HTTPS");
-    Ok((env, https))
+    // SAFETY: reads of the live request: its start time, HEAD flag and server identity.
+    let (started, head_request, server_id) = unsafe {
+        (
+            (*r).request_time,
+            (*r).header_only != 0,
+            (*r).server as usize,
+        )
+    };
+    let meta = RequestMeta {
+        head_request,
+        https,
+        server_id: server_id as u64,
+        script_mtime: mtime,
+        request_start: started,
+        queue_start: started,
+        apache_version: running_apache_version(),
+    };
+    Ok(Request { env, meta })
 }
 
-/// Daemon mode: the same environ, sent to the group's daemon.
+/// Daemon mode: the same request, sent to the group's daemon.
 fn serve_remote(
     r: *mut request_rec,
     set: &RequestSettings,
@@ -824,41 +840,12 @@ fn serve_remote(
             ),
         );
     };
-    let (mut env, https) = match prepare(r, set, dcfg, script_name, path_info) {
+    let req = match prepare(r, set, dcfg, script_name, path_info, mtime) {
         Ok(v) => v,
         Err(rc) => return rc,
     };
-    // SAFETY: reads of the live request and the running server's description.
-    let (started, desc, timeout) = unsafe {
-        (
-            (*r).request_time as f64 / 1e6,
-            text(bytes(ap_get_server_description())),
-            (*(*r).server).timeout,
-        )
-    };
-    let (a, b, c) = environ::apache_version(&desc);
-    // SAFETY: reading the request's server pointer (its identity, for the daemon's log lines).
-    let server_id = unsafe { (*r).server } as usize;
-    // SAFETY: reading a flag of the live request.
-    let head_request = unsafe { (*r).header_only } != 0;
-    let extra: [(&str, String); 7] = [
-        (
-            "mod_rwsgi.x-head",
-            if head_request { "1" } else { "0" }.to_string(),
-        ),
-        ("mod_rwsgi.x-server", format!("{server_id:x}")),
-        ("mod_rwsgi.x-script_mtime", mtime.to_string()),
-        (
-            "mod_rwsgi.x-https",
-            if https { "1" } else { "0" }.to_string(),
-        ),
-        ("mod_rwsgi.x-request_start", format!("{started:.6}")),
-        ("mod_rwsgi.x-queue_start", format!("{started:.6}")),
-        ("mod_rwsgi.x-apache_version", format!("{a}.{b}.{c}")),
-    ];
-    for (k, v) in extra {
-        env.push((k.to_string(), v.into_bytes()));
-    }
+    // SAFETY: reading the live request's server's Timeout.
+    let timeout = unsafe { (*(*r).server).timeout };
     let timeout = std::time::Duration::from_micros(timeout.max(0) as u64);
     let error_override = dcfg.error_override.unwrap_or(false);
     let group = &generation.groups[index];
@@ -867,29 +854,26 @@ fn serve_remote(
         group,
         generation.secret,
         generation.number,
-        env,
+        req,
         timeout,
         error_override,
         set.enable_sendfile,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_python(
     py: Python<'_>,
     r: *mut request_rec,
     g: &GlobalConfig,
     set: &RequestSettings,
     script: &str,
-    mtime: apr_time_t,
-    env: Environ,
-    https: bool,
+    req: Request<String>,
     log: LogFn,
 ) -> (Outcome, Option<adapter::Finish>) {
     let Some(app) = python::load_app(
         py,
         script,
-        Some(mtime),
+        req.script_mtime(),
         set.script_reloading,
         g.case_sensitive,
         &set.callable_object,
@@ -897,71 +881,17 @@ fn run_python(
     ) else {
         return (Outcome::ServerError, None);
     };
-    let rp = ReqPtr(r);
-    let main = super::main_log();
-    let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
-        let d = PyDict::new(py);
-        for (k, v) in &env {
-            let value = match std::str::from_utf8(v) {
-                // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
-                Ok(s) if v.is_ascii() => PyString::new(py, s),
-                Ok(s)
-                    if k == "DOCUMENT_ROOT"
-                        || k == "SCRIPT_FILENAME"
-                        || k == "CONTEXT_DOCUMENT_ROOT" =>
-                {
-                    PyString::new(py, s)
-                }
-                _ => PyString::new(py, &environ::latin1(v)),
-            };
-            d.set_item(k, value)?;
-        }
-        let input = Py::new(
-            py,
-            Input::new(
-                Box::new(ApacheBody { r: rp }),
-                environ::content_length(&env),
-            ),
-        )?;
-        let errors = Py::new(py, Log::new(Some(Arc::clone(&log)), main, Level::Error))?;
-        d.set_item(intern!(py, "wsgi.version"), (1, 0))?;
-        d.set_item(
-            intern!(py, "wsgi.multithread"),
-            MULTITHREAD.load(Ordering::Relaxed),
-        )?;
-        d.set_item(
-            intern!(py, "wsgi.multiprocess"),
-            MULTIPROCESS.load(Ordering::Relaxed),
-        )?;
-        d.set_item(intern!(py, "wsgi.run_once"), false)?;
-        d.set_item(
-            intern!(py, "wsgi.url_scheme"),
-            if https { "https" } else { "http" },
-        )?;
-        d.set_item(intern!(py, "wsgi.input"), input.clone_ref(py))?;
-        d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
-        d.set_item(intern!(py, "wsgi.errors"), errors.clone_ref(py))?;
-        d.set_item(
-            intern!(py, "wsgi.file_wrapper"),
-            py.get_type::<adapter::FileWrapper>(),
-        )?;
-        // Timings as float epoch seconds, as mod_wsgi 6 reports them (0.0: no daemon queue).
-        // SAFETY: reading the live request's start time.
-        let started = unsafe { (*r).request_time } as f64 / 1e6;
-        d.set_item(intern!(py, "mod_wsgi.request_start"), started)?;
-        d.set_item(intern!(py, "mod_wsgi.queue_start"), 0.0)?;
-        d.set_item(intern!(py, "mod_wsgi.daemon_start"), 0.0)?;
-        // SAFETY: apr_time_now only reads the clock.
-        let now = unsafe { apr_time_now() };
-        d.set_item(intern!(py, "mod_wsgi.application_start"), now as f64 / 1e6)?;
-        d.set_item(intern!(py, "mod_wsgi.thread_id"), thread_id())?;
-        d.set_item(intern!(py, "mod_wsgi.version"), (6, 0, 5))?;
-        d.set_item(intern!(py, "mod_rwsgi.version"), crate::VERSION)?;
-        d.set_item(intern!(py, "apache.version"), running_apache_version())?;
-        Ok((d, input, errors))
-    })();
-    recycle_environ(env);
-    let (environ_dict, input, errors) = match built {
+    let process = ProcessFacts {
+        multithread: MULTITHREAD.load(Ordering::Relaxed),
+        multiprocess: MULTIPROCESS.load(Ordering::Relaxed),
+        run_once: false,
+        daemon: false,
+    };
+    let body = Box::new(ApacheBody { r: ReqPtr(r) });
+    let built = build::environ(py, &req, &process, body, &log, super::main_log());
+    let head_request = req.meta.head_request;
+    recycle_environ(req.env);
+    let built = match built {
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(
@@ -977,15 +907,14 @@ fn run_python(
     let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
     let io = RequestIo {
         sink: Box::new(ApacheResponse::new(r, bb, set.enable_sendfile)),
-        input,
-        errors,
+        input: built.input,
+        errors: built.errors,
         log,
         script: script.to_string(),
         stream_flush: true,
-        // SAFETY: reading a flag of the live request.
-        head_request: unsafe { (*r).header_only } != 0,
+        head_request,
     };
-    adapter::run(py, &app, environ_dict, io)
+    adapter::run(py, &app, built.environ, io)
 }
 
 thread_local! {
@@ -1040,23 +969,14 @@ pub(crate) fn recycle_environ(mut env: Environ) {
 }
 
 /// The running Apache's version, from its server description (parsed once per process).
-fn running_apache_version() -> (u32, u32, u32) {
-    static VERSION: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+fn running_apache_version() -> [u16; 3] {
+    static VERSION: std::sync::OnceLock<[u16; 3]> = std::sync::OnceLock::new();
     *VERSION.get_or_init(|| {
         // SAFETY: reading the running server's description string.
         let desc = text(unsafe { bytes(ap_get_server_description()) });
-        environ::apache_version(&desc)
+        let (a, b, c) = environ::apache_version(&desc);
+        [a, b, c].map(|v| v.min(u16::MAX as u32) as u16)
     })
-}
-
-/// A small per-process number for the calling worker thread (`mod_wsgi.thread_id`).
-fn thread_id() -> u64 {
-    use std::sync::atomic::AtomicU64;
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    ID.with(|id| *id)
 }
 
 /// The CGI part of the environ, as mod_wsgi 6 builds it (no PATH_TRANSLATED sub-request, no

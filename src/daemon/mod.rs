@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod guard;
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -12,15 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
 
 use crate::config::GlobalConfig;
 use crate::config::daemon::{DaemonSpec, GroupSpec, UserSpec};
 use crate::error::Code;
 use crate::protocol::{self, Frame};
+use crate::request::Request;
 use crate::sys;
-use crate::wsgi::adapter::{self, Input, Level, Log, LogFn, Outcome, RequestIo};
-use crate::wsgi::environ;
+use crate::wsgi::adapter::{self, Level, LogFn, Outcome, RequestIo};
+use crate::wsgi::build::{self, ProcessFacts};
 use conn::{Conn, DaemonBody, DaemonSink};
 
 /// Everything a daemon process needs, captured in the httpd parent before the fork.
@@ -175,6 +176,7 @@ impl State {
 
 /// Runs a daemon process; never returns.
 pub fn run(l: Launch) -> ! {
+    guard::test_panic("start");
     sys::reset_signals();
     (l.close_httpd_listeners)();
     for fd in &l.other_listeners {
@@ -381,10 +383,18 @@ pub fn run(l: Launch) -> ! {
             Arc::clone(&state),
             Arc::clone(&peers),
         );
-        let log2 = log.clone();
+        let (log2, name2, grace) = (log.clone(), name.clone(), spec.graceful_timeout);
         if let Err(e) = std::thread::Builder::new()
             .name("rwsgi-dispatch".into())
-            .spawn(move || dispatcher(&listener, &peers, &state, threads as usize, &log2))
+            .spawn(move || {
+                let run = || dispatcher(&listener, &peers, &state, threads as usize, &log2);
+                if guard::contain(&log2, &name2, "the dispatcher thread", run).is_err() {
+                    // What the dispatcher does when it stops, so the process can drain.
+                    peers.close_all();
+                    state.accepting.store(0, Ordering::SeqCst);
+                    state.restart("a panic in the dispatcher thread".into(), grace);
+                }
+            })
         {
             fatal(
                 &log,
@@ -401,7 +411,16 @@ pub fn run(l: Launch) -> ! {
         if let Some(sz) = spec.stack_size {
             b = b.stack_size(sz as usize);
         }
-        if let Err(e) = b.spawn(move || worker(i as usize, &peers, &state, &ctx)) {
+        if let Err(e) = b.spawn(move || {
+            let what = format!("worker thread {i}");
+            if guard::contain(&ctx.log, &ctx.spec.name, &what, || {
+                worker(i as usize, &peers, &state, &ctx)
+            })
+            .is_err()
+            {
+                state.restart(format!("a panic in {what}"), ctx.spec.graceful_timeout);
+            }
+        }) {
             fatal(
                 &log,
                 &format!(
@@ -415,17 +434,35 @@ pub fn run(l: Launch) -> ! {
         let (state, spec, log) = (Arc::clone(&state), spec.clone(), log.clone());
         let _ = std::thread::Builder::new()
             .name("rwsgi-monitor".into())
-            .spawn(move || monitor(&state, &spec, &log));
+            .spawn(move || {
+                let run = || monitor(&state, &spec, &log);
+                if guard::contain(&log, &spec.name, "the monitor thread", run).is_err() {
+                    state.restart(
+                        "a panic in the monitor thread".into(),
+                        spec.graceful_timeout,
+                    );
+                }
+            });
     }
     if !spec.deadlock_timeout.is_zero() {
-        let state = Arc::clone(&state);
+        let (state, log, name, grace) = (
+            Arc::clone(&state),
+            log.clone(),
+            name.clone(),
+            spec.graceful_timeout,
+        );
         let _ = std::thread::Builder::new()
             .name("rwsgi-gil-probe".into())
             .spawn(move || {
-                crate::python::ensure_thread_state();
-                loop {
-                    Python::attach(|_| state.gil_seen.store(state.now_ms(), Ordering::SeqCst));
-                    std::thread::sleep(Duration::from_millis(500));
+                let run = || {
+                    crate::python::ensure_thread_state();
+                    loop {
+                        Python::attach(|_| state.gil_seen.store(state.now_ms(), Ordering::SeqCst));
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                };
+                if guard::contain(&log, &name, "the GIL probe thread", run).is_err() {
+                    state.restart("a panic in the GIL probe thread".into(), grace);
                 }
             });
     }
@@ -683,6 +720,7 @@ fn dispatcher(listener: &UnixListener, peers: &Peers, state: &State, threads: us
         if !sys::wait_readable(listen_fd, Duration::from_millis(250)) {
             continue;
         }
+        guard::test_panic("dispatcher");
         if state.active.load(Ordering::SeqCst) + peers.fresh() < threads {
             accept_one(listener, peers, log);
             continue;
@@ -748,8 +786,22 @@ fn worker(index: usize, peers: &Peers, state: &State, ctx: &Ctx) {
         }
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
-        let outcome = serve(peer, ctx, state);
+        let served = guard::contain(&ctx.log, &ctx.spec.name, "a worker's request", || {
+            serve(peer, ctx, state)
+        });
         state.busy_since[index].store(0, Ordering::SeqCst);
+        let Ok(outcome) = served else {
+            // The connection was closed as the panic unwound (the httpd child answers 502 or
+            // aborts the response); release the worker's claim and recycle the process.
+            CURRENT_LOG.with(|c| *c.borrow_mut() = None);
+            CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = None);
+            state.active.fetch_sub(1, Ordering::SeqCst);
+            state.restart(
+                format!("a panic in worker {index}'s request"),
+                ctx.spec.graceful_timeout,
+            );
+            continue;
+        };
         if outcome.ran && outcome.counts {
             // WSGIIgnoreActivity On requests (health checks) do not postpone inactivity-timeout.
             state.last_activity.store(state.now_ms(), Ordering::SeqCst);
@@ -784,6 +836,7 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
+        guard::test_panic("monitor");
         let now = state.now_ms();
         if !spec.restart_interval.is_zero() && now >= ms(spec.restart_interval) {
             state.restart("restart-interval reached".into(), spec.graceful_timeout);
@@ -870,8 +923,8 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
             return NOTHING;
         }
     }
-    let env = match c.recv() {
-        Ok(Frame::Request { env }) => env,
+    let req = match c.recv() {
+        Ok(Frame::Request { meta, env }) => Request { env, meta },
         // The httpd child closed a connection it had kept: nothing to do.
         Err(e) if authenticated && e.kind() == std::io::ErrorKind::UnexpectedEof => {
             return NOTHING;
@@ -905,9 +958,7 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
         Ordering::SeqCst,
     );
     if !ctx.spec.queue_timeout.is_zero() {
-        let queued: f64 = get(&env, "mod_rwsgi.x-queue_start")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or(0.0);
+        let queued = req.meta.queue_start_secs();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -936,15 +987,13 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
             };
         }
     }
-    let counts = get(&env, "mod_wsgi.ignore_activity") != Some(b"1");
+    let counts = req.counts_as_activity();
     // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
     // imports are fresh too). Checked before `Accepted`: the request goes to another or the
     // next process.
-    let script = String::from_utf8_lossy(get(&env, "SCRIPT_FILENAME").unwrap_or(b"")).into_owned();
-    let mtime: Option<i64> = get(&env, "mod_rwsgi.x-script_mtime")
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
-    let reloading = get(&env, "mod_wsgi.script_reloading") != Some(b"0");
-    if reloading
+    let script = req.script();
+    let mtime = req.script_mtime();
+    if req.script_reloading()
         && !crate::python::script_loaded_at(&script, mtime, ctx.global.case_sensitive)
         && Python::attach(|py| {
             crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive)
@@ -974,8 +1023,9 @@ fn serve(peer: Peer, ctx: &Ctx, state: &State) -> Served {
     if c.send(&Frame::Accepted).is_err() {
         return NOTHING;
     }
+    guard::test_panic("worker");
     let conn = Arc::new(std::sync::Mutex::new(c));
-    let finish = Python::attach(|py| run_request(py, ctx, state, env, &conn));
+    let finish = Python::attach(|py| run_request(py, ctx, state, req, &conn));
     // The end of the response (End, with the last queued blocks) is sent without the GIL.
     if let Some(f) = finish {
         f.run();
@@ -1060,31 +1110,16 @@ fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
     true
 }
 
-fn get<'a>(env: &'a [(Vec<u8>, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
-    env.iter()
-        .find(|(k, _)| k == key.as_bytes())
-        .map(|(_, v)| v.as_slice())
-}
-
 fn run_request(
     py: Python<'_>,
     ctx: &Ctx,
     state: &State,
-    env: Vec<(Vec<u8>, Vec<u8>)>,
+    req: Request<Vec<u8>>,
     conn: &Arc<std::sync::Mutex<Conn>>,
 ) -> Option<adapter::Finish> {
-    let text = |k: &str| {
-        get(&env, k)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    let script = text("SCRIPT_FILENAME");
-    let mtime: Option<i64> = text("mod_rwsgi.x-script_mtime").parse().ok();
-    let reloading = text("mod_wsgi.script_reloading") != "0";
-    let callable = text("mod_wsgi.callable_object");
-    let https = text("mod_rwsgi.x-https") == "1";
-    let request_id = text("mod_wsgi.request_id");
-    let base_log = usize::from_str_radix(&text("mod_rwsgi.x-server"), 16)
+    let script = req.script();
+    let request_id = req.request_id();
+    let base_log = usize::try_from(req.meta.server_id)
         .ok()
         .and_then(ctx.vhost_log)
         .unwrap_or_else(|| ctx.log.clone());
@@ -1102,91 +1137,24 @@ fn run_request(
     let Some(app) = crate::python::load_app(
         py,
         &script,
-        mtime,
-        reloading,
+        req.script_mtime(),
+        req.script_reloading(),
         ctx.global.case_sensitive,
-        &callable,
+        &req.callable_object(),
         &log,
     ) else {
         fail("the application could not be loaded");
         return None;
     };
     state.script_loaded.store(true, Ordering::SeqCst);
-    let built = (|| -> PyResult<(Bound<'_, PyDict>, Py<Input>, Py<Log>)> {
-        let d = PyDict::new(py);
-        for (k, v) in &env {
-            if k.starts_with(b"mod_rwsgi.x-") || k == b"HTTPS" {
-                continue;
-            }
-            // Keys are ASCII (CGI names, HTTP_ names, mod_wsgi.*): no lossy pass needed.
-            let k = match std::str::from_utf8(k) {
-                Ok(k) => std::borrow::Cow::Borrowed(k),
-                Err(_) => String::from_utf8_lossy(k),
-            };
-            let value = match std::str::from_utf8(v) {
-                // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
-                Ok(s) if v.is_ascii() => PyString::new(py, s),
-                _ => PyString::new(py, &environ::latin1(v)),
-            };
-            d.set_item(k.as_ref(), value)?;
-        }
-        let length = get(&env, "CONTENT_LENGTH").and_then(environ::parse_content_length);
-        let input = Py::new(
-            py,
-            Input::new(Box::new(DaemonBody::new(Arc::clone(conn))), length),
-        )?;
-        let errors = Py::new(
-            py,
-            Log::new(Some(Arc::clone(&log)), ctx.log.clone(), Level::Error),
-        )?;
-        d.set_item(pyo3::intern!(py, "wsgi.version"), (1, 0))?;
-        d.set_item(
-            pyo3::intern!(py, "wsgi.multithread"),
-            ctx.spec.multithread(),
-        )?;
-        d.set_item(
-            pyo3::intern!(py, "wsgi.multiprocess"),
-            ctx.spec.multiprocess(),
-        )?;
-        d.set_item(pyo3::intern!(py, "wsgi.run_once"), ctx.spec.run_once())?;
-        d.set_item(
-            pyo3::intern!(py, "wsgi.url_scheme"),
-            if https { "https" } else { "http" },
-        )?;
-        d.set_item(pyo3::intern!(py, "wsgi.input"), input.clone_ref(py))?;
-        d.set_item(pyo3::intern!(py, "wsgi.input_terminated"), true)?;
-        d.set_item(pyo3::intern!(py, "wsgi.errors"), errors.clone_ref(py))?;
-        d.set_item(
-            pyo3::intern!(py, "wsgi.file_wrapper"),
-            py.get_type::<adapter::FileWrapper>(),
-        )?;
-        for k in ["mod_wsgi.request_start", "mod_wsgi.queue_start"] {
-            let v: f64 = text(&format!("mod_rwsgi.x-{}", &k[9..]))
-                .parse()
-                .unwrap_or(0.0);
-            d.set_item(k, v)?;
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        d.set_item(pyo3::intern!(py, "mod_wsgi.daemon_start"), now)?;
-        d.set_item(pyo3::intern!(py, "mod_wsgi.application_start"), now)?;
-        d.set_item(pyo3::intern!(py, "mod_wsgi.version"), (6, 0, 5))?;
-        d.set_item(pyo3::intern!(py, "mod_rwsgi.version"), crate::VERSION)?;
-        let apache: Vec<u32> = text("mod_rwsgi.x-apache_version")
-            .split('.')
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        if apache.len() == 3 {
-            d.set_item(
-                pyo3::intern!(py, "apache.version"),
-                (apache[0], apache[1], apache[2]),
-            )?;
-        }
-        Ok((d, input, errors))
-    })();
-    let (environ_dict, input, errors) = match built {
+    let process = ProcessFacts {
+        multithread: ctx.spec.multithread(),
+        multiprocess: ctx.spec.multiprocess(),
+        run_once: ctx.spec.run_once(),
+        daemon: true,
+    };
+    let body = Box::new(DaemonBody::new(Arc::clone(conn)));
+    let built = match build::environ(py, &req, &process, body, &log, ctx.log.clone()) {
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(py, &e, &log, "cannot build the environ");
@@ -1196,14 +1164,14 @@ fn run_request(
     };
     let io = RequestIo {
         sink: Box::new(DaemonSink::new(Arc::clone(conn))),
-        input,
-        errors,
+        input: built.input,
+        errors: built.errors,
         log,
         script,
         stream_flush: true,
-        head_request: text("mod_rwsgi.x-head") == "1",
+        head_request: req.meta.head_request,
     };
-    let (outcome, finish) = adapter::run(py, &app, environ_dict, io);
+    let (outcome, finish) = adapter::run(py, &app, built.environ, io);
     if outcome == Outcome::ServerError {
         fail("application error");
     }

@@ -407,9 +407,10 @@ mod tests {
         assert!(fb.buf.len() <= MAX_BUFFERED);
 
         // A reader that decodes: one maximal frame fits without ever seeing an empty region.
-        let mut env_value = vec![b'v'; MAX_ENV_FRAME - 4 - 6 - 1];
+        let mut env_value = vec![b'v'; MAX_ENV_FRAME - super::super::REQUEST_FIXED - 6 - 1];
         env_value[0] = 0xff;
         let frame = Frame::Request {
+            meta: Default::default(),
             env: vec![(b"k".to_vec(), env_value)],
         };
         let wire = wire_of(std::slice::from_ref(&frame));

@@ -17,7 +17,7 @@
 //! | kind | frame | direction | payload | payload bound |
 //! |------|-------|-----------|---------|---------------|
 //! | 0x01 | `Hello` | child -> daemon | `b"RWSG"`, version u16, secret `[u8; 16]`, generation u32 | exactly 26 |
-//! | 0x02 | `Request` | child -> daemon | count u32, then per pair: key len u16, key, value len u32, value | [`MAX_ENV_FRAME`], count <= [`MAX_ENV_ITEMS`] |
+//! | 0x02 | `Request` | child -> daemon | the request's [`RequestMeta`] (39 bytes: flags u8 — 1 HEAD, 2 HTTPS —, server id u64, script mtime i64, request start i64, queue start i64, Apache version 3 × u16), then count u32, then per pair: key len u16, key, value len u32, value | [`MAX_ENV_FRAME`], count <= [`MAX_ENV_ITEMS`] |
 //! | 0x03 | `Body` | child -> daemon | request-body bytes | [`MAX_CHUNK`] |
 //! | 0x04 | `BodyEnd` | child -> daemon | empty | 0 |
 //! | 0x05 | `Abort` | child -> daemon | empty (the client went away) | 0 |
@@ -60,8 +60,10 @@ pub use buffer::{FrameBuffer, MAX_BUFFERED};
 
 use std::fmt;
 
+pub use crate::request::RequestMeta;
+
 /// The protocol version carried in `Hello`; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The magic that starts a `Hello` payload.
 pub const MAGIC: [u8; 4] = *b"RWSG";
 /// Length of the shared secret in `Hello`.
@@ -119,6 +121,8 @@ const HELLO_LEN: usize = 4 + 2 + SECRET_LEN + 4;
 const MAX_FAIL: usize = 2 + 2 + u16::MAX as usize;
 /// Smallest encoding of one environ pair or header (two empty strings).
 const MIN_PAIR: usize = 2 + 4;
+/// The part of a `Request` payload before its pairs: the meta and the pair count.
+const REQUEST_FIXED: usize = RequestMeta::ENCODED_LEN + 4;
 
 /// The largest payload a frame of this kind may carry, or `None` for an unknown kind.
 pub fn max_payload_len(kind: u8) -> Option<usize> {
@@ -168,8 +172,11 @@ pub enum Frame {
         secret: [u8; SECRET_LEN],
         generation: u32,
     },
-    /// Child -> daemon: the WSGI environ of the request, in order.
-    Request { env: Vec<(Vec<u8>, Vec<u8>)> },
+    /// Child -> daemon: the request: its typed facts and its environ, in order.
+    Request {
+        meta: RequestMeta,
+        env: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     /// Child -> daemon: a request-body chunk of at most [`MAX_CHUNK`] bytes, answering `ReadBody`.
     Body(Vec<u8>),
     /// Child -> daemon: the request body is exhausted, answering `ReadBody`.
@@ -261,7 +268,11 @@ impl fmt::Debug for Frame {
                 .field("secret", &format_args!("<redacted>"))
                 .field("generation", generation)
                 .finish(),
-            Frame::Request { env } => f.debug_struct("Request").field("env", &Pairs(env)).finish(),
+            Frame::Request { meta, env } => f
+                .debug_struct("Request")
+                .field("meta", meta)
+                .field("env", &Pairs(env))
+                .finish(),
             Frame::Body(data) => f.debug_tuple("Body").field(&Bytes(data)).finish(),
             Frame::BodyEnd => f.write_str("BodyEnd"),
             Frame::Abort => f.write_str("Abort"),
@@ -372,13 +383,13 @@ fn payload_len(frame: &Frame) -> Result<usize, ProtocolError> {
     };
     match frame {
         Frame::Hello { .. } => Ok(HELLO_LEN),
-        Frame::Request { env } => {
+        Frame::Request { env, .. } => {
             if env.len() > MAX_ENV_ITEMS {
                 return Err(ProtocolError::Malformed(
                     "Request has more than MAX_ENV_ITEMS (4096) environ items",
                 ));
             }
-            let mut len: usize = 4;
+            let mut len: usize = REQUEST_FIXED;
             for (key, value) in env {
                 if key.len() > usize::from(u16::MAX) {
                     return Err(ProtocolError::Malformed(
@@ -460,7 +471,8 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
             out.extend_from_slice(secret);
             out.extend_from_slice(&generation.to_be_bytes());
         }
-        Frame::Request { env } => {
+        Frame::Request { meta, env } => {
+            meta.encode(out);
             out.extend_from_slice(&(env.len() as u32).to_be_bytes());
             for (key, value) in env {
                 put_bytes16(out, key);
@@ -636,7 +648,11 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
             }
         }
         kind::REQUEST => {
-            let n = r.u32("Request shorter than its item count")? as usize;
+            const SHORT: &str = "Request shorter than its fixed part";
+            let fixed: [u8; RequestMeta::ENCODED_LEN] = r.array(SHORT)?;
+            let meta = RequestMeta::decode(&fixed)
+                .ok_or(ProtocolError::Malformed("Request sets an unknown flag"))?;
+            let n = r.u32(SHORT)? as usize;
             let n = r.count(
                 n,
                 MAX_ENV_ITEMS,
@@ -650,7 +666,7 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
                 env.push((key, value));
             }
             return r.finish(
-                Frame::Request { env },
+                Frame::Request { meta, env },
                 "Request has bytes left after its last environ item",
             );
         }
@@ -750,6 +766,21 @@ mod tests {
         out
     }
 
+    /// A `Request` payload: a default meta, then `rest` (the count and pairs).
+    fn req_payload(rest: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        RequestMeta::default().encode(&mut out);
+        out.extend_from_slice(rest);
+        out
+    }
+
+    fn request(env: Vec<(Vec<u8>, Vec<u8>)>) -> Frame {
+        Frame::Request {
+            meta: RequestMeta::default(),
+            env,
+        }
+    }
+
     fn hello() -> Frame {
         Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -783,8 +814,17 @@ mod tests {
             secret: [0xff; 16],
             generation: u32::MAX,
         });
-        round_trip(Frame::Request { env: vec![] });
+        round_trip(request(vec![]));
         round_trip(Frame::Request {
+            meta: RequestMeta {
+                head_request: true,
+                https: true,
+                server_id: u64::MAX,
+                script_mtime: i64::MIN,
+                request_start: 1_764_000_000_000_000,
+                queue_start: -1,
+                apache_version: [2, 4, 71],
+            },
             env: vec![
                 (b"REQUEST_METHOD".to_vec(), b"GET".to_vec()),
                 (b"HTTP_X_LATIN1".to_vec(), vec![0xe9, 0xff, 0x00, 0x80]),
@@ -852,14 +892,25 @@ mod tests {
         let h = enc(&hello());
         assert_eq!(h.len(), HEADER_LEN + HELLO_LEN);
         assert_eq!(&h[..9], &[0, 0, 0, 27, 0x01, b'R', b'W', b'S', b'G']);
-        assert_eq!(&h[9..11], &[0, 1]);
+        assert_eq!(&h[9..11], &[0, 2]);
         assert_eq!(
             enc(&Frame::Request {
+                meta: RequestMeta {
+                    https: true,
+                    server_id: 7,
+                    apache_version: [2, 4, 71],
+                    ..RequestMeta::default()
+                },
                 env: vec![(b"K".to_vec(), b"vv".to_vec())]
             }),
             [
-                0, 0, 0, 14, 0x02, 0, 0, 0, 1, 0, 1, b'K', 0, 0, 0, 2, b'v', b'v'
+                &[0, 0, 0, 53, 0x02, 2][..],
+                &[0, 0, 0, 0, 0, 0, 0, 7],
+                &[0; 24],
+                &[0, 2, 0, 4, 0, 71],
+                &[0, 0, 0, 1, 0, 1, b'K', 0, 0, 0, 2, b'v', b'v'],
             ]
+            .concat()
         );
         assert_eq!(
             enc(&Frame::Head {
@@ -920,10 +971,8 @@ mod tests {
     fn env_frame_boundaries() {
         // One pair sized so the payload is exactly MAX_ENV_FRAME.
         let key = b"wsgi.big".to_vec();
-        let value_len = MAX_ENV_FRAME - 4 - MIN_PAIR - key.len();
-        let frame = Frame::Request {
-            env: vec![(key.clone(), vec![b'v'; value_len])],
-        };
+        let value_len = MAX_ENV_FRAME - REQUEST_FIXED - MIN_PAIR - key.len();
+        let frame = request(vec![(key.clone(), vec![b'v'; value_len])]);
         let wire = enc(&frame);
         assert_eq!(wire.len(), HEADER_LEN + MAX_ENV_FRAME);
         let (back, used) = decode(&wire).unwrap().unwrap();
@@ -931,9 +980,7 @@ mod tests {
         assert!(back == frame);
         drop((back, wire));
 
-        let big = Frame::Request {
-            env: vec![(key, vec![b'v'; value_len + 1])],
-        };
+        let big = request(vec![(key, vec![b'v'; value_len + 1])]);
         assert_eq!(
             encode(&big, &mut Vec::new()),
             Err(ProtocolError::TooLarge {
@@ -945,24 +992,22 @@ mod tests {
 
         // Item count bound.
         let env = vec![(vec![], vec![]); MAX_ENV_ITEMS];
-        round_trip(Frame::Request { env: env.clone() });
+        round_trip(request(env.clone()));
         let mut env = env;
         env.push((vec![], vec![]));
         assert!(matches!(
-            encode(&Frame::Request { env }, &mut Vec::new()),
+            encode(&request(env), &mut Vec::new()),
             Err(ProtocolError::Malformed(_))
         ));
-        let mut payload = (MAX_ENV_ITEMS as u32 + 1).to_be_bytes().to_vec();
-        payload.resize(4 + MIN_PAIR * (MAX_ENV_ITEMS + 1), 0);
+        let mut payload = req_payload(&(MAX_ENV_ITEMS as u32 + 1).to_be_bytes());
+        payload.resize(REQUEST_FIXED + MIN_PAIR * (MAX_ENV_ITEMS + 1), 0);
         assert!(matches!(
             decode(&raw(kind::REQUEST, &payload)),
             Err(ProtocolError::Malformed(m)) if m.contains("MAX_ENV_ITEMS")
         ));
 
         // Key longer than its u16 prefix.
-        let long_key = Frame::Request {
-            env: vec![(vec![b'k'; 65536], vec![])],
-        };
+        let long_key = request(vec![(vec![b'k'; 65536], vec![])]);
         assert!(matches!(
             encode(&long_key, &mut Vec::new()),
             Err(ProtocolError::Malformed(_))
@@ -1110,7 +1155,7 @@ mod tests {
     #[test]
     fn count_larger_than_frame() {
         // Claims 3 pairs, holds one.
-        let mut payload = 3u32.to_be_bytes().to_vec();
+        let mut payload = req_payload(&3u32.to_be_bytes());
         payload.extend_from_slice(&[0, 1, b'K', 0, 0, 0, 1, b'v']);
         payload.extend_from_slice(&[0; 4]);
         let err = decode(&raw(kind::REQUEST, &payload)).unwrap_err();
@@ -1119,7 +1164,7 @@ mod tests {
             ProtocolError::Malformed("Request environ item count larger than the frame holds")
         );
         // Claims 2 pairs, enough bytes for two empty ones, but the first is long.
-        let mut payload = 2u32.to_be_bytes().to_vec();
+        let mut payload = req_payload(&2u32.to_be_bytes());
         payload.extend_from_slice(&[0, 1, b'K', 0, 0, 0, 3, b'v', b'v', b'v']);
         payload.extend_from_slice(&[0, 0]);
         assert!(matches!(
@@ -1127,7 +1172,7 @@ mod tests {
             Err(ProtocolError::Malformed(_))
         ));
         // A huge count never allocates: refused by the bound first.
-        let payload = u32::MAX.to_be_bytes();
+        let payload = req_payload(&u32::MAX.to_be_bytes());
         assert!(matches!(
             decode(&raw(kind::REQUEST, &payload)),
             Err(ProtocolError::Malformed(_))
@@ -1144,7 +1189,7 @@ mod tests {
     #[test]
     fn lengths_running_past_the_frame() {
         // Key length 0xffff in a small frame.
-        let mut payload = 1u32.to_be_bytes().to_vec();
+        let mut payload = req_payload(&1u32.to_be_bytes());
         payload.extend_from_slice(&[0xff, 0xff, b'K', 0, 0, 0, 0]);
         assert_eq!(
             decode(&raw(kind::REQUEST, &payload)),
@@ -1153,7 +1198,7 @@ mod tests {
             ))
         );
         // Value length 0xffffffff.
-        let mut payload = 1u32.to_be_bytes().to_vec();
+        let mut payload = req_payload(&1u32.to_be_bytes());
         payload.extend_from_slice(&[0, 1, b'K', 0xff, 0xff, 0xff, 0xff, b'v']);
         assert_eq!(
             decode(&raw(kind::REQUEST, &payload)),
@@ -1184,6 +1229,18 @@ mod tests {
             Err(ProtocolError::Malformed(_))
         ));
         assert!(matches!(
+            decode(&raw(kind::REQUEST, &req_payload(&[0, 0]))),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // A flag this version does not know.
+        let mut payload = req_payload(&[0, 0, 0, 0]);
+        payload[0] = 0x80;
+        assert_eq!(
+            decode(&raw(kind::REQUEST, &payload)),
+            Err(ProtocolError::Malformed("Request sets an unknown flag"))
+        );
+        assert!(decode(&raw(kind::REQUEST, &req_payload(&[0, 0, 0, 0]))).is_ok());
+        assert!(matches!(
             decode(&raw(kind::HEAD, &[0, 200, 0, 0])),
             Err(ProtocolError::Malformed(_))
         ));
@@ -1192,10 +1249,8 @@ mod tests {
     #[test]
     fn trailing_bytes_inside_a_frame() {
         let cases = [
-            Frame::Request { env: vec![] },
-            Frame::Request {
-                env: vec![(b"a".to_vec(), b"b".to_vec())],
-            },
+            request(vec![]),
+            request(vec![(b"a".to_vec(), b"b".to_vec())]),
             Frame::Head {
                 status: 200,
                 reason: b"OK".to_vec(),

@@ -62,7 +62,18 @@ pub fn random_frame(rng: &mut Rng) -> Frame {
                 generation: rng.next() as u32,
             }
         }
-        1 => Frame::Request { env: rng.pairs(8) },
+        1 => Frame::Request {
+            meta: super::RequestMeta {
+                head_request: rng.below(2) == 0,
+                https: rng.below(2) == 0,
+                server_id: rng.next(),
+                script_mtime: rng.next() as i64,
+                request_start: rng.next() as i64,
+                queue_start: rng.next() as i64,
+                apache_version: [rng.next() as u16, rng.next() as u16, rng.next() as u16],
+            },
+            env: rng.pairs(8),
+        },
         2 => Frame::Body(rng.string(300)),
         3 => Frame::BodyEnd,
         4 => Frame::Abort,

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+pub mod build;
 pub mod environ;
 pub mod headers;
 pub mod proxy;

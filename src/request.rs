@@ -1,0 +1,230 @@
+//! The request core shared by both modes (pure, no I/O): [`RequestMeta`], the typed facts about a
+//! request that are not environ keys, and [`Request`], what the httpd child hands to "an
+//! application" — today a WSGI callable run embedded or in a daemon. Built once in the httpd
+//! child; read there (embedded mode) or in a daemon process (carried by the wire protocol).
+#![forbid(unsafe_code)]
+
+/// Facts about one request that the application never sees as environ keys but that whoever
+/// runs it needs: they become `wsgi.url_scheme`, the `mod_wsgi.*` timings, `apache.version`,
+/// the log routing and the script-reload check. Times are microseconds since the epoch, as
+/// httpd keeps them (`apr_time_t`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// A HEAD request that the application may answer as GET: no body is sent.
+    pub head_request: bool,
+    /// The request came over HTTPS (after trusted proxy headers were applied).
+    pub https: bool,
+    /// Identity of the virtual host (`server_rec` address in the httpd child), for log routing;
+    /// a daemon only compares it with the addresses it inherited, never dereferences it.
+    pub server_id: u64,
+    /// Modification time of the WSGI script as httpd saw it (0: unknown).
+    pub script_mtime: i64,
+    /// When httpd read the request line.
+    pub request_start: i64,
+    /// When the request was queued for the application (`mod_wsgi.queue_start` in daemon mode);
+    /// the httpd child stamps it with `request_start`, as mod_wsgi 6 reports it.
+    pub queue_start: i64,
+    /// The running Apache's version, for `apache.version`.
+    pub apache_version: [u16; 3],
+}
+
+impl RequestMeta {
+    /// Size of the fixed encoding: flags, server id, three times, the version.
+    pub const ENCODED_LEN: usize = 1 + 8 + 8 + 8 + 8 + 3 * 2;
+
+    const HEAD: u8 = 1;
+    const HTTPS: u8 = 2;
+
+    /// Appends the fixed big-endian encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let flags = if self.head_request { Self::HEAD } else { 0 }
+            | if self.https { Self::HTTPS } else { 0 };
+        out.push(flags);
+        out.extend_from_slice(&self.server_id.to_be_bytes());
+        out.extend_from_slice(&self.script_mtime.to_be_bytes());
+        out.extend_from_slice(&self.request_start.to_be_bytes());
+        out.extend_from_slice(&self.queue_start.to_be_bytes());
+        for v in self.apache_version {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    /// Decodes the fixed encoding; `None` if `b` is not exactly [`Self::ENCODED_LEN`] bytes
+    /// or sets a flag this version does not know (so every accepted value re-encodes to the
+    /// same bytes).
+    pub fn decode(b: &[u8]) -> Option<RequestMeta> {
+        let b: &[u8; Self::ENCODED_LEN] = b.try_into().ok()?;
+        let flags = b[0];
+        if flags & !(Self::HEAD | Self::HTTPS) != 0 {
+            return None;
+        }
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(a)
+        };
+        let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        Some(RequestMeta {
+            head_request: flags & Self::HEAD != 0,
+            https: flags & Self::HTTPS != 0,
+            server_id: u64_at(1),
+            script_mtime: u64_at(9) as i64,
+            request_start: u64_at(17) as i64,
+            queue_start: u64_at(25) as i64,
+            apache_version: [u16_at(33), u16_at(35), u16_at(37)],
+        })
+    }
+
+    /// `request_start` as float epoch seconds (how mod_wsgi reports its timings).
+    pub fn request_start_secs(&self) -> f64 {
+        self.request_start as f64 / 1e6
+    }
+
+    /// `queue_start` as float epoch seconds.
+    pub fn queue_start_secs(&self) -> f64 {
+        self.queue_start as f64 / 1e6
+    }
+}
+
+/// One request as the application runner receives it, in either mode: the CGI part of the
+/// environ (CGI variables, `HTTP_*` headers, `SetEnv` values and the `mod_wsgi.*` settings, in
+/// order, values as raw bytes) and its [`RequestMeta`].
+pub struct Request<K> {
+    pub env: Vec<(K, Vec<u8>)>,
+    pub meta: RequestMeta,
+}
+
+impl<K: AsRef<[u8]>> Request<K> {
+    /// The value of environ key `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.env
+            .iter()
+            .find(|(k, _)| k.as_ref() == key.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The value of `key` as text (lossy; empty when absent).
+    pub fn text(&self, key: &str) -> String {
+        String::from_utf8_lossy(self.get(key).unwrap_or(b"")).into_owned()
+    }
+
+    /// The WSGI script to run (`SCRIPT_FILENAME`).
+    pub fn script(&self) -> String {
+        self.text("SCRIPT_FILENAME")
+    }
+
+    /// The callable in the script (`mod_wsgi.callable_object`).
+    pub fn callable_object(&self) -> String {
+        self.text("mod_wsgi.callable_object")
+    }
+
+    /// Whether a changed script is reloaded (`WSGIScriptReloading`, default On).
+    pub fn script_reloading(&self) -> bool {
+        self.get("mod_wsgi.script_reloading") != Some(b"0")
+    }
+
+    /// Whether the request counts as activity for inactivity-timeout (`WSGIIgnoreActivity`).
+    pub fn counts_as_activity(&self) -> bool {
+        self.get("mod_wsgi.ignore_activity") != Some(b"1")
+    }
+
+    /// httpd's id of the request (for log lines).
+    pub fn request_id(&self) -> String {
+        self.text("mod_wsgi.request_id")
+    }
+
+    /// The body length declared by `CONTENT_LENGTH`, if any and valid.
+    pub fn content_length(&self) -> Option<u64> {
+        self.get("CONTENT_LENGTH")
+            .and_then(crate::wsgi::environ::parse_content_length)
+    }
+
+    /// The script's modification time as the httpd child saw it (`None`: unknown).
+    pub fn script_mtime(&self) -> Option<i64> {
+        (self.meta.script_mtime != 0).then_some(self.meta.script_mtime)
+    }
+}
+
+/// Environ keys whose values are file-system paths: decoded as UTF-8 (the file-system
+/// encoding) when they are valid UTF-8, as mod_wsgi does for `DOCUMENT_ROOT` and
+/// `SCRIPT_FILENAME`; every other value is latin-1 (PEP 3333).
+pub fn is_path_key(key: &[u8]) -> bool {
+    matches!(
+        key,
+        b"DOCUMENT_ROOT" | b"SCRIPT_FILENAME" | b"CONTEXT_DOCUMENT_ROOT"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RequestMeta {
+        RequestMeta {
+            head_request: true,
+            https: false,
+            server_id: 0x5555_0000_1234,
+            script_mtime: 1_700_000_000_123_456,
+            request_start: -5,
+            queue_start: i64::MAX,
+            apache_version: [2, 4, 71],
+        }
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        for m in [RequestMeta::default(), sample()] {
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            assert_eq!(out.len(), RequestMeta::ENCODED_LEN);
+            assert_eq!(RequestMeta::decode(&out), Some(m));
+        }
+    }
+
+    #[test]
+    fn meta_rejects_wrong_sizes_and_unknown_flags() {
+        let mut out = Vec::new();
+        sample().encode(&mut out);
+        assert_eq!(RequestMeta::decode(&out[..out.len() - 1]), None);
+        out.push(0);
+        assert_eq!(RequestMeta::decode(&out), None);
+        out.pop();
+        out[0] |= 4;
+        assert_eq!(RequestMeta::decode(&out), None);
+    }
+
+    #[test]
+    fn request_accessors() {
+        let r = Request {
+            env: vec![
+                ("SCRIPT_FILENAME".to_string(), b"/srv/app.wsgi".to_vec()),
+                ("mod_wsgi.script_reloading".to_string(), b"0".to_vec()),
+                ("mod_wsgi.ignore_activity".to_string(), b"1".to_vec()),
+                ("CONTENT_LENGTH".to_string(), b"12".to_vec()),
+            ],
+            meta: RequestMeta::default(),
+        };
+        assert_eq!(r.script(), "/srv/app.wsgi");
+        assert_eq!(r.callable_object(), "");
+        assert!(!r.script_reloading());
+        assert!(!r.counts_as_activity());
+        assert_eq!(r.content_length(), Some(12));
+        assert_eq!(r.script_mtime(), None);
+        let r = Request::<Vec<u8>> {
+            env: vec![],
+            meta: sample(),
+        };
+        assert!(r.script_reloading() && r.counts_as_activity());
+        assert_eq!(r.script_mtime(), Some(1_700_000_000_123_456));
+        assert_eq!(r.content_length(), None);
+    }
+
+    #[test]
+    fn path_keys() {
+        assert!(is_path_key(b"DOCUMENT_ROOT"));
+        assert!(is_path_key(b"SCRIPT_FILENAME"));
+        assert!(is_path_key(b"CONTEXT_DOCUMENT_ROOT"));
+        assert!(!is_path_key(b"PATH_INFO"));
+        assert!(!is_path_key(b"REQUEST_URI"));
+    }
+}
