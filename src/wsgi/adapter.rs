@@ -1153,6 +1153,10 @@ pub fn run(
 }
 
 #[cfg(test)]
+#[path = "adapter_tests.rs"]
+mod adapter_tests;
+
+#[cfg(test)]
 mod tests {
     use super::Level;
 
