@@ -1708,6 +1708,52 @@ fn client_gone_during_iteration_aborts_quietly() {
 }
 
 #[test]
+fn client_gone_during_write_is_an_oserror_and_never_a_clean_end() {
+    py_test(|py| {
+        let src = "
+            errs = []
+            def app(environ, start_response):
+                write = start_response('200 OK', [])
+                write(b'one')
+                for data in (b'two', b'three'):
+                    try:
+                        write(data)
+                    except OSError as e:
+                        errs.append(str(e))
+                return []
+        ";
+        let ran = Req::new(src).sink_fails_after(1).run(py);
+        assert_eq!(
+            strings(&ran, "errs"),
+            [
+                "failed to write response data: fake client gone",
+                "failed to write response data: client went away",
+            ]
+        );
+        // The application swallowed the error, but bytes it wrote never went out: the
+        // response must not end cleanly.
+        assert_eq!(ran.outcome, Outcome::Aborted);
+        assert_eq!(
+            ran.events,
+            vec![
+                head("200 OK", &[], None),
+                write(b"one", true),
+                Event::Finish(true)
+            ]
+        );
+        assert_eq!(
+            ran.log(),
+            vec![(
+                Level::Info,
+                "RW0010: client closed the connection while WSGI script 'test.wsgi' was \
+                 responding"
+                    .to_string()
+            )]
+        );
+    });
+}
+
+#[test]
 fn head_request_may_omit_the_declared_body() {
     py_test(|py| {
         let src = result_app("'200 OK', [('Content-Length', '1234')]", "Result([])");
