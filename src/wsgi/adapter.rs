@@ -1075,6 +1075,18 @@ pub fn run(
     };
 
     let mut st = lock(&state);
+    // A write failed (the client went away) and the application caught the error and returned:
+    // what it wrote is missing, so the response must not end cleanly.
+    if outcome == Outcome::Done && st.client_gone {
+        log(
+            Level::Info,
+            &format!(
+                "{}: client closed the connection while WSGI script '{script}' was responding",
+                Code::OutputError.as_str()
+            ),
+        );
+        outcome = Outcome::Aborted;
+    }
     if outcome == Outcome::Done {
         match &st.head {
             None => {
@@ -1151,6 +1163,10 @@ pub fn run(
     errors.get().end();
     (outcome, finish)
 }
+
+#[cfg(test)]
+#[path = "adapter_tests.rs"]
+mod adapter_tests;
 
 #[cfg(test)]
 mod tests {
