@@ -15,11 +15,13 @@ pub mod wsgi;
 pub mod fuzzcheck;
 
 #[cfg(not(any(test, fuzzing)))]
-pub mod apache;
+mod child;
 #[cfg(not(any(test, fuzzing)))]
 mod daemon;
 #[cfg(not(any(test, fuzzing)))]
-mod ffi;
+pub mod httpd;
+#[cfg(not(any(test, fuzzing)))]
+mod parent;
 #[cfg(not(any(test, fuzzing)))]
 mod python;
 // `sys` (and the connection type built on it) also build in unit tests, which pass real

@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use pyo3::prelude::*;
 
-use super::{ServerState, apache_level, global, guard, log_request, log_server, module_config};
 use crate::config::{AliasPattern, DirConfig, GlobalConfig, HeadMode};
 use crate::error::Code;
-use crate::ffi::*;
+use crate::httpd::ffi::*;
+use crate::httpd::{
+    ServerState, apache_level, global, guard, log_request, log_server, module_config,
+};
 use crate::python;
 use crate::request::{Request, RequestMeta};
 use crate::wsgi::adapter::{self, BodySource, LogFn, Outcome, RequestIo, ResponseSink};
@@ -167,7 +169,7 @@ pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
             adapter::log_exception(
                 py,
                 &e,
-                &super::main_log(),
+                &crate::httpd::main_log(),
                 &format!(
                     "{}: mod_rwsgi could not set up Python",
                     Code::PythonInit.as_str()
@@ -190,7 +192,7 @@ pub(crate) fn bootstrap_child(g: &GlobalConfig, s: *mut server_rec) {
                 Err(e) => adapter::log_exception(
                     py,
                     &e,
-                    &super::main_log(),
+                    &crate::httpd::main_log(),
                     &format!(
                         "{}: failed to import WSGI script '{}' (WSGIImportScript)",
                         Code::ScriptLoad.as_str(),
@@ -235,7 +237,7 @@ pub(crate) unsafe extern "C" fn translate_name(r: *mut request_rec) -> c_int {
                 }
                 (AliasPattern::Regex(_), Some(re)) => {
                     let mut m = [ap_regmatch_t::default(); 10];
-                    let t = super::cstring(&alias.target);
+                    let t = crate::httpd::cstring(&alias.target);
                     // SAFETY: `re` was compiled by ap_pregcomp in the configuration pool; the
                     // match array has room for the 10 groups we pass.
                     let (target, end) = unsafe {
@@ -466,7 +468,7 @@ impl ResponseSink for ApacheResponse {
         let r = self.r.get();
         // Reopen the file through /proc so httpd owns its own descriptor (with a pool cleanup),
         // which may outlive the Python file object when output is finished asynchronously.
-        let path = super::cstring(&format!("/proc/self/fd/{fd}"));
+        let path = crate::httpd::cstring(&format!("/proc/self/fd/{fd}"));
         let mut file: *mut apr_file_t = ptr::null_mut();
         let flags = APR_READ
             | if self.sendfile {
@@ -652,7 +654,7 @@ fn handle(r: *mut request_rec) -> c_int {
     // SAFETY: tables of the live request.
     let subprocess_env = unsafe { (*r).subprocess_env };
     let env_lookup = |k: &str| -> Option<String> {
-        let key = super::cstring(k);
+        let key = crate::httpd::cstring(k);
         table_get(notes, &key)
             .or_else(|| table_get(subprocess_env, &key))
             .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -829,7 +831,7 @@ fn serve_remote(
     path_info: &[u8],
     mtime: apr_time_t,
 ) -> c_int {
-    let Some((generation, index)) = super::daemon::group(&set.process_group) else {
+    let Some((generation, index)) = crate::parent::supervisor::group(&set.process_group) else {
         return refuse(
             r,
             HTTP_INTERNAL_SERVER_ERROR,
@@ -849,7 +851,7 @@ fn serve_remote(
     let timeout = std::time::Duration::from_micros(timeout.max(0) as u64);
     let error_override = dcfg.error_override.unwrap_or(false);
     let group = &generation.groups[index];
-    super::remote::run(
+    super::daemon_client::run(
         r,
         group,
         generation.secret,
@@ -888,7 +890,7 @@ fn run_python(
         daemon: false,
     };
     let body = Box::new(ApacheBody { r: ReqPtr(r) });
-    let built = build::environ(py, &req, &process, body, &log, super::main_log());
+    let built = build::environ(py, &req, &process, body, &log, crate::httpd::main_log());
     let head_request = req.meta.head_request;
     recycle_environ(req.env);
     let built = match built {

@@ -10,12 +10,12 @@ use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{global, guard, log_server, pool_box};
 use crate::config::GlobalConfig;
 use crate::config::daemon::DaemonSpec;
 use crate::daemon::{self, Launch};
 use crate::error::Code;
-use crate::ffi::*;
+use crate::httpd::ffi::*;
+use crate::httpd::{global, guard, log_server, pool_box};
 use crate::python;
 use crate::sys;
 
@@ -89,7 +89,7 @@ pub(crate) fn socket_plan(
     let parent = sys::pids().0;
     let prefix = match &g.socket_prefix {
         Some(p) => {
-            let c = super::cstring(p);
+            let c = crate::httpd::cstring(p);
             // SAFETY: resolves a path against ServerRoot into pconf.
             text(unsafe { ap_server_root_relative(pconf, c.as_ptr()) })
         }
@@ -446,7 +446,7 @@ fn spawn(
     let rv = unsafe { apr_proc_fork(proc_, pconf) };
     if rv == APR_INCHILD as apr_status_t {
         // Nothing may unwind from here into the httpd code that forked this process.
-        daemon::guard::forked_entry(&super::main_log(), &grp.spec.name, || {
+        daemon::guard::forked_entry(&crate::httpd::main_log(), &grp.spec.name, || {
             start_forked(&gen_, &grp, s, backoff)
         });
     }
@@ -512,8 +512,8 @@ fn start_forked(gen_: &Generation, grp: &Group, s: *mut server_rec, backoff: Dur
         httpd_gid: gid,
         backoff,
         apache_timeout: timeout,
-        log: super::main_log(),
-        vhost_log: super::vhost_log,
+        log: crate::httpd::main_log(),
+        vhost_log: crate::httpd::vhost_log,
         close_httpd_listeners,
         init_python: python::initialize,
     });

@@ -10,12 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::daemon::Group;
-use super::log_request;
 use super::request::{ApacheResponse, read_client_body};
 use crate::daemon::conn::Conn;
 use crate::error::Code;
-use crate::ffi::*;
+use crate::httpd::ffi::*;
+use crate::httpd::log_request;
+use crate::parent::supervisor::Group;
 use crate::protocol::{self, Frame};
 use crate::request::Request;
 use crate::wsgi::adapter::ResponseSink;

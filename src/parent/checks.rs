@@ -9,11 +9,11 @@ use std::collections::HashSet;
 use std::ffi::c_int;
 use std::path::Path;
 
-use super::{ServerState, log_server, module_config};
 use crate::config::{AliasPattern, GlobalConfig};
 use crate::diag::{self, Identity, Need};
 use crate::error::Code;
-use crate::ffi::*;
+use crate::httpd::ffi::*;
+use crate::httpd::{ServerState, log_server, module_config};
 use crate::python;
 use crate::sys;
 
@@ -22,7 +22,7 @@ fn child_identity() -> Identity {
     if sys::euid() != 0 {
         return sys::current_identity();
     }
-    let (uid, gid) = super::daemon::httpd_identity();
+    let (uid, gid) = super::supervisor::httpd_identity();
     sys::user_identity(sys::user_name(uid), uid, gid)
 }
 
@@ -45,7 +45,7 @@ pub(crate) fn fatal(pconf: *mut apr_pool_t, g: &GlobalConfig) -> Option<String> 
         }
     }
     if !g.daemons.is_empty()
-        && let Err(msg) = super::daemon::socket_plan(pconf, g)
+        && let Err(msg) = super::supervisor::socket_plan(pconf, g)
     {
         return Some(msg);
     }
@@ -63,7 +63,7 @@ enum Readers<'a> {
 /// (level, line) pairs, once each.
 pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
     let child = child_identity();
-    let (uid, gid) = super::daemon::httpd_identity();
+    let (uid, gid) = super::supervisor::httpd_identity();
     let daemons: Vec<(String, Option<Identity>)> = g
         .daemons
         .iter()

@@ -3,10 +3,7 @@
 //! error-log helpers. Directives run in the httpd parent; hooks in the parent (pre/post_config)
 //! and the httpd children (child_init, translate_name, handler).
 
-pub mod checks;
-pub mod daemon;
-pub mod remote;
-pub mod request;
+pub mod ffi;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{self, Applied, Context, DirConfig, GlobalConfig, ServerConfig, Targets};
 use crate::error::Code;
-use crate::ffi::*;
 use crate::python;
 use crate::wsgi::adapter::{Level, LogFn};
+use ffi::*;
 
 // ------------------------------------------------------------------------------------------
 // The module structure and directive table
@@ -114,7 +111,7 @@ pub(crate) fn guard<T>(what: &str, default: T, f: impl FnOnce() -> T) -> T {
 // ------------------------------------------------------------------------------------------
 // Logging
 
-fn cstring(msg: &str) -> CString {
+pub(crate) fn cstring(msg: &str) -> CString {
     CString::new(msg.replace('\0', "\\0")).unwrap_or_default()
 }
 
@@ -420,13 +417,13 @@ unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
             ap_hook_test_config(Some(test_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_child_init(Some(child_init), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_translate_name(
-                Some(request::translate_name),
+                Some(crate::child::request::translate_name),
                 AFTER_ALIAS.0.as_ptr(),
                 BEFORE_USERDIR.0.as_ptr(),
                 APR_HOOK_MIDDLE,
             );
             ap_hook_handler(
-                Some(request::handler),
+                Some(crate::child::request::handler),
                 ptr::null(),
                 ptr::null(),
                 APR_HOOK_MIDDLE,
@@ -493,7 +490,7 @@ unsafe extern "C" fn check_config(
                 return DONE;
             }
         }
-        if let Some(msg) = checks::fatal(pconf, &g) {
+        if let Some(msg) = crate::parent::checks::fatal(pconf, &g) {
             log_server(s, APLOG_CRIT | APLOG_STARTUP, &msg);
             return DONE;
         }
@@ -505,7 +502,7 @@ unsafe extern "C" fn check_config(
 /// cannot reach or read (at start, post_config logs the same report to the error log).
 unsafe extern "C" fn test_config(_pconf: *mut apr_pool_t, s: *mut server_rec) {
     guard("test_config", (), || {
-        checks::log_access_report(s, &global())
+        crate::parent::checks::log_access_report(s, &global())
     })
 }
 
@@ -529,14 +526,14 @@ unsafe extern "C" fn post_config(
         let first_pass = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_CREATE_PRE_CONFIG;
         if !first_pass {
             let g = global();
-            if let Some(msg) = daemon::start_all(pconf, s, &g) {
+            if let Some(msg) = crate::parent::supervisor::start_all(pconf, s, &g) {
                 log_server(s, APLOG_CRIT | APLOG_STARTUP, &msg);
                 return DONE;
             }
             for n in &g.notices {
                 log_server(s, APLOG_NOTICE, n);
             }
-            checks::log_access_report(s, &g);
+            crate::parent::checks::log_access_report(s, &g);
             for grp in &g.named_app_groups {
                 log_server(
                     s,
@@ -563,8 +560,8 @@ unsafe extern "C" fn post_config(
 unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
     guard("child_init", (), || {
         let g = global();
-        daemon::child_init_close();
-        request::child_init_process_info();
+        crate::parent::supervisor::child_init_close();
+        crate::child::request::child_init_process_info();
         if g.restrict_embedded
             && !g
                 .import_scripts
@@ -599,7 +596,7 @@ unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
                 )
             };
         }
-        request::bootstrap_child(&g, s);
+        crate::child::request::bootstrap_child(&g, s);
     })
 }
 
