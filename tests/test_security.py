@@ -358,20 +358,30 @@ def frame(kind: int, payload: bytes) -> bytes:
     return struct.pack(">IB", len(payload) + 1, kind) + payload
 
 
-def hello(secret: bytes, generation: int, version: int = 1) -> bytes:
+# The wire protocol's version (src/protocol/mod.rs PROTOCOL_VERSION) and the size of the typed
+# request facts (RequestMeta) that open a Request payload.
+PROTOCOL_VERSION = 2
+META_LEN = 39
+
+
+def hello(secret: bytes, generation: int, version: int = PROTOCOL_VERSION) -> bytes:
     return frame(0x01, b"RWSG" + struct.pack(">H", version) + secret
                  + struct.pack(">I", generation))
 
 
-def request_frame(env: list[tuple[bytes, bytes]]) -> bytes:
-    out = struct.pack(">I", len(env))
+def request_frame(request) -> bytes:
+    """A Request frame of (meta bytes, environ pairs)."""
+    meta, env = request
+    assert len(meta) == META_LEN
+    out = meta + struct.pack(">I", len(env))
     for k, v in env:
         out += struct.pack(">H", len(k)) + k + struct.pack(">I", len(v)) + v
     return frame(0x02, out)
 
 
 def parse_capture(data: bytes):
-    """(secret, generation, env pairs) from the bytes an httpd child sent: Hello + Request."""
+    """(secret, generation, (meta bytes, env pairs)) from the bytes an httpd child sent:
+    Hello + Request."""
     n, kind = struct.unpack(">IB", data[:5])
     assert kind == 0x01 and n == 27 and data[5:9] == b"RWSG", data[:40]
     secret, generation = data[11:27], struct.unpack(">I", data[27:31])[0]
@@ -379,6 +389,7 @@ def parse_capture(data: bytes):
     n, kind = struct.unpack(">IB", rest[:5])
     assert kind == 0x02 and len(rest) >= 4 + n, (kind, n, len(rest))
     p = rest[5:4 + n]
+    meta, p = p[:META_LEN], p[META_LEN:]
     count = struct.unpack(">I", p[:4])[0]
     i, env = 4, []
     for _ in range(count):
@@ -389,11 +400,12 @@ def parse_capture(data: bytes):
         v = p[i + 4:i + 4 + vl]
         i += 4 + vl
         env.append((k, v))
-    return secret, generation, env
+    return secret, generation, (meta, env)
 
 
-def with_tag(env, tag: str):
-    return [(k, tag.encode() if k == b"QUERY_STRING" else v) for k, v in env]
+def with_tag(request, tag: str):
+    meta, env = request
+    return meta, [(k, tag.encode() if k == b"QUERY_STRING" else v) for k, v in env]
 
 
 def capture_credentials(srv, sock_path, url: str):
@@ -516,7 +528,8 @@ def test_forged_credentials_are_refused(apache_factory):
         "zero-secret": hello(bytes(16), gen),
         "next-generation": hello(secret, gen + 1),
         "old-generation-number": hello(secret, gen - 1),
-        "version-2": hello(secret, gen, version=2),
+        "previous-version": hello(secret, gen, version=PROTOCOL_VERSION - 1),
+        "next-version": hello(secret, gen, version=PROTOCOL_VERSION + 1),
         "no-hello": b"",
         "garbage": b"GET / HTTP/1.0\r\n\r\n",
     }

@@ -10,15 +10,21 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::request::{ApacheResponse, read_client_body};
+use super::environ::{prepare, recycle_environ};
+use super::handler::{RequestSettings, refuse};
+use super::response::ApacheResponse;
+use crate::config::DirConfig;
 use crate::daemon::conn::Conn;
 use crate::error::Code;
-use crate::httpd::ffi::*;
-use crate::httpd::log_request;
+use crate::httpd::ffi::{
+    HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE,
+    OK,
+};
+use crate::httpd::request::Request;
 use crate::parent::supervisor::Group;
 use crate::protocol::{self, Frame};
-use crate::request::Request;
-use crate::wsgi::adapter::ResponseSink;
+use crate::request as core;
+use crate::wsgi::adapter::{Level, ResponseSink};
 use crate::wsgi::headers;
 
 fn connect(path: &str, timeout: Duration) -> Result<UnixStream, String> {
@@ -100,7 +106,7 @@ fn pool_give(socket: &str, generation: u32, mut c: Conn) {
 }
 
 /// The answer to a daemon's refusal.
-fn rejected(r: *mut request_rec, name: &str, reason: u8) -> c_int {
+fn rejected(req: Request, name: &str, reason: u8) -> c_int {
     let why = match reason {
         protocol::REJECT_BAD_CREDENTIALS => {
             "it refused this server's credentials (stale generation?)"
@@ -110,9 +116,8 @@ fn rejected(r: *mut request_rec, name: &str, reason: u8) -> c_int {
         _ => "it refused the request",
     };
     if reason == protocol::REJECT_QUEUE_TIMEOUT {
-        log_request(
-            r,
-            APLOG_ERR,
+        req.log(
+            Level::Error,
             &format!(
                 "{}: daemon group '{name}': {why}",
                 Code::DaemonUnavailable.as_str()
@@ -120,13 +125,12 @@ fn rejected(r: *mut request_rec, name: &str, reason: u8) -> c_int {
         );
         return HTTP_GATEWAY_TIME_OUT;
     }
-    unavailable(r, name, why)
+    unavailable(req, name, why)
 }
 
-fn unavailable(r: *mut request_rec, group: &str, msg: &str) -> c_int {
-    log_request(
-        r,
-        APLOG_ERR,
+fn unavailable(req: Request, group: &str, msg: &str) -> c_int {
+    req.log(
+        Level::Error,
         &format!(
             "{}: daemon group '{group}': {msg}",
             Code::DaemonUnavailable.as_str()
@@ -135,10 +139,9 @@ fn unavailable(r: *mut request_rec, group: &str, msg: &str) -> c_int {
     HTTP_SERVICE_UNAVAILABLE
 }
 
-fn bad_gateway(r: *mut request_rec, group: &str, msg: &str) -> c_int {
-    log_request(
-        r,
-        APLOG_ERR,
+fn bad_gateway(req: Request, group: &str, msg: &str) -> c_int {
+    req.log(
+        Level::Error,
         &format!(
             "{}: daemon group '{group}': {msg}",
             Code::DaemonProtocol.as_str()
@@ -172,14 +175,53 @@ impl Drop for SpareWire {
     }
 }
 
+/// Daemon mode: the request, sent to its group's daemon.
+pub fn serve(
+    req: Request,
+    set: &RequestSettings,
+    dcfg: &DirConfig,
+    script_name: &[u8],
+    path_info: &[u8],
+    mtime: i64,
+) -> c_int {
+    let Some((generation, index)) = crate::parent::supervisor::group(&set.process_group) else {
+        return refuse(
+            req,
+            500,
+            Code::RequestRefused,
+            &format!(
+                "no WSGIDaemonProcess defines process group '{}' (selected by WSGIProcessGroup \
+                 or process-group=)",
+                set.process_group
+            ),
+        );
+    };
+    let request = match prepare(req, set, dcfg, script_name, path_info, mtime) {
+        Ok(v) => v,
+        Err(rc) => return rc,
+    };
+    let timeout = Duration::from_micros(req.server_timeout_us().max(0) as u64);
+    let group = &generation.groups[index];
+    run(
+        req,
+        group,
+        generation.secret,
+        generation.number,
+        request,
+        timeout,
+        dcfg.error_override.unwrap_or(false),
+        set.enable_sendfile,
+    )
+}
+
 /// Serves the request through daemon group `group`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
-    r: *mut request_rec,
+fn run(
+    req: Request,
     group: &Group,
     secret: [u8; 16],
     generation: u32,
-    req: Request<String>,
+    request: core::Request<String>,
     apache_timeout: Duration,
     error_override: bool,
     sendfile: bool,
@@ -189,7 +231,7 @@ pub(crate) fn run(
     // (ErrorDocument), its body discarded.
     let mut overridden: Option<c_int> = None;
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
-    let Request { env, meta } = req;
+    let core::Request { env, meta } = request;
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
     // The handshake goes only on a new connection; a kept one carries just the request.
     let mut hello = Vec::new();
@@ -207,14 +249,14 @@ pub(crate) fn run(
     if let Frame::Request { env, .. } = frame {
         // The vector and its entries' buffers go back for the next request's environ (same
         // layout: no allocation; the keys were strings a moment ago).
-        super::request::recycle_environ(
+        recycle_environ(
             env.into_iter()
                 .map(|(k, v)| (String::from_utf8(k).unwrap_or_default(), v))
                 .collect(),
         );
     }
     if let Err(e) = encoded {
-        return bad_gateway(r, name, &format!("cannot encode the request: {e}"));
+        return bad_gateway(req, name, &format!("cannot encode the request: {e}"));
     }
     // Until the daemon says `Accepted`, nothing of the request has run, so it may go to another
     // connection or process: when a daemon refuses it because it is stopping (graceful restart,
@@ -230,7 +272,7 @@ pub(crate) fn run(
                 let left = deadline.saturating_duration_since(Instant::now());
                 match connect(&group.socket, left.max(Duration::from_millis(1))) {
                     Ok(stream) => (Conn::new(stream), false),
-                    Err(msg) => return unavailable(r, name, &msg),
+                    Err(msg) => return unavailable(req, name, &msg),
                 }
             }
         };
@@ -243,7 +285,7 @@ pub(crate) fn run(
             if kept || retry_left {
                 continue;
             }
-            return bad_gateway(r, name, &format!("sending the request failed: {e}"));
+            return bad_gateway(req, name, &format!("sending the request failed: {e}"));
         }
         if !kept {
             // A live daemon process answers a new connection at once; with the socket held
@@ -262,7 +304,7 @@ pub(crate) fn run(
                     ) =>
                 {
                     return unavailable(
-                        r,
+                        req,
                         name,
                         &format!(
                             "no daemon process accepted the connection on '{}' within \
@@ -275,11 +317,15 @@ pub(crate) fn run(
                 }
                 Err(_) if retry_left => continue,
                 Err(e) => {
-                    return unavailable(r, name, &format!("the daemon closed the connection: {e}"));
+                    return unavailable(
+                        req,
+                        name,
+                        &format!("the daemon closed the connection: {e}"),
+                    );
                 }
                 Ok(other) => {
                     return bad_gateway(
-                        r,
+                        req,
                         name,
                         &format!("unexpected {} frame from the daemon", other.name()),
                     );
@@ -293,11 +339,15 @@ pub(crate) fn run(
         // or the timeout still end the wait early, with whatever has arrived.
         let waited = Instant::now();
         if c.set_low_water(protocol::HEADER_LEN + 1).is_err() {
-            return bad_gateway(r, name, "cannot set the socket's receive low-water mark");
+            return bad_gateway(req, name, "cannot set the socket's receive low-water mark");
         }
         let first = c.recv();
         if c.set_low_water(1).is_err() {
-            return bad_gateway(r, name, "cannot reset the socket's receive low-water mark");
+            return bad_gateway(
+                req,
+                name,
+                "cannot reset the socket's receive low-water mark",
+            );
         }
         match first {
             Ok(Frame::Accepted) => {
@@ -316,7 +366,7 @@ pub(crate) fn run(
             }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Ok(Frame::Reject { reason }) => return rejected(r, name, reason),
+            Ok(Frame::Reject { reason }) => return rejected(req, name, reason),
             // Closed before accepting the request: it never ran, send it elsewhere.
             Err(e)
                 if Instant::now() < deadline
@@ -332,9 +382,8 @@ pub(crate) fn run(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                log_request(
-                    r,
-                    APLOG_ERR,
+                req.log(
+                    Level::Error,
                     &format!(
                         "{}: daemon group '{name}': no thread picked the request up within \
                          socket-timeout ({} s)",
@@ -346,23 +395,21 @@ pub(crate) fn run(
             }
             Err(e) => {
                 return bad_gateway(
-                    r,
+                    req,
                     name,
                     &format!("the daemon did not take the request: {e}"),
                 );
             }
             Ok(other) => {
                 return bad_gateway(
-                    r,
+                    req,
                     name,
                     &format!("unexpected {} frame instead of Accepted", other.name()),
                 );
             }
         }
     };
-    // SAFETY: a brigade from the live request's pool, reused for every write.
-    let bb = unsafe { apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
-    let mut resp = ApacheResponse::new(r, bb, sendfile);
+    let mut resp = ApacheResponse::new(req, sendfile);
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
     loop {
@@ -387,9 +434,8 @@ pub(crate) fn run(
                     format!("reading from the daemon failed: {e}")
                 };
                 if head_sent {
-                    log_request(
-                        r,
-                        APLOG_ERR,
+                    req.log(
+                        Level::Error,
                         &format!(
                             "{}: daemon group '{name}': {what}; response aborted",
                             Code::DaemonProtocol.as_str()
@@ -399,9 +445,8 @@ pub(crate) fn run(
                     return OK;
                 }
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
-                    log_request(
-                        r,
-                        APLOG_ERR,
+                    req.log(
+                        Level::Error,
                         &format!(
                             "{}: daemon group '{name}': {what}",
                             Code::DaemonProtocol.as_str()
@@ -409,7 +454,7 @@ pub(crate) fn run(
                     );
                     return HTTP_GATEWAY_TIME_OUT;
                 }
-                return bad_gateway(r, name, &what);
+                return bad_gateway(req, name, &what);
             }
         };
         match frame {
@@ -425,7 +470,7 @@ pub(crate) fn run(
                 let mut n = 0;
                 let mut failed = false;
                 while n < want && (n == 0 || fill_all) {
-                    match read_client_body(r, &mut buf[n..]) {
+                    match req.read_body(&mut buf[n..]) {
                         Ok(0) => break,
                         Ok(k) => n += k,
                         Err(_) => {
@@ -444,12 +489,15 @@ pub(crate) fn run(
                 };
                 body_buf = buf;
                 if let Err(e) = sent {
-                    return bad_gateway(r, name, &format!("sending the request body failed: {e}"));
+                    return bad_gateway(
+                        req,
+                        name,
+                        &format!("sending the request body failed: {e}"),
+                    );
                 }
                 if failed {
-                    log_request(
-                        r,
-                        APLOG_INFO,
+                    req.log(
+                        Level::Info,
                         &format!(
                             "{}: the client went away while sending its body",
                             Code::InputError.as_str()
@@ -480,9 +528,8 @@ pub(crate) fn run(
                     n => n as usize,
                 };
                 if let Some((n, _)) = hdrs.iter().find(|(n, v)| n.len() + 2 + v.len() > limit) {
-                    log_request(
-                        r,
-                        APLOG_ERR,
+                    req.log(
+                        Level::Error,
                         &format!(
                             "{}: daemon group '{name}': response header '{n}' is longer than \
                              header-buffer-size ({limit} bytes)",
@@ -502,7 +549,7 @@ pub(crate) fn run(
                     }
                     Err(e) => {
                         return bad_gateway(
-                            r,
+                            req,
                             name,
                             &format!("invalid response head from the daemon: {e}"),
                         );
@@ -512,18 +559,17 @@ pub(crate) fn run(
             Frame::SendFile { .. } if overridden.is_some() => drop(c.take_fd()),
             Frame::SendFile { offset, len } => {
                 let Some(fd) = c.take_fd() else {
-                    return bad_gateway(r, name, "a SendFile frame without its file descriptor");
+                    return bad_gateway(req, name, "a SendFile frame without its file descriptor");
                 };
                 if !head_sent {
-                    return bad_gateway(r, name, "a file before the response head");
+                    return bad_gateway(req, name, "a file before the response head");
                 }
                 // Checked here too: httpd only ever sends a regular file, within its size.
                 let size = crate::sys::regular_file_size(std::os::fd::AsRawFd::as_raw_fd(&fd));
                 let within = size.is_some_and(|s| offset.checked_add(len).is_some_and(|e| e <= s));
                 if !within {
-                    log_request(
-                        r,
-                        APLOG_ERR,
+                    req.log(
+                        Level::Error,
                         &format!(
                             "{}: daemon group '{name}': SendFile with a descriptor that is not \
                              a regular file holding bytes {offset}..+{len}; response aborted",
@@ -545,7 +591,7 @@ pub(crate) fn run(
             }
             Frame::Chunk(data) => {
                 if !head_sent {
-                    return bad_gateway(r, name, "body data before the response head");
+                    return bad_gateway(req, name, "body data before the response head");
                 }
                 // Flushed: the daemon only sends a block on its own when the application
                 // streams (a generator is flushed block by block, as in embedded mode). The
@@ -558,7 +604,7 @@ pub(crate) fn run(
             }
             Frame::End => {
                 if !head_sent {
-                    return bad_gateway(r, name, "end of response without a head");
+                    return bad_gateway(req, name, "end of response without a head");
                 }
                 let _ = resp.finish(false);
                 pool_give(&group.socket, generation, c);
@@ -568,9 +614,8 @@ pub(crate) fn run(
                 let msg = String::from_utf8_lossy(&message).into_owned();
                 pool_give(&group.socket, generation, c);
                 if head_sent {
-                    log_request(
-                        r,
-                        APLOG_INFO,
+                    req.log(
+                        Level::Info,
                         &format!("daemon group '{name}': response aborted by the daemon ({msg})"),
                     );
                     let _ = resp.finish(true);
@@ -579,13 +624,13 @@ pub(crate) fn run(
                 return if code == 500 {
                     HTTP_INTERNAL_SERVER_ERROR
                 } else {
-                    bad_gateway(r, name, &msg)
+                    bad_gateway(req, name, &msg)
                 };
             }
-            Frame::Reject { reason } => return rejected(r, name, reason),
+            Frame::Reject { reason } => return rejected(req, name, reason),
             other => {
                 return bad_gateway(
-                    r,
+                    req,
                     name,
                     &format!("unexpected {} frame from the daemon", other.name()),
                 );

@@ -4,6 +4,7 @@
 //! and the httpd children (child_init, translate_name, handler).
 
 pub mod ffi;
+pub(crate) mod request;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -417,17 +418,12 @@ unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
             ap_hook_test_config(Some(test_config), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_child_init(Some(child_init), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
             ap_hook_translate_name(
-                Some(crate::child::request::translate_name),
+                Some(translate_name),
                 AFTER_ALIAS.0.as_ptr(),
                 BEFORE_USERDIR.0.as_ptr(),
                 APR_HOOK_MIDDLE,
             );
-            ap_hook_handler(
-                Some(crate::child::request::handler),
-                ptr::null(),
-                ptr::null(),
-                APR_HOOK_MIDDLE,
-            );
+            ap_hook_handler(Some(handler), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
         }
     })
 }
@@ -561,7 +557,7 @@ unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
     guard("child_init", (), || {
         let g = global();
         crate::parent::supervisor::child_init_close();
-        crate::child::request::child_init_process_info();
+        crate::child::init_process_info();
         if g.restrict_embedded
             && !g
                 .import_scripts
@@ -596,7 +592,34 @@ unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
                 )
             };
         }
-        crate::child::request::bootstrap_child(&g, s);
+        crate::child::bootstrap(&g);
+    })
+}
+
+/// `translate_name`: claims URLs under a `WSGIScriptAlias` (`child::translate`).
+unsafe extern "C" fn translate_name(r: *mut request_rec) -> c_int {
+    guard("translate_name", DECLINED, || {
+        // SAFETY: httpd hands this hook its live request, used only during this call.
+        let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+            return DECLINED;
+        };
+        if crate::child::translate::translate(req) {
+            OK
+        } else {
+            DECLINED
+        }
+    })
+}
+
+/// The content handler (`child::handler`).
+unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
+    guard("handler", HTTP_INTERNAL_SERVER_ERROR, || {
+        // SAFETY: httpd hands this hook its live request, used only while it runs (objects
+        // the application keeps are detached when the request ends).
+        let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+            return DECLINED;
+        };
+        crate::child::handler::handler(req)
     })
 }
 

@@ -4,6 +4,8 @@
 //! child; read there (embedded mode) or in a daemon process (carried by the wire protocol).
 #![forbid(unsafe_code)]
 
+pub mod admission;
+
 /// Facts about one request that the application never sees as environ keys but that whoever
 /// runs it needs: they become `wsgi.url_scheme`, the `mod_wsgi.*` timings, `apache.version`,
 /// the log routing and the script-reload check. Times are microseconds since the epoch, as

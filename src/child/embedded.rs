@@ -1,0 +1,108 @@
+//! Embedded mode: one request run by the application in this httpd child's interpreter,
+//! through `wsgi::adapter` with httpd's body and output filters. Runs in the httpd child.
+#![forbid(unsafe_code)]
+
+use std::ffi::c_int;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use super::environ::{prepare, recycle_environ};
+use super::handler::RequestSettings;
+use super::response::{ApacheBody, ApacheResponse};
+use super::{multithread_multiprocess, set_current};
+use crate::config::{DirConfig, GlobalConfig};
+use crate::error::Code;
+use crate::httpd::ffi::{HTTP_INTERNAL_SERVER_ERROR, OK};
+use crate::httpd::main_log;
+use crate::httpd::request::Request;
+use crate::python;
+use crate::request as core;
+use crate::wsgi::adapter::{self, LogFn, Outcome, RequestIo};
+use crate::wsgi::build::{self, ProcessFacts};
+
+/// Runs the request in this child's interpreter.
+#[allow(clippy::too_many_arguments)]
+pub fn serve(
+    req: Request,
+    g: &GlobalConfig,
+    set: &RequestSettings,
+    dcfg: &DirConfig,
+    script: &str,
+    script_name: &[u8],
+    path_info: &[u8],
+    mtime: i64,
+) -> c_int {
+    let request = match prepare(req, set, dcfg, script_name, path_info, mtime) {
+        Ok(v) => v,
+        Err(rc) => return rc,
+    };
+    python::ensure_thread_state();
+    set_current(Some(req));
+    let log: LogFn = Arc::new(move |l, msg| req.log(l, msg));
+    let (outcome, finish) = Python::attach(|py| run(py, req, g, set, script, request, log));
+    // The end of the response goes through the output filters without the GIL.
+    if let Some(f) = finish {
+        f.run();
+    }
+    set_current(None);
+    match outcome {
+        Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
+        Outcome::Done | Outcome::Aborted => OK,
+    }
+}
+
+fn run(
+    py: Python<'_>,
+    req: Request,
+    g: &GlobalConfig,
+    set: &RequestSettings,
+    script: &str,
+    request: core::Request<String>,
+    log: LogFn,
+) -> (Outcome, Option<adapter::Finish>) {
+    let Some(app) = python::load_app(
+        py,
+        script,
+        request.script_mtime(),
+        set.script_reloading,
+        g.case_sensitive,
+        &set.callable_object,
+        &log,
+    ) else {
+        return (Outcome::ServerError, None);
+    };
+    let (multithread, multiprocess) = multithread_multiprocess();
+    let process = ProcessFacts {
+        multithread,
+        multiprocess,
+        run_once: false,
+        daemon: false,
+    };
+    let body = Box::new(ApacheBody(req));
+    let built = build::environ(py, &request, &process, body, &log, main_log());
+    let head_request = request.meta.head_request;
+    recycle_environ(request.env);
+    let built = match built {
+        Ok(v) => v,
+        Err(e) => {
+            adapter::log_exception(
+                py,
+                &e,
+                &log,
+                &format!("{}: cannot build the environ", Code::AppException.as_str()),
+            );
+            return (Outcome::ServerError, None);
+        }
+    };
+    let io = RequestIo {
+        sink: Box::new(ApacheResponse::new(req, set.enable_sendfile)),
+        input: built.input,
+        errors: built.errors,
+        log,
+        script: script.to_string(),
+        stream_flush: true,
+        head_request,
+    };
+    adapter::run(py, &app, built.environ, io)
+}

@@ -1,0 +1,160 @@
+//! The `wsgi-script` handler: works out the settings that apply to the request (alias options
+//! over the directory's), asks the admission rules (`request::admission`) what to do, and
+//! runs the request embedded or sends it to its daemon group. Runs in the httpd child.
+#![forbid(unsafe_code)]
+
+use std::ffi::{CStr, c_int};
+
+use super::translate::{ALIASED_NOTE, HANDLER};
+use crate::config::{DirConfig, HeadMode};
+use crate::httpd::ffi::{DECLINED, OK};
+use crate::httpd::global;
+use crate::httpd::request::{FileType, Request};
+use crate::python;
+use crate::request::admission::{self, Admission, Facts, Target};
+use crate::wsgi::adapter::Level;
+use crate::wsgi::environ::{self, GroupFacts};
+
+/// Settings that apply to this request after the alias options override the directory's.
+pub struct RequestSettings {
+    pub process_group: String,
+    pub application_group: String,
+    pub callable_object: String,
+    pub pass_authorization: bool,
+    pub script_reloading: bool,
+    pub chunked_request: bool,
+    pub map_head_to_get: HeadMode,
+    pub enable_sendfile: bool,
+    pub ignore_activity: bool,
+}
+
+fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestSettings {
+    let notes = req.notes();
+    let note = |k: &CStr| {
+        notes
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let pg = note(c"mod_wsgi.process_group").or_else(|| d.process_group.clone());
+    let ag = note(c"mod_wsgi.application_group").or_else(|| d.application_group.clone());
+    let co = note(c"mod_wsgi.callable_object").or_else(|| d.callable_object.clone());
+    let pa = note(c"mod_wsgi.pass_authorization")
+        .map(|v| v == "1")
+        .or(d.pass_authorization);
+    RequestSettings {
+        process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
+        application_group: environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        callable_object: match co.as_deref() {
+            Some(c) if c.starts_with("%{ENV:") => {
+                let v = environ::expand_group(c, facts);
+                if v.is_empty() {
+                    "application".into()
+                } else {
+                    v
+                }
+            }
+            Some(c) => c.to_string(),
+            None => "application".into(),
+        },
+        pass_authorization: pa.unwrap_or(false),
+        script_reloading: d.script_reloading.unwrap_or(true),
+        chunked_request: d.chunked_request.unwrap_or(false),
+        map_head_to_get: d.map_head_to_get.unwrap_or(HeadMode::Auto),
+        enable_sendfile: d.enable_sendfile.unwrap_or(false),
+        ignore_activity: d.ignore_activity.unwrap_or(false),
+    }
+}
+
+/// Logs why a request is refused and returns the status to answer.
+pub fn refuse(req: Request, status: u16, code: crate::error::Code, msg: &str) -> c_int {
+    req.log(Level::Error, &format!("{}: {msg}", code.as_str()));
+    c_int::from(status)
+}
+
+/// The handler hook: DECLINED for any other handler.
+pub fn handler(req: Request) -> c_int {
+    match req.handler() {
+        Some(h) if h == HANDLER.to_bytes() || h == b"application/x-httpd-wsgi" => handle(req),
+        _ => DECLINED,
+    }
+}
+
+fn handle(req: Request) -> c_int {
+    let path_info = req.path_info();
+    let filename = String::from_utf8_lossy(req.filename().unwrap_or(b"")).into_owned();
+    let no_dir_config = DirConfig::default();
+    let dcfg: &DirConfig = req.dir_config().unwrap_or(&no_dir_config);
+    let g = global();
+
+    // Request facts for %{...} expansion.
+    let uri = req.uri().unwrap_or(b"");
+    let (script_name, path_info_v) = environ::script_name_and_path_info(uri, path_info);
+    let server_hostname = String::from_utf8_lossy(req.server_hostname().unwrap_or(b""));
+    let headers_in = req.headers_in();
+    let host_header = headers_in
+        .get(c"Host")
+        .map(|h| String::from_utf8_lossy(h).into_owned());
+    let (notes, subprocess_env) = (req.notes(), req.subprocess_env());
+    let env_lookup = |k: &str| -> Option<String> {
+        notes
+            .get_str(k)
+            .or_else(|| subprocess_env.get_str(k))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .or_else(|| std::env::var(k).ok())
+    };
+    let facts = GroupFacts {
+        server_hostname: &server_hostname,
+        server_port: req.server_port(),
+        host_header: host_header.as_deref(),
+        script_name: &script_name,
+        env: &env_lookup,
+    };
+    let set = settings(req, dcfg, &facts);
+
+    let admission = admission::admit(&Facts {
+        aliased: notes.get(ALIASED_NOTE) == Some(HANDLER.to_bytes()),
+        exec_cgi: req.exec_cgi_allowed(),
+        target: match req.file_type() {
+            FileType::Missing => Target::Missing,
+            FileType::Directory => Target::Directory,
+            FileType::Other => Target::File,
+        },
+        filename: &filename,
+        rejected_path_info: req.rejects_path_info() && path_info.is_some_and(|p| !p.is_empty()),
+        transfer_encoding: headers_in.get(c"Transfer-Encoding"),
+        chunked_allowed: set.chunked_request,
+        content_length: headers_in.get(c"Content-Length"),
+        body_limit: req.body_limit(),
+        process_group: &set.process_group,
+        restrict_process: dcfg.restrict_process.as_deref(),
+        restrict_embedded: g.restrict_embedded,
+        python_ready: python::ready(),
+    });
+    let mtime = req.file_mtime();
+    match admission {
+        Admission::Refuse {
+            status,
+            code,
+            message,
+        } => refuse(req, status, code, &message),
+        Admission::TooLarge => {
+            // Let httpd's own input filter produce the 413.
+            req.discard_body();
+            OK
+        }
+        Admission::Daemon => {
+            super::daemon_client::serve(req, &set, dcfg, &script_name, &path_info_v, mtime)
+        }
+        Admission::Embedded => super::embedded::serve(
+            req,
+            &g,
+            &set,
+            dcfg,
+            &filename,
+            &script_name,
+            &path_info_v,
+            mtime,
+        ),
+    }
+}
