@@ -147,6 +147,9 @@ fn main() {
         )
         .derive_default(true)
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
+        // bindgen's layout tests would only compile into `cargo test`, which leaves the httpd
+        // layer out; the sizes that matter are compared with the C compiler's at start instead
+        // (pre_config, RW0043).
         .layout_tests(false)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
     let bindings =

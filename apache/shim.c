@@ -99,7 +99,12 @@ long rwsgi_shim_read_body(request_rec *r, char *buf, apr_size_t len)
     return ap_get_client_block(r, buf, len);
 }
 
-/* sizeof guards: asserted against the Rust layout at load time. */
+/* sizeof guards: compared with bindgen's layout of the same structs by pre_config, so a
+ * build whose bindgen flags disagree with the C compiler's stops at start (and at -t) instead
+ * of reading the wrong fields. */
 apr_size_t rwsgi_shim_sizeof_request_rec(void) { return sizeof(request_rec); }
 apr_size_t rwsgi_shim_sizeof_server_rec(void) { return sizeof(server_rec); }
 apr_size_t rwsgi_shim_sizeof_conn_rec(void) { return sizeof(conn_rec); }
+apr_size_t rwsgi_shim_sizeof_sockaddr(void) { return sizeof(apr_sockaddr_t); }
+apr_size_t rwsgi_shim_sizeof_finfo(void) { return sizeof(apr_finfo_t); }
+apr_size_t rwsgi_shim_sizeof_table_entry(void) { return sizeof(apr_table_entry_t); }

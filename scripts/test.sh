@@ -11,6 +11,9 @@ cargo fmt --all -- --check
 if cargo clippy --version >/dev/null 2>&1; then
   echo "==> cargo clippy"
   cargo clippy --all-targets --release -- -D warnings
+elif [ "${CI:-}" = true ]; then
+  echo "==> cargo clippy is not installed (rustup component add clippy): CI must lint" >&2
+  exit 1
 else
   echo "==> cargo clippy is not installed (rustup component add clippy); lint step not run"
 fi

@@ -49,6 +49,8 @@ pub enum Code {
     PythonHomeInvalid,
     /// A script, python-path entry or python-home the process user cannot reach or read.
     PathAccess,
+    /// The module was built with httpd struct layouts that differ from this Apache's.
+    BuildMismatch,
 }
 
 impl Code {
@@ -75,11 +77,12 @@ impl Code {
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
+            Code::BuildMismatch => "RW0043",
         }
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -100,6 +103,7 @@ impl Code {
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,
+        Code::BuildMismatch,
     ];
 }
 

@@ -52,4 +52,7 @@ unsafe extern "C" {
     pub fn rwsgi_shim_sizeof_request_rec() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_server_rec() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_conn_rec() -> apr_size_t;
+    pub fn rwsgi_shim_sizeof_sockaddr() -> apr_size_t;
+    pub fn rwsgi_shim_sizeof_finfo() -> apr_size_t;
+    pub fn rwsgi_shim_sizeof_table_entry() -> apr_size_t;
 }

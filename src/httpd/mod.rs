@@ -440,6 +440,10 @@ unsafe extern "C" fn pre_config(
     _ptemp: *mut apr_pool_t,
 ) -> c_int {
     guard("pre_config", DONE, || {
+        if let Some(msg) = layout_mismatch() {
+            log_server(ptr::null_mut(), APLOG_CRIT | APLOG_STARTUP, &msg);
+            return DONE;
+        }
         // A new configuration read starts: forget the previous generation's global settings.
         *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(Default::default());
         // Every LoadModule has run by now (they execute while the file is read), so this also
@@ -459,6 +463,61 @@ unsafe extern "C" fn pre_config(
             return DONE;
         }
         OK
+    })
+}
+
+/// The structs this module reads whose size bindgen and the C compiler disagree on (bindgen's
+/// flags come from `apxs -q`; a mismatch would make every field read wrong): an RW0043 line,
+/// or `None`.
+fn layout_mismatch() -> Option<String> {
+    use std::mem::size_of;
+    // SAFETY: the shim's sizeof functions take nothing and return a constant.
+    let c_sizes = unsafe {
+        [
+            (
+                "request_rec",
+                rwsgi_shim_sizeof_request_rec(),
+                size_of::<request_rec>(),
+            ),
+            (
+                "server_rec",
+                rwsgi_shim_sizeof_server_rec(),
+                size_of::<server_rec>(),
+            ),
+            (
+                "conn_rec",
+                rwsgi_shim_sizeof_conn_rec(),
+                size_of::<conn_rec>(),
+            ),
+            (
+                "apr_sockaddr_t",
+                rwsgi_shim_sizeof_sockaddr(),
+                size_of::<apr_sockaddr_t>(),
+            ),
+            (
+                "apr_finfo_t",
+                rwsgi_shim_sizeof_finfo(),
+                size_of::<apr_finfo_t>(),
+            ),
+            (
+                "apr_table_entry_t",
+                rwsgi_shim_sizeof_table_entry(),
+                size_of::<apr_table_entry_t>(),
+            ),
+        ]
+    };
+    let wrong: Vec<String> = c_sizes
+        .iter()
+        .filter(|(_, c, rust)| *c != *rust)
+        .map(|(name, c, rust)| format!("{name} is {c} bytes in C but {rust} in Rust"))
+        .collect();
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "{}: mod_rwsgi was built with httpd headers or flags that do not match this \
+             compiler's layout ({}); rebuild it against this Apache (APXS=/path/to/apxs)",
+            Code::BuildMismatch.as_str(),
+            wrong.join(", ")
+        )
     })
 }
 
