@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 
 use super::environ::{prepare, recycle_environ};
 use super::handler::RequestSettings;
+use super::multithread_multiprocess;
 use super::response::{ApacheBody, ApacheResponse};
-use super::{multithread_multiprocess, set_current};
 use crate::config::{DirConfig, GlobalConfig};
 use crate::error::Code;
 use crate::httpd::ffi::{HTTP_INTERNAL_SERVER_ERROR, OK};
@@ -20,6 +20,7 @@ use crate::python;
 use crate::request as core;
 use crate::wsgi::adapter::{self, LogFn, Outcome, RequestIo};
 use crate::wsgi::build::{self, ProcessFacts};
+use crate::wsgi::route::{self, Route};
 
 /// Runs the request in this child's interpreter.
 #[allow(clippy::too_many_arguments)]
@@ -38,14 +39,17 @@ pub fn serve(
         Err(rc) => return rc,
     };
     python::ensure_thread_state();
-    set_current(Some(req));
     let log: LogFn = Arc::new(move |l, msg| req.log(l, msg));
+    route::set(Some(Route {
+        plain: Arc::clone(&log),
+        with_id: Arc::new(move |l, msg| req.log_with_id(l, msg)),
+    }));
     let (outcome, finish) = Python::attach(|py| run(py, req, g, set, script, request, log));
     // The end of the response goes through the output filters without the GIL.
     if let Some(f) = finish {
         f.run();
     }
-    set_current(None);
+    route::set(None);
     match outcome {
         Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
         Outcome::Done | Outcome::Aborted => OK,

@@ -14,7 +14,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule, PyTuple};
 
 use crate::config::{GlobalConfig, HashSeed};
-use crate::wsgi::adapter::{FileWrapper, Input, Level, Log, LogFn, StartResponse, Write};
+use crate::error::Code;
+use crate::wsgi::adapter::{
+    FileWrapper, Input, Level, Log, LogFn, StartResponse, Write, log_exception,
+};
+use crate::wsgi::route;
 
 static READY: AtomicBool = AtomicBool::new(false);
 static BOOTSTRAP: OnceCell<Py<PyModule>> = OnceCell::new();
@@ -192,6 +196,67 @@ fn py_log(log: LogFn) -> impl Fn(String) + Send + Sync + 'static {
             log(Level::Warning, line);
         }
     }
+}
+
+/// What a process runs once Python is up, the same in an httpd child and a daemon: the
+/// bootstrap (Python's output follows the thread's `wsgi::route`, else goes to `log`); for a
+/// daemon group, its name as `mod_wsgi.process_group` and an explicit `home=` first on
+/// `sys.path` (as mod_wsgi, like a script's directory under the command-line interpreter);
+/// then the `WSGIImportScript`s of `group` (`%{GLOBAL}`: embedded mode). False if the
+/// bootstrap failed (logged).
+pub fn start_process(
+    g: &GlobalConfig,
+    info: &ProcessInfo,
+    group: &str,
+    home: Option<&str>,
+    log: &LogFn,
+) -> bool {
+    ensure_thread_state();
+    Python::attach(|py| {
+        let plain = route::routed(Arc::clone(log), false);
+        let with_id = route::routed(Arc::clone(log), true);
+        if let Err(e) = bootstrap(py, g, info, Arc::clone(&plain), plain, with_id) {
+            log_exception(
+                py,
+                &e,
+                log,
+                &format!(
+                    "{}: mod_rwsgi could not set up Python",
+                    Code::PythonInit.as_str()
+                ),
+            );
+            return false;
+        }
+        if group != "%{GLOBAL}" {
+            if let Ok(m) = py.import("mod_wsgi") {
+                let _ = m.setattr("process_group", group);
+            }
+            if let Some(home) = home
+                && let Err(e) = py
+                    .import("sys")
+                    .and_then(|sys| sys.getattr("path"))
+                    .and_then(|path| path.call_method1("insert", (0, home)))
+            {
+                log_exception(py, &e, log, "mod_rwsgi could not put home= on sys.path");
+            }
+        }
+        for imp in g.import_scripts.iter().filter(|i| i.process_group == group) {
+            match load_script(py, &imp.path, None, true, g.case_sensitive) {
+                Ok(_) => log(Level::Info, &format!("imported WSGI script '{}'", imp.path)),
+                Err(e) => log_exception(
+                    py,
+                    &e,
+                    log,
+                    &format!(
+                        "{}: failed to import WSGI script '{}' (WSGIImportScript)",
+                        Code::ScriptLoad.as_str(),
+                        imp.path
+                    ),
+                ),
+            }
+        }
+        true
+    })
 }
 
 /// Runs once after `initialize`: publishes the `mod_wsgi` module, routes stdout/stderr to the

@@ -8,3 +8,4 @@ pub mod build;
 pub mod environ;
 pub mod headers;
 pub mod proxy;
+pub mod route;
