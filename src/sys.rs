@@ -3,12 +3,16 @@
 //! with `SCM_RIGHTS`, user and group lookups). Part of the FFI layer: every `unsafe` block here
 //! is documented. Used by the httpd parent (sockets, reaping, start-up checks), the httpd
 //! children (receiving descriptors; `current_identity` to explain a script they cannot read),
-//! the daemon processes (everything else), and rwsgi-express, which compiles this file in.
+//! the daemon processes (everything else), and rwsgi-express, which compiles this file in (user
+//! lookups, signals, and the calls it alone uses to supervise Apache, marked
+//! `allow(dead_code)` since the module does not use them).
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -72,6 +76,20 @@ pub fn wait_signal(signals: &[libc::c_int]) -> libc::c_int {
             return sig;
         }
     }
+}
+
+/// Waits up to `timeout` for one of `signals` (which must be blocked); `None` on timeout.
+#[allow(dead_code, reason = "used by rwsgi-express only")]
+pub fn wait_signal_for(signals: &[libc::c_int], timeout: Duration) -> Option<libc::c_int> {
+    let set = sigset(signals);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the set and the timespec and writes nothing else (the info
+    // pointer may be NULL).
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
 }
 
 /// A user from the password database.
@@ -261,6 +279,51 @@ pub fn die_with_parent(parent: u32) -> io::Result<()> {
             return Err(io::Error::other("the httpd parent is gone"));
         }
     }
+    Ok(())
+}
+
+/// Prepares the process `cmd` spawns: an empty signal mask (this process blocks the signals
+/// it waits for, and a child would inherit that), and SIGTERM (Apache's stop signal) if this
+/// process dies, even by SIGKILL.
+#[allow(dead_code, reason = "used by rwsgi-express only")]
+pub fn prepare_dependent_child(cmd: &mut Command) {
+    let parent = pids().0 as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe calls sigemptyset, sigprocmask, prctl and getppid, on a local set, and
+    // builds its errors from errno values (no allocation).
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // This process exited while the child was starting. No allocation here (a forked
+            // child of a threaded process): a plain errno, not a message.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+}
+
+/// Makes this process the reaper of its orphaned descendants (rwsgi-express: nothing Apache
+/// started can outlive it unnoticed).
+#[allow(dead_code, reason = "used by rwsgi-express only")]
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) })?;
     Ok(())
 }
 
@@ -484,6 +547,14 @@ pub fn kill(pid: i32, sig: libc::c_int) -> bool {
     pid > 0 && unsafe { libc::kill(pid, sig) } == 0
 }
 
+/// Sends a signal to every process of the process group `pgid` (one this process created; never
+/// group 0, this process's own, or 1).
+#[allow(dead_code, reason = "used by rwsgi-express only")]
+pub fn kill_group(pgid: i32, sig: libc::c_int) -> bool {
+    // SAFETY: plain system call.
+    pgid > 1 && unsafe { libc::kill(-pgid, sig) } == 0
+}
+
 /// Reaps `pid` if it has exited, waiting at most `timeout`. Returns true once reaped (or gone).
 pub fn reap(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -500,6 +571,18 @@ pub fn reap(pid: i32, timeout: Duration) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reaps every child that has already exited, without waiting.
+#[allow(dead_code, reason = "used by rwsgi-express only")]
+pub fn reap_exited() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG and a valid status pointer.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
     }
 }
 

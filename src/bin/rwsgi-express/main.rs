@@ -6,10 +6,10 @@
 mod config;
 mod locate;
 mod options;
-mod os;
 mod run;
-// The module's own thin POSIX wrappers (libc only), compiled into the tool as well; not every
-// one of them is used here.
+// The module's own thin POSIX wrappers (libc only), compiled into the tool as well: the tool's
+// only unsafe code, including the calls it alone uses to supervise Apache; not every one of
+// them is used here.
 #[allow(dead_code)]
 #[path = "../../sys.rs"]
 mod sys;

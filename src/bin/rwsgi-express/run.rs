@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{os, sys};
+use crate::sys;
 
 /// How long Apache may take to stop after SIGTERM before its process group is killed.
 const STOP_LIMIT: Duration = Duration::from_secs(60);
@@ -26,7 +26,7 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
     ];
     // Blocked here and taken with sigtimedwait; the child gets an empty mask again.
     sys::block_signals(&signals);
-    if let Err(e) = os::become_subreaper() {
+    if let Err(e) = sys::become_subreaper() {
         eprintln!("rwsgi-express: warning: cannot adopt Apache's orphans: {e}");
     }
     let mut cmd = Command::new(httpd);
@@ -36,7 +36,7 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
         .current_dir(server_root)
         .stdin(Stdio::null())
         .process_group(0);
-    os::prepare_child(&mut cmd);
+    sys::prepare_dependent_child(&mut cmd);
     let relays = [
         relay_if_needed(&mut cmd, Stream::Stdout),
         relay_if_needed(&mut cmd, Stream::Stderr),
@@ -53,7 +53,7 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
     let pid = child.id() as i32;
     let mut stop_sent: Option<Instant> = None;
     let status = loop {
-        match os::wait_signal_for(&signals, Duration::from_millis(500)) {
+        match sys::wait_signal_for(&signals, Duration::from_millis(500)) {
             Some(libc::SIGINT | libc::SIGTERM) => {
                 if stop_sent.is_none() {
                     eprintln!("rwsgi-express: stopping Apache (pid {pid})");
@@ -80,7 +80,7 @@ pub fn foreground(httpd: &Path, conf: &Path, server_root: &Path) -> i32 {
                 "rwsgi-express: Apache did not stop within {} s; killing its process group",
                 STOP_LIMIT.as_secs()
             );
-            os::kill_group(pid, libc::SIGKILL);
+            sys::kill_group(pid, libc::SIGKILL);
             break child.wait().ok();
         }
     };
@@ -157,9 +157,9 @@ fn relay_if_needed(cmd: &mut Command, which: Stream) -> Option<std::thread::Join
 /// Stops and reaps every process left to us (Apache's orphans, which the subreaper setting
 /// hands to rwsgi-express); returns how many there were.
 fn stop_leftovers() -> usize {
-    os::reap_exited();
+    sys::reap_exited();
     let me = sys::pids().0;
-    let left = os::children_of(me);
+    let left = children_of(me);
     if left.is_empty() {
         return 0;
     }
@@ -193,4 +193,30 @@ fn remove_runtime_files(root: &Path, pid: i32) {
     if std::fs::read_to_string(&pid_file).is_ok_and(|t| t.trim() == pid.to_string()) {
         let _ = std::fs::remove_file(pid_file);
     }
+}
+
+/// Live (not zombie) processes whose parent is `pid`, read from /proc.
+fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<u32>().ok()));
+        if ppid == Some(pid) && state != Some("Z") {
+            out.push(child);
+        }
+    }
+    out
 }

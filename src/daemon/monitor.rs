@@ -1,0 +1,128 @@
+//! The process's clocks: the monitor thread, which restarts the process when
+//! restart-interval, inactivity-timeout, request-timeout or startup-timeout is reached (and
+//! exits it at once on deadlock-timeout), and the GIL probe thread that feeds the
+//! deadlock-timeout check. Runs in the daemon process.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use crate::config::daemon::DaemonSpec;
+use crate::error::Code;
+use crate::sys;
+use crate::wsgi::adapter::{Level, LogFn};
+
+use super::guard;
+use super::state::State;
+
+/// Starts the monitor thread and, with a deadlock-timeout, the GIL probe thread, each guarded
+/// (a panic is logged and recycles the process). A thread that cannot start is left out.
+pub(super) fn start(state: &Arc<State>, spec: &DaemonSpec, log: &LogFn) {
+    {
+        let (state, spec, log) = (Arc::clone(state), spec.clone(), log.clone());
+        let _ = std::thread::Builder::new()
+            .name("rwsgi-monitor".into())
+            .spawn(move || {
+                let run = || monitor(&state, &spec, &log);
+                if guard::contain(&log, &spec.name, "the monitor thread", run).is_err() {
+                    state.restart(
+                        "a panic in the monitor thread".into(),
+                        spec.graceful_timeout,
+                    );
+                }
+            });
+    }
+    if !spec.deadlock_timeout.is_zero() {
+        let (state, log, name, grace) = (
+            Arc::clone(state),
+            log.clone(),
+            spec.name.clone(),
+            spec.graceful_timeout,
+        );
+        let _ = std::thread::Builder::new()
+            .name("rwsgi-gil-probe".into())
+            .spawn(move || {
+                let run = || {
+                    crate::python::ensure_thread_state();
+                    loop {
+                        Python::attach(|_| state.gil_seen.store(state.now_ms(), Ordering::SeqCst));
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                };
+                if guard::contain(&log, &name, "the GIL probe thread", run).is_err() {
+                    state.restart("a panic in the GIL probe thread".into(), grace);
+                }
+            });
+    }
+}
+
+/// Watches the process's clocks: restart-interval, inactivity-timeout, request-timeout,
+/// startup-timeout (graceful restarts) and deadlock-timeout (immediate exit). Runs always, so no
+/// option silently depends on another (mod_wsgi only started its monitor for some options).
+fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
+    let ms = |d: Duration| d.as_millis() as u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        guard::test_panic("monitor");
+        let now = state.now_ms();
+        if !spec.restart_interval.is_zero() && now >= ms(spec.restart_interval) {
+            state.restart("restart-interval reached".into(), spec.graceful_timeout);
+        }
+        if !spec.inactivity_timeout.is_zero()
+            && state.active.load(Ordering::SeqCst) == 0
+            && now.saturating_sub(state.last_activity.load(Ordering::SeqCst))
+                >= ms(spec.inactivity_timeout)
+        {
+            state.restart("inactivity-timeout reached".into(), Duration::ZERO);
+        }
+        if !spec.request_timeout.is_zero() {
+            for (i, t) in state.busy_since.iter().enumerate() {
+                let since = t.load(Ordering::SeqCst);
+                if since > 0 && now.saturating_sub(since - 1) >= ms(spec.request_timeout) {
+                    state.restart(
+                        format!(
+                            "request-timeout: worker {i} has been running one request for more \
+                             than {} s",
+                            spec.request_timeout.as_secs_f32()
+                        ),
+                        spec.graceful_timeout,
+                    );
+                }
+            }
+        }
+        let first = state.first_request.load(Ordering::SeqCst);
+        if !spec.startup_timeout.is_zero()
+            && first > 0
+            && !state.script_loaded.load(Ordering::SeqCst)
+            && now.saturating_sub(first - 1) >= ms(spec.startup_timeout)
+        {
+            state.restart(
+                "startup-timeout: the WSGI script has not loaded".into(),
+                Duration::ZERO,
+            );
+        }
+        if !spec.deadlock_timeout.is_zero()
+            && now.saturating_sub(state.gil_seen.load(Ordering::SeqCst))
+                >= ms(spec.deadlock_timeout)
+            && now >= ms(spec.deadlock_timeout)
+        {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': the Python GIL has not been available for {} s \
+                     (deadlock-timeout); restarting the process now",
+                    Code::DaemonExited.as_str(),
+                    spec.name,
+                    spec.deadlock_timeout.as_secs()
+                ),
+            );
+            sys::exit_now(1);
+        }
+    }
+}

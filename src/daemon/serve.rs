@@ -1,0 +1,339 @@
+//! One request on one connection from an httpd child: the handshake if the connection is new,
+//! the request frame, the checks that may still send it elsewhere (queue-timeout, a changed
+//! script, maximum-requests), then `Accepted` and the WSGI application's run with its response
+//! streamed back; and the request-following logs that route Python's output to the virtual host
+//! of the request the calling thread serves. Runs in the daemon process.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use crate::config::GlobalConfig;
+use crate::config::daemon::DaemonSpec;
+use crate::error::Code;
+use crate::protocol::{self, Frame};
+use crate::request::Request;
+use crate::wsgi::adapter::{self, Level, LogFn, Outcome, RequestIo};
+use crate::wsgi::build::{self, ProcessFacts};
+
+use super::conn::{Conn, DaemonBody, DaemonSink};
+use super::guard;
+use super::state::State;
+
+/// Per-process request context.
+pub(super) struct Ctx {
+    pub(super) spec: DaemonSpec,
+    pub(super) global: GlobalConfig,
+    pub(super) secret: [u8; 16],
+    pub(super) generation: u32,
+    pub(super) previous: Option<([u8; 16], u32)>,
+    pub(super) socket_timeout: Duration,
+    pub(super) log: LogFn,
+    pub(super) vhost_log: fn(usize) -> Option<LogFn>,
+}
+
+/// What serving one connection did.
+pub(super) struct Served {
+    /// A request was read and run (counts towards maximum-requests).
+    pub(super) ran: bool,
+    /// It counts as activity (inactivity-timeout).
+    pub(super) counts: bool,
+    /// The connection, if it can carry another request (its handshake is done).
+    pub(super) back: Option<Conn>,
+}
+
+const NOTHING: Served = Served {
+    ran: false,
+    counts: false,
+    back: None,
+};
+
+/// Serves one request on a connection: the handshake first if the connection is new (not yet
+/// `authenticated`).
+pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) -> Served {
+    if !authenticated {
+        c.set_timeouts(ctx.socket_timeout);
+        if !handshake(&mut c, ctx) {
+            return NOTHING;
+        }
+    }
+    let req = match c.recv() {
+        Ok(Frame::Request { meta, env }) => Request { env, meta },
+        // The httpd child closed a connection it had kept: nothing to do.
+        Err(e) if authenticated && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return NOTHING;
+        }
+        Ok(other) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: expected Request, got {}",
+                    Code::DaemonProtocol.as_str(),
+                    other.name()
+                ),
+            );
+            return NOTHING;
+        }
+        Err(e) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: reading the request: {e}",
+                    Code::DaemonProtocol.as_str()
+                ),
+            );
+            return NOTHING;
+        }
+    };
+    let _ = state.first_request.compare_exchange(
+        0,
+        state.now_ms() + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    if !ctx.spec.queue_timeout.is_zero() {
+        let queued = req.meta.queue_start_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if queued > 0.0 && now - queued > ctx.spec.queue_timeout.as_secs_f64() {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': a request waited {:.1} s for a free thread \
+                     (queue-timeout {} s); answered 504",
+                    Code::DaemonUnavailable.as_str(),
+                    ctx.spec.name,
+                    now - queued,
+                    ctx.spec.queue_timeout.as_secs_f32()
+                ),
+            );
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_QUEUE_TIMEOUT,
+            });
+            return Served {
+                back: c.reusable().then_some(c),
+                ..NOTHING
+            };
+        }
+    }
+    let counts = req.counts_as_activity();
+    // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
+    // imports are fresh too). Checked before `Accepted`: the request goes to another or the
+    // next process.
+    let script = req.script();
+    let mtime = req.script_mtime();
+    if req.script_reloading()
+        && !crate::python::script_loaded_at(&script, mtime, ctx.global.case_sensitive)
+        && Python::attach(|py| {
+            crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive)
+        })
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        state.restart(
+            format!("script '{script}' changed"),
+            ctx.spec.graceful_timeout,
+        );
+        return NOTHING;
+    }
+    // maximum-requests counts requests as they are accepted: one that arrives while the last
+    // allowed one is still finishing goes to the next process instead (the recycle follows
+    // once the running ones are done).
+    if ctx.spec.maximum_requests > 0
+        && state.admitted.fetch_add(1, Ordering::SeqCst) >= ctx.spec.maximum_requests
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        return NOTHING;
+    }
+    // From here on the request is ours: the httpd child must not send it anywhere else.
+    if c.send(&Frame::Accepted).is_err() {
+        return NOTHING;
+    }
+    guard::test_panic("worker");
+    let conn = Arc::new(std::sync::Mutex::new(c));
+    let finish = Python::attach(|py| run_request(py, ctx, state, req, &conn));
+    // The end of the response (End, with the last queued blocks) is sent without the GIL.
+    if let Some(f) = finish {
+        f.run();
+    }
+    forget_request_logs();
+    // Every other holder (wsgi.input, the response sink) is gone once the request has ended.
+    let back = Arc::try_unwrap(conn)
+        .ok()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .filter(Conn::reusable);
+    Served {
+        ran: true,
+        counts,
+        back,
+    }
+}
+
+/// Checks a new connection's handshake: protocol version and this server's credentials.
+fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
+    match c.recv() {
+        Ok(Frame::Hello {
+            version,
+            secret,
+            generation,
+        }) if version == protocol::PROTOCOL_VERSION
+            && ((secret == ctx.secret && generation == ctx.generation)
+                || ctx.previous == Some((secret, generation))) => {}
+        Ok(Frame::Hello { .. }) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': refused a connection with a wrong protocol version, \
+                     secret or server generation",
+                    Code::DaemonProtocol.as_str(),
+                    ctx.spec.name
+                ),
+            );
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_BAD_CREDENTIALS,
+            });
+            return false;
+        }
+        Ok(other) => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': refused a connection that did not start with Hello \
+                     (got {})",
+                    Code::DaemonProtocol.as_str(),
+                    ctx.spec.name,
+                    other.name()
+                ),
+            );
+            return false;
+        }
+        // Not a frame at all (garbage, an oversized length): refused like a wrong secret.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': refused a connection whose handshake is not a \
+                     protocol frame: {e}",
+                    Code::DaemonProtocol.as_str(),
+                    ctx.spec.name
+                ),
+            );
+            return false;
+        }
+        Err(e) => {
+            (ctx.log)(
+                Level::Debug,
+                &format!("daemon connection closed before the handshake: {e}"),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+fn run_request(
+    py: Python<'_>,
+    ctx: &Ctx,
+    state: &State,
+    req: Request<Vec<u8>>,
+    conn: &Arc<std::sync::Mutex<Conn>>,
+) -> Option<adapter::Finish> {
+    let script = req.script();
+    let request_id = req.request_id();
+    let base_log = usize::try_from(req.meta.server_id)
+        .ok()
+        .and_then(ctx.vhost_log)
+        .unwrap_or_else(|| ctx.log.clone());
+    CURRENT_LOG.with(|c| *c.borrow_mut() = Some(base_log.clone()));
+    let log: LogFn = Arc::new(move |l, m| base_log(l, &format!("[{request_id}] {m}")));
+    CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = Some(log.clone()));
+    let fail = |msg: &str| {
+        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.send(&Frame::Fail {
+            code: 500,
+            message: msg.as_bytes().to_vec(),
+        });
+    };
+
+    let Some(app) = crate::python::load_app(
+        py,
+        &script,
+        req.script_mtime(),
+        req.script_reloading(),
+        ctx.global.case_sensitive,
+        &req.callable_object(),
+        &log,
+    ) else {
+        fail("the application could not be loaded");
+        return None;
+    };
+    state.script_loaded.store(true, Ordering::SeqCst);
+    let process = ProcessFacts {
+        multithread: ctx.spec.multithread(),
+        multiprocess: ctx.spec.multiprocess(),
+        run_once: ctx.spec.run_once(),
+        daemon: true,
+    };
+    let body = Box::new(DaemonBody::new(Arc::clone(conn)));
+    let built = match build::environ(py, &req, &process, body, &log, ctx.log.clone()) {
+        Ok(v) => v,
+        Err(e) => {
+            adapter::log_exception(py, &e, &log, "cannot build the environ");
+            fail("environ");
+            return None;
+        }
+    };
+    let io = RequestIo {
+        sink: Box::new(DaemonSink::new(Arc::clone(conn))),
+        input: built.input,
+        errors: built.errors,
+        log,
+        script,
+        stream_flush: true,
+        head_request: req.meta.head_request,
+    };
+    let (outcome, finish) = adapter::run(py, &app, built.environ, io);
+    if outcome == Outcome::ServerError {
+        fail("application error");
+    }
+    finish
+}
+
+thread_local! {
+    /// The log of the request this worker runs (its virtual host), for print()/sys.stderr.
+    static CURRENT_LOG: std::cell::RefCell<Option<LogFn>> = const { std::cell::RefCell::new(None) };
+    /// The same, with the request id on every line, for Python `logging` records.
+    static CURRENT_REQUEST_LOG: std::cell::RefCell<Option<LogFn>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A log function that follows the calling thread's current request (`with_id`: the log that
+/// prefixes the request id).
+pub(super) fn routed_log(fallback: LogFn, with_id: bool) -> LogFn {
+    Arc::new(move |l, m| {
+        let current = if with_id {
+            CURRENT_REQUEST_LOG.with(|c| c.borrow().clone())
+        } else {
+            CURRENT_LOG.with(|c| c.borrow().clone())
+        };
+        match current {
+            Some(f) => f(l, m),
+            None => fallback(l, m),
+        }
+    })
+}
+
+/// Ends the calling thread's current request for the routed logs (after the request, or after
+/// a panic in it): what Python writes goes to the fallback log again.
+pub(super) fn forget_request_logs() {
+    CURRENT_LOG.with(|c| *c.borrow_mut() = None);
+    CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = None);
+}
