@@ -1,19 +1,16 @@
 //! Python in a daemon process: the group's Python configuration (the server's, with the
-//! group's overrides), the interpreter's start-up and mod_rwsgi's bootstrap (output and logging
-//! routed to the request being served), then `mod_wsgi.process_group`, `home=` on `sys.path`
-//! and the group's `WSGIImportScript`s. Any failure before the scripts is fatal. Runs in the
-//! daemon process, before its threads start.
+//! group's overrides), the interpreter's start-up, then what every process runs once Python is
+//! up (`python::start_process`: the bootstrap, output routed to the request being served,
+//! `mod_wsgi.process_group`, `home=` on `sys.path`, the group's `WSGIImportScript`s). Any
+//! failure before the scripts is fatal. Runs in the daemon process, before its threads start.
 #![forbid(unsafe_code)]
-
-use pyo3::prelude::*;
 
 use crate::config::GlobalConfig;
 use crate::config::daemon::DaemonSpec;
 use crate::error::Code;
-use crate::wsgi::adapter::{self, LogFn};
+use crate::wsgi::adapter::LogFn;
 
 use super::fatal;
-use super::serve::routed_log;
 
 /// Starts Python for group `spec` with `init_python` and loads what the group imports at
 /// start-up. Returns the Python configuration in force, which requests are served with.
@@ -46,24 +43,11 @@ pub(super) fn start(
             ),
         );
     }
-    crate::python::ensure_thread_state();
     let info = crate::python::ProcessInfo {
         threads_per_process: spec.threads as i32,
         maximum_processes: spec.processes as i32,
     };
-    let boot_ok = Python::attach(|py| {
-        crate::python::bootstrap(
-            py,
-            &g,
-            &info,
-            routed_log(log.clone(), false),
-            routed_log(log.clone(), false),
-            routed_log(log.clone(), true),
-        )
-        .map_err(|e| adapter::log_exception(py, &e, log, "mod_rwsgi could not set up Python"))
-        .is_ok()
-    });
-    if !boot_ok {
+    if !crate::python::start_process(&g, &info, name, spec.home.as_deref(), log) {
         fatal(
             log,
             &format!(
@@ -72,36 +56,5 @@ pub(super) fn start(
             ),
         );
     }
-    Python::attach(|py| {
-        let m = py.import("mod_wsgi");
-        if let Ok(m) = m {
-            let _ = m.setattr("process_group", name.as_str());
-        }
-        // As mod_wsgi: an explicit home= goes first on sys.path, like a script's directory
-        // under the command-line interpreter.
-        if let Some(home) = &spec.home
-            && let Err(e) = py
-                .import("sys")
-                .and_then(|sys| sys.getattr("path"))
-                .and_then(|path| path.call_method1("insert", (0, home.as_str())))
-        {
-            adapter::log_exception(py, &e, log, "mod_rwsgi could not put home= on sys.path");
-        }
-        for imp in g.import_scripts.iter().filter(|i| &i.process_group == name) {
-            if let Err(e) = crate::python::load_script(py, &imp.path, None, true, g.case_sensitive)
-            {
-                adapter::log_exception(
-                    py,
-                    &e,
-                    log,
-                    &format!(
-                        "{}: failed to import WSGI script '{}'",
-                        Code::ScriptLoad.as_str(),
-                        imp.path
-                    ),
-                );
-            }
-        }
-    });
     g
 }

@@ -1,8 +1,8 @@
 //! One request on one connection from an httpd child: the handshake if the connection is new,
 //! the request frame, the checks that may still send it elsewhere (queue-timeout, a changed
 //! script, maximum-requests), then `Accepted` and the WSGI application's run with its response
-//! streamed back; and the request-following logs that route Python's output to the virtual host
-//! of the request the calling thread serves. Runs in the daemon process.
+//! streamed back, with Python's output routed (`wsgi::route`) to the virtual host of the
+//! request the calling thread serves. Runs in the daemon process.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::protocol::{self, Frame};
 use crate::request::Request;
 use crate::wsgi::adapter::{self, Level, LogFn, Outcome, RequestIo};
 use crate::wsgi::build::{self, ProcessFacts};
+use crate::wsgi::route::{self, Route};
 
 use super::conn::{Conn, DaemonBody, DaemonSink};
 use super::guard;
@@ -252,9 +253,12 @@ fn run_request(
         .ok()
         .and_then(ctx.vhost_log)
         .unwrap_or_else(|| ctx.log.clone());
-    CURRENT_LOG.with(|c| *c.borrow_mut() = Some(base_log.clone()));
+    let plain = base_log.clone();
     let log: LogFn = Arc::new(move |l, m| base_log(l, &format!("[{request_id}] {m}")));
-    CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = Some(log.clone()));
+    route::set(Some(Route {
+        plain,
+        with_id: log.clone(),
+    }));
     let fail = |msg: &str| {
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
         let _ = c.send(&Frame::Fail {
@@ -307,33 +311,8 @@ fn run_request(
     finish
 }
 
-thread_local! {
-    /// The log of the request this worker runs (its virtual host), for print()/sys.stderr.
-    static CURRENT_LOG: std::cell::RefCell<Option<LogFn>> = const { std::cell::RefCell::new(None) };
-    /// The same, with the request id on every line, for Python `logging` records.
-    static CURRENT_REQUEST_LOG: std::cell::RefCell<Option<LogFn>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// A log function that follows the calling thread's current request (`with_id`: the log that
-/// prefixes the request id).
-pub(super) fn routed_log(fallback: LogFn, with_id: bool) -> LogFn {
-    Arc::new(move |l, m| {
-        let current = if with_id {
-            CURRENT_REQUEST_LOG.with(|c| c.borrow().clone())
-        } else {
-            CURRENT_LOG.with(|c| c.borrow().clone())
-        };
-        match current {
-            Some(f) => f(l, m),
-            None => fallback(l, m),
-        }
-    })
-}
-
 /// Ends the calling thread's current request for the routed logs (after the request, or after
 /// a panic in it): what Python writes goes to the fallback log again.
 pub(super) fn forget_request_logs() {
-    CURRENT_LOG.with(|c| *c.borrow_mut() = None);
-    CURRENT_REQUEST_LOG.with(|c| *c.borrow_mut() = None);
+    route::set(None);
 }
