@@ -49,7 +49,7 @@ DISPLAY_NAME = "benchd"  # daemon process name (both modules), to tell daemons f
 @dataclass(frozen=True)
 class Server:
     name: str
-    module: str | None  # "rwsgi", "wsgi" or None (static only)
+    module: str | None  # "rwsgi", "wsgi", "base" (mod_rwsgi --baseline build) or None (static)
     daemon: str | None  # WSGIDaemonProcess options, None for embedded
 
     @property
@@ -68,6 +68,15 @@ SERVERS = [
     Server("rwsgi-daemon-p2t15", "rwsgi", "processes=2 threads=15"),
     Server("wsgi-daemon-p2t15", "wsgi", "processes=2 threads=15"),
 ]
+
+# With --baseline: another build of mod_rwsgi (the one before a change) in the same run, so a
+# change is judged against its predecessor on the same machine at the same time.
+BASELINE_SERVERS = [
+    Server("base-embedded", "base", None),
+    Server("base-daemon-p1t15", "base", "processes=1 threads=15"),
+    Server("base-daemon-p2t15", "base", "processes=2 threads=15"),
+]
+BASELINE_SO: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,8 @@ class BenchApache(harness.Apache):
         s = self.server
         if s.module is None:
             return ""
-        so = self.rwsgi_so if s.module == "rwsgi" else MOD_WSGI_SO
-        name = "rwsgi_module" if s.module == "rwsgi" else "wsgi_module"
+        so = {"rwsgi": self.rwsgi_so, "base": BASELINE_SO}.get(s.module, MOD_WSGI_SO)
+        name = "wsgi_module" if s.module == "wsgi" else "rwsgi_module"
         lines = [f"LoadModule {name} {so}",
                  f"WSGISocketPrefix {self.root}/run/wsgi",
                  "WSGIApplicationGroup %{GLOBAL}"]
@@ -504,6 +513,21 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                 pss = f"{a['total_mib'] / b['total_mib']:.2f} (tree)"
             out.append(f"| {w.name} | {mode} | {a['rps'] / b['rps']:.2f} | "
                        f"{a['cpu_us'] / b['cpu_us']:.2f} | {a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} | {pss} |")
+    if BASELINE_SO:
+        out += ["", f"This build / the --baseline build ({BASELINE_SO}), same mode (CPU/req and "
+                "switches/req: lower is better).", "",
+                "| workload | mode | req/s ratio | CPU/req ratio | CPU µs/req (base → this) | "
+                "switches/req ratio | p99 ratio |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        for w in WORKLOADS:
+            for mode in ("embedded", "daemon-p1t15", "daemon-p2t15"):
+                a, b = get(w.name, f"rwsgi-{mode}"), get(w.name, f"base-{mode}")
+                if not (a and b):
+                    continue
+                out.append(f"| {w.name} | {mode} | {a['rps'] / b['rps']:.2f} | "
+                           f"{a['cpu_us'] / b['cpu_us']:.2f} | {b['cpu_us']:.0f} → {a['cpu_us']:.0f} | "
+                           f"{a['switches'] / max(b['switches'], 1e-9):.2f} | "
+                           f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
     out += ["", "WSGI / Apache static file of the same size (req/s):", "",
             "| workload | server | req/s vs static |", "| --- | --- | --- |"]
     for w in WORKLOADS:
@@ -583,10 +607,20 @@ def main() -> int:
     ap.add_argument("--out", help="results file (default bench/results/DATE-HOST[-SUFFIX].md)")
     ap.add_argument("--suffix", default=os.environ.get("BENCH_SUFFIX", ""))
     ap.add_argument("--list", action="store_true", help="list the cells and exit")
+    ap.add_argument("--baseline", metavar="SO",
+                    help="another build of mod_rwsgi (e.g. the one before a change) to run side "
+                         "by side as base-* servers; the report adds its before/after ratios")
     ap.add_argument("--serve", metavar="SERVER",
                     help="start one server, print its port and PIDs, and keep it running until "
                          "Enter or Ctrl-C (for profiling with perf or callgrind)")
     args = ap.parse_args()
+    if args.baseline:
+        global BASELINE_SO
+        BASELINE_SO = Path(args.baseline).resolve()
+        if not BASELINE_SO.is_file():
+            print(f"--baseline: no such module {BASELINE_SO}", file=sys.stderr)
+            return 2
+        SERVERS.extend(BASELINE_SERVERS)
     if args.serve:
         return serve(args.serve)
 
