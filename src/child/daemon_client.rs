@@ -3,6 +3,7 @@
 //! daemon asks for it, and turn the daemon's frames into the response. An unreachable daemon is
 //! a 503, a protocol fault or a daemon that dies before the headers a 502, and one that dies
 //! after them an aborted (truncated) response. Runs in the httpd child.
+#![forbid(unsafe_code)]
 
 use std::ffi::c_int;
 use std::io;
@@ -10,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::environ::{prepare, recycle_environ};
+use super::environ::recycle_environ;
 use super::handler::{RequestSettings, refuse};
 use super::response::ApacheResponse;
 use crate::config::DirConfig;
@@ -175,14 +176,13 @@ impl Drop for SpareWire {
     }
 }
 
-/// Daemon mode: the request, sent to its group's daemon.
+/// Daemon mode: the request (`prepare` builds it once the group is known to exist), sent to
+/// its group's daemon.
 pub fn serve(
     req: Request,
     set: &RequestSettings,
     dcfg: &DirConfig,
-    script_name: &[u8],
-    path_info: &[u8],
-    mtime: i64,
+    prepare: impl FnOnce() -> Result<core::Request<String>, c_int>,
 ) -> c_int {
     let Some((generation, index)) = crate::parent::supervisor::group(&set.process_group) else {
         return refuse(
@@ -196,7 +196,7 @@ pub fn serve(
             ),
         );
     };
-    let request = match prepare(req, set, dcfg, script_name, path_info, mtime) {
+    let request = match prepare() {
         Ok(v) => v,
         Err(rc) => return rc,
     };

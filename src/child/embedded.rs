@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use super::environ::{prepare, recycle_environ};
+use super::environ::recycle_environ;
 use super::handler::RequestSettings;
 use super::multithread_multiprocess;
 use super::response::{ApacheBody, ApacheResponse};
-use crate::config::{DirConfig, GlobalConfig};
+use crate::config::GlobalConfig;
 use crate::error::Code;
 use crate::httpd::ffi::{HTTP_INTERNAL_SERVER_ERROR, OK};
 use crate::httpd::main_log;
@@ -23,21 +23,13 @@ use crate::wsgi::build::{self, ProcessFacts};
 use crate::wsgi::route::{self, Route};
 
 /// Runs the request in this child's interpreter.
-#[allow(clippy::too_many_arguments)]
 pub fn serve(
     req: Request,
     g: &GlobalConfig,
     set: &RequestSettings,
-    dcfg: &DirConfig,
     script: &str,
-    script_name: &[u8],
-    path_info: &[u8],
-    mtime: i64,
+    request: core::Request<String>,
 ) -> c_int {
-    let request = match prepare(req, set, dcfg, script_name, path_info, mtime) {
-        Ok(v) => v,
-        Err(rc) => return rc,
-    };
     python::ensure_thread_state();
     let log: LogFn = Arc::new(move |l, msg| req.log(l, msg));
     route::set(Some(Route {

@@ -132,6 +132,7 @@ fn handle(req: Request) -> c_int {
         python_ready: python::ready(),
     });
     let mtime = req.file_mtime();
+    let prepare = || super::environ::prepare(req, &set, dcfg, &script_name, &path_info_v, mtime);
     match admission {
         Admission::Refuse {
             status,
@@ -143,18 +144,10 @@ fn handle(req: Request) -> c_int {
             req.discard_body();
             OK
         }
-        Admission::Daemon => {
-            super::daemon_client::serve(req, &set, dcfg, &script_name, &path_info_v, mtime)
-        }
-        Admission::Embedded => super::embedded::serve(
-            req,
-            &g,
-            &set,
-            dcfg,
-            &filename,
-            &script_name,
-            &path_info_v,
-            mtime,
-        ),
+        Admission::Daemon => super::daemon_client::serve(req, &set, dcfg, prepare),
+        Admission::Embedded => match prepare() {
+            Ok(request) => super::embedded::serve(req, &g, &set, &filename, request),
+            Err(rc) => rc,
+        },
     }
 }
