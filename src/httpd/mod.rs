@@ -4,6 +4,7 @@
 //! and the httpd children (child_init, translate_name, handler).
 
 pub mod ffi;
+pub(crate) mod server;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -502,7 +503,10 @@ unsafe extern "C" fn check_config(
 /// cannot reach or read (at start, post_config logs the same report to the error log).
 unsafe extern "C" fn test_config(_pconf: *mut apr_pool_t, s: *mut server_rec) {
     guard("test_config", (), || {
-        crate::parent::checks::log_access_report(s, &global())
+        // SAFETY: `s` is httpd's main server after the configuration was read (test_config runs
+        // after check_config); it outlives this call, the handle's only use.
+        let server = unsafe { server::Server::from_raw(s) };
+        crate::parent::checks::log_access_report(server, &global())
     })
 }
 
@@ -533,7 +537,10 @@ unsafe extern "C" fn post_config(
             for n in &g.notices {
                 log_server(s, APLOG_NOTICE, n);
             }
-            crate::parent::checks::log_access_report(s, &g);
+            // SAFETY: `s` is the main server of the configuration httpd has finished reading;
+            // it outlives this call, the handle's only use.
+            let server = unsafe { server::Server::from_raw(s) };
+            crate::parent::checks::log_access_report(server, &g);
             for grp in &g.named_app_groups {
                 log_server(
                     s,
