@@ -5,8 +5,10 @@
 
 use std::ffi::c_int;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use super::ffi::*;
+use super::pool::Pool;
 use super::{ServerState, log_server, module_config};
 use crate::config::ServerConfig;
 
@@ -52,6 +54,24 @@ impl Server {
         // SAFETY: a non-NULL `next` is a server_rec of the same configuration, which outlives
         // this handle's uses (type invariant).
         (!next.is_null()).then(|| unsafe { Server::from_raw(next) })
+    }
+
+    /// httpd's `Timeout` for this server.
+    pub(crate) fn timeout(self) -> Duration {
+        // SAFETY: `raw` is a configured server_rec (type invariant); `timeout` is a plain
+        // integer field, not written after configuration.
+        let us = unsafe { (*self.raw).timeout };
+        Duration::from_micros(us.max(0) as u64)
+    }
+
+    /// The pool of the httpd process (`s->process->pool`): it lives as long as the parent, and
+    /// across restarts (unlike pconf and this module's statics).
+    pub(crate) fn process_pool(self) -> Pool {
+        // SAFETY: `raw` is a configured server_rec; httpd sets `process` to its process_rec
+        // (never NULL) for every server, and that record lives for the whole process.
+        let raw = unsafe { (*(*self.raw).process).pool };
+        // SAFETY: the process pool is only destroyed when the process exits.
+        unsafe { Pool::from_raw(raw) }
     }
 
     /// This module's configuration of the server (set by create/merge_server_config).

@@ -13,7 +13,8 @@ use std::path::Path;
 use crate::config::{AliasPattern, GlobalConfig};
 use crate::diag::{self, Identity, Need};
 use crate::error::Code;
-use crate::httpd::ffi::{APLOG_ERR, APLOG_WARNING, apr_pool_t};
+use crate::httpd::ffi::{APLOG_ERR, APLOG_WARNING};
+use crate::httpd::pool::Pool;
 use crate::httpd::server::Server;
 use crate::python;
 use crate::sys;
@@ -29,7 +30,7 @@ fn child_identity() -> Identity {
 
 /// The configuration problems that make start-up certainly fail: the first one, as the line
 /// to log. Run by `check_config`.
-pub(crate) fn fatal(pconf: *mut apr_pool_t, g: &GlobalConfig) -> Option<String> {
+pub(crate) fn fatal(pconf: Pool, g: &GlobalConfig) -> Option<String> {
     let home_problem = |what: &str, home: &str| {
         diag::python_home_problem(what, home, python::BUILD_VERSION, python::BUILD_EXECUTABLE)
     };
