@@ -4,7 +4,10 @@
 //! and the httpd children (child_init, translate_name, handler).
 
 pub mod ffi;
+pub(crate) mod pool;
+pub(crate) mod process;
 pub(crate) mod request;
+pub(crate) mod server;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -545,7 +548,10 @@ unsafe extern "C" fn check_config(
                 return DONE;
             }
         }
-        if let Some(msg) = crate::parent::checks::fatal(pconf, &g) {
+        // SAFETY: httpd hands check_config its live configuration pool, which outlives the call
+        // (the handle is used only during it).
+        let pool = unsafe { pool::Pool::from_raw(pconf) };
+        if let Some(msg) = crate::parent::checks::fatal(pool, &g) {
             log_server(s, APLOG_CRIT | APLOG_STARTUP, &msg);
             return DONE;
         }
@@ -557,7 +563,10 @@ unsafe extern "C" fn check_config(
 /// cannot reach or read (at start, post_config logs the same report to the error log).
 unsafe extern "C" fn test_config(_pconf: *mut apr_pool_t, s: *mut server_rec) {
     guard("test_config", (), || {
-        crate::parent::checks::log_access_report(s, &global())
+        // SAFETY: `s` is httpd's main server after the configuration was read (test_config runs
+        // after check_config); it outlives this call, the handle's only use.
+        let server = unsafe { server::Server::from_raw(s) };
+        crate::parent::checks::log_access_report(server, &global())
     })
 }
 
@@ -581,14 +590,19 @@ unsafe extern "C" fn post_config(
         let first_pass = unsafe { ap_state_query(AP_SQ_MAIN_STATE) } == AP_SQ_MS_CREATE_PRE_CONFIG;
         if !first_pass {
             let g = global();
-            if let Some(msg) = crate::parent::supervisor::start_all(pconf, s, &g) {
+            // SAFETY: httpd hands post_config pconf and the main server of the configuration it
+            // has finished reading. Both live for this generation; the handles are kept only in
+            // values pconf owns (its cleanups and the daemons' other-child registrations).
+            let (pool, server) =
+                unsafe { (pool::Pool::from_raw(pconf), server::Server::from_raw(s)) };
+            if let Some(msg) = crate::parent::supervisor::start_all(pool, server, &g) {
                 log_server(s, APLOG_CRIT | APLOG_STARTUP, &msg);
                 return DONE;
             }
             for n in &g.notices {
                 log_server(s, APLOG_NOTICE, n);
             }
-            crate::parent::checks::log_access_report(s, &g);
+            crate::parent::checks::log_access_report(server, &g);
             for grp in &g.named_app_groups {
                 log_server(
                     s,

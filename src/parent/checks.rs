@@ -4,6 +4,7 @@
 //! cannot reach; `test_config` (`-t`) and the real `post_config` pass report WSGI scripts,
 //! `WSGIImportScript`s, python-path entries and python homes that the user who will use them
 //! (httpd's `User`, or a daemon group's `user=`) cannot reach or read.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::ffi::c_int;
@@ -12,8 +13,9 @@ use std::path::Path;
 use crate::config::{AliasPattern, GlobalConfig};
 use crate::diag::{self, Identity, Need};
 use crate::error::Code;
-use crate::httpd::ffi::*;
-use crate::httpd::{ServerState, log_server, module_config};
+use crate::httpd::ffi::{APLOG_ERR, APLOG_WARNING};
+use crate::httpd::pool::Pool;
+use crate::httpd::server::Server;
 use crate::python;
 use crate::sys;
 
@@ -28,7 +30,7 @@ fn child_identity() -> Identity {
 
 /// The configuration problems that make start-up certainly fail: the first one, as the line
 /// to log. Run by `check_config`.
-pub(crate) fn fatal(pconf: *mut apr_pool_t, g: &GlobalConfig) -> Option<String> {
+pub(crate) fn fatal(pconf: Pool, g: &GlobalConfig) -> Option<String> {
     let home_problem = |what: &str, home: &str| {
         diag::python_home_problem(what, home, python::BUILD_VERSION, python::BUILD_EXECUTABLE)
     };
@@ -155,19 +157,14 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
 
     // WSGIScriptAlias targets of every virtual host (merged vhosts repeat the main server's).
     let mut aliases = Vec::new();
-    // SAFETY: walking httpd's list of configured servers (read-only after configuration).
-    let mut s = unsafe { ap_server_conf };
-    while !s.is_null() {
-        // SAFETY: `s` is a live server_rec; its module_config slot holds our ServerState.
-        if let Some(st) = unsafe { module_config::<ServerState>((*s).module_config) } {
-            for a in &st.cfg.aliases {
+    for s in Server::all() {
+        if let Some(cfg) = s.config() {
+            for a in &cfg.aliases {
                 if !aliases.contains(a) {
                     aliases.push(a.clone());
                 }
             }
         }
-        // SAFETY: as above.
-        s = unsafe { (*s).next };
     }
     for a in &aliases {
         let (directive, url) = match &a.pattern {
@@ -241,8 +238,8 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
 }
 
 /// Logs `access_report` (to the error log at start, to the console under `apachectl -t`).
-pub(crate) fn log_access_report(s: *mut server_rec, g: &GlobalConfig) {
+pub(crate) fn log_access_report(s: Server, g: &GlobalConfig) {
     for (level, line) in access_report(g) {
-        log_server(s, level, &line);
+        s.log(level, &line);
     }
 }
