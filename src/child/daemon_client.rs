@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::environ::recycle_environ;
-use super::handler::{RequestSettings, refuse};
 use super::response::ApacheResponse;
+use super::settings::{RequestSettings, refuse};
 use crate::config::DirConfig;
 use crate::daemon::conn::Conn;
 use crate::error::Code;

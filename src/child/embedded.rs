@@ -8,13 +8,13 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use super::environ::recycle_environ;
-use super::handler::RequestSettings;
 use super::multithread_multiprocess;
 use super::response::{ApacheBody, ApacheResponse};
+use super::settings::RequestSettings;
 use crate::config::GlobalConfig;
 use crate::error::Code;
+use crate::httpd::base::main_log;
 use crate::httpd::ffi::{HTTP_INTERNAL_SERVER_ERROR, OK};
-use crate::httpd::main_log;
 use crate::httpd::request::Request;
 use crate::python;
 use crate::request as core;

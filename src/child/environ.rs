@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::ffi::c_int;
 use std::sync::OnceLock;
 
-use super::handler::RequestSettings;
+use super::settings::RequestSettings;
 use crate::config::{DirConfig, HeadMode};
 use crate::httpd::request::{Request, server_description};
 use crate::request::{self as core, RequestMeta};

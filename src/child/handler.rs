@@ -3,74 +3,17 @@
 //! runs the request embedded or sends it to its daemon group. Runs in the httpd child.
 #![forbid(unsafe_code)]
 
-use std::ffi::{CStr, c_int};
+use std::ffi::c_int;
 
+use super::settings::{refuse, settings};
 use super::translate::{ALIASED_NOTE, HANDLER};
-use crate::config::{DirConfig, HeadMode};
+use crate::config::DirConfig;
+use crate::httpd::base::global;
 use crate::httpd::ffi::{DECLINED, OK};
-use crate::httpd::global;
 use crate::httpd::request::{FileType, Request};
 use crate::python;
 use crate::request::admission::{self, Admission, Facts, Target};
-use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
-
-/// Settings that apply to this request after the alias options override the directory's.
-pub struct RequestSettings {
-    pub process_group: String,
-    pub application_group: String,
-    pub callable_object: String,
-    pub pass_authorization: bool,
-    pub script_reloading: bool,
-    pub chunked_request: bool,
-    pub map_head_to_get: HeadMode,
-    pub enable_sendfile: bool,
-    pub ignore_activity: bool,
-}
-
-fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestSettings {
-    let notes = req.notes();
-    let note = |k: &CStr| {
-        notes
-            .get(k)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let pg = note(c"mod_wsgi.process_group").or_else(|| d.process_group.clone());
-    let ag = note(c"mod_wsgi.application_group").or_else(|| d.application_group.clone());
-    let co = note(c"mod_wsgi.callable_object").or_else(|| d.callable_object.clone());
-    let pa = note(c"mod_wsgi.pass_authorization")
-        .map(|v| v == "1")
-        .or(d.pass_authorization);
-    RequestSettings {
-        process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
-        // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
-        application_group: environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts),
-        callable_object: match co.as_deref() {
-            Some(c) if c.starts_with("%{ENV:") => {
-                let v = environ::expand_group(c, facts);
-                if v.is_empty() {
-                    "application".into()
-                } else {
-                    v
-                }
-            }
-            Some(c) => c.to_string(),
-            None => "application".into(),
-        },
-        pass_authorization: pa.unwrap_or(false),
-        script_reloading: d.script_reloading.unwrap_or(true),
-        chunked_request: d.chunked_request.unwrap_or(false),
-        map_head_to_get: d.map_head_to_get.unwrap_or(HeadMode::Auto),
-        enable_sendfile: d.enable_sendfile.unwrap_or(false),
-        ignore_activity: d.ignore_activity.unwrap_or(false),
-    }
-}
-
-/// Logs why a request is refused and returns the status to answer.
-pub fn refuse(req: Request, status: u16, code: crate::error::Code, msg: &str) -> c_int {
-    req.log(Level::Error, &format!("{}: {msg}", code.as_str()));
-    c_int::from(status)
-}
 
 /// The handler hook: DECLINED for any other handler.
 pub fn handler(req: Request) -> c_int {

@@ -1,5 +1,6 @@
 //! What runs in an httpd child, as safe Rust over the `httpd` handles: claiming URLs
-//! (`translate`), the handler (admission, then embedded or daemon mode), the CGI environ from
+//! (`translate`), the handler (admission, then embedded or daemon mode) and the settings it
+//! works out (`settings`), the CGI environ from
 //! httpd's request (`environ`), the response and body over httpd's filters (`response`),
 //! embedded mode (`embedded`) and the daemon client (`daemon_client`). This file holds what a
 //! child sets up once: its MPM facts and Python's start.
@@ -10,12 +11,13 @@ pub mod embedded;
 pub mod environ;
 pub mod handler;
 pub mod response;
+pub mod settings;
 pub mod translate;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::config::GlobalConfig;
-use crate::httpd::main_log;
+use crate::httpd::base::main_log;
 use crate::httpd::request::mpm_sizes;
 use crate::python;
 

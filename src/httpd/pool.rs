@@ -7,8 +7,8 @@ use std::ffi::{CStr, c_char, c_void};
 use std::marker::PhantomData;
 use std::ptr;
 
+use super::base::{cstring, guard};
 use super::ffi::*;
-use super::{cstring, guard};
 
 /// A pool that lives at least as long as every copy of the handle is used: httpd's pconf (one
 /// configuration generation) or its process pool (the whole parent). Not `Send`: APR pools are

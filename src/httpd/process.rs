@@ -9,9 +9,9 @@ use std::os::fd::RawFd;
 use std::os::unix::net::UnixListener;
 use std::ptr;
 
+use super::base::{guard, pool_box};
 use super::ffi::*;
 use super::pool::Pool;
-use super::{guard, pool_box};
 
 /// httpd's `User` and `Group` (uid, gid): whom its children run as.
 pub(crate) fn httpd_identity() -> (u32, u32) {

@@ -9,8 +9,8 @@ use std::marker::PhantomData;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 
+use super::base::{ServerState, apache_level, cstring, module_config};
 use super::ffi::*;
-use super::{ServerState, apache_level, cstring, module_config};
 use crate::config::DirConfig;
 use crate::wsgi::adapter::Level;
 
@@ -128,7 +128,7 @@ impl Request {
 
     /// Logs against the request (its virtual host's error log, with the request id).
     pub fn log(&self, level: Level, msg: &str) {
-        super::log_request(self.ptr(), apache_level(level), msg);
+        super::base::log_request(self.ptr(), apache_level(level), msg);
     }
 
     /// Logs `[request id] msg` against the request (Python `logging` records).

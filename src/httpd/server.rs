@@ -7,9 +7,9 @@ use std::ffi::c_int;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use super::base::{ServerState, log_server, module_config};
 use super::ffi::*;
 use super::pool::Pool;
-use super::{ServerState, log_server, module_config};
 use crate::config::ServerConfig;
 
 /// One configured server. The `server_rec`s live in pconf and are not written after the

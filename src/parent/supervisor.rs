@@ -14,8 +14,8 @@ use crate::config::GlobalConfig;
 use crate::config::daemon::DaemonSpec;
 use crate::daemon::{self, Launch};
 use crate::error::Code;
+use crate::httpd::base::global;
 use crate::httpd::ffi::{APLOG_ERR, APLOG_INFO, APLOG_WARNING};
-use crate::httpd::global;
 use crate::httpd::pool::{CREDENTIALS, KEPT_LISTENERS, Pool};
 use crate::httpd::process::{self, Forked, InChild, OtherChild, Reason};
 use crate::httpd::server::Server;
@@ -358,7 +358,7 @@ fn spawn(pconf: Pool, s: Server, group: usize, quick_deaths: u32, backoff: Durat
     let child = match process::fork(pconf) {
         Ok(Forked::Child(in_child)) => {
             // Nothing may unwind from here into the httpd code that forked this process.
-            daemon::guard::forked_entry(&crate::httpd::main_log(), &grp.spec.name, || {
+            daemon::guard::forked_entry(&crate::httpd::base::main_log(), &grp.spec.name, || {
                 start_forked(in_child, &gen_, &grp, s, backoff)
             })
         }
@@ -416,8 +416,8 @@ fn start_forked(in_child: InChild, gen_: &Generation, grp: &Group, s: Server, ba
         httpd_gid: gid,
         backoff,
         apache_timeout: s.timeout(),
-        log: crate::httpd::main_log(),
-        vhost_log: crate::httpd::vhost_log,
+        log: crate::httpd::base::main_log(),
+        vhost_log: crate::httpd::base::vhost_log,
         close_httpd_listeners: process::close_listeners,
         init_python: python::initialize,
     });

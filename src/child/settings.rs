@@ -1,0 +1,67 @@
+//! The settings that apply to one request (the alias options over the directory's, `%{...}`
+//! expanded) and the refusal helper the request path shares. Runs in the httpd child.
+#![forbid(unsafe_code)]
+
+use std::ffi::{CStr, c_int};
+
+use crate::config::{DirConfig, HeadMode};
+use crate::httpd::request::Request;
+use crate::wsgi::adapter::Level;
+use crate::wsgi::environ::{self, GroupFacts};
+
+/// Settings that apply to this request after the alias options override the directory's.
+pub struct RequestSettings {
+    pub process_group: String,
+    pub application_group: String,
+    pub callable_object: String,
+    pub pass_authorization: bool,
+    pub script_reloading: bool,
+    pub chunked_request: bool,
+    pub map_head_to_get: HeadMode,
+    pub enable_sendfile: bool,
+    pub ignore_activity: bool,
+}
+
+pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestSettings {
+    let notes = req.notes();
+    let note = |k: &CStr| {
+        notes
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let pg = note(c"mod_wsgi.process_group").or_else(|| d.process_group.clone());
+    let ag = note(c"mod_wsgi.application_group").or_else(|| d.application_group.clone());
+    let co = note(c"mod_wsgi.callable_object").or_else(|| d.callable_object.clone());
+    let pa = note(c"mod_wsgi.pass_authorization")
+        .map(|v| v == "1")
+        .or(d.pass_authorization);
+    RequestSettings {
+        process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
+        application_group: environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        callable_object: match co.as_deref() {
+            Some(c) if c.starts_with("%{ENV:") => {
+                let v = environ::expand_group(c, facts);
+                if v.is_empty() {
+                    "application".into()
+                } else {
+                    v
+                }
+            }
+            Some(c) => c.to_string(),
+            None => "application".into(),
+        },
+        pass_authorization: pa.unwrap_or(false),
+        script_reloading: d.script_reloading.unwrap_or(true),
+        chunked_request: d.chunked_request.unwrap_or(false),
+        map_head_to_get: d.map_head_to_get.unwrap_or(HeadMode::Auto),
+        enable_sendfile: d.enable_sendfile.unwrap_or(false),
+        ignore_activity: d.ignore_activity.unwrap_or(false),
+    }
+}
+
+/// Logs why a request is refused and returns the status to answer.
+pub fn refuse(req: Request, status: u16, code: crate::error::Code, msg: &str) -> c_int {
+    req.log(Level::Error, &format!("{}: {msg}", code.as_str()));
+    c_int::from(status)
+}
