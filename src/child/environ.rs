@@ -41,6 +41,7 @@ pub fn prepare(
     let meta = RequestMeta {
         head_request: req.header_only(),
         https,
+        main_interpreter: set.main_interpreter,
         server_id: req.server_id() as u64,
         script_mtime: mtime,
         request_start: started,

@@ -13,6 +13,8 @@ use crate::wsgi::environ::{self, GroupFacts};
 pub struct RequestSettings {
     pub process_group: String,
     pub application_group: String,
+    /// Run the application group in the main interpreter (see `RequestMeta`).
+    pub main_interpreter: bool,
     pub callable_object: String,
     pub pass_authorization: bool,
     pub script_reloading: bool,
@@ -35,10 +37,12 @@ pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestS
     let pa = note(c"mod_wsgi.pass_authorization")
         .map(|v| v == "1")
         .or(d.pass_authorization);
+    // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
+    let application_group = environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts);
     RequestSettings {
+        main_interpreter: application_group.is_empty(),
+        application_group,
         process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
-        // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
-        application_group: environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts),
         callable_object: match co.as_deref() {
             Some(c) if c.starts_with("%{ENV:") => {
                 let v = environ::expand_group(c, facts);

@@ -819,6 +819,7 @@ mod tests {
             meta: RequestMeta {
                 head_request: true,
                 https: true,
+                main_interpreter: true,
                 server_id: u64::MAX,
                 script_mtime: i64::MIN,
                 request_start: 1_764_000_000_000_000,

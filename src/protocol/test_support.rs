@@ -66,6 +66,7 @@ pub fn random_frame(rng: &mut Rng) -> Frame {
             meta: super::RequestMeta {
                 head_request: rng.below(2) == 0,
                 https: rng.below(2) == 0,
+                main_interpreter: rng.below(2) == 0,
                 server_id: rng.next(),
                 script_mtime: rng.next() as i64,
                 request_start: rng.next() as i64,

@@ -16,6 +16,10 @@ pub struct RequestMeta {
     pub head_request: bool,
     /// The request came over HTTPS (after trusted proxy headers were applied).
     pub https: bool,
+    /// The application group runs in the process's main interpreter: it is `%{GLOBAL}`, or
+    /// the configuration gives the process no other group (the one-group rule). Otherwise it
+    /// runs in the group's own sub-interpreter.
+    pub main_interpreter: bool,
     /// Identity of the virtual host (`server_rec` address in the httpd child), for log routing;
     /// a daemon only compares it with the addresses it inherited, never dereferences it.
     pub server_id: u64,
@@ -36,11 +40,17 @@ impl RequestMeta {
 
     const HEAD: u8 = 1;
     const HTTPS: u8 = 2;
+    const MAIN_INTERPRETER: u8 = 4;
 
     /// Appends the fixed big-endian encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let flags = if self.head_request { Self::HEAD } else { 0 }
-            | if self.https { Self::HTTPS } else { 0 };
+            | if self.https { Self::HTTPS } else { 0 }
+            | if self.main_interpreter {
+                Self::MAIN_INTERPRETER
+            } else {
+                0
+            };
         out.push(flags);
         out.extend_from_slice(&self.server_id.to_be_bytes());
         out.extend_from_slice(&self.script_mtime.to_be_bytes());
@@ -57,7 +67,7 @@ impl RequestMeta {
     pub fn decode(b: &[u8]) -> Option<RequestMeta> {
         let b: &[u8; Self::ENCODED_LEN] = b.try_into().ok()?;
         let flags = b[0];
-        if flags & !(Self::HEAD | Self::HTTPS) != 0 {
+        if flags & !(Self::HEAD | Self::HTTPS | Self::MAIN_INTERPRETER) != 0 {
             return None;
         }
         let u64_at = |i: usize| {
@@ -69,6 +79,7 @@ impl RequestMeta {
         Some(RequestMeta {
             head_request: flags & Self::HEAD != 0,
             https: flags & Self::HTTPS != 0,
+            main_interpreter: flags & Self::MAIN_INTERPRETER != 0,
             server_id: u64_at(1),
             script_mtime: u64_at(9) as i64,
             request_start: u64_at(17) as i64,
@@ -165,6 +176,7 @@ mod tests {
         RequestMeta {
             head_request: true,
             https: false,
+            main_interpreter: true,
             server_id: 0x5555_0000_1234,
             script_mtime: 1_700_000_000_123_456,
             request_start: -5,
@@ -191,7 +203,7 @@ mod tests {
         out.push(0);
         assert_eq!(RequestMeta::decode(&out), None);
         out.pop();
-        out[0] |= 4;
+        out[0] |= 8;
         assert_eq!(RequestMeta::decode(&out), None);
     }
 
