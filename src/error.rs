@@ -43,6 +43,12 @@ pub enum Code {
     DaemonProtocol,
     /// A daemon process exited and is restarted.
     DaemonExited,
+    /// An application group's sub-interpreter could not be created or set up.
+    Interpreter,
+    /// A process reached its limit of sub-interpreters.
+    InterpreterLimit,
+    /// An extension module refused to load in a sub-interpreter.
+    SubinterpreterExtension,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -74,6 +80,9 @@ impl Code {
             Code::DaemonUnavailable => "RW0014",
             Code::DaemonProtocol => "RW0015",
             Code::DaemonExited => "RW0016",
+            Code::Interpreter => "RW0017",
+            Code::InterpreterLimit => "RW0018",
+            Code::SubinterpreterExtension => "RW0019",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",

@@ -16,9 +16,9 @@ use crate::error::Code;
 use crate::httpd::base::main_log;
 use crate::httpd::ffi::{HTTP_INTERNAL_SERVER_ERROR, OK};
 use crate::httpd::request::Request;
-use crate::python;
+use crate::python::{self, Interp, interp};
 use crate::request as core;
-use crate::wsgi::adapter::{self, LogFn, Outcome, RequestIo};
+use crate::wsgi::adapter::{self, Level, LogFn, Outcome, RequestIo};
 use crate::wsgi::build::{self, ProcessFacts};
 use crate::wsgi::route::{self, Route};
 
@@ -30,13 +30,19 @@ pub fn serve(
     script: &str,
     request: core::Request<String>,
 ) -> c_int {
-    python::ensure_thread_state();
     let log: LogFn = Arc::new(move |l, msg| req.log(l, msg));
     route::set(Some(Route {
         plain: Arc::clone(&log),
         with_id: Arc::new(move |l, msg| req.log_with_id(l, msg)),
     }));
-    let (outcome, finish) = Python::attach(|py| run(py, req, g, set, script, request, log));
+    let which = interp::Which::for_request(set.main_interpreter, &set.application_group);
+    let ran = interp::enter(which, |py, it| {
+        run(py, it, req, g, set, script, request, Arc::clone(&log))
+    });
+    let (outcome, finish) = ran.unwrap_or_else(|why| {
+        log(Level::Error, &why);
+        (Outcome::ServerError, None)
+    });
     // The end of the response goes through the output filters without the GIL.
     if let Some(f) = finish {
         f.run();
@@ -48,8 +54,10 @@ pub fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
+    it: &Interp,
     req: Request,
     g: &GlobalConfig,
     set: &RequestSettings,
@@ -59,6 +67,7 @@ fn run(
 ) -> (Outcome, Option<adapter::Finish>) {
     let Some(app) = python::load_app(
         py,
+        it,
         script,
         request.script_mtime(),
         set.script_reloading,
@@ -76,7 +85,7 @@ fn run(
         daemon: false,
     };
     let body = Box::new(ApacheBody(req));
-    let built = build::environ(py, &request, &process, body, &log, main_log());
+    let built = build::environ(py, &it.kit, &request, &process, body, &log, main_log());
     let head_request = request.meta.head_request;
     recycle_environ(request.env);
     let built = match built {
@@ -100,5 +109,5 @@ fn run(
         stream_flush: true,
         head_request,
     };
-    adapter::run(py, &app, built.environ, io)
+    adapter::run(py, &it.kit, &app, built.environ, io)
 }

@@ -15,6 +15,8 @@ use crate::config::GlobalConfig;
 use crate::config::daemon::DaemonSpec;
 use crate::error::Code;
 use crate::protocol::{self, Frame};
+use crate::python::Interp;
+use crate::python::interp::{self, Which};
 use crate::request::Request;
 use crate::wsgi::adapter::{self, Level, LogFn, Outcome, RequestIo};
 use crate::wsgi::build::{self, ProcessFacts};
@@ -128,11 +130,16 @@ pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) 
     // next process.
     let script = req.script();
     let mtime = req.script_mtime();
+    let group = req.application_group();
+    let which = Which::for_request(req.meta.main_interpreter, &group);
+    let case_sensitive = ctx.global.case_sensitive;
     if req.script_reloading()
-        && !crate::python::script_loaded_at(&script, mtime, ctx.global.case_sensitive)
-        && Python::attach(|py| {
-            crate::python::script_changed(py, &script, mtime, ctx.global.case_sensitive)
+        && interp::existing(which)
+            .is_some_and(|it| !crate::python::script_loaded_at(&it, &script, mtime, case_sensitive))
+        && interp::enter(which, |py, it| {
+            crate::python::script_changed(py, it, &script, mtime, case_sensitive)
         })
+        .unwrap_or(false)
     {
         let _ = c.send(&Frame::Reject {
             reason: protocol::REJECT_SHUTTING_DOWN,
@@ -160,7 +167,16 @@ pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) 
     }
     guard::test_panic("worker");
     let conn = Arc::new(std::sync::Mutex::new(c));
-    let finish = Python::attach(|py| run_request(py, ctx, state, req, &conn));
+    let finish = interp::enter(which, |py, it| run_request(py, it, ctx, state, req, &conn))
+        .unwrap_or_else(|why| {
+            (ctx.log)(Level::Error, &why);
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = c.send(&Frame::Fail {
+                code: 500,
+                message: b"the application group's interpreter is not available".to_vec(),
+            });
+            None
+        });
     // The end of the response (End, with the last queued blocks) is sent without the GIL.
     if let Some(f) = finish {
         f.run();
@@ -242,6 +258,7 @@ fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
 
 fn run_request(
     py: Python<'_>,
+    it: &Interp,
     ctx: &Ctx,
     state: &State,
     req: Request<Vec<u8>>,
@@ -269,6 +286,7 @@ fn run_request(
 
     let Some(app) = crate::python::load_app(
         py,
+        it,
         &script,
         req.script_mtime(),
         req.script_reloading(),
@@ -287,7 +305,7 @@ fn run_request(
         daemon: true,
     };
     let body = Box::new(DaemonBody::new(Arc::clone(conn)));
-    let built = match build::environ(py, &req, &process, body, &log, ctx.log.clone()) {
+    let built = match build::environ(py, &it.kit, &req, &process, body, &log, ctx.log.clone()) {
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(py, &e, &log, "cannot build the environ");
@@ -304,7 +322,7 @@ fn run_request(
         stream_flush: true,
         head_request: req.meta.head_request,
     };
-    let (outcome, finish) = adapter::run(py, &app, built.environ, io);
+    let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
     if outcome == Outcome::ServerError {
         fail("application error");
     }

@@ -436,17 +436,6 @@ unsafe extern "C" fn post_config(
                 log_server(s, APLOG_NOTICE, n);
             }
             crate::parent::checks::log_access_report(server, &g);
-            for grp in &g.named_app_groups {
-                log_server(
-                    s,
-                    APLOG_NOTICE,
-                    &format!(
-                        "application group '{grp}': mod_rwsgi runs every application group in \
-                         the main interpreter (as %{{GLOBAL}}); sub-interpreters are not \
-                         supported yet"
-                    ),
-                );
-            }
             // SAFETY: a plain query; the parent must never start Python.
             let py = unsafe { pyo3::ffi::Py_IsInitialized() };
             log_server(

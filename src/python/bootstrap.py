@@ -143,3 +143,113 @@ def install_logging(write):
 
     logging.lastResort = LogHandler()
     return LogHandler
+
+
+# The request objects of a sub-interpreter. mod_rwsgi's own classes (Rust, pyo3) exist once per
+# process and belong to the main interpreter; an application group in a sub-interpreter gets
+# these instead, defined in its own interpreter, each over a Rust callable `f(op, arg)` made for
+# one request (or one stream) that does the work.
+
+
+class Input:
+    """wsgi.input: the request body as a binary stream."""
+
+    __slots__ = ("_f",)
+
+    def __init__(self, f):
+        self._f = f
+
+    def read(self, size=None):
+        return self._f(0, size)
+
+    def readline(self, size=None):
+        return self._f(1, size)
+
+    def readlines(self, hint=None):
+        return self._f(2, hint)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self._f(3, None)
+        if line is None:
+            raise StopIteration
+        return line
+
+    def close(self):
+        pass
+
+
+class Log:
+    """wsgi.errors, sys.stdout and sys.stderr: a text stream to the Apache error log."""
+
+    __slots__ = ("_f",)
+    closed = False
+    encoding = "utf-8"
+    errors = "backslashreplace"
+    name = "<wsgi.errors>"
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, msg):
+        return self._f(0, msg)
+
+    def writelines(self, lines):
+        self._f(1, lines)
+
+    def flush(self):
+        self._f(2, None)
+
+    def close(self):
+        self._f(3, None)
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+
+class StartResponse:
+    """The start_response callable; it returns the write() callable."""
+
+    __slots__ = ("_f",)
+
+    def __init__(self, f):
+        self._f = f
+
+    def __call__(self, status, response_headers, exc_info=None):
+        self._f(0, (status, response_headers, exc_info))
+        return self.write
+
+    def write(self, data):
+        self._f(1, data)
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterates a file in blocks; a real file is sent by Apache directly."""
+
+    def __init__(self, filelike, blksize=8192):
+        blksize = blksize.__index__()
+        if blksize <= 0:
+            raise ValueError("block size must be a positive integer")
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if not data:
+            raise StopIteration
+        return data
+
+    def close(self):
+        if hasattr(self.filelike, "close"):
+            self.filelike.close()

@@ -18,10 +18,39 @@ use crate::error::Code;
 use crate::wsgi::adapter::{
     FileWrapper, Input, Level, Log, LogFn, StartResponse, Write, log_exception,
 };
+use crate::wsgi::front::{Key, Kit};
 use crate::wsgi::route;
 
+pub mod interp;
+
 static READY: AtomicBool = AtomicBool::new(false);
-static BOOTSTRAP: OnceCell<Py<PyModule>> = OnceCell::new();
+/// The main interpreter's state, once bootstrapped.
+static MAIN: OnceCell<Interp> = OnceCell::new();
+/// What `start_process` was given: a sub-interpreter's bootstrap repeats it.
+static PROCESS: OnceCell<ProcessSetup> = OnceCell::new();
+
+/// One interpreter's state: its `bootstrap.py` module, the scripts it has loaded and the
+/// objects its requests use. Everything in it belongs to that interpreter.
+pub struct Interp {
+    /// The application group it runs (`""`: the main interpreter).
+    pub name: String,
+    bootstrap: Py<PyModule>,
+    scripts: std::sync::Mutex<Vec<CachedScript>>,
+    pub kit: Kit,
+}
+
+/// The main interpreter's state (`None` before the bootstrap).
+pub fn main_interp() -> Option<&'static Interp> {
+    MAIN.get()
+}
+
+struct ProcessSetup {
+    g: GlobalConfig,
+    info: ProcessInfo,
+    group: String,
+    home: Option<String>,
+    log: LogFn,
+}
 
 /// The interpreter the module was built against (pyo3's `PYO3_PYTHON`).
 pub const BUILD_EXECUTABLE: &str = env!("RWSGI_PYTHON_EXECUTABLE");
@@ -176,6 +205,8 @@ pub fn finalize() {
     if !READY.swap(false, Ordering::AcqRel) {
         return;
     }
+    // Sub-interpreters first (their atexit callbacks run), as mod_wsgi ends them.
+    interp::end_all();
     // SAFETY: runs in the child's pool cleanup after the worker threads are gone; Ensure takes
     // the GIL for this thread, as Py_FinalizeEx requires.
     unsafe {
@@ -185,6 +216,7 @@ pub fn finalize() {
 }
 
 /// Process-wide values the bootstrap publishes as `mod_wsgi.*` attributes.
+#[derive(Clone, Copy)]
 pub struct ProcessInfo {
     pub threads_per_process: i32,
     pub maximum_processes: i32,
@@ -199,11 +231,12 @@ fn py_log(log: LogFn) -> impl Fn(String) + Send + Sync + 'static {
 }
 
 /// What a process runs once Python is up, the same in an httpd child and a daemon: the
-/// bootstrap (Python's output follows the thread's `wsgi::route`, else goes to `log`); for a
-/// daemon group, its name as `mod_wsgi.process_group` and an explicit `home=` first on
-/// `sys.path` (as mod_wsgi, like a script's directory under the command-line interpreter);
-/// then the `WSGIImportScript`s of `group` (`%{GLOBAL}`: embedded mode). False if the
-/// bootstrap failed (logged).
+/// bootstrap of the main interpreter (Python's output follows the thread's `wsgi::route`, else
+/// goes to `log`); for a daemon group, its name as `mod_wsgi.process_group` and an explicit
+/// `home=` first on `sys.path` (as mod_wsgi, like a script's directory under the command-line
+/// interpreter); then the `WSGIImportScript`s of `group` (`%{GLOBAL}`: embedded mode), each in
+/// its application group's interpreter. Sub-interpreters created later repeat the same
+/// bootstrap. False if the main bootstrap failed (logged).
 pub fn start_process(
     g: &GlobalConfig,
     info: &ProcessInfo,
@@ -211,37 +244,41 @@ pub fn start_process(
     home: Option<&str>,
     log: &LogFn,
 ) -> bool {
+    let _ = PROCESS.set(ProcessSetup {
+        g: g.clone(),
+        info: *info,
+        group: group.to_string(),
+        home: home.map(str::to_string),
+        log: Arc::clone(log),
+    });
     ensure_thread_state();
-    Python::attach(|py| {
-        let plain = route::routed(Arc::clone(log), false);
-        let with_id = route::routed(Arc::clone(log), true);
-        if let Err(e) = bootstrap(py, g, info, Arc::clone(&plain), plain, with_id) {
-            log_exception(
-                py,
-                &e,
-                log,
-                &format!(
-                    "{}: mod_rwsgi could not set up Python",
-                    Code::PythonInit.as_str()
-                ),
-            );
-            return false;
-        }
-        if group != "%{GLOBAL}" {
-            if let Ok(m) = py.import("mod_wsgi") {
-                let _ = m.setattr("process_group", group);
-            }
-            if let Some(home) = home
-                && let Err(e) = py
-                    .import("sys")
-                    .and_then(|sys| sys.getattr("path"))
-                    .and_then(|path| path.call_method1("insert", (0, home)))
-            {
-                log_exception(py, &e, log, "mod_rwsgi could not put home= on sys.path");
+    let ok = Python::attach(|py| {
+        // pyo3 creates its panic exception type once per process: let that be in the main
+        // interpreter, before any sub-interpreter could be the first to need it.
+        let _ = py.get_type::<pyo3::panic::PanicException>();
+        match bootstrap(py, "") {
+            Ok(state) => MAIN.set(state).is_ok(),
+            Err(e) => {
+                log_exception(
+                    py,
+                    &e,
+                    log,
+                    &format!(
+                        "{}: mod_rwsgi could not set up Python",
+                        Code::PythonInit.as_str()
+                    ),
+                );
+                false
             }
         }
-        for imp in g.import_scripts.iter().filter(|i| i.process_group == group) {
-            match load_script(py, &imp.path, None, true, g.case_sensitive) {
+    });
+    if !ok {
+        return false;
+    }
+    for imp in g.import_scripts.iter().filter(|i| i.process_group == group) {
+        let which = interp::Which::for_import(&imp.application_group);
+        let done = interp::enter(which, |py, it| {
+            match load_script(py, it, &imp.path, None, true, g.case_sensitive) {
                 Ok(_) => log(Level::Info, &format!("imported WSGI script '{}'", imp.path)),
                 Err(e) => log_exception(
                     py,
@@ -254,21 +291,33 @@ pub fn start_process(
                     ),
                 ),
             }
+        });
+        if let Err(why) = done {
+            log(
+                Level::Error,
+                &format!(
+                    "{why}; WSGI script '{}' was not imported (WSGIImportScript)",
+                    imp.path
+                ),
+            );
         }
-        true
-    })
+    }
+    true
 }
 
-/// Runs once after `initialize`: publishes the `mod_wsgi` module, routes stdout/stderr to the
-/// error log, applies the restrictions and `WSGIPythonPath`, and preloads `WSGIImportScript`s.
-pub fn bootstrap(
-    py: Python<'_>,
-    g: &GlobalConfig,
-    info: &ProcessInfo,
-    stdout: LogFn,
-    stderr: LogFn,
-    logging: LogFn,
-) -> PyResult<()> {
+/// Sets up the current interpreter (the main one, or a sub-interpreter just created for
+/// application group `app_group`): `bootstrap.py`, the `mod_wsgi`/`mod_rwsgi` modules, stdout
+/// and stderr to the error log, `logging` routing, the restrictions and `WSGIPythonPath`; in a
+/// daemon process also its group name and `home=`.
+pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
+    let setup = PROCESS.get().ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("mod_rwsgi: process not set up")
+    })?;
+    let g = &setup.g;
+    let main = app_group.is_empty();
+    let plain = route::routed(Arc::clone(&setup.log), false);
+    let with_id = route::routed(Arc::clone(&setup.log), true);
+    let (stdout, stderr, logging) = (Arc::clone(&plain), plain, with_id);
     let code = CString::new(include_str!("bootstrap.py")).expect("no NUL in bootstrap.py");
     let boot = PyModule::from_code(
         py,
@@ -276,22 +325,40 @@ pub fn bootstrap(
         c"mod_rwsgi/bootstrap.py",
         c"_mod_rwsgi_bootstrap",
     )?;
+    let kit = if main {
+        Kit::main(py)
+    } else {
+        Kit::sub(py, &boot)?
+    };
     let sys = py.import("sys")?;
     let modules = sys.getattr("modules")?;
 
+    let process_group = if setup.group == "%{GLOBAL}" {
+        ""
+    } else {
+        setup.group.as_str()
+    };
     for name in ["mod_wsgi", "mod_rwsgi"] {
         let m = PyModule::new(py, name)?;
-        m.add("version", (6, 0, 5))?;
-        m.add("rwsgi_version", version_tuple())?;
-        m.add("process_group", "")?;
-        m.add("application_group", "")?;
-        m.add("maximum_processes", info.maximum_processes)?;
-        m.add("threads_per_process", info.threads_per_process)?;
-        m.add_class::<FileWrapper>()?;
-        m.add_class::<Input>()?;
-        m.add_class::<Log>()?;
-        m.add_class::<StartResponse>()?;
-        m.add_class::<Write>()?;
+        // setattr, not add: `add` also updates `__all__` through a process-wide interned
+        // string, which a sub-interpreter must not touch.
+        m.setattr("version", (6, 0, 5))?;
+        m.setattr("rwsgi_version", version_tuple())?;
+        m.setattr("process_group", process_group)?;
+        m.setattr("application_group", app_group)?;
+        m.setattr("maximum_processes", setup.info.maximum_processes)?;
+        m.setattr("threads_per_process", setup.info.threads_per_process)?;
+        if main {
+            m.setattr("FileWrapper", py.get_type::<FileWrapper>())?;
+            m.setattr("Input", py.get_type::<Input>())?;
+            m.setattr("Log", py.get_type::<Log>())?;
+            m.setattr("StartResponse", py.get_type::<StartResponse>())?;
+            m.setattr("Write", py.get_type::<Write>())?;
+        } else {
+            for class in ["FileWrapper", "Input", "Log", "StartResponse"] {
+                m.setattr(class, boot.getattr(class)?)?;
+            }
+        }
         modules.set_item(name, m)?;
     }
 
@@ -301,10 +368,11 @@ pub fn bootstrap(
     } else {
         Log::new(None, stdout, Level::Error)
     };
-    sys.setattr("stdout", Bound::new(py, out)?)?;
+    sys.setattr("stdout", kit.log(py, out)?.0)?;
     sys.setattr(
         "stderr",
-        Bound::new(py, Log::new(None, Arc::clone(&stderr), Level::Error))?,
+        kit.log(py, Log::new(None, Arc::clone(&stderr), Level::Error))?
+            .0,
     )?;
     // Python `logging` records nobody else handles go to the error log at their own level.
     let write = pyo3::types::PyCFunction::new_closure(
@@ -337,17 +405,25 @@ pub fn bootstrap(
         })?;
         boot.getattr("restrict_signal")?.call1((log,))?;
     }
-    if let Some(x) = g.switch_interval {
+    // Under one GIL the switch interval is the process's: set once, by the main interpreter.
+    if main && let Some(x) = g.switch_interval {
         sys.call_method1("setswitchinterval", (x,))?;
     }
     if !g.python_path.is_empty() {
         boot.getattr("add_site_dirs")?
             .call1((g.python_path.clone(),))?;
     }
-    BOOTSTRAP
-        .set(boot.unbind())
-        .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("bootstrapped twice"))?;
-    Ok(())
+    if let Some(home) = &setup.home
+        && !process_group.is_empty()
+    {
+        sys.getattr("path")?.call_method1("insert", (0, home))?;
+    }
+    Ok(Interp {
+        name: app_group.to_string(),
+        bootstrap: boot.unbind(),
+        scripts: std::sync::Mutex::new(Vec::new()),
+        kit,
+    })
 }
 
 fn version_tuple() -> (u32, u32, u32) {
@@ -362,15 +438,14 @@ fn version_tuple() -> (u32, u32, u32) {
 /// Loads (or reloads after a change of `mtime_us`) the WSGI script's module.
 pub fn load_script<'py>(
     py: Python<'py>,
+    it: &Interp,
     path: &str,
     mtime_us: Option<i64>,
     reloading: bool,
     case_sensitive: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let boot = BOOTSTRAP.get().ok_or_else(|| {
-        pyo3::exceptions::PyRuntimeError::new_err("mod_rwsgi is not bootstrapped")
-    })?;
-    boot.bind(py)
+    it.bootstrap
+        .bind(py)
         .getattr("load_script")?
         .call1((path, mtime_us, reloading, case_sensitive))
 }
@@ -385,12 +460,13 @@ struct CachedScript {
     module: Py<PyAny>,
 }
 
-/// A handful of entries: one per script this process serves.
-static SCRIPTS: std::sync::Mutex<Vec<CachedScript>> = std::sync::Mutex::new(Vec::new());
+/// A handful of entries per interpreter: one per script it serves.
 const SCRIPT_CACHE_MAX: usize = 64;
 
-fn scripts() -> std::sync::MutexGuard<'static, Vec<CachedScript>> {
-    SCRIPTS.lock().unwrap_or_else(|p| p.into_inner())
+impl Interp {
+    fn scripts(&self) -> std::sync::MutexGuard<'_, Vec<CachedScript>> {
+        self.scripts.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The cached module for `path` when it is certainly current: loaded for this modification
@@ -398,6 +474,7 @@ fn scripts() -> std::sync::MutexGuard<'static, Vec<CachedScript>> {
 /// every request, so such scripts always take the Python path).
 fn cached_script<'py>(
     py: Python<'py>,
+    it: &Interp,
     path: &str,
     mtime_us: Option<i64>,
     reloading: bool,
@@ -406,7 +483,7 @@ fn cached_script<'py>(
     if reloading && mtime_us.is_none() {
         return None;
     }
-    let list = scripts();
+    let list = it.scripts();
     let e = list
         .iter()
         .find(|e| e.path == path && e.case_sensitive == case_sensitive)?;
@@ -418,28 +495,35 @@ fn cached_script<'py>(
 
 /// Whether this process loaded `path` for exactly `mtime_us` (from the cache, without the GIL):
 /// then the script has certainly not changed since.
-pub fn script_loaded_at(path: &str, mtime_us: Option<i64>, case_sensitive: bool) -> bool {
+pub fn script_loaded_at(
+    it: &Interp,
+    path: &str,
+    mtime_us: Option<i64>,
+    case_sensitive: bool,
+) -> bool {
     mtime_us.is_some()
-        && scripts()
+        && it
+            .scripts()
             .iter()
             .any(|e| e.path == path && e.case_sensitive == case_sensitive && e.mtime == mtime_us)
 }
 
 fn remember_script(
     py: Python<'_>,
+    it: &Interp,
     module: &Bound<'_, PyAny>,
     path: &str,
     reloading: bool,
     case_sensitive: bool,
 ) {
     let hook = module
-        .getattr(pyo3::intern!(py, "reload_required"))
+        .getattr(it.kit.key(py, Key::ReloadRequired))
         .is_ok_and(|f| f.is_callable());
     let mtime = module
-        .getattr(pyo3::intern!(py, "__mtime__"))
+        .getattr(it.kit.key(py, Key::Mtime))
         .and_then(|m| m.extract::<i64>())
         .ok();
-    let mut list = scripts();
+    let mut list = it.scripts();
     list.retain(|e| !(e.path == path && e.case_sensitive == case_sensitive));
     if (hook && reloading) || list.len() >= SCRIPT_CACHE_MAX {
         return;
@@ -455,24 +539,49 @@ fn remember_script(
 /// Whether a script this process has loaded has changed on disk since (daemon-mode restart).
 pub fn script_changed(
     py: Python<'_>,
+    it: &Interp,
     path: &str,
     mtime_us: Option<i64>,
     case_sensitive: bool,
 ) -> bool {
-    let Some(boot) = BOOTSTRAP.get() else {
-        return false;
-    };
-    boot.bind(py)
+    it.bootstrap
+        .bind(py)
         .getattr("script_changed")
         .and_then(|f| f.call1((path, mtime_us, case_sensitive)))
         .and_then(|r| r.extract::<bool>())
         .unwrap_or(false)
 }
 
+/// What the log says when an extension module refused the sub-interpreter `it` (PyO3-built
+/// packages, modules without multi-interpreter support): the group, and the two ways out.
+fn extension_hint(py: Python<'_>, it: &Interp, e: &PyErr) -> Option<String> {
+    const REFUSALS: [&str; 3] = [
+        "do not yet support subinterpreters",
+        "does not support loading in subinterpreters",
+        "may only be initialized once per interpreter process",
+    ];
+    if it.name.is_empty() || !e.is_instance_of::<pyo3::exceptions::PyImportError>(py) {
+        return None;
+    }
+    let msg = e.value(py).str().ok()?.to_string();
+    REFUSALS.iter().any(|r| msg.contains(r)).then(|| {
+        format!(
+            "{}: an extension module refused to load in the sub-interpreter of application \
+             group '{}' ({msg}); run this application in the main interpreter with \
+             WSGIApplicationGroup %{{GLOBAL}} (application-group=%{{GLOBAL}}), or in a daemon \
+             process group of its own, where it is the only group",
+            Code::SubinterpreterExtension.as_str(),
+            it.name
+        )
+    })
+}
+
 /// Loads (or reloads) a WSGI script and looks up its callable; failures are logged (with the
 /// traceback) and give `None`.
+#[allow(clippy::too_many_arguments)]
 pub fn load_app<'py>(
     py: Python<'py>,
+    it: &Interp,
     script: &str,
     mtime_us: Option<i64>,
     reloading: bool,
@@ -481,11 +590,11 @@ pub fn load_app<'py>(
     log: &LogFn,
 ) -> Option<Bound<'py, PyAny>> {
     use crate::error::Code;
-    let cached = cached_script(py, script, mtime_us, reloading, case_sensitive);
+    let cached = cached_script(py, it, script, mtime_us, reloading, case_sensitive);
     let module = match cached.map_or_else(
         || {
-            let m = load_script(py, script, mtime_us, reloading, case_sensitive)?;
-            remember_script(py, &m, script, reloading, case_sensitive);
+            let m = load_script(py, it, script, mtime_us, reloading, case_sensitive)?;
+            remember_script(py, it, &m, script, reloading, case_sensitive);
             Ok::<_, PyErr>(m)
         },
         Ok,
@@ -519,6 +628,9 @@ pub fn load_app<'py>(
                     Code::ScriptLoad.as_str()
                 ),
             );
+            if let Some(hint) = extension_hint(py, it, &e) {
+                log(Level::Error, &hint);
+            }
             return None;
         }
     };

@@ -127,6 +127,11 @@ impl<K: AsRef<[u8]>> Request<K> {
     }
 
     /// The callable in the script (`mod_wsgi.callable_object`).
+    /// The application group's name as mod_wsgi names it (`""`: `%{GLOBAL}`).
+    pub fn application_group(&self) -> String {
+        self.text("mod_wsgi.application_group")
+    }
+
     pub fn callable_object(&self) -> String {
         self.text("mod_wsgi.callable_object")
     }

@@ -12,6 +12,8 @@ use pyo3::exceptions::{PyIOError, PyOSError, PyRuntimeError, PyTypeError, PyValu
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+pub use super::front::Held;
+use super::front::{Key, Kit};
 use super::headers::{self, Head};
 use crate::error::Code;
 
@@ -321,7 +323,11 @@ impl Input {
 #[pymethods]
 impl Input {
     #[pyo3(signature = (size=None))]
-    fn read<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+    pub(crate) fn read<'py>(
+        &self,
+        py: Python<'py>,
+        size: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         if let Some(b) = self.read_direct(py, size)? {
             return Ok(b);
         }
@@ -330,13 +336,21 @@ impl Input {
     }
 
     #[pyo3(signature = (size=None))]
-    fn readline<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+    pub(crate) fn readline<'py>(
+        &self,
+        py: Python<'py>,
+        size: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let data = self.readline_bytes(py, size)?;
         Ok(PyBytes::new(py, &data))
     }
 
     #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(&self, py: Python<'py>, hint: Option<i64>) -> PyResult<Bound<'py, PyList>> {
+    pub(crate) fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         let mut total = 0usize;
         loop {
@@ -360,7 +374,7 @@ impl Input {
         slf
     }
 
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    pub(crate) fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let line = self.readline_bytes(py, None)?;
         Ok(if line.is_empty() {
             None
@@ -487,6 +501,23 @@ impl StartResponse {
         response_headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
+        self.start(py, status, response_headers, exc_info)?;
+        Ok(Write {
+            state: Arc::clone(&self.state),
+        })
+    }
+}
+
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info)`: checks the call against the
+    /// response so far (PEP 3333) and records the validated head.
+    pub(crate) fn start(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        response_headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let st = lock(&self.state);
@@ -546,19 +577,26 @@ impl StartResponse {
         }
         let head = headers::validate(&status, hdrs).map_err(PyValueError::new_err)?;
         lock(&self.state).head = Some(head);
-        Ok(Write {
-            state: Arc::clone(&self.state),
-        })
+        Ok(())
     }
+
+    /// The `write()` callable's work: `data` must be bytes.
+    pub(crate) fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        write_to(py, &self.state, data)
+    }
+}
+
+fn write_to(py: Python<'_>, state: &Mutex<ResponseState>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let b = data
+        .cast::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err("write() takes bytes, not str or other types"))?;
+    send_body(py, state, b.as_bytes(), true)
 }
 
 #[pymethods]
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let b = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err("write() takes bytes, not str or other types"))?;
-        send_body(py, &self.state, b.as_bytes(), true)
+        write_to(py, &self.state, data)
     }
 }
 
@@ -619,7 +657,7 @@ impl Log {
 
 #[pymethods]
 impl Log {
-    fn write(&self, msg: &Bound<'_, PyAny>) -> PyResult<usize> {
+    pub(crate) fn write(&self, msg: &Bound<'_, PyAny>) -> PyResult<usize> {
         if let Some(r) = &self.restricted {
             return Err(PyOSError::new_err(r.clone()));
         }
@@ -645,14 +683,14 @@ impl Log {
         Ok(s.chars().count())
     }
 
-    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for l in lines.try_iter()? {
             self.write(&l?)?;
         }
         Ok(())
     }
 
-    fn flush(&self) -> PyResult<()> {
+    pub(crate) fn flush(&self) -> PyResult<()> {
         if let Some(r) = &self.restricted {
             return Err(PyOSError::new_err(r.clone()));
         }
@@ -660,7 +698,7 @@ impl Log {
         Ok(())
     }
 
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         self.flush_all();
     }
 
@@ -703,7 +741,7 @@ impl Log {
 /// `wsgi.file_wrapper`: iterates a file in blocks; a real file is sent by httpd directly.
 #[pyclass(frozen, module = "mod_wsgi", name = "FileWrapper")]
 pub struct FileWrapper {
-    filelike: Py<PyAny>,
+    pub(crate) filelike: Py<PyAny>,
     blksize: usize,
 }
 
@@ -751,10 +789,9 @@ impl FileWrapper {
 /// The part of a regular file that `wsgi.file_wrapper` can hand to httpd: `(fd, offset, len)`.
 fn file_region(
     py: Python<'_>,
-    fw: &FileWrapper,
+    f: &Bound<'_, PyAny>,
     declared: Option<u64>,
 ) -> Option<(RawFd, u64, u64)> {
-    let f = fw.filelike.bind(py);
     let fd: RawFd = f.call_method0("fileno").ok()?.extract().ok()?;
     let offset: i64 = f.call_method0("tell").ok()?.extract().ok()?;
     let os = py.import("os").ok()?;
@@ -797,8 +834,8 @@ pub enum Outcome {
 /// Everything one request needs besides the application and its environ.
 pub struct RequestIo {
     pub sink: Box<dyn ResponseSink>,
-    pub input: Py<Input>,
-    pub errors: Py<Log>,
+    pub input: Held<Input>,
+    pub errors: Held<Log>,
     /// The request's own log (right virtual host), for the driver's messages.
     pub log: LogFn,
     /// The script path, for messages.
@@ -938,7 +975,7 @@ impl Driver<'_> {
     }
 
     /// Sends a `wsgi.file_wrapper` over a regular file as a file bucket.
-    fn send_file(&self, py: Python<'_>, fw: &FileWrapper) -> Option<Outcome> {
+    fn send_file(&self, py: Python<'_>, filelike: &Bound<'_, PyAny>) -> Option<Outcome> {
         let declared = {
             let st = lock(&self.state);
             if st.sent || st.head.is_none() {
@@ -946,7 +983,7 @@ impl Driver<'_> {
             }
             st.head.as_ref().and_then(|h| h.content_length)
         };
-        let (fd, offset, len) = file_region(py, fw, declared)?;
+        let (fd, offset, len) = file_region(py, filelike, declared)?;
         let (mut sink, head) = {
             let mut st = lock(&self.state);
             let mut head = st.head.clone()?;
@@ -971,16 +1008,16 @@ impl Driver<'_> {
                 st.written = len;
                 // Keep the file object's position where a plain iteration would have left it.
                 drop(st);
-                let _ = fw
-                    .filelike
-                    .bind(py)
-                    .call_method1("seek", ((offset + len) as i64,));
+                let _ = filelike.call_method1("seek", ((offset + len) as i64,));
                 Some(Outcome::Done)
             }
             Err(e) => {
                 st.client_gone = true;
                 drop(st);
-                let err = PyOSError::new_err(format!("failed to send file: {e}"));
+                // Raised and fetched here, so the exception is built in the interpreter the
+                // request runs in (a lazy error would be built wherever pyo3 normalises it).
+                PyOSError::new_err(format!("failed to send file: {e}")).restore(py);
+                let err = PyErr::fetch(py);
                 Some(self.fail(py, &err, "sending the file of"))
             }
         }
@@ -1020,6 +1057,7 @@ impl Drop for Finish {
 /// `Finish` (none when the outcome is a 500 that httpd answers: nothing has gone out).
 pub fn run(
     py: Python<'_>,
+    kit: &Kit,
     app: &Bound<'_, PyAny>,
     environ: Bound<'_, PyDict>,
     io: RequestIo,
@@ -1052,19 +1090,22 @@ pub fn run(
         state: Arc::clone(&state),
     };
 
-    let mut outcome = match Bound::new(py, start).and_then(|sr| app.call1((environ, sr))) {
+    let mut outcome = match kit
+        .start_response(py, start)
+        .and_then(|sr| app.call1((environ, sr)))
+    {
         Err(e) => d.fail(py, &e, "calling"),
         Ok(result) => {
-            let mut out = match result.cast::<FileWrapper>() {
-                Ok(fw) => d.send_file(py, fw.get()).or_else(|| d.iterate(py, &result)),
-                Err(_) => d.iterate(py, &result),
+            let mut out = match kit.file_wrapper_file(&result) {
+                Some(f) => d.send_file(py, &f).or_else(|| d.iterate(py, &result)),
+                None => d.iterate(py, &result),
             };
             // PEP 3333: close() is called whatever happened, once the iterable is done with.
             // (A plain list or tuple has none: skip the failing attribute lookup.)
             let plain =
                 result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
             if !plain
-                && let Ok(true) = result.hasattr(pyo3::intern!(py, "close"))
+                && let Ok(true) = result.hasattr(kit.key(py, Key::Close))
                 && let Err(e) = result.call_method0("close")
             {
                 let o = d.fail(py, &e, "in close() of the result of");

@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
+use crate::wsgi::front::Kit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::{
-    BodySource, FileWrapper, Input, Level, Log, LogFn, Outcome, RequestIo, ResponseSink, lock,
-};
+use super::{BodySource, Input, Level, Log, LogFn, Outcome, RequestIo, ResponseSink, lock};
 use crate::wsgi::headers::Head;
 
 // ------------------------------------------------------------------------------------------
@@ -323,8 +322,9 @@ impl Req {
     fn environ<'py>(
         &self,
         py: Python<'py>,
-        input: &Py<Input>,
-        errors: &Py<Log>,
+        kit: &Kit,
+        input: Bound<'py, PyAny>,
+        errors: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let method = if self.head_request {
@@ -353,16 +353,62 @@ impl Req {
         d.set_item("wsgi.multiprocess", false)?;
         d.set_item("wsgi.run_once", false)?;
         d.set_item("wsgi.url_scheme", "http")?;
-        d.set_item("wsgi.input", input.clone_ref(py))?;
+        d.set_item("wsgi.input", input)?;
         d.set_item("wsgi.input_terminated", true)?;
-        d.set_item("wsgi.errors", errors.clone_ref(py))?;
-        d.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        d.set_item("wsgi.errors", errors)?;
+        d.set_item("wsgi.file_wrapper", kit.file_wrapper(py))?;
         Ok(d)
     }
 
-    /// Defines the application, runs the request through `adapter::run` and then the returned
-    /// `Finish` (without the GIL, as the callers do).
+    /// Runs the request with the main interpreter's objects (mod_rwsgi's own classes) and
+    /// again with a sub-interpreter's (the bootstrap's shim classes over the same Rust
+    /// objects): the client must see the same in both, and the same RW lines must be logged.
+    /// Returns the main interpreter's run.
     fn run(self, py: Python<'_>) -> Ran<'_> {
+        let boot = PyModule::from_code(
+            py,
+            &cstring(include_str!("../python/bootstrap.py")),
+            c"mod_rwsgi/bootstrap.py",
+            c"_mod_rwsgi_bootstrap_test",
+        )
+        .expect("bootstrap.py runs");
+        let shim = Kit::sub(py, &boot).expect("the bootstrap defines the shim classes");
+        let sub = self.run_with(py, &shim);
+        let main = self.run_with(py, &Kit::main(py));
+        // File descriptors differ between the runs (each opens its own file).
+        let seen = |r: &Ran<'_>| {
+            let events = format!("{:?}", r.events);
+            let mut out = String::new();
+            for (i, part) in events.split("fd=").enumerate() {
+                if i > 0 {
+                    out.push_str("fd=_");
+                    out.push_str(part.trim_start_matches(|c: char| c.is_ascii_digit()));
+                } else {
+                    out.push_str(part);
+                }
+            }
+            (format!("{:?}", r.outcome), r.finished, out)
+        };
+        assert_eq!(
+            seen(&sub),
+            seen(&main),
+            "the sub-interpreter objects answered differently"
+        );
+        let rw = |r: &Ran<'_>| {
+            r.log_lines()
+                .into_iter()
+                .filter(|l| l.starts_with("RW"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rw(&sub),
+            rw(&main),
+            "the sub-interpreter objects logged differently"
+        );
+        main
+    }
+
+    fn run_with<'py>(&self, py: Python<'py>, kit: &Kit) -> Ran<'py> {
         let g = PyDict::new(py);
         g.set_item("BODY", PyBytes::new(py, &self.body)).unwrap();
         for (k, v) in &self.vars {
@@ -387,9 +433,13 @@ impl Req {
             fail_at: self.body_fail_at,
             dropped: Arc::clone(&source_dropped),
         };
-        let input = Py::new(py, Input::new(Box::new(source), self.content_length)).unwrap();
-        let errors = Py::new(py, Log::new(Some(Arc::clone(&log)), fallback, Level::Error)).unwrap();
-        let environ = self.environ(py, &input, &errors).unwrap();
+        let (input_obj, input) = kit
+            .input(py, Input::new(Box::new(source), self.content_length))
+            .unwrap();
+        let (errors_obj, errors) = kit
+            .log(py, Log::new(Some(Arc::clone(&log)), fallback, Level::Error))
+            .unwrap();
+        let environ = self.environ(py, kit, input_obj, errors_obj).unwrap();
         let sink = FakeSink {
             events: Arc::clone(&events),
             fail_after: self.sink_fail_after,
@@ -405,7 +455,7 @@ impl Req {
             stream_flush: self.stream_flush,
             head_request: self.head_request,
         };
-        let (outcome, finish) = super::run(py, &app, environ, io);
+        let (outcome, finish) = super::run(py, kit, &app, environ, io);
         let finished = finish.is_some();
         if let Some(f) = finish {
             py.detach(|| f.run());

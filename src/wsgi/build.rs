@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::adapter::{BodySource, FileWrapper, Input, Level, Log, LogFn};
+use super::adapter::{BodySource, Input, Level, Log, LogFn};
 use super::environ::latin1;
+use super::front::{Held, Key, Kit};
 use crate::request::{Request, is_path_key};
 
 /// What the environ says about the process running the application.
@@ -27,14 +27,16 @@ pub struct ProcessFacts {
 /// The environ dict and the two objects in it that the request driver needs again.
 pub struct Built<'py> {
     pub environ: Bound<'py, PyDict>,
-    pub input: Py<Input>,
-    pub errors: Py<Log>,
+    pub input: Held<Input>,
+    pub errors: Held<Log>,
 }
 
-/// Builds the environ of `req`. `log` is the request's error log (for `wsgi.errors`),
-/// `fallback` where its lines go once the request has ended.
+/// Builds the environ of `req` with the objects of the interpreter it runs in (`kit`). `log`
+/// is the request's error log (for `wsgi.errors`), `fallback` where its lines go once the
+/// request has ended.
 pub fn environ<'py, K: AsRef<[u8]>>(
     py: Python<'py>,
+    kit: &Kit,
     req: &Request<K>,
     process: &ProcessFacts,
     body: Box<dyn BodySource>,
@@ -58,24 +60,23 @@ pub fn environ<'py, K: AsRef<[u8]>>(
         };
         d.set_item(key.as_ref(), value)?;
     }
-    let input = Py::new(py, Input::new(body, req.content_length()))?;
-    let errors = Py::new(py, Log::new(Some(Arc::clone(log)), fallback, Level::Error))?;
+    let (input_obj, input) = kit.input(py, Input::new(body, req.content_length()))?;
+    let (errors_obj, errors) =
+        kit.log(py, Log::new(Some(Arc::clone(log)), fallback, Level::Error))?;
     let meta = &req.meta;
-    d.set_item(intern!(py, "wsgi.version"), (1, 0))?;
-    d.set_item(intern!(py, "wsgi.multithread"), process.multithread)?;
-    d.set_item(intern!(py, "wsgi.multiprocess"), process.multiprocess)?;
-    d.set_item(intern!(py, "wsgi.run_once"), process.run_once)?;
+    let key = |k| kit.key(py, k);
+    d.set_item(key(Key::WsgiVersion), (1, 0))?;
+    d.set_item(key(Key::WsgiMultithread), process.multithread)?;
+    d.set_item(key(Key::WsgiMultiprocess), process.multiprocess)?;
+    d.set_item(key(Key::WsgiRunOnce), process.run_once)?;
     d.set_item(
-        intern!(py, "wsgi.url_scheme"),
+        key(Key::WsgiUrlScheme),
         if meta.https { "https" } else { "http" },
     )?;
-    d.set_item(intern!(py, "wsgi.input"), input.clone_ref(py))?;
-    d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
-    d.set_item(intern!(py, "wsgi.errors"), errors.clone_ref(py))?;
-    d.set_item(
-        intern!(py, "wsgi.file_wrapper"),
-        py.get_type::<FileWrapper>(),
-    )?;
+    d.set_item(key(Key::WsgiInput), input_obj)?;
+    d.set_item(key(Key::WsgiInputTerminated), true)?;
+    d.set_item(key(Key::WsgiErrors), errors_obj)?;
+    d.set_item(key(Key::WsgiFileWrapper), kit.file_wrapper(py))?;
     // Timings as float epoch seconds, as mod_wsgi 6 reports them (0.0: no daemon queue).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,18 +87,15 @@ pub fn environ<'py, K: AsRef<[u8]>>(
     } else {
         (0.0, 0.0)
     };
-    d.set_item(
-        intern!(py, "mod_wsgi.request_start"),
-        meta.request_start_secs(),
-    )?;
-    d.set_item(intern!(py, "mod_wsgi.queue_start"), queue_start)?;
-    d.set_item(intern!(py, "mod_wsgi.daemon_start"), daemon_start)?;
-    d.set_item(intern!(py, "mod_wsgi.application_start"), now)?;
-    d.set_item(intern!(py, "mod_wsgi.thread_id"), thread_id())?;
-    d.set_item(intern!(py, "mod_wsgi.version"), (6, 0, 5))?;
-    d.set_item(intern!(py, "mod_rwsgi.version"), crate::VERSION)?;
+    d.set_item(key(Key::RequestStart), meta.request_start_secs())?;
+    d.set_item(key(Key::QueueStart), queue_start)?;
+    d.set_item(key(Key::DaemonStart), daemon_start)?;
+    d.set_item(key(Key::ApplicationStart), now)?;
+    d.set_item(key(Key::ThreadId), thread_id())?;
+    d.set_item(key(Key::ModWsgiVersion), (6, 0, 5))?;
+    d.set_item(key(Key::ModRwsgiVersion), crate::VERSION)?;
     let [a, b, c] = meta.apache_version;
-    d.set_item(intern!(py, "apache.version"), (a, b, c))?;
+    d.set_item(key(Key::ApacheVersion), (a, b, c))?;
     Ok(Built {
         environ: d,
         input,

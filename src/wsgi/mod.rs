@@ -6,6 +6,7 @@
 pub mod adapter;
 pub mod build;
 pub mod environ;
+pub mod front;
 pub mod headers;
 pub mod proxy;
 pub mod route;
