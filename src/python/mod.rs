@@ -1,6 +1,8 @@
-//! The embedded Python interpreter of an httpd child: initialisation through `PyConfig` (never in
-//! the httpd parent), one persistent thread state per httpd worker thread, the bootstrap
-//! helpers, script loading, and finalisation when the child exits. Runs in the httpd child.
+//! Python in an httpd child or a daemon process (never the httpd parent): initialisation
+//! through `PyConfig`, one persistent main-interpreter thread state per thread, the bootstrap
+//! every interpreter runs (`bootstrap.py`, the `mod_wsgi` module, log routing, restrictions),
+//! each interpreter's script cache and script loading, and finalisation when the process
+//! exits. Application groups other than the main interpreter's live in `interp`.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString};

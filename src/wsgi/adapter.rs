@@ -1,7 +1,8 @@
 //! The Python side of one WSGI request: `wsgi.input`, `start_response` and `write()`,
 //! `wsgi.errors`/`sys.stdout`/`sys.stderr` log objects, `wsgi.file_wrapper`, and the driver that
 //! calls the application and streams its result. httpd is reached only through the
-//! `BodySource` and `ResponseSink` traits, always with the GIL released. Runs in the httpd child.
+//! `BodySource` and `ResponseSink` traits, always with the GIL released. Runs in the httpd child
+//! (embedded mode) and in daemon processes.
 #![forbid(unsafe_code)]
 
 use std::io;

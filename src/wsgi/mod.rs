@@ -1,6 +1,8 @@
-//! The WSGI layer: environ pieces, response-head validation, proxy headers (all pure) and the
-//! Python-facing objects and request driver (`adapter`). No httpd calls live here: httpd is
-//! reached through the `BodySource`/`ResponseSink` traits. Runs in the httpd child.
+//! The WSGI layer: environ pieces, response-head validation, proxy headers (all pure), the
+//! Python-facing objects and request driver (`adapter`), each interpreter's request objects
+//! (`front`), the one environ builder (`build`) and the log router (`route`). No httpd calls
+//! live here: httpd is reached through the `BodySource`/`ResponseSink` traits. Runs in the
+//! httpd child (embedded mode) and in daemon processes.
 #![forbid(unsafe_code)]
 
 pub mod adapter;
