@@ -6,6 +6,8 @@ start costs only its own requests."""
 import concurrent.futures
 import os
 
+import pytest
+
 import harness
 from test_frameworks import venv  # noqa: F401 (the framework venv fixture)
 
@@ -17,16 +19,33 @@ MaxSpareThreads 4
 ThreadsPerChild 4
 MaxRequestWorkers 4
 """
+# prefork: one child, so every request meets the same interpreters.
+ONE_PREFORK_CHILD = """
+StartServers 1
+MinSpareServers 1
+MaxSpareServers 1
+ServerLimit 1
+MaxRequestWorkers 1
+"""
+
+THREAD_MPMS = pytest.mark.parametrize("mpm", ["event", "prefork"])
 
 
-def _server(apache_factory, mode, **kw):
+def _server(apache_factory, mode, mpm="event", **kw):
     kw.setdefault("daemon_options", "processes=1 threads=2")
-    return apache_factory(mode=mode, **kw)
+    return apache_factory(mode=mode, mpm=mpm, **kw)
+
+
+def _one_child(srv):
+    """Embedded mode: MPM sizing for a single child (daemon mode: the daemon is one process)."""
+    if srv.mode != "embedded":
+        return ""
+    return ONE_PREFORK_CHILD if srv.mpm == "prefork" else ONE_CHILD
 
 
 def _mounts(srv, groups):
     """One copy of interp.wsgi per URL, each in its application group (None: no option)."""
-    conf = ONE_CHILD if srv.mode == "embedded" else ""
+    conf = _one_child(srv)
     for url, group in groups:
         script = srv.app("interp.wsgi", dest=url.strip("/") + ".wsgi")
         opts = {} if group is None else {"application_group": group}
@@ -40,8 +59,9 @@ def _get(srv, path, body=None):
     return r.json()
 
 
-def test_named_groups_are_isolated(apache_factory, mode):
-    srv = _server(apache_factory, mode)
+@THREAD_MPMS
+def test_named_groups_are_isolated(apache_factory, mode, mpm):
+    srv = _server(apache_factory, mode, mpm)
     srv.start(_mounts(srv, [("/a", "alpha"), ("/b", "beta"), ("/g", "%{GLOBAL}")]))
     seen = {}
     for path in ["/a", "/b", "/a", "/g", "/b", "/a", "/g"] * 3:
@@ -80,12 +100,13 @@ def test_same_group_shares_one_interpreter(apache_factory, mode):
     assert len({e["sys_id"] for e in envs if e["pid"] == envs[0]["pid"]}) == 1
 
 
-def test_thread_alternating_global_and_group(apache_factory, mode):
+@THREAD_MPMS
+def test_thread_alternating_global_and_group(apache_factory, mode, mpm):
     """One worker thread serves %{GLOBAL} and a named group in turn: each request runs in its
     own interpreter and each keeps its per-thread state (threading.local) across requests."""
-    srv = _server(apache_factory, mode, daemon_options="processes=1 threads=1")
+    srv = _server(apache_factory, mode, mpm, daemon_options="processes=1 threads=1")
     conf = _mounts(srv, [("/g", "%{GLOBAL}"), ("/n", "named")])
-    if mode == "embedded":
+    if mode == "embedded" and mpm != "prefork":
         conf = conf.replace("ThreadsPerChild 4", "ThreadsPerChild 1").replace(
             "MaxRequestWorkers 4", "MaxRequestWorkers 1").replace("MaxSpareThreads 4",
                                                                   "MaxSpareThreads 1")
@@ -134,7 +155,7 @@ def test_pyo3_extension_refused_by_a_sub_interpreter(apache_factory, mode, venv)
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [body]\n"))
     head = f"WSGIPythonHome {env}\n" if mode == "embedded" else ""
-    conf = (head + (ONE_CHILD if mode == "embedded" else "")
+    conf = (head + _one_child(srv)
             + srv.mount("/g", app, application_group="%{GLOBAL}")
             + srv.mount("/x", app, application_group="ext"))
     for p in (r"RW0005", r"RW0019", r"ImportError", r"Traceback|File \"|\^"):
@@ -148,11 +169,12 @@ def test_pyo3_extension_refused_by_a_sub_interpreter(apache_factory, mode, venv)
     assert srv.get("/g").status == 200
 
 
-def test_stop_and_graceful_with_sub_interpreters_alive(apache_factory, mode):
+@THREAD_MPMS
+def test_stop_and_graceful_with_sub_interpreters_alive(apache_factory, mode, mpm):
     """Several threads have served two named groups; a graceful restart and a stop end them
     without a hang or a crash. In embedded mode (WSGIDestroyInterpreter On, the default) each
     sub-interpreter is ended before Python is finalised: its atexit callbacks run."""
-    srv = _server(apache_factory, mode, daemon_options="processes=1 threads=4")
+    srv = _server(apache_factory, mode, mpm, daemon_options="processes=1 threads=4")
     marks = srv.data / "atexit"
     marks.mkdir()
     os.chmod(marks, 0o777)  # the children write here as www-data
@@ -170,7 +192,7 @@ def test_stop_and_graceful_with_sub_interpreters_alive(apache_factory, mode):
         "    _local.x = 1\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [b'ok']\n"))
-    conf = ((ONE_CHILD if mode == "embedded" else "")
+    conf = (_one_child(srv)
             + srv.mount("/a", app, application_group="one")
             + srv.mount("/b", app, application_group="two"))
     srv.start(conf)
@@ -191,7 +213,7 @@ def test_interpreter_limit(apache_factory, mode):
     line, and the groups that exist keep serving."""
     srv = _server(apache_factory, mode)
     script = srv.app("interp.wsgi")
-    conf = ((ONE_CHILD if mode == "embedded" else "")
+    conf = (_one_child(srv)
             + 'SetEnvIf X-Group "^(g[0-9]+)$" GRP=$1\n'
             + srv.mount("/e", script, application_group="%{ENV:GRP}"))
     srv.allow_log(r"RW0018")
@@ -205,3 +227,53 @@ def test_interpreter_limit(apache_factory, mode):
                             r"this process already has 32")
     r = srv.request("GET", "/e", headers={"X-Group": "g7"})
     assert r.status == 200 and r.json()["group"] == "g7"
+
+
+def test_import_script_preloads_into_its_group(apache_factory, mode):
+    """WSGIImportScript ... application-group=alpha runs in alpha's sub-interpreter at process
+    start (created then): alpha's requests see what it imported, beta's and %{GLOBAL}'s not."""
+    srv = _server(apache_factory, mode)
+    pre = srv.write_file("apps/preload_alpha.py", (
+        "import sys, types\n"
+        "m = types.ModuleType('_rwsgi_preloaded')\n"
+        "m.by = 'preload'\n"
+        "sys.modules['_rwsgi_preloaded'] = m\n"))
+    app = srv.write_file("apps/seen.wsgi", (
+        "import sys\n"
+        "def application(environ, start_response):\n"
+        "    body = repr('_rwsgi_preloaded' in sys.modules).encode()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [body]\n"))
+    pg = "%{GLOBAL}" if mode == "embedded" else harness.DAEMON_GROUP
+    conf = (_one_child(srv)
+            + f"WSGIImportScript {pre} process-group={pg} application-group=alpha\n"
+            + srv.mount("/a", app, application_group="alpha")
+            + srv.mount("/b", app, application_group="beta")
+            + srv.mount("/g", app, application_group="%{GLOBAL}"))
+    srv.start(conf)
+    assert srv.wait_for_log(r"imported WSGI script '.*preload_alpha.py'")
+    assert srv.get("/a").body == b"True"
+    assert srv.get("/b").body == b"False"
+    assert srv.get("/g").body == b"False"
+
+
+def test_script_reload_is_per_interpreter(apache_factory, mode):
+    """A changed script: in embedded mode only its own interpreter re-executes it (another
+    group's module state survives); in daemon mode the process restarts, as under mod_wsgi."""
+    srv = _server(apache_factory, mode)
+    conf = _mounts(srv, [("/a", "alpha"), ("/b", "beta")])
+    srv.allow_log(r"changed")
+    srv.start(conf)
+    for _ in range(3):
+        a, b = _get(srv, "/a"), _get(srv, "/b")
+    assert a["count"] == 3 and b["count"] == 3
+    script = srv.apps / "a.wsgi"
+    st = script.stat()
+    os.utime(script, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    a2 = harness.wait_for(lambda: _get(srv, "/a"), timeout=10)
+    assert a2["count"] == 1, a2
+    b2 = _get(srv, "/b")
+    if mode == "embedded":
+        assert b2["count"] == 4 and b2["pid"] == b["pid"], b2
+    else:
+        assert b2["count"] == 1 and b2["pid"] != b["pid"], b2
