@@ -277,3 +277,65 @@ def test_script_reload_is_per_interpreter(apache_factory, mode):
         assert b2["count"] == 4 and b2["pid"] == b["pid"], b2
     else:
         assert b2["count"] == 1 and b2["pid"] != b["pid"], b2
+
+
+DJANGO_SETTINGS = """\
+from pathlib import Path
+BASE = Path(__file__).resolve().parent
+SECRET_KEY = "test-only-{label}"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "site_pkg.urls"
+INSTALLED_APPS = []
+MIDDLEWARE = []
+DATABASES = {{}}
+USE_TZ = True
+TEMPLATES = [{{"BACKEND": "django.template.backends.django.DjangoTemplates",
+              "DIRS": [BASE / "templates"]}}]
+SITE_LABEL = "{label}"
+"""
+DJANGO_URLS = """\
+from django.conf import settings
+from django.shortcuts import render
+from django.urls import path
+
+def index(request):
+    return render(request, "page.html", {"label": settings.SITE_LABEL})
+
+urlpatterns = [path("", index)]
+"""
+DJANGO_WSGI = """\
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Assigned, not setdefault: the process environment is shared by all interpreters.
+os.environ["DJANGO_SETTINGS_MODULE"] = "site_pkg.settings"
+from django.core.wsgi import get_wsgi_application
+application = get_wsgi_application()
+"""
+
+
+@THREAD_MPMS
+def test_two_django_projects_in_one_process(apache_factory, mode, mpm, venv):
+    """Two Django projects with the same package name and different settings and templates,
+    mounted in one httpd child (embedded) or one daemon process, served alternately under
+    concurrency: each always answers with its own settings and its own template."""
+    kw = {"daemon_options": f"processes=1 threads=4 python-home={venv}"}
+    srv = _server(apache_factory, mode, mpm, **kw)
+    conf = (f"WSGIPythonHome {venv}\n" if mode == "embedded" else "") + _one_child(srv)
+    for label in ("one", "two"):
+        root = f"apps/{label}"
+        srv.write_file(f"{root}/site_pkg/__init__.py", "")
+        srv.write_file(f"{root}/site_pkg/settings.py", DJANGO_SETTINGS.format(label=label))
+        srv.write_file(f"{root}/site_pkg/urls.py", DJANGO_URLS)
+        srv.write_file(f"{root}/site_pkg/templates/page.html",
+                       f"site {{{{ label }}}} from the template of {label}\n")
+        wsgi = srv.write_file(f"{root}/wsgi.py", DJANGO_WSGI)
+        conf += srv.mount(f"/{label}", wsgi, application_group=f"django-{label}")
+    srv.start(conf)
+    paths = ["/one/", "/two/"] * 30
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        answers = list(ex.map(lambda p: (p, srv.get(p)), paths))
+    for path, r in answers:
+        label = path.strip("/")
+        assert r.status == 200, (path, r, srv.error_log()[-2000:])
+        assert r.body == f"site {label} from the template of {label}\n".encode(), (path, r.body)
