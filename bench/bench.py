@@ -51,6 +51,9 @@ class Server:
     name: str
     module: str | None  # "rwsgi", "wsgi", "base" (mod_rwsgi --baseline build) or None (static)
     daemon: str | None  # WSGIDaemonProcess options, None for embedded
+    # The application group of /app: %{GLOBAL} (the main interpreter), or a named group that
+    # shares the process with a second one (so it runs in a sub-interpreter).
+    sub: bool = False
 
     @property
     def mode(self) -> str:
@@ -67,6 +70,10 @@ SERVERS = [
     Server("wsgi-daemon-p1t15", "wsgi", "processes=1 threads=15"),
     Server("rwsgi-daemon-p2t15", "rwsgi", "processes=2 threads=15"),
     Server("wsgi-daemon-p2t15", "wsgi", "processes=2 threads=15"),
+    # The cost of a sub-interpreter (hello workloads only): /app in application group
+    # 'bench', with a second group mounted in the same process.
+    Server("rwsgi-embedded-sub", "rwsgi", None, sub=True),
+    Server("rwsgi-daemon-p1t15-sub", "rwsgi", "processes=1 threads=15", sub=True),
 ]
 
 # With --baseline: another build of mod_rwsgi (the one before a change) in the same run, so a
@@ -135,11 +142,13 @@ class BenchApache(harness.Apache):
         name = "wsgi_module" if s.module == "wsgi" else "rwsgi_module"
         lines = [f"LoadModule {name} {so}",
                  f"WSGISocketPrefix {self.root}/run/wsgi",
-                 "WSGIApplicationGroup %{GLOBAL}"]
+                 "WSGIApplicationGroup " + ("bench" if s.sub else "%{GLOBAL}")]
         if s.daemon:
             lines.append(f"WSGIDaemonProcess bench {s.daemon} display-name={DISPLAY_NAME}")
             lines.append("WSGIProcessGroup bench")
         lines.append(f"WSGIScriptAlias /app {self.share}/app.wsgi")
+        if s.sub:
+            lines.append(f"WSGIScriptAlias /other {self.share}/app.wsgi application-group=other")
         return "\n".join(lines) + "\n"
 
     def render_conf(self, fragment: str | None = None) -> str:
@@ -335,6 +344,8 @@ def cells_for(selection: list[str]) -> list[Cell]:
         for s in SERVERS:
             if s.module is None and w.static_path is None:
                 continue
+            if s.sub and not w.name.startswith("hello"):
+                continue
             c = Cell(w, s)
             if not selection or any(sel in (w.name, s.name, c.name) for sel in selection):
                 out.append(c)
@@ -528,6 +539,18 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                            f"{a['cpu_us'] / b['cpu_us']:.2f} | {b['cpu_us']:.0f} → {a['cpu_us']:.0f} | "
                            f"{a['switches'] / max(b['switches'], 1e-9):.2f} | "
                            f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
+    sub_rows = []
+    for w in WORKLOADS:
+        for mode in ("embedded", "daemon-p1t15"):
+            a, b = get(w.name, f"rwsgi-{mode}-sub"), get(w.name, f"rwsgi-{mode}")
+            if a and b:
+                sub_rows.append(f"| {w.name} | {mode} | {b['cpu_us']:.0f} → {a['cpu_us']:.0f} | "
+                                f"{a['cpu_us'] - b['cpu_us']:+.1f} | {a['rps'] / b['rps']:.2f} |")
+    if sub_rows:
+        out += ["", "A named application group in a sub-interpreter / %{GLOBAL} (the main "
+                "interpreter), same build and mode:", "",
+                "| workload | mode | CPU µs/req (%{GLOBAL} → sub) | difference | req/s ratio |",
+                "| --- | --- | --- | --- | --- |"] + sub_rows
     out += ["", "WSGI / Apache static file of the same size (req/s):", "",
             "| workload | server | req/s vs static |", "| --- | --- | --- |"]
     for w in WORKLOADS:
