@@ -6,7 +6,8 @@ soak").
   download stays under 32 MiB above its RSS before the transfer. A memory assertion, not a
   timing one.
 - test_soak_million_requests_rss (only with RWSGI_SOAK=1): wrk -c 16 sends 1,000,000 hello
-  requests (RWSGI_SOAK_REQUESTS) after a 50,000-request warm-up, in rounds of at most 30 s,
+  requests (to one %{GLOBAL} application, and again rotating over three application groups,
+  each a sub-interpreter) (RWSGI_SOAK_REQUESTS) after a 50,000-request warm-up, in rounds of at most 30 s,
   bounded overall by RWSGI_SOAK_MAX_S seconds (default 1800) per mode; the summed RSS of the
   httpd children and daemons may grow by at most 2 % between the end of the warm-up and the
   end. Run it alone and niced:
@@ -127,9 +128,11 @@ def test_64mib_transfers_run_in_bounded_memory(apache_factory, mode):
 
 # --------------------------------------------------------------------------- soak
 
-def _wrk(port: int, seconds: int) -> dict:
-    """One bounded wrk run: requests, errors by kind (connect/read/write/timeout/non2xx), req/s."""
-    p = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "10s",
+def _wrk(port: int, seconds: int, script: str | None = None) -> dict:
+    """One bounded wrk run: requests, errors by kind (connect/read/write/timeout/non2xx), req/s.
+    `script`: a wrk Lua script (e.g. one that rotates over several URLs)."""
+    extra = ["-s", script] if script else []
+    p = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "10s", *extra,
                         f"http://127.0.0.1:{port}/f/hello"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=seconds + 60)
@@ -148,14 +151,15 @@ def _wrk(port: int, seconds: int) -> dict:
     return res
 
 
-def _run_until(port: int, target: int, deadline: float, round_s: int) -> dict:
+def _run_until(port: int, target: int, deadline: float, round_s: int,
+               script: str | None = None) -> dict:
     """wrk rounds of at most round_s seconds until `target` requests or the deadline."""
     total = {"requests": 0, "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
     for _ in range(10_000):
         left = deadline - time.monotonic()
         if total["requests"] >= target or left < 5:
             break
-        for k, v in _wrk(port, int(min(round_s, left))).items():
+        for k, v in _wrk(port, int(min(round_s, left)), script).items():
             total[k] += v
     return total
 
@@ -176,23 +180,38 @@ MaxKeepAliveRequests 0
 
 
 @pytest.mark.skipif(not SOAK, reason="soak: set RWSGI_SOAK=1 (minutes; see the module docstring)")
-def test_soak_million_requests_rss(apache_factory, mode):
+@pytest.mark.parametrize("groups", [1, 3], ids=["global", "3-groups"])
+def test_soak_million_requests_rss(apache_factory, mode, groups):
+    """groups=3: the requests rotate over three application groups, each in its own
+    sub-interpreter, in every process."""
     assert shutil.which("wrk"), "wrk is needed for the soak"
     srv = apache_factory(mode=mode, log_level="warn")
     app = srv.app("faults.wsgi")
-    if mode == "daemon":
-        srv.start("WSGIDaemonProcess fault processes=2 threads=8\n"
-                  + srv.mount("/f", app, process_group="fault") + SOAK_CONF)
-    else:
-        srv.start(srv.mount("/f", app) + SOAK_CONF)
-    assert srv.get("/f/hello").body == b"hello"
+    urls = ["/f"] if groups == 1 else [f"/f{i}" for i in range(groups)]
+    pg = {"process_group": "fault"} if mode == "daemon" else {}
+    conf = "WSGIDaemonProcess fault processes=2 threads=8\n" if mode == "daemon" else ""
+    for i, url in enumerate(urls):
+        ag = {} if groups == 1 else {"application_group": f"soak{i}"}
+        conf += srv.mount(url, app, **pg, **ag)
+    srv.start(conf + SOAK_CONF)
+    script = None
+    if groups > 1:
+        script = str(srv.write_file("data/rotate.lua", (
+            "local paths = {%s}\n"
+            "local i = 0\n"
+            "request = function()\n"
+            "  i = i + 1\n"
+            "  return wrk.format('GET', paths[(i %% #paths) + 1])\n"
+            "end\n") % ", ".join(f"'{u}/hello'" for u in urls)))
+    for url in urls:
+        assert srv.get(f"{url}/hello").body == b"hello"
     deadline = time.monotonic() + SOAK_MAX_S
-    warm = _run_until(srv.port, WARMUP, deadline, round_s=5)
+    warm = _run_until(srv.port, WARMUP, deadline, round_s=5, script=script)
     assert warm["requests"] >= WARMUP, f"warm-up did not reach {WARMUP} requests in time: {warm}"
     time.sleep(2)
     before = rss_map(srv)
     t0 = time.monotonic()
-    run = _run_until(srv.port, SOAK_REQUESTS, deadline, round_s=30)
+    run = _run_until(srv.port, SOAK_REQUESTS, deadline, round_s=30, script=script)
     elapsed = time.monotonic() - t0
     time.sleep(2)
     after = rss_map(srv)
@@ -201,7 +220,7 @@ def test_soak_million_requests_rss(apache_factory, mode):
     per_pid = {p: (before[p], after.get(p)) for p in before}
     done = run["requests"]
     errors = {k: warm[k] + run[k] for k in warm if k != "requests"}
-    figure(f"soak-{mode}", date=time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+    figure(f"soak-{mode}" + ("" if groups == 1 else f"-{groups}-groups"), date=time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
            warmup_requests=warm["requests"], requests=done,
            errors="/".join(f"{k}:{v}" for k, v in errors.items()),
            seconds=f"{elapsed:.0f}", req_per_s=f"{done / elapsed:.0f}",
