@@ -37,22 +37,21 @@ pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestS
     let pa = note(c"mod_wsgi.pass_authorization")
         .map(|v| v == "1")
         .or(d.pass_authorization);
-    // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
-    let application_group = environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts);
+    // mod_wsgi's default: one application group per script mount.
+    let application_group = environ::expand_group(ag.as_deref().unwrap_or("%{RESOURCE}"), facts);
     RequestSettings {
         main_interpreter: application_group.is_empty(),
         application_group,
         process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
         callable_object: match co.as_deref() {
-            Some(c) if c.starts_with("%{ENV:") => {
-                let v = environ::expand_group(c, facts);
+            Some(c) => {
+                let v = environ::expand_callable(c, facts.env);
                 if v.is_empty() {
                     "application".into()
                 } else {
                     v
                 }
             }
-            Some(c) => c.to_string(),
             None => "application".into(),
         },
         pass_authorization: pa.unwrap_or(false),
