@@ -57,7 +57,7 @@ fn handle(req: Request) -> c_int {
         script_name: &group_script_name,
         env: &env_lookup,
     };
-    let set = settings(req, dcfg, &facts);
+    let set = settings(req, &g, dcfg, &facts);
 
     let admission = admission::admit(&Facts {
         aliased: notes.get(ALIASED_NOTE) == Some(HANDLER.to_bytes()),

@@ -1,10 +1,12 @@
 //! The settings that apply to one request (the alias options over the directory's, `%{...}`
-//! expanded) and the refusal helper the request path shares. Runs in the httpd child.
+//! expanded, and whether its application group runs in the main interpreter) and the refusal
+//! helper the request path shares. Runs in the httpd child.
 #![forbid(unsafe_code)]
 
 use std::ffi::{CStr, c_int};
 
-use crate::config::{DirConfig, HeadMode};
+use super::translate::ALIAS_ID_NOTE;
+use crate::config::{DirConfig, GlobalConfig, HeadMode};
 use crate::httpd::request::Request;
 use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
@@ -24,7 +26,12 @@ pub struct RequestSettings {
     pub ignore_activity: bool,
 }
 
-pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestSettings {
+pub fn settings(
+    req: Request,
+    g: &GlobalConfig,
+    d: &DirConfig,
+    facts: &GroupFacts<'_>,
+) -> RequestSettings {
     let notes = req.notes();
     let note = |k: &CStr| {
         notes
@@ -39,10 +46,18 @@ pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestS
         .or(d.pass_authorization);
     // mod_wsgi's default: one application group per script mount.
     let application_group = environ::expand_group(ag.as_deref().unwrap_or("%{RESOURCE}"), facts);
+    let process_group = environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts);
+    // The one-group rule (config::groups): %{GLOBAL}, a sole alias, or its process's group.
+    let alias = note(ALIAS_ID_NOTE).and_then(|id| id.parse::<usize>().ok());
+    let main_interpreter = g.groups_plan.runs_in_main(
+        alias.map(|id| (id, facts.script_name)),
+        &process_group,
+        &application_group,
+    );
     RequestSettings {
-        main_interpreter: application_group.is_empty(),
+        main_interpreter,
         application_group,
-        process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        process_group,
         callable_object: match co.as_deref() {
             Some(c) => {
                 let v = environ::expand_callable(c, facts.env);
