@@ -84,6 +84,8 @@ pub struct Plan {
     /// literal application group of its sole alias, which runs in the main interpreter
     /// whichever way a request reaches it (and its `WSGIImportScript`s too).
     pub main_group: Vec<(String, String)>,
+    /// By alias id: the verdict and its reason, for the log (`LogLevel rwsgi:debug`).
+    pub why: Vec<String>,
 }
 
 impl Plan {
@@ -265,7 +267,20 @@ impl Recorded {
                     }
             });
             let groups = self.expressions(alias, Kind::ApplicationGroup);
-            let sole = match (alone, groups.len(), groups.first()) {
+            let names = |ps: &[String]| {
+                ps.iter()
+                    .map(|p| if p.is_empty() { "embedded" } else { p.as_str() })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let (sole, why) = match (alone, groups.len(), groups.first()) {
+                (false, ..) => (
+                    Sole::No,
+                    format!(
+                        "another alias can reach its process ({})",
+                        names(&processes)
+                    ),
+                ),
                 (true, 1, Some(expr)) => {
                     let literal = !expr.starts_with("%{");
                     // The processes' preloads are in %{GLOBAL} or in this very group.
@@ -276,22 +291,53 @@ impl Recorded {
                             i.application_group == "%{GLOBAL}"
                                 || (literal && i.application_group == *expr)
                         });
+                    let only = format!(
+                        "the only alias of its process ({}), application group {expr}",
+                        names(&processes)
+                    );
                     match expr.as_str() {
-                        _ if !imports_agree => Sole::No,
-                        "%{GLOBAL}" | "%{SERVER}" => Sole::Yes,
-                        "%{RESOURCE}" if !alias.regex => Sole::IfScriptName(script_name(alias)),
+                        _ if !imports_agree => (
+                            Sole::No,
+                            "a WSGIImportScript preloads another application group there".into(),
+                        ),
+                        "%{GLOBAL}" | "%{SERVER}" => (Sole::Yes, only),
+                        "%{RESOURCE}" if !alias.regex => (
+                            Sole::IfScriptName(script_name(alias)),
+                            format!("{only} (when its target is the script)"),
+                        ),
                         _ if literal => {
                             for p in &processes {
                                 plan.main_group.push((p.clone(), expr.clone()));
                             }
-                            Sole::Yes
+                            (Sole::Yes, only)
                         }
                         // %{HOST}, %{ENV:...}, %{RESOURCE} of a regex alias.
-                        _ => Sole::No,
+                        _ => (
+                            Sole::No,
+                            format!("its application group {expr} depends on the request"),
+                        ),
                     }
                 }
-                _ => Sole::No,
+                _ => (
+                    Sole::No,
+                    format!(
+                        "its application group may be any of {}",
+                        groups.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ),
             };
+            let directive = if alias.regex {
+                "WSGIScriptAliasMatch"
+            } else {
+                "WSGIScriptAlias"
+            };
+            let verdict = if sole == Sole::No {
+                "its requests run in sub-interpreters by group name (main for %{GLOBAL})"
+            } else {
+                "its requests run in the main interpreter"
+            };
+            plan.why
+                .push(format!("{directive} {}: {verdict}: {why}", alias.location));
             plan.sole.push(sole);
         }
         plan
@@ -402,6 +448,11 @@ mod tests {
             "0 WSGIScriptAlias /b /srv/b.wsgi",
         ]);
         assert_eq!(c.sole(), [No, No]);
+        assert_eq!(
+            c.global.groups_plan.why[1],
+            "WSGIScriptAlias /b: its requests run in sub-interpreters by group name (main for \
+             %{GLOBAL}): another alias can reach its process (embedded)"
+        );
         // The same with a daemon group, one alias per vhost (the server-level group applies to
         // both), and with the same literal group.
         let c = Conf::read(&[

@@ -570,6 +570,7 @@ fn check_groups(g: &mut GlobalConfig) {
     let daemons: Vec<String> = g.daemons.iter().map(|d| d.name.clone()).collect();
     let plan = &g.groups_plan;
     assert_eq!(plan.sole.len(), g.groups.aliases.len());
+    assert_eq!(plan.why.len(), g.groups.aliases.len());
     let main: Vec<Vec<String>> = (0..plan.sole.len())
         .filter(|&i| plan.sole[i] != Sole::No)
         .map(|i| g.groups.reachable(i, &daemons))

@@ -458,6 +458,9 @@ unsafe extern "C" fn post_config(
                 log_server(s, APLOG_NOTICE, n);
             }
             crate::parent::checks::log_access_report(server, &g);
+            for line in &g.groups_plan.why {
+                log_server(s, APLOG_DEBUG, &format!("one-group rule: {line}"));
+            }
             for grp in &g.named_app_groups {
                 log_server(
                     s,
