@@ -56,7 +56,8 @@ def test_mod_wsgi_keys(apache_factory, mode):
     env = _env(srv, "/app/k")
     t = env["__types__"]
     assert env["mod_wsgi.process_group"] == ("" if mode == "embedded" else harness.DAEMON_GROUP)
-    assert env["mod_wsgi.application_group"] == ""
+    # mod_wsgi's default group, %{RESOURCE}: ServerName:port|SCRIPT_NAME
+    assert env["mod_wsgi.application_group"] == f"127.0.0.1:{srv.port}|/app"
     assert env["mod_wsgi.callable_object"] == "application"
     assert env["mod_wsgi.request_handler"] == "wsgi-script"
     assert "mod_wsgi.script_reloading" in env

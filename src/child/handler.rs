@@ -35,9 +35,13 @@ fn handle(req: Request) -> c_int {
     let (script_name, path_info_v) = environ::script_name_and_path_info(uri, path_info);
     let server_hostname = String::from_utf8_lossy(req.server_hostname().unwrap_or(b""));
     let headers_in = req.headers_in();
-    let host_header = headers_in
-        .get(c"Host")
-        .map(|h| String::from_utf8_lossy(h).into_owned());
+    let hostname = req.hostname().map(String::from_utf8_lossy);
+    // mod_wsgi names %{RESOURCE} groups by the lower-cased SCRIPT_NAME when case-insensitive.
+    let group_script_name = if g.case_sensitive {
+        script_name.clone()
+    } else {
+        script_name.to_ascii_lowercase()
+    };
     let (notes, subprocess_env) = (req.notes(), req.subprocess_env());
     let env_lookup = |k: &str| -> Option<String> {
         notes
@@ -49,11 +53,11 @@ fn handle(req: Request) -> c_int {
     let facts = GroupFacts {
         server_hostname: &server_hostname,
         server_port: req.server_port(),
-        host_header: host_header.as_deref(),
-        script_name: &script_name,
+        hostname: hostname.as_deref(),
+        script_name: &group_script_name,
         env: &env_lookup,
     };
-    let set = settings(req, dcfg, &facts);
+    let set = settings(req, &g, dcfg, &facts);
 
     let admission = admission::admit(&Facts {
         aliased: notes.get(ALIASED_NOTE) == Some(HANDLER.to_bytes()),

@@ -1,10 +1,12 @@
 //! The settings that apply to one request (the alias options over the directory's, `%{...}`
-//! expanded) and the refusal helper the request path shares. Runs in the httpd child.
+//! expanded, and whether its application group runs in the main interpreter) and the refusal
+//! helper the request path shares. Runs in the httpd child.
 #![forbid(unsafe_code)]
 
 use std::ffi::{CStr, c_int};
 
-use crate::config::{DirConfig, HeadMode};
+use super::translate::ALIAS_ID_NOTE;
+use crate::config::{DirConfig, GlobalConfig, HeadMode};
 use crate::httpd::request::Request;
 use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
@@ -24,7 +26,12 @@ pub struct RequestSettings {
     pub ignore_activity: bool,
 }
 
-pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestSettings {
+pub fn settings(
+    req: Request,
+    g: &GlobalConfig,
+    d: &DirConfig,
+    facts: &GroupFacts<'_>,
+) -> RequestSettings {
     let notes = req.notes();
     let note = |k: &CStr| {
         notes
@@ -37,22 +44,29 @@ pub fn settings(req: Request, d: &DirConfig, facts: &GroupFacts<'_>) -> RequestS
     let pa = note(c"mod_wsgi.pass_authorization")
         .map(|v| v == "1")
         .or(d.pass_authorization);
-    // mod_rwsgi's default is the main interpreter, as mod_wsgi-express configures it.
-    let application_group = environ::expand_group(ag.as_deref().unwrap_or("%{GLOBAL}"), facts);
+    // mod_wsgi's default: one application group per script mount.
+    let application_group = environ::expand_group(ag.as_deref().unwrap_or("%{RESOURCE}"), facts);
+    let process_group = environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts);
+    // The one-group rule (config::groups): %{GLOBAL}, a sole alias, or its process's group.
+    let alias = note(ALIAS_ID_NOTE).and_then(|id| id.parse::<usize>().ok());
+    let main_interpreter = g.groups_plan.runs_in_main(
+        alias.map(|id| (id, facts.script_name)),
+        &process_group,
+        &application_group,
+    );
     RequestSettings {
-        main_interpreter: application_group.is_empty(),
+        main_interpreter,
         application_group,
-        process_group: environ::expand_group(pg.as_deref().unwrap_or("%{GLOBAL}"), facts),
+        process_group,
         callable_object: match co.as_deref() {
-            Some(c) if c.starts_with("%{ENV:") => {
-                let v = environ::expand_group(c, facts);
+            Some(c) => {
+                let v = environ::expand_callable(c, facts.env);
                 if v.is_empty() {
                     "application".into()
                 } else {
                     v
                 }
             }
-            Some(c) => c.to_string(),
             None => "application".into(),
         },
         pass_authorization: pa.unwrap_or(false),

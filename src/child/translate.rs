@@ -1,6 +1,7 @@
 //! `translate_name`: claims the URLs under a `WSGIScriptAlias` (prefix or regex), pointing
 //! the request at the script with the `wsgi-script` handler and passing the alias's options
-//! on as request notes. Runs in the httpd child.
+//! on as request notes (and which alias it was, for the one-group rule). Runs in the httpd
+//! child.
 #![forbid(unsafe_code)]
 
 use std::ffi::CStr;
@@ -14,6 +15,9 @@ pub const HANDLER: &CStr = c"wsgi-script";
 
 /// The note that says a `WSGIScriptAlias` claimed the request (no ExecCGI needed).
 pub const ALIASED_NOTE: &CStr = c"alias-forced-type";
+
+/// The note naming the alias that claimed the request (its id, in decimal).
+pub const ALIAS_ID_NOTE: &CStr = c"mod_rwsgi.alias_id";
 
 /// Claims the request if a `WSGIScriptAlias` of its virtual host matches; true if claimed.
 pub fn translate(req: Request) -> bool {
@@ -51,6 +55,7 @@ pub fn translate(req: Request) -> bool {
         };
         req.claim(&filename, HANDLER);
         req.set_note(ALIASED_NOTE, HANDLER.to_bytes());
+        req.set_note(ALIAS_ID_NOTE, alias.id.to_string().as_bytes());
         let o = &alias.options;
         for (key, val) in [
             (c"mod_wsgi.process_group", &o.process_group),

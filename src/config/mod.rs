@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod groups;
 pub mod net;
 pub mod tokenize;
 
@@ -179,6 +180,8 @@ pub struct ScriptAlias {
     pub options: AliasOptions,
     /// Index of the compiled regex in the server config's regex list (regex aliases only).
     pub regex_slot: Option<usize>,
+    /// The alias's index in `GlobalConfig::groups.aliases` (the one-group rule's id).
+    pub id: usize,
 }
 
 /// `WSGIImportScript`.
@@ -218,6 +221,24 @@ pub struct GlobalConfig {
     pub socket_prefix: Option<String>,
     /// Literal process-group names used by directives, checked against `daemons` at start.
     pub process_group_refs: Vec<(String, &'static str)>,
+    /// What the one-group rule needs: every alias and process/application-group directive.
+    pub groups: groups::Recorded,
+    /// The rule's result (`finish_groups`, once the configuration is read).
+    pub groups_plan: groups::Plan,
+}
+
+impl GlobalConfig {
+    /// Applies the one-group rule to the configuration read (`check_config`).
+    pub fn finish_groups(&mut self) {
+        let daemons: Vec<String> = self.daemons.iter().map(|d| d.name.clone()).collect();
+        self.groups_plan = self.groups.plan(&daemons, &self.import_scripts);
+    }
+
+    /// Whether a `WSGIImportScript` runs in its process's main interpreter: its group is
+    /// `%{GLOBAL}`, or the literal group of the process's sole alias.
+    pub fn import_in_main(&self, imp: &ImportScript) -> bool {
+        self.groups_plan.import_in_main(imp)
+    }
 }
 
 impl Default for GlobalConfig {
@@ -243,6 +264,8 @@ impl Default for GlobalConfig {
             daemons: Vec::new(),
             socket_prefix: None,
             process_group_refs: Vec::new(),
+            groups: groups::Recorded::default(),
+            groups_plan: groups::Plan::default(),
         }
     }
 }
@@ -318,6 +341,8 @@ pub struct Targets<'a> {
     pub server: &'a mut ServerConfig,
     pub dir: &'a mut DirConfig,
     pub global: &'a mut GlobalConfig,
+    /// Where the directive was read (for the one-group rule).
+    pub place: groups::Place,
 }
 
 fn bad(name: &str, msg: impl AsRef<str>) -> Error {
@@ -519,11 +544,19 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             if words[1].is_empty() {
                 return Err(bad(name, "the target file or directory is empty"));
             }
+            g.groups.aliases.push(groups::AliasEntry {
+                server: t.place.server,
+                regex,
+                location: words[0].clone(),
+                process_group: options.process_group.clone(),
+                application_group: options.application_group.clone(),
+            });
             t.server.aliases.push(ScriptAlias {
                 pattern,
                 target: words[1].clone(),
                 options,
                 regex_slot: None,
+                id: g.groups.aliases.len() - 1,
             });
             let index = t.server.aliases.len() - 1;
             return Ok(if regex {
@@ -587,7 +620,13 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
         "WSGIRestrictSignal" => g.restrict_signal = flag(spec, &words)?,
         "WSGICaseSensitivity" => g.case_sensitive = flag(spec, &words)?,
         "WSGIProcessGroup" => {
-            dcfg.process_group = Some(check_process_group(name, one(spec, &words)?, g)?)
+            let v = check_process_group(name, one(spec, &words)?, g)?;
+            g.groups.settings.push(groups::Setting {
+                place: t.place,
+                kind: groups::Kind::ProcessGroup,
+                value: v.clone(),
+            });
+            dcfg.process_group = Some(v)
         }
         "WSGIDaemonProcess" => {
             let d = daemon::parse(&words)?;
@@ -629,6 +668,11 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
         "WSGIApplicationGroup" => {
             let v = group_expr(name, one(spec, &words)?, APP_GROUP_EXPANSIONS)?;
             note_app_group(g, &v);
+            g.groups.settings.push(groups::Setting {
+                place: t.place,
+                kind: groups::Kind::ApplicationGroup,
+                value: v.clone(),
+            });
             dcfg.application_group = Some(v);
         }
         "WSGICallableObject" => {
@@ -765,6 +809,7 @@ mod tests {
                 server: &mut c.server,
                 dir: &mut c.dir,
                 global: &mut c.global,
+                place: groups::Place::default(),
             },
         )
     }
@@ -793,6 +838,7 @@ mod tests {
                     server: &mut c.server,
                     dir: &mut c.dir,
                     global: &mut c.global,
+                    place: groups::Place::default(),
                 },
             );
         }

@@ -5,11 +5,12 @@
 
 use super::{assert_bounded, fields};
 use crate::config::daemon::{self, DaemonSpec, GroupSpec, UserSpec};
+use crate::config::groups::{Place, Server, Sole};
 use crate::config::net::IpNet;
 use crate::config::tokenize::words;
 use crate::config::{
-    self, AliasPattern, Applied, DIRECTIVES, DirConfig, GlobalConfig, ServerConfig, Support,
-    Targets,
+    self, AliasPattern, Applied, DIRECTIVES, DirConfig, GlobalConfig, ScriptAlias, ServerConfig,
+    Support, Targets,
 };
 use crate::error::{Code, Error};
 use std::net::IpAddr;
@@ -332,6 +333,8 @@ struct Cfg {
     server: ServerConfig,
     dir: DirConfig,
     global: GlobalConfig,
+    /// Where the next directive is read.
+    place: Place,
 }
 
 impl Cfg {
@@ -343,6 +346,7 @@ impl Cfg {
                 server: &mut self.server,
                 dir: &mut self.dir,
                 global: &mut self.global,
+                place: self.place,
             },
         )
     }
@@ -425,8 +429,11 @@ fn check_applied(name: &str, raw: &str, c: &Cfg, before_aliases: usize, applied:
                     if pa { "On" } else { "Off" }
                 ));
             }
+            // Its id is its place among every alias read.
+            assert_eq!(a.id, c.global.groups.aliases.len() - 1);
             if let Some(fresh) = reapply(name, &ws) {
-                assert_eq!(fresh.server.aliases, std::slice::from_ref(a), "{ws:?}");
+                let a = ScriptAlias { id: 0, ..a.clone() };
+                assert_eq!(fresh.server.aliases, [a], "{ws:?}");
             }
         }
         "WSGIDaemonProcess" => {
@@ -503,6 +510,17 @@ pub fn directive(data: &[u8]) {
             }
         };
         let name = spec.name();
+        // The main server or one of two virtual hosts, in a section or not, from the bytes.
+        let h = line
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        c.place = Place {
+            server: match h % 3 {
+                0 => Server::Main,
+                n => Server::Virtual(n),
+            },
+            section: (h / 3) % 2 == 1,
+        };
         let before_aliases = c.server.aliases.len();
         let before_daemons = c.global.daemons.len();
         match c.apply(spec, raw) {
@@ -541,6 +559,44 @@ pub fn directive(data: &[u8]) {
         assert!(!g.named_app_groups.iter().any(|a| a == "%{GLOBAL}"));
         assert!(g.notices.len() <= 3, "{:?}", g.notices);
     }
+    check_groups(&mut c.global);
+}
+
+/// The one-group rule on whatever was read: a verdict per alias; two aliases that run in the
+/// main interpreter never share a process; one main group per process; `%{GLOBAL}` preloads
+/// always run in main, other ones only in their process's main group.
+fn check_groups(g: &mut GlobalConfig) {
+    g.finish_groups();
+    let daemons: Vec<String> = g.daemons.iter().map(|d| d.name.clone()).collect();
+    let plan = &g.groups_plan;
+    assert_eq!(plan.sole.len(), g.groups.aliases.len());
+    assert_eq!(plan.why.len(), g.groups.aliases.len());
+    let main: Vec<Vec<String>> = (0..plan.sole.len())
+        .filter(|&i| plan.sole[i] != Sole::No)
+        .map(|i| g.groups.reachable(i, &daemons))
+        .collect();
+    for (i, a) in main.iter().enumerate() {
+        assert!(!a.is_empty());
+        for b in &main[..i] {
+            assert!(
+                a.iter().all(|p| !b.contains(p)),
+                "{a:?} and {b:?} share a process"
+            );
+        }
+    }
+    no_duplicates(&plan.main_group.iter().map(|(p, _)| p).collect::<Vec<_>>());
+    for imp in &g.import_scripts {
+        let in_main = g.import_in_main(imp);
+        if imp.application_group == "%{GLOBAL}" {
+            assert!(in_main);
+        } else if in_main {
+            assert_eq!(
+                plan.main_group_of(&imp.process_group.replace("%{GLOBAL}", "")),
+                Some(imp.application_group.as_str())
+            );
+        }
+    }
+    assert!(plan.runs_in_main(None, "", ""));
 }
 
 /// Whether `net` contains `ip`, computed independently of `IpNet::contains`: the first

@@ -7,8 +7,8 @@
 use super::raw_fields;
 use crate::config::net::IpNet;
 use crate::wsgi::environ::{
-    GroupFacts, HeaderKey, alias_matches, expand_group, find_path_info, header_key, no2slash,
-    script_name_and_path_info,
+    GroupFacts, HeaderKey, alias_matches, expand_callable, expand_group, find_path_info,
+    header_key, no2slash, script_name_and_path_info,
 };
 use crate::wsgi::proxy::{self, Environ, KNOWN_HEADERS};
 use std::net::IpAddr;
@@ -103,7 +103,7 @@ fn check_group(expr: &[u8], env_value: &[u8], host: &[u8], hostname: &[u8], scri
     let f = GroupFacts {
         server_hostname: &hostname,
         server_port: port,
-        host_header: Some(&host),
+        hostname: Some(&host),
         script_name: script,
         env: &env,
     };
@@ -119,6 +119,21 @@ fn check_group(expr: &[u8], env_value: &[u8], host: &[u8], hostname: &[u8], scri
     }
     if expr == "%{GLOBAL}" {
         assert!(out.is_empty());
+    }
+    if value.is_empty() && expr.starts_with("%{ENV:") {
+        assert_eq!(
+            out, expr,
+            "an unset variable names the group by the expression"
+        );
+    }
+    let callable = expand_callable(&expr, &env);
+    if expr.starts_with('%') {
+        assert!(
+            callable == "application" || callable == value,
+            "{expr:?} -> {callable:?}"
+        );
+    } else {
+        assert_eq!(callable, expr);
     }
 }
 

@@ -152,6 +152,23 @@ impl Cmd {
         }) as *mut ServerState
     }
 
+    /// Where the directive is read: which server, and whether inside a section
+    /// (`<Directory>`, `<Location>`, `<Files>`, `<If>`: httpd sets `cmd->path` there).
+    fn place(&self) -> config::groups::Place {
+        // SAFETY: httpd passes a live cmd_parms whose server is live during configuration.
+        let (server, path) = unsafe { ((*self.parms).server, (*self.parms).path) };
+        // SAFETY: as above.
+        let virtual_host = !server.is_null() && unsafe { (*server).is_virtual } != 0;
+        config::groups::Place {
+            server: if virtual_host {
+                config::groups::Server::Virtual(server as usize)
+            } else {
+                config::groups::Server::Main
+            },
+            section: !path.is_null(),
+        }
+    }
+
     /// Returns an error string httpd will print (copied into the configuration pool).
     fn error(&self, msg: &str) -> *const c_char {
         let c = cstring(msg);
@@ -201,6 +218,7 @@ unsafe extern "C" fn directive_entry(
                     server: &mut server.cfg,
                     dir,
                     global: g,
+                    place: cmd.place(),
                 },
             ) {
                 Ok(Applied::Done) => ptr::null(),
@@ -365,6 +383,10 @@ unsafe extern "C" fn check_config(
     s: *mut server_rec,
 ) -> c_int {
     guard("check_config", DONE, || {
+        // The whole configuration is read: apply the one-group rule once for this generation.
+        if let Some(g) = GLOBAL.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Arc::make_mut(g).finish_groups();
+        }
         let g = global();
         for (grp, directive) in &g.process_group_refs {
             if !g.daemons.iter().any(|d| &d.name == grp) {
@@ -436,6 +458,9 @@ unsafe extern "C" fn post_config(
                 log_server(s, APLOG_NOTICE, n);
             }
             crate::parent::checks::log_access_report(server, &g);
+            for line in &g.groups_plan.why {
+                log_server(s, APLOG_DEBUG, &format!("one-group rule: {line}"));
+            }
             // SAFETY: a plain query; the parent must never start Python.
             let py = unsafe { pyo3::ffi::Py_IsInitialized() };
             log_server(

@@ -181,6 +181,11 @@ impl Request {
         self.field(self.rec().uri)
     }
 
+    /// The host the client asked for, as httpd parsed it (lower case, without the port).
+    pub fn hostname(&self) -> Option<&[u8]> {
+        self.field(self.rec().hostname)
+    }
+
     pub fn filename(&self) -> Option<&[u8]> {
         self.field(self.rec().filename)
     }

@@ -45,15 +45,6 @@ impl<'a> Which<'a> {
             Which::Group(group)
         }
     }
-
-    /// The interpreter a `WSGIImportScript ... application-group=` preloads into.
-    pub fn for_import(group: &'a str) -> Which<'a> {
-        if group.is_empty() || group == "%{GLOBAL}" {
-            Which::Main
-        } else {
-            Which::Group(group)
-        }
-    }
 }
 
 struct Sub {

@@ -278,7 +278,11 @@ pub fn start_process(
         return false;
     }
     for imp in g.import_scripts.iter().filter(|i| i.process_group == group) {
-        let which = interp::Which::for_import(&imp.application_group);
+        let which = if g.import_in_main(imp) {
+            interp::Which::Main
+        } else {
+            interp::Which::Group(&imp.application_group)
+        };
         let done = interp::enter(which, |py, it| {
             match load_script(py, it, &imp.path, None, true, g.case_sensitive) {
                 Ok(_) => log(Level::Info, &format!("imported WSGI script '{}'", imp.path)),

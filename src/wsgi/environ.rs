@@ -142,9 +142,13 @@ pub fn alias_matches(uri: &[u8], alias: &[u8]) -> usize {
 
 /// Facts a `%{...}` expansion needs about the request.
 pub struct GroupFacts<'a> {
+    /// The virtual host's `ServerName` (`r->server->server_hostname`).
     pub server_hostname: &'a str,
+    /// `ap_get_server_port` (with `UseCanonicalName Off`, the port the client asked for).
     pub server_port: u16,
-    pub host_header: Option<&'a str>,
+    /// The host the client asked for, as httpd parsed it (`r->hostname`: lower case, no port).
+    pub hostname: Option<&'a str>,
+    /// SCRIPT_NAME (lower case under `WSGICaseSensitivity Off`, as mod_wsgi names groups).
     pub script_name: &'a [u8],
     /// Looks up `%{ENV:name}` (request notes, then subprocess_env, then the process environment).
     pub env: &'a dyn Fn(&str) -> Option<String>,
@@ -158,7 +162,11 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Expands an application-group (or process-group) expression; `%{GLOBAL}` is `""`.
+/// Expands an application-group or process-group expression as mod_wsgi names groups:
+/// `%{GLOBAL}` is `""`, `%{SERVER}` `host[:port]`, `%{HOST}` the same from the requested host,
+/// `%{RESOURCE}` `host[:port]|SCRIPT_NAME` (no port for 80 and 443), `%{ENV:var}` the variable's
+/// value (which may itself be one of the others), and anything else, including `%{ENV:var}`
+/// for an unset variable, is the name as written.
 pub fn expand_group(expr: &str, f: &GroupFacts<'_>) -> String {
     expand_group_depth(expr, f, 0)
 }
@@ -167,15 +175,8 @@ fn expand_group_depth(expr: &str, f: &GroupFacts<'_>, depth: u8) -> String {
     match expr {
         "%{GLOBAL}" => String::new(),
         "%{SERVER}" => host_port(f.server_hostname, f.server_port),
-        "%{HOST}" => match f.host_header {
-            Some(h) if !h.is_empty() => {
-                let h = h.to_ascii_lowercase();
-                if h.contains(':') {
-                    h
-                } else {
-                    host_port(&h, f.server_port)
-                }
-            }
+        "%{HOST}" => match f.hostname {
+            Some(h) if !h.is_empty() => host_port(h, f.server_port),
             _ => host_port(f.server_hostname, f.server_port),
         },
         "%{RESOURCE}" => format!(
@@ -190,11 +191,25 @@ fn expand_group_depth(expr: &str, f: &GroupFacts<'_>, depth: u8) -> String {
                     expand_group_depth(&v, f, depth + 1)
                 }
                 Some(v) => v,
-                None => String::new(),
+                // Unset: the expression itself is the group's name (as mod_wsgi).
+                None => e.to_string(),
             },
             None => e.to_string(),
         },
     }
+}
+
+/// Expands a `WSGICallableObject` value as mod_wsgi does: `%{ENV:var}` is the variable's value
+/// as it is (never expanded further), `application` when it is unset; any other `%...` is
+/// `application`; plain text is the name.
+pub fn expand_callable(expr: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    if !expr.starts_with('%') {
+        return expr.to_string();
+    }
+    expr.strip_prefix("%{ENV:")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(env)
+        .unwrap_or_else(|| "application".into())
 }
 
 /// `(major, minor, patch)` from a server description such as `Apache/2.4.71 (Debian)`.
@@ -293,7 +308,7 @@ mod tests {
         let f = GroupFacts {
             server_hostname: "example.org",
             server_port: 8080,
-            host_header: Some("Www.Example.org"),
+            hostname: Some("www.example.org"),
             script_name: b"/app",
             env: &env,
         };
@@ -303,13 +318,38 @@ mod tests {
         assert_eq!(expand_group("%{RESOURCE}", &f), "example.org:8080|/app");
         assert_eq!(expand_group("%{ENV:SITE}", &f), "blue");
         assert_eq!(expand_group("%{ENV:INDIRECT}", &f), "example.org:8080");
-        assert_eq!(expand_group("%{ENV:NONE}", &f), "");
+        // Unset: the group is named by the expression, as in mod_wsgi.
+        assert_eq!(expand_group("%{ENV:NONE}", &f), "%{ENV:NONE}");
         assert_eq!(expand_group("plain", &f), "plain");
         let f80 = GroupFacts {
             server_port: 80,
+            hostname: None,
             ..f
         };
         assert_eq!(expand_group("%{SERVER}", &f80), "example.org");
+        assert_eq!(expand_group("%{RESOURCE}", &f80), "example.org|/app");
+        // No Host header (HTTP/1.0): the ServerName.
+        assert_eq!(expand_group("%{HOST}", &f80), "example.org");
+        let f443 = GroupFacts {
+            server_port: 443,
+            hostname: Some("www.example.org"),
+            ..f80
+        };
+        assert_eq!(expand_group("%{HOST}", &f443), "www.example.org");
+    }
+
+    #[test]
+    fn callables() {
+        let env = |k: &str| match k {
+            "CO" => Some("app2".to_string()),
+            "INDIRECT" => Some("%{SERVER}".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand_callable("handler", &env), "handler");
+        assert_eq!(expand_callable("%{ENV:CO}", &env), "app2");
+        assert_eq!(expand_callable("%{ENV:INDIRECT}", &env), "%{SERVER}");
+        assert_eq!(expand_callable("%{ENV:NONE}", &env), "application");
+        assert_eq!(expand_callable("%{GLOBAL}", &env), "application");
     }
 
     #[test]
