@@ -188,5 +188,14 @@ fn main() {
     }
     println!("cargo:rustc-env=RWSGI_PYTHON_EXECUTABLE={exe}");
     println!("cargo:rustc-env=RWSGI_PYTHON_VERSION={version}");
+    // Own-GIL sub-interpreters (`Py_NewInterpreterFromConfig`, PEP 684) exist from 3.12 on.
+    println!("cargo::rustc-check-cfg=cfg(rwsgi_py312)");
+    let minor = version
+        .strip_prefix("3.")
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    if minor >= 12 {
+        println!("cargo:rustc-cfg=rwsgi_py312");
+    }
     println!("cargo:rustc-env=RWSGI_PYTHON_PREFIX={prefix}");
 }

@@ -57,6 +57,9 @@ pub enum Code {
     PathAccess,
     /// The module was built with httpd struct layouts that differ from this Apache's.
     BuildMismatch,
+    /// The configuration asks for what the build's Python cannot do (own-GIL
+    /// sub-interpreters on Python < 3.12).
+    NeedsNewerPython,
 }
 
 impl Code {
@@ -87,11 +90,12 @@ impl Code {
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
             Code::BuildMismatch => "RW0043",
+            Code::NeedsNewerPython => "RW0044",
         }
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -113,6 +117,7 @@ impl Code {
         Code::PythonHomeInvalid,
         Code::PathAccess,
         Code::BuildMismatch,
+        Code::NeedsNewerPython,
     ];
 }
 

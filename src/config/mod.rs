@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod groups;
+pub mod interp_options;
 pub mod net;
 pub mod tokenize;
 
@@ -93,9 +94,9 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIPythonHashSeed", Server, Implemented, c"WSGIPythonHashSeed random|<0-4294967295>"),
     d(c"WSGISwitchInterval", Server, Implemented, c"WSGISwitchInterval <seconds>"),
     d(c"WSGIDestroyInterpreter", Server, Implemented, c"WSGIDestroyInterpreter On|Off"),
-    d(c"WSGIPerInterpreterGIL", Server, OnlyOff, c"WSGIPerInterpreterGIL Off"),
+    d(c"WSGIPerInterpreterGIL", Server, Implemented, c"WSGIPerInterpreterGIL On|Off (On: Python 3.12+ builds)"),
     d(c"WSGIFreeThreading", Server, OnlyOff, c"WSGIFreeThreading Off"),
-    d(c"<WSGIInterpreterOptions", Server, NotYet, c"<WSGIInterpreterOptions [process-group=G] [application-group=A]>"),
+    d(c"<WSGIInterpreterOptions", Server, Implemented, c"<WSGIInterpreterOptions [process-group=G] [application-group=A]> ... </WSGIInterpreterOptions>"),
     d(c"WSGIRestrictEmbedded", Server, Implemented, c"WSGIRestrictEmbedded On|Off"),
     d(c"WSGIRestrictStdin", Server, Implemented, c"WSGIRestrictStdin On|Off"),
     d(c"WSGIRestrictStdout", Server, Implemented, c"WSGIRestrictStdout On|Off"),
@@ -209,6 +210,10 @@ pub struct GlobalConfig {
     pub restrict_stdin: bool,
     pub restrict_stdout: bool,
     pub restrict_signal: bool,
+    /// `WSGIPerInterpreterGIL` at server level (`On` only on Python 3.12+ builds).
+    pub per_interpreter_gil: bool,
+    /// `<WSGIInterpreterOptions>` sections, in configuration order.
+    pub interp_options: Vec<interp_options::Block>,
     pub case_sensitive: bool,
     pub import_scripts: Vec<ImportScript>,
     /// Application-group names other than `%{GLOBAL}` seen in the configuration.
@@ -257,6 +262,8 @@ impl Default for GlobalConfig {
             restrict_stdin: false,
             restrict_stdout: false,
             restrict_signal: true,
+            per_interpreter_gil: false,
+            interp_options: Vec::new(),
             case_sensitive: true,
             import_scripts: Vec::new(),
             named_app_groups: Vec::new(),
@@ -479,6 +486,36 @@ fn alias_options(
     Ok(o)
 }
 
+/// One directive inside a `<WSGIInterpreterOptions>` section, as the httpd layer read it.
+pub struct SectionLine<'a> {
+    pub name: &'a str,
+    pub args: &'a str,
+    /// Where it is, for the message (`line 12 of /etc/apache2/...`).
+    pub at: String,
+    /// It is itself a section (has children): never allowed.
+    pub nested: bool,
+}
+
+/// Parses a `<WSGIInterpreterOptions>` section (`selectors`: the opening tag's arguments,
+/// without `>`) and its contents, and records it. Errors name the directive and the fix.
+pub fn add_interp_options(
+    g: &mut GlobalConfig,
+    selectors: &str,
+    lines: &[SectionLine<'_>],
+) -> Result<(), Error> {
+    let mut block = interp_options::parse_selectors(selectors)?;
+    for l in lines {
+        let r = if l.nested {
+            Err(interp_options::not_allowed(l.name))
+        } else {
+            interp_options::apply(&mut block, l.name, l.args)
+        };
+        r.map_err(|e| Error::new(e.code, format!("{} ({})", e.msg, l.at)))?;
+    }
+    g.interp_options.push(block);
+    Ok(())
+}
+
 /// Parses and applies one directive. `raw` is the argument text as httpd hands it over
 /// (`RAW_ARGS`). Errors name the directive and say how to fix it.
 pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Error> {
@@ -619,6 +656,18 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
         "WSGIRestrictStdout" => g.restrict_stdout = flag(spec, &words)?,
         "WSGIRestrictSignal" => g.restrict_signal = flag(spec, &words)?,
         "WSGICaseSensitivity" => g.case_sensitive = flag(spec, &words)?,
+        "WSGIPerInterpreterGIL" => {
+            flag(spec, &words)?;
+            g.per_interpreter_gil = interp_options::per_interpreter_gil(
+                &words,
+                interp_options::OWN_GIL_BUILD,
+                env!("RWSGI_PYTHON_VERSION"),
+                env!("RWSGI_PYTHON_EXECUTABLE"),
+            )?;
+        }
+        // The httpd layer hands a section with its contents to `add_interp_options`; the
+        // opening tag alone is an empty section.
+        "<WSGIInterpreterOptions" => add_interp_options(g, raw, &[])?,
         "WSGIProcessGroup" => {
             let v = check_process_group(name, one(spec, &words)?, g)?;
             g.groups.settings.push(groups::Setting {
@@ -934,10 +983,12 @@ mod tests {
             run(&mut c, "WSGIPerInterpreterGIL", "Off"),
             Ok(Applied::Done)
         );
-        assert_eq!(
-            run(&mut c, "WSGIPerInterpreterGIL", "On").unwrap_err().code,
-            Code::NotSupported
-        );
+        if !interp_options::OWN_GIL_BUILD {
+            assert_eq!(
+                run(&mut c, "WSGIPerInterpreterGIL", "On").unwrap_err().code,
+                Code::NeedsNewerPython
+            );
+        }
         run(&mut c, "WSGIVerboseDebugging", "On").unwrap();
         run(&mut c, "WSGILazyInitialization", "On").unwrap();
         assert!(run(&mut c, "WSGILazyInitialization", "Off").is_err());

@@ -288,11 +288,16 @@ pub fn render_daemon(s: &DaemonSpec) -> Vec<String> {
 /// directive's name, and a length bounded by the input.
 pub fn check_error(e: &Error, name: &str, input_len: usize) {
     assert!(
-        matches!(e.code, Code::BadDirective | Code::NotSupported),
+        matches!(
+            e.code,
+            Code::BadDirective | Code::NotSupported | Code::NeedsNewerPython
+        ),
         "{name}: unexpected code in {e}"
     );
     assert!(
-        e.msg.starts_with(&format!("{name}:")) || e.msg.starts_with(&format!("{name} ")),
+        e.msg.starts_with(&format!("{name}:"))
+            || e.msg.starts_with(&format!("{name} "))
+            || e.msg.starts_with(&format!("{name}>:")),
         "error does not name {name}: {e}"
     );
     assert_bounded(&e.msg, input_len);

@@ -200,6 +200,9 @@ unsafe extern "C" fn directive_entry(
                     .to_string_lossy()
                     .into_owned()
             };
+            if spec.name() == "<WSGIInterpreterOptions" {
+                return interp_options_section(&cmd, &raw);
+            }
             let raw = raw.strip_suffix('>').map(str::to_string).unwrap_or(raw);
             let server = cmd.server_state();
             if server.is_null() || mconfig.is_null() {
@@ -244,6 +247,79 @@ unsafe extern "C" fn directive_entry(
             }
         },
     )
+}
+
+/// Text of a C string httpd owns (empty for NULL).
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives the returned value's use.
+unsafe fn text(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the caller guarantees a live NUL-terminated string.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// `<WSGIInterpreterOptions ...>`: the main server only; its children (httpd has built them
+/// into the section's node, with `Include`/`<IfDefine>`/`<IfModule>` already resolved) are read
+/// here, not executed: only the per-interpreter directives may be there, each parsed into the
+/// section (`config::add_interp_options`).
+fn interp_options_section(cmd: &Cmd, raw: &str) -> *const c_char {
+    let section = config::interp_options::SECTION;
+    let Some(selectors) = raw.trim_end().strip_suffix('>') else {
+        return cmd.error(&format!(
+            "{}: {section}: the opening tag has no closing '>'; write \
+             <WSGIInterpreterOptions [process-group=G] [application-group=A]>",
+            Code::BadDirective.as_str()
+        ));
+    };
+    // SAFETY: httpd passes a live cmd_parms; its server is live during configuration.
+    if unsafe { (*(*cmd.parms).server).is_virtual } != 0 {
+        return cmd.error(&format!(
+            "{}: {section} is allowed in the main server configuration only (interpreters \
+             are shared by every virtual host); move it outside <VirtualHost>",
+            Code::BadDirective.as_str()
+        ));
+    }
+    // SAFETY: httpd sets cmd->directive to the section's live node while it runs the handler.
+    let node = unsafe { (*cmd.parms).directive };
+    let mut children = Vec::new();
+    let mut child = if node.is_null() {
+        ptr::null_mut()
+    } else {
+        // SAFETY: the configuration tree lives in the configuration pool during this call.
+        unsafe { (*node).first_child }
+    };
+    while !child.is_null() {
+        // SAFETY: `child` is a live node of httpd's configuration tree (see above).
+        let c = unsafe { &*child };
+        // SAFETY: the node's strings live in the configuration pool.
+        let (name, args, file) = unsafe { (text(c.directive), text(c.args), text(c.filename)) };
+        children.push((
+            name,
+            args,
+            format!("line {} of {file}", c.line_num),
+            !c.first_child.is_null(),
+        ));
+        child = c.next;
+    }
+    let lines: Vec<config::SectionLine<'_>> = children
+        .iter()
+        .map(|(name, args, at, nested)| config::SectionLine {
+            name,
+            args,
+            at: at.clone(),
+            nested: *nested,
+        })
+        .collect();
+    let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+    let g = Arc::make_mut(global.get_or_insert_with(Default::default));
+    match config::add_interp_options(g, selectors, &lines) {
+        Ok(()) => ptr::null(),
+        Err(e) => cmd.error(&e.to_string()),
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -385,7 +461,13 @@ unsafe extern "C" fn check_config(
     guard("check_config", DONE, || {
         // The whole configuration is read: apply the one-group rule once for this generation.
         if let Some(g) = GLOBAL.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            Arc::make_mut(g).finish_groups();
+            let g = Arc::make_mut(g);
+            g.finish_groups();
+            for n in config::interp_options::interval_notices(g) {
+                if !g.notices.contains(&n) {
+                    g.notices.push(n);
+                }
+            }
         }
         let g = global();
         for (grp, directive) in &g.process_group_refs {

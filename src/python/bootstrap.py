@@ -117,6 +117,17 @@ def add_site_dirs(paths):
         site.addsitedir(p)
 
 
+def add_site_dirs_first(paths):
+    """As add_site_dirs, then moves what that added to the front of sys.path (a
+    <WSGIInterpreterOptions> WSGIPythonPath layer, as mod_wsgi 6)."""
+    import sys
+
+    before = set(sys.path)
+    add_site_dirs(paths)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + [p for p in sys.path if p in before]
+
+
 def install_logging(write):
     """Routes Python `logging` records that no handler of the application takes to the Apache
     error log, at the matching level, through `write(levelno, text)`. It becomes

@@ -183,15 +183,18 @@ fn thread_state_for(sub: &Sub) -> *mut ffi::PyThreadState {
 
 /// Creates and sets up the sub-interpreter of group `name` (attached to the main one).
 fn create(py: Python<'_>, name: &str) -> Result<Arc<Sub>, String> {
-    let log = super::PROCESS
+    let setup = super::PROCESS
         .get()
-        .map(|p| Arc::clone(&p.log))
         .ok_or("mod_rwsgi: Python is not set up in this process")?;
+    let log = Arc::clone(&setup.log);
+    // `WSGIPerInterpreterGIL` for this group (never `On` on a build before 3.12: apachectl -t
+    // refuses it there).
+    let own_gil = setup.options(name).own_gil;
     // SAFETY: attached to the main interpreter, so its thread state is current and the GIL
-    // held; Py_NewInterpreter leaves the new interpreter's first thread state current.
+    // held; new_interpreter leaves the new interpreter's first thread state current.
     let (main, ts) = unsafe {
         let main = ffi::PyThreadState_Get();
-        (main, ffi::Py_NewInterpreter())
+        (main, new_interpreter(own_gil))
     };
     if ts.is_null() {
         // SAFETY: back to this thread's main thread state, GIL held.
@@ -211,9 +214,10 @@ fn create(py: Python<'_>, name: &str) -> Result<Arc<Sub>, String> {
             // SAFETY: `ts` is current; reading its interpreter.
             let interp = unsafe { ffi::PyThreadState_GetInterpreter(ts) };
             THREAD_STATES.with(|t| t.borrow_mut().push((interp as usize, ts as usize)));
+            let gil = if own_gil { " with its own GIL" } else { "" };
             log(
                 Level::Info,
-                &format!("created the sub-interpreter of application group '{name}'"),
+                &format!("created the sub-interpreter of application group '{name}'{gil}"),
             );
             Ok(Arc::new(Sub {
                 interp,
@@ -235,6 +239,42 @@ fn create(py: Python<'_>, name: &str) -> Result<Arc<Sub>, String> {
     // SAFETY: back to this thread's main thread state, GIL held.
     unsafe { ffi::PyThreadState_Swap(main) };
     result
+}
+
+/// Creates a sub-interpreter and makes its first thread state current (NULL on failure, the
+/// caller's thread state then still current). On Python 3.12+ as mod_wsgi: from
+/// `_PyInterpreterConfig_INIT` (own GIL, isolated: multi-phase extensions only, no fork/exec,
+/// no daemon threads) when `own_gil`, else `_PyInterpreterConfig_LEGACY_INIT` (what
+/// `Py_NewInterpreter` gives). `PyThreadState_Swap` moves between the two GILs (3.12+ releases
+/// the old thread state's GIL and takes the new one's), so `enter` works unchanged.
+///
+/// # Safety
+/// Attached to the main interpreter: its thread state current, the GIL held.
+unsafe fn new_interpreter(own_gil: bool) -> *mut ffi::PyThreadState {
+    #[cfg(rwsgi_py312)]
+    {
+        let config = if own_gil {
+            ffi::_PyInterpreterConfig_INIT
+        } else {
+            ffi::_PyInterpreterConfig_LEGACY_INIT
+        };
+        let mut ts: *mut ffi::PyThreadState = std::ptr::null_mut();
+        // SAFETY: the caller holds the GIL with a thread state current; `config` outlives
+        // the call, `ts` receives the new thread state.
+        let st = unsafe { ffi::Py_NewInterpreterFromConfig(&mut ts, &config) };
+        // SAFETY: `st` is a PyStatus just returned by Python.
+        if unsafe { ffi::PyStatus_Exception(st) } != 0 {
+            return std::ptr::null_mut();
+        }
+        ts
+    }
+    #[cfg(not(rwsgi_py312))]
+    {
+        // The configuration refuses WSGIPerInterpreterGIL On on this build.
+        debug_assert!(!own_gil);
+        // SAFETY: the caller holds the GIL with a thread state current.
+        unsafe { ffi::Py_NewInterpreter() }
+    }
 }
 
 /// Ends every sub-interpreter (their `atexit` callbacks run) before the main interpreter is

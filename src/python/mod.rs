@@ -54,6 +54,30 @@ struct ProcessSetup {
     log: LogFn,
 }
 
+impl ProcessSetup {
+    /// The process as `<WSGIInterpreterOptions process-group=>` matches it (`""`: embedded).
+    fn process_name(&self) -> &str {
+        if self.group == "%{GLOBAL}" {
+            ""
+        } else {
+            &self.group
+        }
+    }
+
+    /// The `<WSGIInterpreterOptions>` in force for the interpreter of `app_group` (`""`: the
+    /// main one, which also answers to the group the one-group rule runs there).
+    fn options(&self, app_group: &str) -> crate::config::interp_options::Effective {
+        let process = self.process_name();
+        let mut names = vec![app_group];
+        if app_group.is_empty()
+            && let Some(sole) = self.g.groups_plan.main_group_of(process)
+        {
+            names.push(sole);
+        }
+        crate::config::interp_options::resolve(&self.g, process, &names)
+    }
+}
+
 /// The interpreter the module was built against (pyo3's `PYO3_PYTHON`).
 pub const BUILD_EXECUTABLE: &str = env!("RWSGI_PYTHON_EXECUTABLE");
 pub const BUILD_VERSION: &str = env!("RWSGI_PYTHON_VERSION");
@@ -339,11 +363,8 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
     let sys = py.import("sys")?;
     let modules = sys.getattr("modules")?;
 
-    let process_group = if setup.group == "%{GLOBAL}" {
-        ""
-    } else {
-        setup.group.as_str()
-    };
+    let process_group = setup.process_name();
+    let opts = setup.options(app_group);
     for name in ["mod_wsgi", "mod_rwsgi"] {
         let m = PyModule::new(py, name)?;
         // setattr, not add: `add` also updates `__all__` through a process-wide interned
@@ -369,7 +390,7 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
     }
 
     sys.setattr("argv", vec!["mod_wsgi"])?;
-    let out = if g.restrict_stdout {
+    let out = if opts.restrict_stdout {
         Log::restricted(stdout, "sys.stdout access restricted by mod_wsgi")
     } else {
         Log::new(None, stdout, Level::Error)
@@ -398,10 +419,10 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
     modules
         .get_item("mod_rwsgi")?
         .setattr("LogHandler", handler)?;
-    if g.restrict_stdin {
+    if opts.restrict_stdin {
         sys.setattr("stdin", boot.getattr("RestrictedStdin")?.call0()?)?;
     }
-    if g.restrict_signal {
+    if opts.restrict_signal {
         let log = pyo3::types::PyCFunction::new_closure(py, None, None, {
             let f = py_log(Arc::clone(&stderr));
             move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
@@ -411,9 +432,21 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         })?;
         boot.getattr("restrict_signal")?.call1((log,))?;
     }
-    // Under one GIL the switch interval is the process's: set once, by the main interpreter.
-    if main && let Some(x) = g.switch_interval {
-        sys.call_method1("setswitchinterval", (x,))?;
+    // Under a shared GIL the switch interval is the process's: set by the main interpreter;
+    // an own-GIL interpreter sets its own. One scoped to a named group is skipped (as mod_wsgi;
+    // the start-up log says so once, from the parent).
+    match opts.switch_interval_here(main) {
+        Ok(Some(x)) => {
+            sys.call_method1("setswitchinterval", (x,))?;
+        }
+        Ok(None) => {}
+        Err((x, group)) => (setup.log)(
+            Level::Info,
+            &format!(
+                "WSGISwitchInterval {x} of <WSGIInterpreterOptions application-group={group}> \
+                 not set in this interpreter: it shares the process's GIL"
+            ),
+        ),
     }
     if !g.python_path.is_empty() {
         boot.getattr("add_site_dirs")?
@@ -423,6 +456,12 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         && !process_group.is_empty()
     {
         sys.getattr("path")?.call_method1("insert", (0, home))?;
+    }
+    // <WSGIInterpreterOptions> WSGIPythonPath: this interpreter's own additions, least
+    // specific section first, each put in front of what is there.
+    for layer in &opts.python_path_layers {
+        boot.getattr("add_site_dirs_first")?
+            .call1((layer.clone(),))?;
     }
     Ok(Interp {
         name: app_group.to_string(),
