@@ -106,6 +106,27 @@ def test_restrict_stdout_for_one_group(apache_factory, mode):
     assert "stdout from 'alpha'" not in srv.error_log()
 
 
+def test_switch_interval_scoped_to_a_group_is_skipped(apache_factory, mode):
+    """Under the shared GIL the switch interval is the process's: the server-level value is
+    set, one scoped to a named group is not (as mod_wsgi), and the parent says so once."""
+    srv = _server(apache_factory, mode)
+    conf = _mounts(srv, [("/a", "alpha"), ("/b", "beta")])
+    conf += """
+WSGISwitchInterval 0.002
+<WSGIInterpreterOptions application-group=alpha>
+    WSGISwitchInterval 0.0005
+</WSGIInterpreterOptions>
+"""
+    if mode == "daemon":
+        conf = conf.replace("WSGISwitchInterval 0.002", "")
+        srv.daemon_options += " switch-interval=0.002"
+    srv.start(conf)
+    a, b = _get(srv, "/a"), _get(srv, "/b")
+    assert a["switch"] == b["switch"] == pytest.approx(0.002), (a, b)
+    assert srv.wait_for_log(r"application-group=alpha: WSGISwitchInterval 0.0005 is not applied")
+    assert srv.error_log().count("WSGISwitchInterval 0.0005 is not applied") == 1
+
+
 def test_group_in_the_main_interpreter_gets_its_section(apache_factory, mode):
     """The one-group rule runs a process's only group in its main interpreter: a section
     naming that group applies there, as it would to mod_wsgi's sub-interpreter."""

@@ -22,6 +22,7 @@ def application(environ, start_response):
         "found": found,
         "path": sys.path,
         "stdout": stdout,
+        "switch": sys.getswitchinterval(),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])
