@@ -4,6 +4,7 @@ one-group rule's main interpreter answering to its group's section), in embedded
 mode; and what `apachectl -t` refuses (directives not allowed inside, bad selectors, a
 section in a <VirtualHost>, WSGIPerInterpreterGIL On on a Python 3.11 build)."""
 
+import os
 import re
 
 import pytest
@@ -220,3 +221,22 @@ def test_per_interpreter_gil_on_needs_312(apache_factory, mode, fragment):
     assert re.search(r"RW0044: WSGIPerInterpreterGIL On needs Python 3\.12 or later", line), line
     assert re.search(r"built for Python 3\.11 \(/usr/bin/python3(\.11)?\)", line), line
     assert "WSGIPerInterpreterGIL Off" in line, line
+
+
+def test_unreadable_section_python_path_is_reported(apache_factory, mode):
+    """A section's WSGIPythonPath directory that the interpreter's user (www-data) cannot
+    reach is reported at `apachectl -t` with RW0042, as the server-level ones are."""
+    srv = _server(apache_factory, mode)
+    secret = srv.root / "secret"
+    (secret / "lib").mkdir(parents=True)
+    os.chmod(secret, 0o700)
+    conf = _mounts(srv, [("/a", "alpha"), ("/b", "beta")])
+    conf += f"""
+<WSGIInterpreterOptions application-group=alpha>
+    WSGIPythonPath {secret}/lib
+</WSGIInterpreterOptions>
+"""
+    rc, out = srv.configtest(conf)
+    lines = [l for l in out.splitlines() if "RW0042" in l]
+    assert lines and all("<WSGIInterpreterOptions> WSGIPythonPath entry" in l for l in lines), out
+    assert str(secret) in lines[0], out

@@ -217,6 +217,22 @@ pub(crate) fn access_report(g: &GlobalConfig) -> Vec<(c_int, String)> {
             check("WSGIPythonHome", h, None, Readers::One(&child));
         }
     }
+    // <WSGIInterpreterOptions> python paths, by the processes their section selects.
+    for b in &g.interp_options {
+        let what = "<WSGIInterpreterOptions> WSGIPythonPath entry";
+        for p in &b.python_path {
+            if embedded && b.process_group.as_deref().is_none_or(str::is_empty) {
+                check(what, p, None, Readers::One(&child));
+            }
+            for d in &g.daemons {
+                if b.process_group.as_deref().is_none_or(|pg| pg == d.name)
+                    && let Some(who) = daemon_id(&d.name)
+                {
+                    check(what, p, None, Readers::One(who));
+                }
+            }
+        }
+    }
     for d in &g.daemons {
         let Some(who) = daemon_id(&d.name) else {
             continue;
