@@ -80,7 +80,9 @@ def test_named_groups_are_isolated(apache_factory, mode, mpm):
     assert g["group"] == g["module_group"] == ""
     assert len({a["sys_id"], b["sys_id"], g["sys_id"]}) == 3
     # Sub-interpreters use the bootstrap's classes; the main interpreter mod_rwsgi's own.
-    assert a["input_type"] == b["input_type"] == "Input"
+    assert a["input_type"] == b["input_type"] == g["input_type"] == "Input"
+    assert a["input_module"] == b["input_module"] == "_mod_rwsgi_bootstrap"
+    assert g["input_module"] == "mod_wsgi"
     assert a["file_wrapper"] == "FileWrapper"
     assert srv.wait_for_log(r"created the sub-interpreter of application group 'alpha'")
     assert srv.wait_for_log(r"interp.wsgi: errors line from group 'beta'")
@@ -317,7 +319,8 @@ application = get_wsgi_application()
 @THREAD_MPMS
 def test_two_django_projects_in_one_process(apache_factory, mode, mpm, venv):
     """Two Django projects with the same package name and different settings and templates,
-    mounted in one httpd child (embedded) or one daemon process, served alternately under
+    mounted with two WSGIScriptAlias lines and no WSGIApplicationGroup (mod_wsgi's default,
+    %{RESOURCE}) in one httpd child (embedded) or one daemon process, served alternately under
     concurrency: each always answers with its own settings and its own template."""
     kw = {"daemon_options": f"processes=1 threads=4 python-home={venv}"}
     srv = _server(apache_factory, mode, mpm, **kw)
@@ -330,7 +333,8 @@ def test_two_django_projects_in_one_process(apache_factory, mode, mpm, venv):
         srv.write_file(f"{root}/site_pkg/templates/page.html",
                        f"site {{{{ label }}}} from the template of {label}\n")
         wsgi = srv.write_file(f"{root}/wsgi.py", DJANGO_WSGI)
-        conf += srv.mount(f"/{label}", wsgi, application_group=f"django-{label}")
+        # No application group: mod_wsgi's default, %{RESOURCE}, one per mount.
+        conf += srv.mount(f"/{label}", wsgi)
     srv.start(conf)
     paths = ["/one/", "/two/"] * 30
     with concurrent.futures.ThreadPoolExecutor(6) as ex:
@@ -339,3 +343,61 @@ def test_two_django_projects_in_one_process(apache_factory, mode, mpm, venv):
         label = path.strip("/")
         assert r.status == 200, (path, r, srv.error_log()[-2000:])
         assert r.body == f"site {label} from the template of {label}\n".encode(), (path, r.body)
+
+
+def test_default_groups_and_the_one_group_rule(apache_factory, mode):
+    """No WSGIApplicationGroup: two aliases in one process are two sub-interpreters named as
+    mod_wsgi names them; one alias alone in its process runs in the main interpreter and still
+    reports mod_wsgi's name."""
+    srv = _server(apache_factory, mode)
+    srv.start(_mounts(srv, [("/a", None), ("/b", None)]))
+    a, b = _get(srv, "/a"), _get(srv, "/b")
+    assert a["group"] == f"127.0.0.1:{srv.port}|/a" and b["group"] == f"127.0.0.1:{srv.port}|/b"
+    assert a["module_group"] == a["group"] and a["sys_id"] != b["sys_id"]
+    assert a["input_module"] == b["input_module"] == "_mod_rwsgi_bootstrap"
+    srv.stop()
+
+    one = _server(apache_factory, mode)
+    one.start(_mounts(one, [("/a", None)]))
+    a = _get(one, "/a")
+    assert a["group"] == f"127.0.0.1:{one.port}|/a"
+    assert a["input_module"] == "mod_wsgi" and a["module_group"] == "", a
+
+
+def test_pyo3_extension_alone_in_its_process_runs(apache_factory, mode, venv):
+    """The same PyO3-built package works without %{GLOBAL} when its application is the only
+    one in its process (the one-group rule runs it in the main interpreter)."""
+    kw = {}
+    if mode == "daemon":
+        kw["daemon_options"] = f"processes=1 threads=2 python-home={venv}"
+    srv = _server(apache_factory, mode, **kw)
+    app = srv.write_file("apps/pyo3.wsgi", (
+        "import rpds\n"
+        "def application(environ, start_response):\n"
+        "    body = repr(rpds.HashTrieMap({'k': 1})).encode()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [body]\n"))
+    head = f"WSGIPythonHome {venv}\n" if mode == "embedded" else ""
+    srv.start(head + _one_child(srv) + srv.mount("/x", app))
+    r = srv.get("/x")
+    assert r.status == 200 and b"HashTrieMap" in r.body, (r, srv.error_log()[-2000:])
+
+
+def test_groups_created_concurrently(apache_factory, mode):
+    """Six groups whose first requests arrive together (so their interpreters are created at
+    the same time by different threads), then a stop: every answer right, no crash at exit
+    (the harness fails the test on a crash line). Repeated on fresh servers."""
+    for _ in range(3):
+        srv = _server(apache_factory, mode, daemon_options="processes=1 threads=6")
+        conf = _mounts(srv, [(f"/c{i}", None) for i in range(6)])
+        if mode == "embedded":
+            conf = conf.replace("ThreadsPerChild 4", "ThreadsPerChild 6").replace(
+                "MaxRequestWorkers 4", "MaxRequestWorkers 6").replace("MaxSpareThreads 4",
+                                                                      "MaxSpareThreads 6")
+        srv.start(conf)
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            got = list(ex.map(lambda i: (i, srv.get(f"/c{i}")), list(range(6)) * 3))
+        for i, r in got:
+            assert r.status == 200, (i, r, srv.error_log()[-3000:])
+            assert r.json()["group"].endswith(f"|/c{i}")
+        srv.stop()

@@ -62,6 +62,9 @@ unsafe impl Sync for Sub {}
 
 type Slot = Arc<OnceLock<Result<Arc<Sub>, String>>>;
 
+/// Held while a sub-interpreter is created (never while the GIL is held or awaited).
+static CREATING: Mutex<()> = Mutex::new(());
+
 /// The sub-interpreters by group name. Never locked while the GIL is held or awaited.
 static REGISTRY: Mutex<Vec<(String, Slot)>> = Mutex::new(Vec::new());
 
@@ -162,8 +165,14 @@ fn lookup_or_create(name: &str) -> Result<Arc<Sub>, String> {
             }
         }
     };
-    slot.get_or_init(|| Python::attach(|py| create(py, name)))
-        .clone()
+    slot.get_or_init(|| {
+        // One creation at a time in the process, as mod_wsgi does: a new interpreter's
+        // start-up runs Python code, which may hand the GIL to another thread in the middle.
+        // Taken without the GIL (the caller is not attached), so waiting here blocks no one.
+        let _one = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+        Python::attach(|py| create(py, name))
+    })
+    .clone()
 }
 
 /// This thread's thread state in `sub`, created on first use and kept for the thread's life.

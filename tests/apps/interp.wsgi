@@ -35,6 +35,7 @@ def application(environ, start_response):
         "input": body_in.decode(),
         "more_lines": len(lines),
         "input_type": type(environ["wsgi.input"]).__name__,
+        "input_module": type(environ["wsgi.input"]).__module__,
         "file_wrapper": environ["wsgi.file_wrapper"].__name__,
     }).encode()
     write = start_response("200 OK", [("Content-Type", "application/json"),
