@@ -11,14 +11,7 @@ import pytest
 
 import harness
 
-ONE_CHILD = """
-StartServers 1
-ServerLimit 1
-MinSpareThreads 1
-MaxSpareThreads 4
-ThreadsPerChild 4
-MaxRequestWorkers 4
-"""
+from test_subinterpreters import ONE_CHILD
 
 
 def _server(apache_factory, mode):

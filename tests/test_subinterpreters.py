@@ -141,14 +141,12 @@ def test_broken_group_does_not_stop_others(apache_factory, mode):
     assert _get(srv, "/a")["count"] >= 1
 
 
-def test_pyo3_extension_refused_by_a_sub_interpreter(apache_factory, mode, venv):
-    """A PyO3-built package (rpds-py, from the framework venv) imported by the main
-    interpreter first: the same import in a named group's sub-interpreter fails with one RW0019
-    line naming the group and the fix; the group answers 500, %{GLOBAL} keeps serving."""
-    env = venv
+def _pyo3_server(apache_factory, mode, venv):
+    """A server whose Python is the framework venv (which has rpds-py, a PyO3-built package),
+    an app importing it, and the configuration line that selects the venv in embedded mode."""
     kw = {}
     if mode == "daemon":
-        kw["daemon_options"] = f"processes=1 threads=2 python-home={env}"
+        kw["daemon_options"] = f"processes=1 threads=2 python-home={venv}"
     srv = _server(apache_factory, mode, **kw)
     app = srv.write_file("apps/pyo3.wsgi", (
         "import rpds\n"
@@ -156,7 +154,15 @@ def test_pyo3_extension_refused_by_a_sub_interpreter(apache_factory, mode, venv)
         "    body = repr(rpds.HashTrieMap({'k': 1})).encode()\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [body]\n"))
-    head = f"WSGIPythonHome {env}\n" if mode == "embedded" else ""
+    head = f"WSGIPythonHome {venv}\n" if mode == "embedded" else ""
+    return srv, app, head
+
+
+def test_pyo3_extension_refused_by_a_sub_interpreter(apache_factory, mode, venv):
+    """A PyO3-built package (rpds-py, from the framework venv) imported by the main
+    interpreter first: the same import in a named group's sub-interpreter fails with one RW0019
+    line naming the group and the fix; the group answers 500, %{GLOBAL} keeps serving."""
+    srv, app, head = _pyo3_server(apache_factory, mode, venv)
     conf = (head + _one_child(srv)
             + srv.mount("/g", app, application_group="%{GLOBAL}")
             + srv.mount("/x", app, application_group="ext"))
@@ -367,17 +373,7 @@ def test_default_groups_and_the_one_group_rule(apache_factory, mode):
 def test_pyo3_extension_alone_in_its_process_runs(apache_factory, mode, venv):
     """The same PyO3-built package works without %{GLOBAL} when its application is the only
     one in its process (the one-group rule runs it in the main interpreter)."""
-    kw = {}
-    if mode == "daemon":
-        kw["daemon_options"] = f"processes=1 threads=2 python-home={venv}"
-    srv = _server(apache_factory, mode, **kw)
-    app = srv.write_file("apps/pyo3.wsgi", (
-        "import rpds\n"
-        "def application(environ, start_response):\n"
-        "    body = repr(rpds.HashTrieMap({'k': 1})).encode()\n"
-        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [body]\n"))
-    head = f"WSGIPythonHome {venv}\n" if mode == "embedded" else ""
+    srv, app, head = _pyo3_server(apache_factory, mode, venv)
     srv.start(head + _one_child(srv) + srv.mount("/x", app))
     r = srv.get("/x")
     assert r.status == 200 and b"HashTrieMap" in r.body, (r, srv.error_log()[-2000:])
