@@ -89,9 +89,10 @@ def test_named_groups_are_isolated(apache_factory, mode, mpm):
     assert srv.wait_for_log(r"interp.wsgi: stdout line from group 'alpha'")
 
 
-def test_same_group_shares_one_interpreter(apache_factory, mode):
+@pytest.mark.parametrize("group", ["shared", "%{GLOBAL}"])
+def test_same_group_shares_one_interpreter(apache_factory, mode, group):
     srv = _server(apache_factory, mode)
-    srv.start(_mounts(srv, [("/a", "shared"), ("/b", "shared")]))
+    srv.start(_mounts(srv, [("/a", group), ("/b", group)]))
     envs = [_get(srv, p) for p in ["/a", "/b", "/a", "/b"]]
     # Two scripts, one interpreter: the shared marker module counts both.
     per_pid = {}
@@ -397,3 +398,19 @@ def test_groups_created_concurrently(apache_factory, mode):
             assert r.status == 200, (i, r, srv.error_log()[-3000:])
             assert r.json()["group"].endswith(f"|/c{i}")
         srv.stop()
+
+
+def test_recycling_with_sub_interpreters(apache_factory, mode):
+    """Processes that serve two groups are recycled over and over (embedded:
+    MaxConnectionsPerChild, so each exiting child ends its sub-interpreters; daemon:
+    maximum-requests): every request is answered, no crash line, new processes serve."""
+    srv = _server(apache_factory, mode, daemon_options="processes=1 threads=2 maximum-requests=4")
+    conf = _mounts(srv, [("/a", None), ("/b", None)])
+    if mode == "embedded":
+        conf += "MaxConnectionsPerChild 4\n"
+    srv.start(conf)
+    pids = set()
+    for i in range(24):
+        env = _get(srv, "/a" if i % 2 else "/b")
+        pids.add(env["pid"])
+    assert len(pids) >= 3, pids
