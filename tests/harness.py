@@ -121,6 +121,15 @@ def so_path() -> Path:
     return SO_PATH
 
 
+def module_python() -> tuple[int, int]:
+    """The Python (major, minor) the module under test links (its libpython, per ldd)."""
+    out = subprocess.run(["ldd", str(SO_PATH)], stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"libpython(\d+)\.(\d+)", out)
+    if not m:
+        raise HarnessError(f"{SO_PATH} links no libpython:\n{out}")
+    return int(m.group(1)), int(m.group(2))
+
+
 def check_so() -> Path:
     if not SO_PATH.is_file():
         raise ModuleMissing(

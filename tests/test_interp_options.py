@@ -205,8 +205,13 @@ def test_bad_sections_fail_configtest(apache_factory, mode, fragment, needles):
     "</WSGIInterpreterOptions>\n",
 ])
 def test_per_interpreter_gil_on_needs_312(apache_factory, mode, fragment):
+    """Before Python 3.12 `WSGIPerInterpreterGIL On` fails `apachectl -t` with one RW0044
+    line; a 3.12+ build accepts it (test_subinterpreters.py serves own-GIL groups there)."""
     srv = apache_factory()
     rc, out = srv.configtest(fragment)
+    if harness.module_python() >= (3, 12):
+        assert rc == 0 and "RW" not in out, out
+        return
     assert rc != 0, out
     lines = [l for l in out.splitlines() if "RW" in l]
     assert len(lines) == 1, out

@@ -414,3 +414,24 @@ def test_recycling_with_sub_interpreters(apache_factory, mode):
         env = _get(srv, "/a" if i % 2 else "/b")
         pids.add(env["pid"])
     assert len(pids) >= 3, pids
+
+
+def test_per_interpreter_gil(apache_factory, mode):
+    """WSGIPerInterpreterGIL On: on a Python 3.12+ build each named group gets an interpreter
+    with its own GIL, which serves concurrent requests (input, errors, print, write) while
+    %{GLOBAL} stays on the main one; before 3.12 apachectl -t refuses it (RW0044)."""
+    srv = _server(apache_factory, mode)
+    conf = "WSGIPerInterpreterGIL On\n" + _mounts(
+        srv, [("/a", "alpha"), ("/b", "beta"), ("/g", "%{GLOBAL}")])
+    if harness.module_python() < (3, 12):
+        rc, out = srv.configtest(conf)
+        assert rc != 0 and "RW0044" in out, out
+        return
+    srv.start(conf)
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda p: (p, _get(srv, p, body=b"x\ny\n")), ["/a", "/b", "/g"] * 10))
+    for path, env in got:
+        assert env["group"] == {"/a": "alpha", "/b": "beta", "/g": ""}[path]
+        assert env["input"] == "x\ny\n"
+    assert srv.wait_for_log(r"created the sub-interpreter of application group 'alpha' with "
+                            r"its own GIL")
