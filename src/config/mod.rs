@@ -216,8 +216,6 @@ pub struct GlobalConfig {
     pub interp_options: Vec<interp_options::Block>,
     pub case_sensitive: bool,
     pub import_scripts: Vec<ImportScript>,
-    /// Application-group names other than `%{GLOBAL}` seen in the configuration.
-    pub named_app_groups: Vec<String>,
     /// Notices to log once at start (deprecated directives used).
     pub notices: Vec<String>,
     /// `WSGIDaemonProcess` groups, in configuration order.
@@ -266,7 +264,6 @@ impl Default for GlobalConfig {
             interp_options: Vec::new(),
             case_sensitive: true,
             import_scripts: Vec::new(),
-            named_app_groups: Vec::new(),
             notices: Vec::new(),
             daemons: Vec::new(),
             socket_prefix: None,
@@ -416,12 +413,6 @@ fn group_expr(name: &str, v: &str, allowed: &[&str]) -> Result<String, Error> {
 const APP_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
 const PROCESS_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
 
-fn note_app_group(global: &mut GlobalConfig, group: &str) {
-    if group != "%{GLOBAL}" && !global.named_app_groups.iter().any(|g| g == group) {
-        global.named_app_groups.push(group.to_string());
-    }
-}
-
 /// Checks a process-group expression. Literal names are recorded so the start-up check can
 /// insist that a `WSGIDaemonProcess` defines them.
 fn check_process_group(
@@ -569,9 +560,6 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                 return Err(usage(spec));
             }
             let options = alias_options(spec, &words[2..], g)?;
-            if let Some(group) = &options.application_group {
-                note_app_group(g, group);
-            }
             let regex = name == "WSGIScriptAliasMatch";
             let pattern = if regex {
                 AliasPattern::Regex(words[0].clone())
@@ -716,7 +704,6 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
         }
         "WSGIApplicationGroup" => {
             let v = group_expr(name, one(spec, &words)?, APP_GROUP_EXPANSIONS)?;
-            note_app_group(g, &v);
             g.groups.settings.push(groups::Setting {
                 place: t.place,
                 kind: groups::Kind::ApplicationGroup,
@@ -768,7 +755,6 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                     ),
                 ));
             }
-            note_app_group(g, &ag);
             g.import_scripts.push(ImportScript {
                 path: path.clone(),
                 process_group: pg,
@@ -1013,9 +999,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.global.import_scripts[0].path, "/x.wsgi");
-        assert!(c.global.named_app_groups.is_empty());
         run(&mut c, "WSGIApplicationGroup", "site1").unwrap();
-        assert_eq!(c.global.named_app_groups, ["site1"]);
+        assert_eq!(c.dir.application_group.as_deref(), Some("site1"));
     }
 
     #[test]

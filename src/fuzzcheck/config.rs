@@ -556,12 +556,10 @@ pub fn directive(data: &[u8]) {
             }
         }
         let g = &c.global;
-        no_duplicates(&g.named_app_groups);
         no_duplicates(&g.notices);
         no_duplicates(&g.process_group_refs);
         no_duplicates(&g.daemons.iter().map(|d| &d.name).collect::<Vec<_>>());
         no_duplicates(c.dir.trusted_proxy_headers.as_deref().unwrap_or_default());
-        assert!(!g.named_app_groups.iter().any(|a| a == "%{GLOBAL}"));
         assert!(g.notices.len() <= 3, "{:?}", g.notices);
     }
     check_groups(&mut c.global);

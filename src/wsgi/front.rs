@@ -143,8 +143,7 @@ impl Kit {
         input: Input,
     ) -> PyResult<(Bound<'py, PyAny>, Held<Input>)> {
         let Some(s) = &self.shims else {
-            let obj = Py::new(py, input)?;
-            return Ok((obj.bind(py).clone().into_any(), Held::Py(obj)));
+            return own_class(py, input);
         };
         let core = Arc::new(input);
         let c = Arc::clone(&core);
@@ -167,8 +166,7 @@ impl Kit {
     /// A text stream (`wsgi.errors`, `sys.stdout`, `sys.stderr`) over `log`.
     pub fn log<'py>(&self, py: Python<'py>, log: Log) -> PyResult<(Bound<'py, PyAny>, Held<Log>)> {
         let Some(s) = &self.shims else {
-            let obj = Py::new(py, log)?;
-            return Ok((obj.bind(py).clone().into_any(), Held::Py(obj)));
+            return own_class(py, log);
         };
         let core = Arc::new(log);
         let c = Arc::clone(&core);
@@ -242,6 +240,17 @@ impl Kit {
             }
         }
     }
+}
+
+/// `value` as an object of mod_rwsgi's own class (the main interpreter), with the handle the
+/// request keeps.
+fn own_class<'py, T>(py: Python<'py>, value: T) -> PyResult<(Bound<'py, PyAny>, Held<T>)>
+where
+    T: PyClass<Frozen = True> + Sync + Into<pyo3::PyClassInitializer<T>>,
+{
+    let obj = Bound::new(py, value)?;
+    let held = Held::Py(obj.clone().unbind());
+    Ok((obj.into_any(), held))
 }
 
 /// A Python callable `f(op, arg)` over a Rust closure, created in the current interpreter.
