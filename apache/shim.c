@@ -99,6 +99,21 @@ long rwsgi_shim_read_body(request_rec *r, char *buf, apr_size_t len)
     return ap_get_client_block(r, buf, len);
 }
 
+/* The descriptor of the request's client socket, to watch for the client going away; -1 on a
+ * connection that has no socket of its own (an HTTP/2 stream) or none at all. */
+int rwsgi_shim_client_fd(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    apr_socket_t *s;
+    apr_os_sock_t fd;
+    if (c == NULL || c->master != NULL)
+        return -1;
+    s = ap_get_conn_socket(c);
+    if (s == NULL || apr_os_sock_get(&fd, s) != APR_SUCCESS)
+        return -1;
+    return (int)fd;
+}
+
 /* sizeof guards: compared with bindgen's layout of the same structs by pre_config, so a
  * build whose bindgen flags disagree with the C compiler's stops at start (and at -t) instead
  * of reading the wrong fields. */

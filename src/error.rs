@@ -49,6 +49,14 @@ pub enum Code {
     InterpreterLimit,
     /// An extension module refused to load in a sub-interpreter.
     SubinterpreterExtension,
+    /// An ASGI application broke the ASGI protocol (a wrong message, no response, a callable
+    /// that is not ASGI 3 under `application-interface=asgi`).
+    AsgiProtocol,
+    /// An ASGI application's lifespan startup failed or timed out: the process does not
+    /// serve it.
+    AsgiLifespan,
+    /// An ASGI application where it cannot be served (embedded mode, ASGI 2).
+    AsgiUnsupported,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -86,6 +94,9 @@ impl Code {
             Code::Interpreter => "RW0017",
             Code::InterpreterLimit => "RW0018",
             Code::SubinterpreterExtension => "RW0019",
+            Code::AsgiProtocol => "RW0020",
+            Code::AsgiLifespan => "RW0021",
+            Code::AsgiUnsupported => "RW0022",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
@@ -95,7 +106,7 @@ impl Code {
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 28] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -113,6 +124,12 @@ impl Code {
         Code::DaemonUnavailable,
         Code::DaemonProtocol,
         Code::DaemonExited,
+        Code::Interpreter,
+        Code::InterpreterLimit,
+        Code::SubinterpreterExtension,
+        Code::AsgiProtocol,
+        Code::AsgiLifespan,
+        Code::AsgiUnsupported,
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,

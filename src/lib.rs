@@ -1,7 +1,9 @@
-//! mod_rwsgi: an Apache httpd 2.4 module that runs Python WSGI applications (mod_wsgi drop-in).
+//! mod_rwsgi: an Apache httpd 2.4 module that runs Python WSGI and ASGI applications (mod_wsgi
+//! drop-in).
 //! This file declares the crate's layers; the exported `rwsgi_module` lives in `apache`.
 //! Loaded by the httpd parent (configuration) and run in every httpd child (requests).
 
+pub mod asgi;
 pub mod config;
 pub mod diag;
 pub mod error;

@@ -614,6 +614,48 @@ pub fn set_env_single_threaded(key: &str, value: &str) {
     unsafe { std::env::set_var(key, value) };
 }
 
+/// What `wait_peer_or_hangup` saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// `peer` has something to read (or was closed).
+    Readable,
+    /// `watched` hung up (its peer closed or shut down its side).
+    HungUp,
+    /// Neither, within the timeout.
+    TimedOut,
+}
+
+/// Waits until `peer` is readable or `watched` hangs up (`POLLRDHUP`: a client socket whose
+/// client closed it; its plain readability, a pipelined request, is not watched), at most
+/// `timeout`. A signal ends the wait early as `TimedOut`'s caller would retry.
+pub fn wait_peer_or_hangup(peer: RawFd, watched: RawFd, timeout: Duration) -> Watched {
+    let mut fds = [
+        libc::pollfd {
+            fd: peer,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: watched,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `fds` is a live array of two pollfd structs.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if n <= 0 {
+        return Watched::TimedOut;
+    }
+    if fds[0].revents != 0 {
+        return Watched::Readable;
+    }
+    if fds[1].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+        return Watched::HungUp;
+    }
+    Watched::TimedOut
+}
+
 /// Most descriptors one `recv_with_fds` accepts; more (never sent by our peer) is an error.
 const MAX_RECV_FDS: usize = 4;
 

@@ -43,6 +43,11 @@ def pytest_configure(config):
         "embedded_only: the test is about embedded mode itself (or runs no WSGI app), so it is "
         "not repeated in daemon mode",
     )
+    config.addinivalue_line(
+        "markers",
+        "daemon_only: the feature is served in daemon mode only (ASGI); its embedded-mode "
+        "behaviour (a clear refusal) has a test of its own",
+    )
 
 
 def pytest_generate_tests(metafunc):
@@ -52,6 +57,8 @@ def pytest_generate_tests(metafunc):
         modes = MODES
         if metafunc.definition.get_closest_marker("embedded_only"):
             modes = [m for m in MODES if m == "embedded"] or ["embedded"]
+        elif metafunc.definition.get_closest_marker("daemon_only"):
+            modes = [m for m in MODES if m == "daemon"] or ["daemon"]
         metafunc.parametrize("mode", modes)
 
 

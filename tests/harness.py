@@ -554,10 +554,12 @@ class Apache:
 
     def __init__(self, mpm: str = "event", mode: str = "embedded", load_module: bool = True,
                  modules: Iterable[str] = (), name: str = "test", log_level: str = "info rwsgi:debug",
-                 daemon_options: str = DAEMON_OPTIONS):
+                 daemon_options: str = DAEMON_OPTIONS, sizing: str | None = None):
         if mpm not in MPM_MODULES:
             raise HarnessError(f"unknown MPM {mpm!r}")
         self.mpm = mpm
+        # MPM sizing directives replacing MPM_SIZING's (a test that needs more workers).
+        self.sizing = sizing
         self.mode = mode
         self.load_module = load_module
         self.modules = list(modules)
@@ -674,7 +676,7 @@ LogLevel {level}
 User www-data
 Group www-data
 {load}
-{MPM_SIZING[self.mpm]}{f"CoreDumpDirectory {r}/cores" + chr(10) if COREDUMP else ""}Timeout 20
+{self.sizing or MPM_SIZING[self.mpm]}{f"CoreDumpDirectory {r}/cores" + chr(10) if COREDUMP else ""}Timeout 20
 KeepAlive On
 KeepAliveTimeout 2
 TypesConfig /etc/mime.types

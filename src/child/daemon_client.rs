@@ -412,7 +412,33 @@ fn run(
     let mut resp = ApacheResponse::new(req, sendfile);
     let mut head_sent = false;
     let mut body_buf: Vec<u8> = Vec::new();
+    // After `Watch` (an ASGI application waits for the client to go away): the client socket,
+    // watched while waiting for the daemon's next frame.
+    let mut watching: Option<std::os::fd::RawFd> = None;
     loop {
+        if let Some(client) = watching
+            && !c.more_buffered()
+        {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match crate::sys::wait_peer_or_hangup(c.fd(), client, left) {
+                    crate::sys::Watched::HungUp => {
+                        watching = None;
+                        if let Err(e) = c.send(&Frame::Abort) {
+                            return bad_gateway(
+                                req,
+                                name,
+                                &format!("telling the daemon the client went away failed: {e}"),
+                            );
+                        }
+                        break;
+                    }
+                    crate::sys::Watched::TimedOut if !left.is_zero() => continue,
+                    _ => break,
+                }
+            }
+        }
         let received = c.recv();
         if std::mem::take(&mut restore_timeout) {
             c.set_timeouts(timeout);
@@ -627,6 +653,7 @@ fn run(
                     bad_gateway(req, name, &msg)
                 };
             }
+            Frame::Watch => watching = req.client_fd(),
             Frame::Reject { reason } => return rejected(req, name, reason),
             other => {
                 return bad_gateway(

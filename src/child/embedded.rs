@@ -77,6 +77,19 @@ fn run(
     ) else {
         return (Outcome::ServerError, None);
     };
+    if crate::asgi::kind_of(py, it, &app, set.interface, &log) != crate::asgi::Kind::Wsgi {
+        log(
+            Level::Error,
+            &format!(
+                "{}: '{}' in '{script}' is an ASGI application; ASGI applications are served \
+                 in daemon mode: add 'WSGIDaemonProcess <name>' and 'WSGIProcessGroup <name>' \
+                 (or process-group=<name> on its WSGIScriptAlias)",
+                Code::AsgiUnsupported.as_str(),
+                set.callable_object
+            ),
+        );
+        return (Outcome::ServerError, None);
+    }
     let (multithread, multiprocess) = multithread_multiprocess();
     let process = ProcessFacts {
         multithread,

@@ -42,6 +42,7 @@ pub fn prepare(
         head_request: req.header_only(),
         https,
         main_interpreter: set.main_interpreter,
+        interface: set.interface,
         server_id: req.server_id() as u64,
         script_mtime: mtime,
         request_start: started,

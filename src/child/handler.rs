@@ -70,7 +70,9 @@ fn handle(req: Request) -> c_int {
         filename: &filename,
         rejected_path_info: req.rejects_path_info() && path_info.is_some_and(|p| !p.is_empty()),
         transfer_encoding: headers_in.get(c"Transfer-Encoding"),
-        chunked_allowed: set.chunked_request,
+        // ASGI servers de-chunk request bodies: an alias or directory that says ASGI accepts
+        // chunked bodies without WSGIChunkedRequest.
+        chunked_allowed: set.chunked_request || set.interface == crate::config::Interface::Asgi,
         content_length: headers_in.get(c"Content-Length"),
         body_limit: req.body_limit(),
         process_group: &set.process_group,

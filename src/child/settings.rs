@@ -5,8 +5,8 @@
 
 use std::ffi::{CStr, c_int};
 
-use super::translate::ALIAS_ID_NOTE;
-use crate::config::{DirConfig, GlobalConfig, HeadMode};
+use super::translate::{ALIAS_ID_NOTE, INTERFACE_NOTE};
+use crate::config::{DirConfig, GlobalConfig, HeadMode, Interface};
 use crate::httpd::request::Request;
 use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
@@ -18,6 +18,8 @@ pub struct RequestSettings {
     /// Run the application group in the main interpreter (see `RequestMeta`).
     pub main_interpreter: bool,
     pub callable_object: String,
+    /// The application interface forced by the alias or the directory (`Auto`: detected).
+    pub interface: Interface,
     pub pass_authorization: bool,
     pub script_reloading: bool,
     pub chunked_request: bool,
@@ -69,6 +71,10 @@ pub fn settings(
             }
             None => "application".into(),
         },
+        interface: note(INTERFACE_NOTE)
+            .and_then(|v| Interface::parse(&v))
+            .or(d.interface)
+            .unwrap_or_default(),
         pass_authorization: pa.unwrap_or(false),
         script_reloading: d.script_reloading.unwrap_or(true),
         chunked_request: d.chunked_request.unwrap_or(false),

@@ -19,6 +19,9 @@ pub const ALIASED_NOTE: &CStr = c"alias-forced-type";
 /// The note naming the alias that claimed the request (its id, in decimal).
 pub const ALIAS_ID_NOTE: &CStr = c"mod_rwsgi.alias_id";
 
+/// The note carrying the alias's `application-interface=`.
+pub const INTERFACE_NOTE: &CStr = c"mod_rwsgi.interface";
+
 /// Claims the request if a `WSGIScriptAlias` of its virtual host matches; true if claimed.
 pub fn translate(req: Request) -> bool {
     let (Some(state), Some(uri)) = (req.server_state(), req.uri()) else {
@@ -65,6 +68,9 @@ pub fn translate(req: Request) -> bool {
             if let Some(v) = val {
                 req.set_note(key, v.as_bytes());
             }
+        }
+        if let Some(i) = o.interface {
+            req.set_note(INTERFACE_NOTE, i.as_str().as_bytes());
         }
         if let Some(p) = o.pass_authorization {
             req.set_note(c"mod_wsgi.pass_authorization", if p { b"1" } else { b"0" });

@@ -22,8 +22,8 @@ pub enum OptionSupport {
 
 use OptionSupport::{Implemented, NotYet};
 
-/// Every option mod_wsgi 6.0.5 accepts (44), in the order of its parser. Flip an entry to
-/// `Implemented` when the feature lands.
+/// Every option mod_wsgi 6.0.5 accepts (44), in the order of its parser, then mod_rwsgi's own
+/// (ASGI lifespan). Flip an entry to `Implemented` when the feature lands.
 pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("user", Implemented),
     ("group", Implemented),
@@ -69,7 +69,31 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("memory-limit", Implemented),
     ("virtual-memory-limit", Implemented),
     ("server-metrics", NotYet),
+    // mod_rwsgi's own.
+    ("lifespan", Implemented),
+    ("lifespan-timeout", Implemented),
 ];
+
+/// `lifespan=`: whether an ASGI application's lifespan protocol runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lifespan {
+    /// Run it; an application that raises before `startup.complete` does not support it.
+    #[default]
+    Auto,
+    /// Run it; an exception in startup is a failed startup.
+    On,
+    Off,
+}
+
+impl Lifespan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifespan::Auto => "auto",
+            Lifespan::On => "on",
+            Lifespan::Off => "off",
+        }
+    }
+}
 
 /// Looks an option up by its exact name (mod_wsgi compares with `strcmp`).
 pub fn option_support(name: &str) -> Option<OptionSupport> {
@@ -191,6 +215,10 @@ pub struct DaemonSpec {
     pub chroot: Option<String>,
     /// `mod_wsgi.server_metrics()` works in this group.
     pub server_metrics: bool,
+    /// ASGI lifespan: `lifespan=auto|on|off`.
+    pub lifespan: Lifespan,
+    /// How long an ASGI application's lifespan startup may take (default 60 s; 0 = no limit).
+    pub lifespan_timeout: Duration,
 }
 
 impl DaemonSpec {
@@ -243,6 +271,8 @@ impl DaemonSpec {
             script_group: None,
             chroot: None,
             server_metrics: false,
+            lifespan: Lifespan::Auto,
+            lifespan_timeout: Duration::from_secs(60),
         }
     }
 
@@ -625,6 +655,15 @@ fn set(s: &mut DaemonSpec, c: &Ctx<'_>) -> Result<bool, Error> {
             s.server_metrics = c.on_off()?;
             return Ok(s.server_metrics);
         }
+        "lifespan" => {
+            s.lifespan = match c.value.to_ascii_lowercase().as_str() {
+                "auto" => Lifespan::Auto,
+                "on" => Lifespan::On,
+                "off" => Lifespan::Off,
+                _ => return Err(c.invalid("auto, on or off")),
+            }
+        }
+        "lifespan-timeout" => s.lifespan_timeout = c.seconds("no limit")?,
         other => unreachable!("option {other} is in OPTIONS but has no parser"),
     }
     Ok(true)
@@ -749,11 +788,11 @@ mod tests {
 
     #[test]
     fn table_is_mod_wsgi_6_option_list() {
-        assert_eq!(OPTIONS.len(), 44);
+        assert_eq!(OPTIONS.len(), 44 + 2);
         let mut names: Vec<_> = OPTIONS.iter().map(|(n, _)| *n).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 44);
+        assert_eq!(names.len(), 44 + 2);
         let not_yet: Vec<_> = OPTIONS
             .iter()
             .filter(|(_, s)| *s == NotYet)
@@ -798,6 +837,13 @@ mod tests {
         assert_eq!(s.socket_timeout, None);
         assert_eq!(s.response_socket_timeout, None);
         assert_eq!(s.maximum_requests, 0);
+        assert_eq!(s.lifespan, Lifespan::Auto);
+        assert_eq!(s.lifespan_timeout, Duration::from_secs(60));
+        let s = p("site lifespan=Off lifespan-timeout=2.5").unwrap();
+        assert_eq!(s.lifespan, Lifespan::Off);
+        assert_eq!(s.lifespan_timeout, Duration::from_millis(2500));
+        let e = err("site lifespan=maybe");
+        assert!(e.msg.contains("auto, on or off"), "{e}");
         assert!(s.restart_interval.is_zero() && s.queue_timeout.is_zero());
         assert!(s.user.is_none() && s.group.is_none() && s.supplementary_groups.is_empty());
         assert!(s.python_path.is_empty() && s.python_home.is_none());
@@ -995,7 +1041,8 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.msg.ends_with("virtual-memory-limit, server-metrics"),
+            e.msg
+                .ends_with("virtual-memory-limit, server-metrics, lifespan, lifespan-timeout"),
             "{e}"
         );
         let e = err("site Threads=5");

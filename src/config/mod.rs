@@ -10,6 +10,7 @@ pub mod net;
 pub mod tokenize;
 
 use crate::error::{Code, Error};
+pub use crate::request::Interface;
 use net::IpNet;
 use std::ffi::CStr;
 
@@ -76,9 +77,10 @@ const fn d(
 use Context::*;
 use Support::*;
 
-/// Every directive of mod_wsgi 6 (plus the four it removed), in mod_wsgi's table order.
+/// Every directive of mod_wsgi 6 (plus the four it removed), in mod_wsgi's table order, and
+/// mod_rwsgi's own (`WSGIApplicationInterface`).
 pub const DIRECTIVES: &[Directive] = &[
-    d(c"WSGIScriptAlias", Server, Implemented, c"WSGIScriptAlias <url-path> <file-or-dir> [process-group=G] [application-group=A] [callable-object=C] [pass-authorization=On|Off]"),
+    d(c"WSGIScriptAlias", Server, Implemented, c"WSGIScriptAlias <url-path> <file-or-dir> [process-group=G] [application-group=A] [callable-object=C] [pass-authorization=On|Off] [application-interface=auto|wsgi|asgi]"),
     d(c"WSGIScriptAliasMatch", Server, Implemented, c"WSGIScriptAliasMatch <regex> <file-or-dir> [options as WSGIScriptAlias]"),
     d(c"WSGIDaemonProcess", Server, Implemented, c"WSGIDaemonProcess <name> [option=value ...]"),
     d(c"WSGISocketPrefix", Server, Implemented, c"WSGISocketPrefix <path-prefix>"),
@@ -106,6 +108,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIProcessGroup", ServerDir, Implemented, c"WSGIProcessGroup %{GLOBAL}|<name>|%{ENV:var}"),
     d(c"WSGIApplicationGroup", ServerDir, Implemented, c"WSGIApplicationGroup %{GLOBAL}|%{SERVER}|%{RESOURCE}|%{HOST}|%{ENV:var}|<name>"),
     d(c"WSGICallableObject", FileInfo, Implemented, c"WSGICallableObject <name>|%{ENV:var}"),
+    d(c"WSGIApplicationInterface", FileInfo, Implemented, c"WSGIApplicationInterface auto|wsgi|asgi"),
     d(c"WSGIImportScript", Server, Implemented, c"WSGIImportScript <file> process-group=%{GLOBAL} application-group=<group>"),
     d(c"WSGIDispatchScript", ServerDir, NotYet, c"WSGIDispatchScript <file> [application-group=A]"),
     d(c"WSGIPassApacheRequest", ServerDir, OnlyOff, c"WSGIPassApacheRequest Off"),
@@ -171,6 +174,7 @@ pub struct AliasOptions {
     pub application_group: Option<String>,
     pub callable_object: Option<String>,
     pub pass_authorization: Option<bool>,
+    pub interface: Option<Interface>,
 }
 
 /// One `WSGIScriptAlias`/`WSGIScriptAliasMatch`.
@@ -295,6 +299,8 @@ pub struct DirConfig {
     pub process_group: Option<String>,
     pub application_group: Option<String>,
     pub callable_object: Option<String>,
+    /// `WSGIApplicationInterface`.
+    pub interface: Option<Interface>,
     pub pass_authorization: Option<bool>,
     pub script_reloading: Option<bool>,
     pub error_override: Option<bool>,
@@ -318,6 +324,7 @@ impl DirConfig {
             process_group: or(&child.process_group, &parent.process_group),
             application_group: or(&child.application_group, &parent.application_group),
             callable_object: or(&child.callable_object, &parent.callable_object),
+            interface: or(&child.interface, &parent.interface),
             pass_authorization: or(&child.pass_authorization, &parent.pass_authorization),
             script_reloading: or(&child.script_reloading, &parent.script_reloading),
             error_override: or(&child.error_override, &parent.error_override),
@@ -454,6 +461,14 @@ fn alias_options(
                 }
                 o.callable_object = Some(v.to_string())
             }
+            "application-interface" => {
+                o.interface = Some(Interface::parse(v).ok_or_else(|| {
+                    bad(
+                        spec.name(),
+                        format!("application-interface='{v}' is not valid; use auto, wsgi or asgi"),
+                    )
+                })?)
+            }
             "pass-authorization" => {
                 o.pass_authorization = Some(if v.eq_ignore_ascii_case("on") {
                     true
@@ -468,7 +483,8 @@ fn alias_options(
                     spec.name(),
                     format!(
                         "unknown option '{k}'; valid options are process-group=, \
-                         application-group=, callable-object= and pass-authorization="
+                         application-group=, callable-object=, pass-authorization= and \
+                         application-interface="
                     ),
                 ));
             }
@@ -761,6 +777,13 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                 application_group: ag,
             });
         }
+        "WSGIApplicationInterface" => {
+            let v = one(spec, &words)?;
+            dcfg.interface =
+                Some(Interface::parse(v).ok_or_else(|| {
+                    bad(name, format!("'{v}' is not valid; use auto, wsgi or asgi"))
+                })?);
+        }
         "WSGIPassAuthorization" => dcfg.pass_authorization = Some(flag(spec, &words)?),
         "WSGIScriptReloading" => dcfg.script_reloading = Some(flag(spec, &words)?),
         "WSGIErrorOverride" => dcfg.error_override = Some(flag(spec, &words)?),
@@ -851,7 +874,7 @@ mod tests {
 
     #[test]
     fn table_has_every_mod_wsgi6_directive_once() {
-        assert_eq!(DIRECTIVES.len(), 49 + 4);
+        assert_eq!(DIRECTIVES.len(), 49 + 4 + 1);
         let mut names: Vec<_> = DIRECTIVES
             .iter()
             .map(|d| d.name().to_ascii_lowercase())
@@ -896,6 +919,43 @@ mod tests {
         assert_eq!(
             run(&mut c, "WSGIScriptAliasMatch", "^/x(.*) /srv/x.wsgi"),
             Ok(Applied::CompileRegex(1))
+        );
+    }
+
+    #[test]
+    fn application_interface_option_and_directive() {
+        let mut c = cfg();
+        run(
+            &mut c,
+            "WSGIScriptAlias",
+            "/api /srv/api.py application-interface=ASGI",
+        )
+        .unwrap();
+        assert_eq!(c.server.aliases[0].options.interface, Some(Interface::Asgi));
+        let e = run(
+            &mut c,
+            "WSGIScriptAlias",
+            "/b /srv/b.py application-interface=asgi2",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.msg,
+            "WSGIScriptAlias: application-interface='asgi2' is not valid; use auto, wsgi or asgi"
+        );
+        run(&mut c, "WSGIApplicationInterface", "wsgi").unwrap();
+        assert_eq!(c.dir.interface, Some(Interface::Wsgi));
+        let e = run(&mut c, "WSGIApplicationInterface", "async").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "WSGIApplicationInterface: 'async' is not valid; use auto, wsgi or asgi"
+        );
+        let parent = DirConfig {
+            interface: Some(Interface::Asgi),
+            ..DirConfig::default()
+        };
+        assert_eq!(
+            DirConfig::merge(&parent, &DirConfig::default()).interface,
+            Some(Interface::Asgi)
         );
     }
 

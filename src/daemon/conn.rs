@@ -67,6 +67,60 @@ impl Conn {
         r
     }
 
+    /// Switches the socket between blocking (with the timeouts set) and non-blocking use (an
+    /// ASGI request, driven by an event loop: `try_recv` and `try_flush`).
+    pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        let r = self.stream.set_nonblocking(on);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// The next frame if it has arrived, reading what the socket has without waiting (a
+    /// non-blocking socket): `Ok(None)` when the rest has not arrived yet.
+    pub fn try_recv(&mut self) -> io::Result<Option<Frame>> {
+        let r = (|| {
+            loop {
+                if let Some(f) = self.buf.next_frame().map_err(proto_err)? {
+                    return Ok(Some(f));
+                }
+                match self.read_more(false) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+        })();
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// Writes what is queued without waiting (a non-blocking socket): true when all of it is
+    /// written, false when the rest waits for the socket to drain.
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.out.len()

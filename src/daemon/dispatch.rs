@@ -262,9 +262,39 @@ fn accept_one(listener: &UnixListener, peers: &Peers, log: &LogFn) -> bool {
     }
 }
 
+/// What ends a request an event loop served (an ASGI request handed over by a worker): the
+/// counts a worker keeps for its own requests, then the connection back to the idle ones (or
+/// closed).
+fn asgi_done(
+    token: u64,
+    counts: bool,
+    peers: &Arc<Peers>,
+    state: &Arc<State>,
+    ctx: &Arc<Ctx>,
+) -> crate::asgi::Done {
+    let (peers, state, ctx) = (Arc::clone(peers), Arc::clone(state), Arc::clone(ctx));
+    state.asgi_active.fetch_add(1, Ordering::SeqCst);
+    Box::new(move |conn| {
+        if counts {
+            state.last_activity.store(state.now_ms(), Ordering::SeqCst);
+        }
+        if let Some(conn) = conn {
+            peers.give_back(token, conn);
+        }
+        let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
+        state.asgi_active.fetch_sub(1, Ordering::SeqCst);
+        if ctx.spec.maximum_requests > 0 && n >= ctx.spec.maximum_requests {
+            state.restart(
+                format!("maximum-requests ({n}) reached; recycling"),
+                ctx.spec.graceful_timeout,
+            );
+        }
+    })
+}
+
 /// A worker thread (`index`): takes connections with a request waiting and serves one request
 /// on each, until the process stops and the dispatcher has stopped accepting.
-fn worker(index: usize, peers: &Peers, state: &State, ctx: &Ctx) {
+fn worker(index: usize, peers: &Arc<Peers>, state: &Arc<State>, ctx: &Arc<Ctx>) {
     crate::python::ensure_thread_state();
     loop {
         let Some((token, mut peer)) = peers.take(state, Duration::from_millis(100)) else {
@@ -285,8 +315,9 @@ fn worker(index: usize, peers: &Peers, state: &State, ctx: &Ctx) {
         }
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
+        let hand_over = |counts| asgi_done(token, counts, peers, state, ctx);
         let served = guard::contain(&ctx.log, &ctx.spec.name, "a worker's request", || {
-            serve(peer.conn, peer.authenticated, ctx, state)
+            serve(peer.conn, peer.authenticated, ctx, state, &hand_over)
         });
         state.busy_since[index].store(0, Ordering::SeqCst);
         let Ok(outcome) = served else {
@@ -309,7 +340,7 @@ fn worker(index: usize, peers: &Peers, state: &State, ctx: &Ctx) {
             peers.give_back(token, conn);
         }
         state.active.fetch_sub(1, Ordering::SeqCst);
-        if !outcome.ran {
+        if !outcome.ran || outcome.handed_over {
             continue;
         }
         let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;

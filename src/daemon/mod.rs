@@ -142,6 +142,16 @@ pub fn run(l: Launch) -> ! {
         socket_timeout: spec.socket_timeout.unwrap_or(l.apache_timeout),
         log: log.clone(),
         vhost_log: l.vhost_log,
+        asgi: crate::asgi::Hooks {
+            log: log.clone(),
+            restart: {
+                let (state, grace) = (Arc::clone(&state), spec.graceful_timeout);
+                Arc::new(move |why: String| state.restart(why, grace))
+            },
+            lifespan: spec.lifespan,
+            startup_timeout: spec.lifespan_timeout,
+            shutdown_timeout: spec.shutdown_timeout,
+        },
     });
     if let Err(e) = dispatch::start(l.listener, &state, &ctx, threads) {
         fatal(
@@ -182,17 +192,21 @@ pub fn run(l: Launch) -> ! {
     let deadline = Instant::now() + grace;
     // Workers leave their accept loop within one poll interval once idle, busy ones when their
     // request is done; only then is nothing of the shared listen queue taken by this process.
-    while (state.active.load(Ordering::SeqCst) > 0 || state.accepting.load(Ordering::SeqCst) > 0)
+    while (state.active.load(Ordering::SeqCst) > 0
+        || state.asgi_active.load(Ordering::SeqCst) > 0
+        || state.accepting.load(Ordering::SeqCst) > 0)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // ASGI applications' lifespan shutdown, once their requests are done.
+    crate::asgi::stop_all(spec.shutdown_timeout);
     log(
         Level::Info,
         &format!(
             "daemon process of group '{name}' exiting ({} requests served, {} still active)",
             state.served.load(Ordering::Relaxed),
-            state.active.load(Ordering::SeqCst)
+            state.active.load(Ordering::SeqCst) + state.asgi_active.load(Ordering::SeqCst)
         ),
     );
     sys::exit_now(0)

@@ -36,6 +36,8 @@ pub(super) struct Ctx {
     pub(super) socket_timeout: Duration,
     pub(super) log: LogFn,
     pub(super) vhost_log: fn(usize) -> Option<LogFn>,
+    /// What this process's ASGI event loops need (see `asgi::Hooks`).
+    pub(super) asgi: crate::asgi::Hooks,
 }
 
 /// What serving one connection did.
@@ -46,17 +48,29 @@ pub(super) struct Served {
     pub(super) counts: bool,
     /// The connection, if it can carry another request (its handshake is done).
     pub(super) back: Option<Conn>,
+    /// The request went to an event loop (ASGI), with its connection: the loop ends it.
+    pub(super) handed_over: bool,
 }
 
 const NOTHING: Served = Served {
     ran: false,
     counts: false,
     back: None,
+    handed_over: false,
 };
+
+/// Makes the end of an ASGI request (whether it counts as activity): see `dispatch`.
+pub(super) type HandOver<'a> = &'a dyn Fn(bool) -> crate::asgi::Done;
 
 /// Serves one request on a connection: the handshake first if the connection is new (not yet
 /// `authenticated`).
-pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) -> Served {
+pub(super) fn serve(
+    mut c: Conn,
+    authenticated: bool,
+    ctx: &Ctx,
+    state: &State,
+    hand_over: HandOver<'_>,
+) -> Served {
     if !authenticated {
         c.set_timeouts(ctx.socket_timeout);
         if !handshake(&mut c, ctx) {
@@ -65,6 +79,17 @@ pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) 
     }
     let req = match c.recv() {
         Ok(Frame::Request { meta, env }) => Request { env, meta },
+        // The httpd child's report that an ASGI request's client went away crossed that
+        // request's end: nothing to do; the next request follows (or has not come yet).
+        Ok(Frame::Abort) if authenticated => {
+            if c.more_buffered() {
+                return serve(c, true, ctx, state, hand_over);
+            }
+            return Served {
+                back: Some(c),
+                ..NOTHING
+            };
+        }
         // The httpd child closed a connection it had kept: nothing to do.
         Err(e) if authenticated && e.kind() == std::io::ErrorKind::UnexpectedEof => {
             return NOTHING;
@@ -166,17 +191,39 @@ pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) 
         return NOTHING;
     }
     guard::test_panic("worker");
-    let conn = Arc::new(std::sync::Mutex::new(c));
-    let finish = interp::enter(which, |py, it| run_request(py, it, ctx, state, req, &conn))
-        .unwrap_or_else(|why| {
+    let mut held = Some(c);
+    let ran = interp::enter(which, |py, it| {
+        let c = held
+            .take()
+            .expect("the connection is here until the request runs");
+        run_request(py, it, ctx, state, req, c, &|| hand_over(counts))
+    });
+    let (finish, conn) = match ran {
+        Ok(Ran::Wsgi { finish, conn }) => (finish, conn),
+        Ok(Ran::HandedOver) => {
+            forget_request_logs();
+            return Served {
+                ran: true,
+                counts,
+                back: None,
+                handed_over: true,
+            };
+        }
+        Err(why) => {
             (ctx.log)(Level::Error, &why);
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = c.send(&Frame::Fail {
-                code: 500,
-                message: b"the application group's interpreter is not available".to_vec(),
-            });
-            None
-        });
+            if let Some(mut c) = held.take() {
+                let _ = c.send(&Frame::Fail {
+                    code: 500,
+                    message: b"the application group's interpreter is not available".to_vec(),
+                });
+            }
+            return Served {
+                ran: true,
+                counts,
+                ..NOTHING
+            };
+        }
+    };
     // The end of the response (End, with the last queued blocks) is sent without the GIL.
     if let Some(f) = finish {
         f.run();
@@ -191,7 +238,20 @@ pub(super) fn serve(mut c: Conn, authenticated: bool, ctx: &Ctx, state: &State) 
         ran: true,
         counts,
         back,
+        handed_over: false,
     }
+}
+
+/// How a request ran on the worker's thread.
+enum Ran {
+    /// As WSGI, on this thread: the end of its response (sent without the GIL) and its
+    /// connection.
+    Wsgi {
+        finish: Option<adapter::Finish>,
+        conn: Arc<std::sync::Mutex<Conn>>,
+    },
+    /// Handed to the interpreter's ASGI event loop, with its connection.
+    HandedOver,
 }
 
 /// Checks a new connection's handshake: protocol version and this server's credentials.
@@ -256,14 +316,17 @@ fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
     true
 }
 
+/// Loads the application and runs the request: as WSGI on this thread, or handed to the
+/// interpreter's ASGI event loop with its connection.
 fn run_request(
     py: Python<'_>,
     it: &Interp,
     ctx: &Ctx,
     state: &State,
     req: Request<Vec<u8>>,
-    conn: &Arc<std::sync::Mutex<Conn>>,
-) -> Option<adapter::Finish> {
+    c: Conn,
+    hand_over: &dyn Fn() -> crate::asgi::Done,
+) -> Ran {
     let script = req.script();
     let request_id = req.request_id();
     let base_log = usize::try_from(req.meta.server_id)
@@ -276,12 +339,15 @@ fn run_request(
         plain,
         with_id: log.clone(),
     }));
-    let fail = |msg: &str| {
-        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+    let failed = |mut c: Conn, msg: &str| {
         let _ = c.send(&Frame::Fail {
             code: 500,
             message: msg.as_bytes().to_vec(),
         });
+        Ran::Wsgi {
+            finish: None,
+            conn: Arc::new(std::sync::Mutex::new(c)),
+        }
     };
 
     let Some(app) = crate::python::load_app(
@@ -294,27 +360,86 @@ fn run_request(
         &req.callable_object(),
         &log,
     ) else {
-        fail("the application could not be loaded");
-        return None;
+        return failed(c, "the application could not be loaded");
     };
     state.script_loaded.store(true, Ordering::SeqCst);
+    match crate::asgi::kind_of(py, it, &app, req.meta.interface, &log) {
+        crate::asgi::Kind::Wsgi => {}
+        crate::asgi::Kind::Asgi2 => {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: '{}' in '{script}' is marked as an ASGI 2 (double-callable) \
+                     application, which is not served; wrap it with \
+                     asgiref.compatibility.guarantee_single_callable",
+                    Code::AsgiUnsupported.as_str(),
+                    req.callable_object()
+                ),
+            );
+            return failed(c, "ASGI 2 application");
+        }
+        crate::asgi::Kind::Asgi if !it.name.is_empty() => {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: '{}' in '{script}' is an ASGI application in the sub-interpreter of \
+                     application group '{}'; ASGI applications run in the main interpreter: \
+                     set WSGIApplicationGroup %{{GLOBAL}} (or application-group=%{{GLOBAL}}), \
+                     or give the application a daemon process group of its own",
+                    Code::AsgiUnsupported.as_str(),
+                    req.callable_object(),
+                    it.name
+                ),
+            );
+            return failed(c, "ASGI application in a sub-interpreter");
+        }
+        crate::asgi::Kind::Asgi => {
+            // The loop owns the connection from here on; if the hand-over fails, dropping
+            // the link closes it (the httpd child answers 502) and ends the request's claim.
+            match crate::asgi::Link::new(c, hand_over()) {
+                Ok(link) => {
+                    if let Err(e) = crate::asgi::submit(py, &it.name, &ctx.asgi, link, &app, &req) {
+                        adapter::log_exception(
+                            py,
+                            &e,
+                            &log,
+                            "cannot hand the request to the ASGI event loop",
+                        );
+                    }
+                }
+                Err(e) => log(
+                    Level::Error,
+                    &format!("cannot hand the request to the ASGI event loop: {e}"),
+                ),
+            }
+            return Ran::HandedOver;
+        }
+    }
+    let conn = Arc::new(std::sync::Mutex::new(c));
+    let fail = |msg: &str| {
+        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.send(&Frame::Fail {
+            code: 500,
+            message: msg.as_bytes().to_vec(),
+        });
+    };
     let process = ProcessFacts {
         multithread: ctx.spec.multithread(),
         multiprocess: ctx.spec.multiprocess(),
         run_once: ctx.spec.run_once(),
         daemon: true,
     };
-    let body = Box::new(DaemonBody::new(Arc::clone(conn)));
+    let body = Box::new(DaemonBody::new(Arc::clone(&conn)));
     let built = match build::environ(py, &it.kit, &req, &process, body, &log, ctx.log.clone()) {
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(py, &e, &log, "cannot build the environ");
             fail("environ");
-            return None;
+            return Ran::Wsgi { finish: None, conn };
         }
     };
     let io = RequestIo {
-        sink: Box::new(DaemonSink::new(Arc::clone(conn))),
+        sink: Box::new(DaemonSink::new(Arc::clone(&conn))),
         input: built.input,
         errors: built.errors,
         log,
@@ -326,7 +451,7 @@ fn run_request(
     if outcome == Outcome::ServerError {
         fail("application error");
     }
-    finish
+    Ran::Wsgi { finish, conn }
 }
 
 /// Ends the calling thread's current request for the routed logs (after the request, or after

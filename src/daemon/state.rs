@@ -12,6 +12,8 @@ use crate::sys;
 pub(super) struct State {
     pub(super) stopping: AtomicBool,
     pub(super) active: AtomicUsize,
+    /// ASGI requests handed to an event loop and not yet done (no worker holds them).
+    pub(super) asgi_active: AtomicUsize,
     pub(super) served: AtomicU64,
     /// Requests this process has accepted (sent `Accepted` for), for maximum-requests.
     pub(super) admitted: AtomicU64,
@@ -38,6 +40,7 @@ impl State {
         State {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            asgi_active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             accepting: AtomicUsize::new(0),

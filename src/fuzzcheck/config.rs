@@ -141,6 +141,8 @@ pub fn render_daemon(s: &DaemonSpec) -> Vec<String> {
         script_group,
         chroot,
         server_metrics,
+        lifespan,
+        lifespan_timeout,
     } = s;
     let mut out = vec![name.clone()];
     let mut opt = |k: &str, v: String| out.push(format!("{k}={v}"));
@@ -253,6 +255,11 @@ pub fn render_daemon(s: &DaemonSpec) -> Vec<String> {
             *server_metrics != d.server_metrics,
             if *server_metrics { "On" } else { "Off" }.to_string(),
         ),
+        (
+            "lifespan",
+            *lifespan != d.lifespan,
+            lifespan.as_str().to_string(),
+        ),
     ];
     for (k, differs, v) in changed {
         if differs {
@@ -275,6 +282,7 @@ pub fn render_daemon(s: &DaemonSpec) -> Vec<String> {
         ("shutdown-timeout", shutdown_timeout, d.shutdown_timeout),
         ("connect-timeout", connect_timeout, d.connect_timeout),
         ("queue-timeout", queue_timeout, d.queue_timeout),
+        ("lifespan-timeout", lifespan_timeout, d.lifespan_timeout),
     ];
     for (k, v, default) in durations {
         if *v != default {

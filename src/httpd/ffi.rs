@@ -49,6 +49,7 @@ unsafe extern "C" {
         buf: *mut std::os::raw::c_char,
         len: apr_size_t,
     ) -> std::os::raw::c_long;
+    pub fn rwsgi_shim_client_fd(r: *mut request_rec) -> std::os::raw::c_int;
     pub fn rwsgi_shim_sizeof_request_rec() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_server_rec() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_conn_rec() -> apr_size_t;

@@ -410,6 +410,14 @@ impl Request {
 
     // --- response
 
+    /// The client socket's descriptor, to watch for the client going away (`None` on an
+    /// HTTP/2 stream, which has no socket of its own).
+    pub fn client_fd(&self) -> Option<std::os::fd::RawFd> {
+        // SAFETY: the live request; the shim only reads its connection's fields.
+        let fd = unsafe { rwsgi_shim_client_fd(self.ptr()) };
+        (fd >= 0).then_some(fd)
+    }
+
     /// The client has gone away.
     pub fn aborted(&self) -> bool {
         self.conn().aborted != 0

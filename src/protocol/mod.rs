@@ -17,7 +17,7 @@
 //! | kind | frame | direction | payload | payload bound |
 //! |------|-------|-----------|---------|---------------|
 //! | 0x01 | `Hello` | child -> daemon | `b"RWSG"`, version u16, secret `[u8; 16]`, generation u32 | exactly 26 |
-//! | 0x02 | `Request` | child -> daemon | the request's [`RequestMeta`] (39 bytes: flags u8 — 1 HEAD, 2 HTTPS —, server id u64, script mtime i64, request start i64, queue start i64, Apache version 3 × u16), then count u32, then per pair: key len u16, key, value len u32, value | [`MAX_ENV_FRAME`], count <= [`MAX_ENV_ITEMS`] |
+//! | 0x02 | `Request` | child -> daemon | the request's [`RequestMeta`] (39 bytes: flags u8 — 1 HEAD, 2 HTTPS, 4 main interpreter, 8 WSGI forced, 16 ASGI forced —, server id u64, script mtime i64, request start i64, queue start i64, Apache version 3 × u16), then count u32, then per pair: key len u16, key, value len u32, value | [`MAX_ENV_FRAME`], count <= [`MAX_ENV_ITEMS`] |
 //! | 0x03 | `Body` | child -> daemon | request-body bytes | [`MAX_CHUNK`] |
 //! | 0x04 | `BodyEnd` | child -> daemon | empty | 0 |
 //! | 0x05 | `Abort` | child -> daemon | empty (the client went away) | 0 |
@@ -30,6 +30,7 @@
 //! | 0x16 | `Reject` | daemon -> child | reason u8 (see `REJECT_*`) | exactly 1 |
 //! | 0x17 | `Welcome` | daemon -> child | empty: a live daemon process accepted the connection | 0 |
 //! | 0x18 | `Accepted` | daemon -> child | empty: the daemon has read the request and runs it | 0 |
+//! | 0x19 | `Watch` | daemon -> child | empty: report the client going away (`Abort`) until the response ends | 0 |
 //!
 //! Bounds apply to the payload (the frame minus its 5-byte header), so a frame never occupies
 //! more than [`MAX_FRAME`] + 5 bytes on the wire. [`decode`] rejects an oversized frame as soon as
@@ -48,7 +49,10 @@
 //! runs the application: it asks for request-body bytes with `ReadBody` (the child answers with
 //! exactly one `Body` of at most `min(max, MAX_CHUNK)` bytes, or `BodyEnd`), then sends `Head`,
 //! any number of `Chunk`/`SendFile`, and `End`; or `Fail` if no response could be produced. The
-//! child sends `Abort` when the client goes away. This codec checks framing only: ordering,
+//! child sends `Abort` when the client goes away: in answer to `ReadBody` when reading the body
+//! fails and, after the daemon sent `Watch` (an ASGI application waits on `receive()`), as soon
+//! as it sees the client close while it waits for the response. Such an `Abort` may cross the
+//! response's last frame: a daemon ignores an `Abort` where it expects a `Request`. This codec checks framing only: ordering,
 //! the version, secret and generation in `Hello`, and status values are the callers' business.
 #![forbid(unsafe_code)]
 
@@ -60,10 +64,10 @@ pub use buffer::{FrameBuffer, MAX_BUFFERED};
 
 use std::fmt;
 
-pub use crate::request::RequestMeta;
+pub use crate::request::{Interface, RequestMeta};
 
 /// The protocol version carried in `Hello`; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The magic that starts a `Hello` payload.
 pub const MAGIC: [u8; 4] = *b"RWSG";
 /// Length of the shared secret in `Hello`.
@@ -107,11 +111,12 @@ pub mod kind {
     pub const REJECT: u8 = 0x16;
     pub const WELCOME: u8 = 0x17;
     pub const ACCEPTED: u8 = 0x18;
+    pub const WATCH: u8 = 0x19;
 
     /// Every kind, in numeric order.
-    pub const ALL: [u8; 14] = [
+    pub const ALL: [u8; 15] = [
         HELLO, REQUEST, BODY, BODY_END, ABORT, READ_BODY, HEAD, CHUNK, SEND_FILE, END, FAIL,
-        REJECT, WELCOME, ACCEPTED,
+        REJECT, WELCOME, ACCEPTED, WATCH,
     ];
 }
 
@@ -130,7 +135,9 @@ pub fn max_payload_len(kind: u8) -> Option<usize> {
         kind::HELLO => HELLO_LEN,
         kind::REQUEST => MAX_ENV_FRAME,
         kind::BODY | kind::CHUNK => MAX_CHUNK,
-        kind::BODY_END | kind::ABORT | kind::END | kind::WELCOME | kind::ACCEPTED => 0,
+        kind::BODY_END | kind::ABORT | kind::END | kind::WELCOME | kind::ACCEPTED | kind::WATCH => {
+            0
+        }
         kind::READ_BODY => 4,
         kind::HEAD => MAX_HEAD_FRAME,
         kind::SEND_FILE => 16,
@@ -155,6 +162,7 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::END => "End",
         kind::WELCOME => "Welcome",
         kind::ACCEPTED => "Accepted",
+        kind::WATCH => "Watch",
         kind::FAIL => "Fail",
         kind::REJECT => "Reject",
         _ => return None,
@@ -202,6 +210,9 @@ pub enum Frame {
     Welcome,
     /// The daemon has read the request and is running it.
     Accepted,
+    /// Daemon -> child: from now until the response ends, send `Abort` as soon as the client
+    /// goes away (an ASGI application waits for `http.disconnect`).
+    Watch,
     /// Daemon -> child: no response could be produced.
     Fail { code: u16, message: Vec<u8> },
     /// Daemon -> child: the request was refused before running (see `REJECT_*`).
@@ -224,6 +235,7 @@ impl Frame {
             Frame::End => kind::END,
             Frame::Welcome => kind::WELCOME,
             Frame::Accepted => kind::ACCEPTED,
+            Frame::Watch => kind::WATCH,
             Frame::Fail { .. } => kind::FAIL,
             Frame::Reject { .. } => kind::REJECT,
         }
@@ -296,6 +308,7 @@ impl fmt::Debug for Frame {
             Frame::End => f.write_str("End"),
             Frame::Welcome => f.write_str("Welcome"),
             Frame::Accepted => f.write_str("Accepted"),
+            Frame::Watch => f.write_str("Watch"),
             Frame::Fail { code, message } => f
                 .debug_struct("Fail")
                 .field("code", code)
@@ -404,7 +417,12 @@ fn payload_len(frame: &Frame) -> Result<usize, ProtocolError> {
             checked(len)
         }
         Frame::Body(data) | Frame::Chunk(data) => checked(data.len()),
-        Frame::BodyEnd | Frame::Abort | Frame::End | Frame::Welcome | Frame::Accepted => Ok(0),
+        Frame::BodyEnd
+        | Frame::Abort
+        | Frame::End
+        | Frame::Welcome
+        | Frame::Accepted
+        | Frame::Watch => Ok(0),
         Frame::ReadBody { .. } => Ok(4),
         Frame::Head {
             reason, headers, ..
@@ -480,7 +498,12 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
             }
         }
         Frame::Body(data) | Frame::Chunk(data) => out.extend_from_slice(data),
-        Frame::BodyEnd | Frame::Abort | Frame::End | Frame::Welcome | Frame::Accepted => {}
+        Frame::BodyEnd
+        | Frame::Abort
+        | Frame::End
+        | Frame::Welcome
+        | Frame::Accepted
+        | Frame::Watch => {}
         Frame::ReadBody { max } => out.extend_from_slice(&max.to_be_bytes()),
         Frame::Head {
             status,
@@ -678,6 +701,7 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         kind::END => Frame::End,
         kind::WELCOME => Frame::Welcome,
         kind::ACCEPTED => Frame::Accepted,
+        kind::WATCH => Frame::Watch,
         kind::READ_BODY => Frame::ReadBody {
             max: r.u32("ReadBody shorter than its fixed size")?,
         },
@@ -820,6 +844,7 @@ mod tests {
                 head_request: true,
                 https: true,
                 main_interpreter: true,
+                interface: Interface::Wsgi,
                 server_id: u64::MAX,
                 script_mtime: i64::MIN,
                 request_start: 1_764_000_000_000_000,
@@ -863,6 +888,7 @@ mod tests {
         round_trip(Frame::End);
         round_trip(Frame::Welcome);
         round_trip(Frame::Accepted);
+        round_trip(Frame::Watch);
         round_trip(Frame::Fail {
             code: 500,
             message: b"app raised".to_vec(),
@@ -893,7 +919,7 @@ mod tests {
         let h = enc(&hello());
         assert_eq!(h.len(), HEADER_LEN + HELLO_LEN);
         assert_eq!(&h[..9], &[0, 0, 0, 27, 0x01, b'R', b'W', b'S', b'G']);
-        assert_eq!(&h[9..11], &[0, 2]);
+        assert_eq!(&h[9..11], &[0, 3]);
         assert_eq!(
             enc(&Frame::Request {
                 meta: RequestMeta {
@@ -1139,6 +1165,7 @@ mod tests {
             kind::REJECT,
             kind::WELCOME,
             kind::ACCEPTED,
+            kind::WATCH,
         ] {
             let max = max_payload_len(k).unwrap();
             let wire = raw(k, &vec![0; max + 1]);
@@ -1276,7 +1303,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_empty() {
-        for k in [0x00, 0x06, 0x0f, 0x19, 0x80, 0xff] {
+        for k in [0x00, 0x06, 0x0f, 0x1a, 0x80, 0xff] {
             assert_eq!(decode(&raw(k, b"")), Err(ProtocolError::UnknownKind(k)));
             // Known as soon as the kind byte arrives.
             assert_eq!(

@@ -48,7 +48,7 @@ impl Rng {
 
 /// A random frame of any kind, with small sizes so that thousands of them stay fast in debug.
 pub fn random_frame(rng: &mut Rng) -> Frame {
-    match rng.below(14) {
+    match rng.below(15) {
         0 => {
             let mut secret = [0; SECRET_LEN];
             secret.copy_from_slice(&rng.bytes(SECRET_LEN));
@@ -67,6 +67,11 @@ pub fn random_frame(rng: &mut Rng) -> Frame {
                 head_request: rng.below(2) == 0,
                 https: rng.below(2) == 0,
                 main_interpreter: rng.below(2) == 0,
+                interface: [
+                    super::Interface::Auto,
+                    super::Interface::Wsgi,
+                    super::Interface::Asgi,
+                ][rng.below(3) as usize],
                 server_id: rng.next(),
                 script_mtime: rng.next() as i64,
                 request_start: rng.next() as i64,
@@ -98,6 +103,7 @@ pub fn random_frame(rng: &mut Rng) -> Frame {
         },
         11 => Frame::Welcome,
         12 => Frame::Accepted,
+        13 => Frame::Watch,
         _ => Frame::Reject {
             reason: rng.next() as u8,
         },

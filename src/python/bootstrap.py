@@ -264,3 +264,34 @@ class FileWrapper:
     def close(self):
         if hasattr(self.filelike, "close"):
             self.filelike.close()
+
+
+def _is_coroutine_function(f):
+    import inspect
+
+    if inspect.iscoroutinefunction(f):
+        return True
+    # asgiref's markcoroutinefunction before Python 3.12 marks with asyncio's `_is_coroutine`.
+    if sys.version_info < (3, 12):
+        import asyncio
+
+        return asyncio.iscoroutinefunction(f)
+    return False
+
+
+def interface_of(app):
+    """The interface a script's callable speaks: 'asgi' (ASGI 3: asgiref's single-callable
+    marker, a coroutine function, or an object whose class's __call__ is one), 'asgi2'
+    (asgiref's double-callable marker: ASGI 2, not served) or 'wsgi' (anything else; a class
+    is a WSGI callable too, so ASGI 2 is never guessed)."""
+    if getattr(app, "_asgi_single_callable", False):
+        return "asgi"
+    if getattr(app, "_asgi_double_callable", False):
+        return "asgi2"
+    if _is_coroutine_function(app):
+        return "asgi"
+    if not isinstance(app, type):
+        call = getattr(type(app), "__call__", None)
+        if call is not None and _is_coroutine_function(call):
+            return "asgi"
+    return "wsgi"

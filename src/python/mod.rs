@@ -402,19 +402,7 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
             .0,
     )?;
     // Python `logging` records nobody else handles go to the error log at their own level.
-    let write = pyo3::types::PyCFunction::new_closure(
-        py,
-        None,
-        None,
-        move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
-            let level = Level::from_python(args.get_item(0)?.extract::<i64>()?);
-            let msg: String = args.get_item(1)?.extract()?;
-            for line in msg.lines() {
-                logging(level, line);
-            }
-            Ok(())
-        },
-    )?;
+    let write = log_function(py, logging)?;
     let handler = boot.getattr("install_logging")?.call1((write,))?;
     modules
         .get_item("mod_rwsgi")?
@@ -469,6 +457,27 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         scripts: std::sync::Mutex::new(Vec::new()),
         kit,
     })
+}
+
+/// A Python callable `f(levelno, message)` that writes each line of `message` to `log` at the
+/// level of Python's `levelno` (what Python-side helpers log through).
+pub(crate) fn log_function(
+    py: Python<'_>,
+    log: LogFn,
+) -> PyResult<Bound<'_, pyo3::types::PyCFunction>> {
+    pyo3::types::PyCFunction::new_closure(
+        py,
+        None,
+        None,
+        move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+            let level = Level::from_python(args.get_item(0)?.extract::<i64>()?);
+            let msg: String = args.get_item(1)?.extract()?;
+            for line in msg.lines() {
+                log(level, line);
+            }
+            Ok(())
+        },
+    )
 }
 
 fn version_tuple() -> (u32, u32, u32) {
@@ -579,6 +588,15 @@ fn remember_script(
         mtime,
         module: module.clone().unbind(),
     });
+}
+
+/// The interface `app` speaks, as `bootstrap.interface_of` tells it: `asgi`, `asgi2` or `wsgi`.
+pub fn app_interface(py: Python<'_>, it: &Interp, app: &Bound<'_, PyAny>) -> PyResult<String> {
+    it.bootstrap
+        .bind(py)
+        .getattr("interface_of")?
+        .call1((app,))?
+        .extract()
 }
 
 /// Whether a script this process has loaded has changed on disk since (daemon-mode restart).

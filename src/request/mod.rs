@@ -6,6 +6,37 @@
 
 pub mod admission;
 
+/// Which application interface the configuration asks for (`WSGIApplicationInterface`,
+/// `application-interface=`): `Auto` looks at the callable (ASGI 3 when it is a coroutine
+/// function, an object whose `__call__` is one, or marked by asgiref; WSGI otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Interface {
+    #[default]
+    Auto,
+    Wsgi,
+    Asgi,
+}
+
+impl Interface {
+    /// The configuration word (`auto`, `wsgi`, `asgi`), any case.
+    pub fn parse(word: &str) -> Option<Interface> {
+        match word.to_ascii_lowercase().as_str() {
+            "auto" => Some(Interface::Auto),
+            "wsgi" => Some(Interface::Wsgi),
+            "asgi" => Some(Interface::Asgi),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Auto => "auto",
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
+}
+
 /// Facts about one request that the application never sees as environ keys but that whoever
 /// runs it needs: they become `wsgi.url_scheme`, the `mod_wsgi.*` timings, `apache.version`,
 /// the log routing and the script-reload check. Times are microseconds since the epoch, as
@@ -20,6 +51,8 @@ pub struct RequestMeta {
     /// the configuration gives the process no other group (the one-group rule). Otherwise it
     /// runs in the group's own sub-interpreter.
     pub main_interpreter: bool,
+    /// The application interface the configuration forces, if any.
+    pub interface: Interface,
     /// Identity of the virtual host (`server_rec` address in the httpd child), for log routing;
     /// a daemon only compares it with the addresses it inherited, never dereferences it.
     pub server_id: u64,
@@ -41,6 +74,10 @@ impl RequestMeta {
     const HEAD: u8 = 1;
     const HTTPS: u8 = 2;
     const MAIN_INTERPRETER: u8 = 4;
+    const FORCE_WSGI: u8 = 8;
+    const FORCE_ASGI: u8 = 16;
+    const KNOWN: u8 =
+        Self::HEAD | Self::HTTPS | Self::MAIN_INTERPRETER | Self::FORCE_WSGI | Self::FORCE_ASGI;
 
     /// Appends the fixed big-endian encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -50,6 +87,11 @@ impl RequestMeta {
                 Self::MAIN_INTERPRETER
             } else {
                 0
+            }
+            | match self.interface {
+                Interface::Auto => 0,
+                Interface::Wsgi => Self::FORCE_WSGI,
+                Interface::Asgi => Self::FORCE_ASGI,
             };
         out.push(flags);
         out.extend_from_slice(&self.server_id.to_be_bytes());
@@ -67,9 +109,15 @@ impl RequestMeta {
     pub fn decode(b: &[u8]) -> Option<RequestMeta> {
         let b: &[u8; Self::ENCODED_LEN] = b.try_into().ok()?;
         let flags = b[0];
-        if flags & !(Self::HEAD | Self::HTTPS | Self::MAIN_INTERPRETER) != 0 {
+        if flags & !Self::KNOWN != 0 {
             return None;
         }
+        let interface = match (flags & Self::FORCE_WSGI != 0, flags & Self::FORCE_ASGI != 0) {
+            (false, false) => Interface::Auto,
+            (true, false) => Interface::Wsgi,
+            (false, true) => Interface::Asgi,
+            (true, true) => return None,
+        };
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[i..i + 8]);
@@ -80,6 +128,7 @@ impl RequestMeta {
             head_request: flags & Self::HEAD != 0,
             https: flags & Self::HTTPS != 0,
             main_interpreter: flags & Self::MAIN_INTERPRETER != 0,
+            interface,
             server_id: u64_at(1),
             script_mtime: u64_at(9) as i64,
             request_start: u64_at(17) as i64,
@@ -182,6 +231,7 @@ mod tests {
             head_request: true,
             https: false,
             main_interpreter: true,
+            interface: Interface::Asgi,
             server_id: 0x5555_0000_1234,
             script_mtime: 1_700_000_000_123_456,
             request_start: -5,
@@ -208,7 +258,10 @@ mod tests {
         out.push(0);
         assert_eq!(RequestMeta::decode(&out), None);
         out.pop();
-        out[0] |= 8;
+        out[0] |= 32;
+        assert_eq!(RequestMeta::decode(&out), None);
+        // Both interfaces forced at once is not a value.
+        out[0] = 8 | 16;
         assert_eq!(RequestMeta::decode(&out), None);
     }
 
@@ -236,6 +289,17 @@ mod tests {
         assert!(r.script_reloading() && r.counts_as_activity());
         assert_eq!(r.script_mtime(), Some(1_700_000_000_123_456));
         assert_eq!(r.content_length(), None);
+    }
+
+    #[test]
+    fn interface_words() {
+        assert_eq!(Interface::parse("ASGI"), Some(Interface::Asgi));
+        assert_eq!(Interface::parse("wsgi"), Some(Interface::Wsgi));
+        assert_eq!(Interface::parse("Auto"), Some(Interface::Auto));
+        assert_eq!(Interface::parse("asgi2"), None);
+        for i in [Interface::Auto, Interface::Wsgi, Interface::Asgi] {
+            assert_eq!(Interface::parse(i.as_str()), Some(i));
+        }
     }
 
     #[test]

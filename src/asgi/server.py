@@ -1,0 +1,527 @@
+"""mod_rwsgi's ASGI server: one asyncio event loop per interpreter of a daemon process, on a
+thread of its own. Worker threads hand it requests (`Server.submit`: a `Link` to the httpd
+child, the application, the scope); each runs as a task (`HttpCycle`), reading its frames when
+the socket is readable and writing them when it has room. Lifespan runs once per application
+and loop before its first request, and at shutdown. Runs in a daemon process."""
+
+import asyncio
+import collections
+import http
+import sys
+import traceback
+
+# Kinds `Link.read` reports (the protocol's frame kinds).
+BODY, BODY_END, ABORT = 0x03, 0x04, 0x05
+# Python logging levels, as the log hook takes them.
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+# Request-body bytes asked for per ReadBody.
+READ_SIZE = 64 * 1024
+
+_PHRASES = {s.value: s.phrase for s in http.HTTPStatus}
+
+
+class ClientDisconnected(OSError):
+    """Raised by `send()` once the client has gone away (ASGI HTTP spec 2.4)."""
+
+
+class Server:
+    def __init__(self, log, restart, lifespan, startup_timeout, shutdown_timeout, codes):
+        self.loop = asyncio.new_event_loop()
+        self._log = log
+        self._restart = restart
+        self.lifespan_mode = lifespan
+        self.startup_timeout = startup_timeout
+        self.shutdown_timeout = shutdown_timeout
+        # RW codes: protocol, lifespan, application exception.
+        self.code_protocol, self.code_lifespan, self.code_exception = codes
+        self.lifespans = {}
+        self.cycles = set()
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def run_forever(self):
+        """The loop thread's body: runs until `stop`."""
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            asyncio.set_event_loop(None)
+
+    def submit(self, link, app, scope, has_body, body_length, request_id):
+        """From a worker thread: start a request on the loop."""
+        self.loop.call_soon_threadsafe(
+            self._start, link, app, scope, has_body, body_length, request_id
+        )
+
+    def stop(self, done):
+        """From another thread: run the lifespan shutdowns, stop the loop, then call
+        `done()`."""
+        self.loop.call_soon_threadsafe(self._begin_stop, done)
+
+    # -- on the loop -----------------------------------------------------------------------
+
+    def log(self, level, msg, request_id=""):
+        prefix = "[%s] " % request_id if request_id else ""
+        for line in str(msg).splitlines() or [""]:
+            self._log(level, prefix + line)
+
+    def log_exception(self, first_line, exc, request_id=""):
+        self.log(ERROR, first_line, request_id)
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.log(ERROR, text.rstrip(), request_id)
+
+    def _start(self, link, app, scope, has_body, body_length, request_id):
+        cycle = HttpCycle(self, link, scope, has_body, body_length, request_id)
+        self.cycles.add(cycle)
+        cycle.task = self.loop.create_task(cycle.run(app, self._lifespan_of(app)))
+
+    def _lifespan_of(self, app):
+        if self.lifespan_mode == "off":
+            return None
+        key = id(app)
+        ls = self.lifespans.get(key)
+        if ls is None or ls.app is not app:
+            ls = Lifespan(self, app)
+            self.lifespans[key] = ls
+            ls.begin()
+        return ls
+
+    def _begin_stop(self, done):
+        self.loop.create_task(self._stop(done))
+
+    async def _stop(self, done):
+        try:
+            for ls in list(self.lifespans.values()):
+                await ls.shutdown()
+        finally:
+            self.loop.stop()
+            done()
+
+
+class Lifespan:
+    """One application's lifespan on this loop: `startup` before its first request, `shutdown`
+    when the process stops."""
+
+    def __init__(self, server, app):
+        self.server = server
+        self.app = app
+        self.state = {}
+        self.queue = asyncio.Queue()
+        loop = server.loop
+        self.ready = loop.create_future()
+        self.shut = loop.create_future()
+        # None: started fine; False: the application does not support lifespan; a string:
+        # why startup failed.
+        self.outcome = None
+        self.supported = True
+        self.task = None
+
+    def begin(self):
+        self.queue.put_nowait({"type": "lifespan.startup"})
+        self.task = self.server.loop.create_task(self._main())
+        timeout = self.server.startup_timeout
+        if timeout:
+            self.server.loop.call_later(timeout, self._startup_timed_out, timeout)
+
+    def _startup_timed_out(self, timeout):
+        if not self.ready.done():
+            self._settle("startup did not complete within %g s" % timeout)
+            self.task.cancel()
+
+    def _settle(self, outcome):
+        if not self.ready.done():
+            self.outcome = outcome
+            self.ready.set_result(None)
+            if isinstance(outcome, str):
+                self.server.log(
+                    ERROR,
+                    "%s: ASGI lifespan startup of %r failed: %s; this process does not serve "
+                    "it and is replaced" % (self.server.code_lifespan, self.app, outcome),
+                )
+                self.server._restart("ASGI lifespan startup failed")
+
+    async def _main(self):
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
+        try:
+            await self.app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as e:
+            if not self.ready.done():
+                if self.server.lifespan_mode == "on":
+                    self.server.log_exception(
+                        "%s: ASGI lifespan startup raised" % self.server.code_lifespan, e
+                    )
+                    self._settle("the application raised %s" % type(e).__name__)
+                else:
+                    self.server.log(
+                        DEBUG,
+                        "ASGI lifespan not supported by %r (%s: %s); carrying on without it"
+                        % (self.app, type(e).__name__, e),
+                    )
+                    self.supported = False
+                    self._settle(False)
+            else:
+                self.server.log_exception(
+                    "%s: ASGI lifespan raised after startup" % self.server.code_lifespan, e
+                )
+        finally:
+            if not self.ready.done():
+                # Returned without answering startup: treated as no lifespan support.
+                self.supported = False
+                self._settle(False)
+            if not self.shut.done():
+                self.shut.set_result(None)
+
+    async def receive(self):
+        return await self.queue.get()
+
+    async def send(self, message):
+        t = message["type"]
+        if t == "lifespan.startup.complete":
+            self._settle(None)
+        elif t == "lifespan.startup.failed":
+            self._settle(message.get("message", "") or "lifespan.startup.failed")
+        elif t == "lifespan.shutdown.complete":
+            if not self.shut.done():
+                self.shut.set_result(None)
+        elif t == "lifespan.shutdown.failed":
+            self.server.log(
+                ERROR,
+                "%s: ASGI lifespan shutdown of %r failed: %s"
+                % (self.server.code_lifespan, self.app, message.get("message", "")),
+            )
+            if not self.shut.done():
+                self.shut.set_result(None)
+        else:
+            raise ValueError("ASGI: unknown lifespan message type %r" % (t,))
+
+    async def shutdown(self):
+        if not self.supported or self.task is None or self.task.done():
+            return
+        if not self.ready.done() or self.outcome is not None:
+            self.task.cancel()
+            return
+        self.queue.put_nowait({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.shut), self.server.shutdown_timeout)
+        except asyncio.TimeoutError:
+            self.server.log(
+                ERROR,
+                "%s: ASGI lifespan shutdown of %r did not complete within %g s"
+                % (self.server.code_lifespan, self.app, self.server.shutdown_timeout),
+            )
+            self.task.cancel()
+
+
+class HttpCycle:
+    """One HTTP request: the application's `receive` and `send`, over its `Link`."""
+
+    def __init__(self, server, link, scope, has_body, body_length, request_id):
+        self.server = server
+        self.loop = server.loop
+        self.link = link
+        self.scope = scope
+        self.request_id = request_id
+        self.fd = link.fileno()
+        self.events = collections.deque()
+        # Request-body bytes still to come (None: chunked, unknown), whether more is to be
+        # asked for, and whether a ReadBody is outstanding.
+        self.body_left = body_length
+        self.body_pending = has_body
+        self.asked = False
+        if not has_body:
+            self.events.append((b"", False))
+        self.gone = False  # the client went away
+        self.broken = False  # the connection to the httpd child failed
+        self.watching = False
+        self.started = False
+        self.start = None  # the held http.response.start
+        self.complete = False
+        self.failed = False
+        self.head_request = scope["method"] == "HEAD"
+        self.waiters = []
+        self.drainer = None
+        self.writing = False
+        self.task = None
+        self.reading = True
+        self.loop.add_reader(self.fd, self._readable)
+
+    # -- events from the httpd child -------------------------------------------------------
+
+    def _wake(self):
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _lost(self):
+        """The connection to the httpd child is gone (it closed it: its client went away)."""
+        self.broken = True
+        self.gone = True
+        self.asked = False
+        self.body_pending = False
+        self._unwatch()
+        self._wake()
+        d = self.drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    def _unwatch(self):
+        """Stops watching the socket (for good: the request is over, or its connection)."""
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    def _readable(self):
+        try:
+            frames = self.link.read()
+        except OSError:
+            frames = None
+        if frames is None:
+            self._lost()
+            return
+        for kind, data in frames:
+            if kind == BODY:
+                self.asked = False
+                more = True
+                if self.body_left is not None:
+                    self.body_left -= len(data)
+                    if self.body_left <= 0:
+                        more = self.body_pending = False
+                self.events.append((data, more))
+            elif kind == BODY_END:
+                self.asked = False
+                if self.body_pending:
+                    self.body_pending = False
+                    self.events.append((b"", False))
+            elif kind == ABORT:
+                self.asked = False
+                self.body_pending = False
+                self.gone = True
+        self._wake()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _push(self):
+        """Writes what is queued; the rest goes when the socket has room."""
+        if self.broken:
+            return True
+        try:
+            if self.link.flush():
+                return True
+        except OSError:
+            self._lost()
+            return True
+        if not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._writable)
+        return False
+
+    def _writable(self):
+        try:
+            done = self.link.flush()
+        except OSError:
+            self._lost()
+            return
+        if done:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+            d = self.drainer
+            if d is not None and not d.done():
+                d.set_result(None)
+
+    async def _drain(self):
+        while not self._push():
+            self.drainer = self.loop.create_future()
+            try:
+                await self.drainer
+            finally:
+                self.drainer = None
+        if self.broken:
+            raise ClientDisconnected("the client went away")
+
+    # -- the application's side ------------------------------------------------------------
+
+    async def receive(self):
+        while True:
+            if self.events:
+                body, more = self.events.popleft()
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.gone or self.complete:
+                return {"type": "http.disconnect"}
+            if self.body_pending:
+                if not self.asked:
+                    self.asked = True
+                    self.link.read_body(READ_SIZE)
+                    self._push()
+            elif not self.watching:
+                # From now on only the client going away can come: ask to be told.
+                self.watching = True
+                self.link.watch()
+                self._push()
+            w = self.loop.create_future()
+            self.waiters.append(w)
+            await w
+
+    async def send(self, message):
+        t = message["type"]
+        if t == "http.response.body":
+            if not self.started:
+                raise RuntimeError("ASGI: http.response.body before http.response.start")
+            if self.complete:
+                return
+            if self.gone:
+                raise ClientDisconnected("the client went away")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise TypeError("ASGI: http.response.body 'body' must be bytes")
+            link = self.link
+            if self.start is not None:
+                status, headers = self.start
+                link.head(status, _PHRASES.get(status, ""), headers, None if more else len(body))
+                self.start = None
+            if body and not self.head_request:
+                link.chunk(body)
+            if not more:
+                link.end()
+                self.complete = True
+                self._wake()
+            await self._drain()
+        elif t == "http.response.start":
+            if self.started:
+                raise RuntimeError("ASGI: http.response.start sent twice")
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 599:
+                raise ValueError("ASGI: invalid status %r" % (status,))
+            self.start = (status, message.get("headers", ()))
+            self.started = True
+        elif t == "http.response.pathsend":
+            if not self.started or self.start is None:
+                raise RuntimeError(
+                    "ASGI: http.response.pathsend must follow http.response.start directly"
+                )
+            if self.gone:
+                raise ClientDisconnected("the client went away")
+            status, headers = self.start
+            self.link.head(status, _PHRASES.get(status, ""), headers)
+            self.start = None
+            await self._drain()
+            if not self.head_request:
+                self.link.send_file(message["path"])
+            self.link.end()
+            self.complete = True
+            self._wake()
+            await self._drain()
+        else:
+            raise ValueError("ASGI: unknown message type %r for an HTTP request" % (t,))
+
+    # -- the request's life ----------------------------------------------------------------
+
+    def _fail(self, code, why):
+        if self.complete or self.broken:
+            return
+        self.complete = True
+        self.failed = True
+        self.link.fail(code, why)
+        self._wake()
+
+    async def run(self, app, lifespan):
+        server, rid = self.server, self.request_id
+        try:
+            if lifespan is not None:
+                await asyncio.shield(lifespan.ready)
+                if isinstance(lifespan.outcome, str):
+                    self._fail(500, "the application's lifespan startup failed")
+                    return
+                if lifespan.supported:
+                    self.scope["state"] = dict(lifespan.state)
+            try:
+                call = app(self.scope, self.receive, self.send)
+            except TypeError as e:
+                # The call itself failed: not a callable of three arguments.
+                server.log(
+                    ERROR,
+                    "%s: calling %r as an ASGI 3 application (scope, receive, send) raised "
+                    "TypeError: %s; is it a WSGI callable under application-interface=asgi?"
+                    % (server.code_protocol, app, e),
+                    rid,
+                )
+                self._fail(500, "not an ASGI application")
+                return
+            if not hasattr(call, "__await__"):
+                server.log(
+                    ERROR,
+                    "%s: %r is not an ASGI 3 application: called with (scope, receive, send) "
+                    "it returned %s, not an awaitable; is it a WSGI callable under "
+                    "application-interface=asgi?"
+                    % (server.code_protocol, app, type(call).__name__),
+                    rid,
+                )
+                self._fail(500, "not an ASGI application")
+                return
+            await call
+            if not self.started:
+                server.log(
+                    ERROR,
+                    "%s: the ASGI application returned without sending a response"
+                    % server.code_protocol,
+                    rid,
+                )
+                self._fail(500, "no response")
+            elif not self.complete and not self.gone:
+                if self.start is not None:
+                    server.log(
+                        ERROR,
+                        "%s: the ASGI application returned after http.response.start "
+                        "without a body" % server.code_protocol,
+                        rid,
+                    )
+                    self._fail(500, "no response body")
+                else:
+                    server.log(
+                        ERROR,
+                        "%s: the ASGI application returned before its response was complete; "
+                        "response aborted" % server.code_protocol,
+                        rid,
+                    )
+                    self._fail(0, "response incomplete")
+            # The client went away before the response was complete: end the exchange.
+            self._fail(0, "the client went away")
+        except asyncio.CancelledError:
+            self._fail(500 if self.start is not None or not self.started else 0, "cancelled")
+        except BaseException as e:
+            if self.gone and isinstance(e, OSError):
+                server.log(DEBUG, "the client went away: %s" % (e,), rid)
+            else:
+                server.log_exception(
+                    "%s: exception in the ASGI application" % server.code_exception, e, rid
+                )
+            self._fail(500 if self.start is not None or not self.started else 0, "exception")
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            await self._finish()
+
+    async def _finish(self):
+        # An outstanding ReadBody is answered before the connection can carry anything else.
+        while self.asked and not self.broken:
+            w = self.loop.create_future()
+            self.waiters.append(w)
+            await w
+        if not self.broken:
+            try:
+                await self._drain()
+            except ClientDisconnected:
+                pass
+        self._unwatch()
+        self.server.cycles.discard(self)
+        self.link.finish(not self.broken)

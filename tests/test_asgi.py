@@ -1,0 +1,301 @@
+"""ASGI 3 applications behind a real Apache (daemon mode): interface detection and override,
+the HTTP scope, receive()/send() with streaming, disconnect and error semantics, pathsend,
+lifespan, and real concurrency on the event loop. Embedded mode refuses ASGI with RW0022
+(its own test). The application is tests/apps/asgi_app.py (stdlib only); raw sockets and
+harness.http_request are the clients."""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+import harness
+
+pytestmark = pytest.mark.daemon_only
+
+
+def _start(srv, extra="", **mount):
+    script = srv.app("asgi_app.py")
+    srv.start(srv.mount("/api", script, **mount) + extra)
+    return script
+
+
+def _wait_file(path, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path} was not written within {timeout} s")
+
+
+def test_scope(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    r = srv.request("GET", "/api/scope/caf%C3%A9%20x?q=%20a&b=2",
+                    headers=[("X-First", "1"), ("X-Multi-Word", "two"), ("Accept", "*/*")])
+    assert r.status == 200, r
+    s = r.json()
+    assert s["type"] == "http"
+    assert s["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert s["http_version"] == "1.1"
+    assert s["method"] == "GET"
+    assert s["scheme"] == "http"
+    # path is decoded and includes root_path; raw_path is what the client sent.
+    assert s["root_path"] == "/api"
+    assert s["path"] == "/api/scope/café x"
+    assert s["raw_path"] == "/api/scope/caf%C3%A9%20x"
+    assert s["query_string"] == "q=%20a&b=2"
+    names = [h[0] for h in s["headers"]]
+    # Lower-cased, in the order the client sent them.
+    assert names[:2] == ["host", "connection"] and names[2:] == ["x-first", "x-multi-word",
+                                                                 "accept"], names
+    assert dict(s["headers"])["x-multi-word"] == "two"
+    assert s["client"][0] == "127.0.0.1" and s["client"][1] > 0
+    assert s["server"] == ["127.0.0.1", srv.port]
+    assert s["extensions"] == {"http.response.pathsend": {}}
+    assert s["body_len"] == 0
+
+
+def test_request_bodies(apache_factory, mode):
+    srv = apache_factory()
+    # Two mounts of one daemon group: ASGI runs in the main interpreter (%{GLOBAL}).
+    _start(srv, extra="<Location /forced>\nWSGIApplicationInterface asgi\n</Location>\n"
+           + srv.mount("/forced", srv.apps / "asgi_app.py", application_group="%{GLOBAL}"),
+           application_group="%{GLOBAL}")
+    assert srv.request("POST", "/api/echo", body=b"hello").body == b"hello"
+    big = os.urandom(3 * 1024 * 1024 + 7)
+    r = srv.request("POST", "/api/echo", body=big)
+    assert r.status == 200 and r.body == big
+    # Chunked bodies: refused (411) as for WSGI unless WSGIChunkedRequest On or the location
+    # says ASGI, where the server de-chunks as the ASGI spec wants.
+    body = os.urandom(100_000)
+    assert srv.request("POST", "/api/echo", body=body, chunked=True).status == 411
+    r = srv.request("POST", "/forced/echo", body=body, chunked=True, chunk_size=8192)
+    assert r.status == 200 and r.body == body
+    srv.allow_log(r"RW0011")
+
+
+def test_response_framing(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    # One body message: Content-Length; transfer-encoding/connection from the app dropped.
+    r = srv.request("GET", "/api/te")
+    assert r.status == 200 and r.body == b"dropped"
+    assert r.headers.get("Content-Length") == "7" and r.framing == "length", r
+    # Several: chunked, each message flushed as it is sent.
+    r = srv.request("GET", "/api/stream?n=3&gap=0.4")
+    assert r.status == 200 and r.body == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert r.framing == "chunked"
+    first = next(t for t, b in r.pieces if b)
+    assert first < r.pieces[-1][0] - 0.3, r.pieces
+    # HEAD: the head only.
+    r = srv.request("HEAD", "/api/te")
+    assert r.status == 200 and r.body == b"" and r.headers.get("Content-Length") == "7"
+
+
+def test_pathsend(apache_factory, mode):
+    srv = apache_factory()
+    data = os.urandom(300_000)
+    srv.write_file("data/file.bin", data)
+    _start(srv)
+    r = srv.request("GET", "/api/pathsend")
+    assert r.status == 200 and r.body == data
+    assert r.headers.get("Content-Type") == "application/octet-stream"
+
+
+def test_client_disconnect_during_long_poll(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(b"GET /api/after-disconnect?tag=gone HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)
+    s.close()
+    seen = _wait_file(srv.state / "gone")
+    # receive() blocked until the client went away, then said so; send() then raised an
+    # OSError subclass, which the server did not log as an error.
+    assert seen["type"] == "http.disconnect" and seen["waited"] >= 0.3, seen
+    assert seen["raised"] == "ClientDisconnected" and seen["is_oserror"], seen
+    # The connection to the daemon is reused, and the next request is served.
+    assert srv.request("GET", "/api/te").status == 200
+    assert "RW0020" not in srv.error_log() and "Traceback" not in srv.error_log()
+
+
+def test_receive_blocks_until_the_response_is_done(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    r = srv.request("GET", "/api/wait-done")
+    assert r.status == 200 and r.body == b"blocked until done", r
+    assert _wait_file(srv.state / "wait-done") == {"early": False, "after": "http.disconnect"}
+
+
+def test_application_errors(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    srv.allow_log(r"RW0007|RW0020")
+    r = srv.request("GET", "/api/raise")
+    assert r.status == 500
+    assert srv.wait_for_log(r"RW0007: exception in the ASGI application")
+    assert srv.wait_for_log(r"ValueError: boom before start")
+    assert srv.request("GET", "/api/no-response").status == 500
+    assert srv.wait_for_log(r"RW0020: the ASGI application returned without sending a response")
+    assert srv.request("GET", "/api/start-only").status == 500
+    assert srv.wait_for_log(r"RW0020: the ASGI application returned after http.response.start")
+    assert srv.request("GET", "/api/bad-header").status == 500
+    assert srv.wait_for_log(r"ValueError: ASGI: header 'x-bad' value contains CR, LF")
+    # After the head: the response is cut short (no final chunk), never a second status.
+    r = srv.request("GET", "/api/raise-late")
+    assert r.status == 200 and r.body == b"partial" and not r.complete
+    assert srv.wait_for_log(r"ValueError: boom after start")
+    # Still serving.
+    assert srv.request("GET", "/api/te").status == 200
+
+
+def test_lifespan_state_startup_and_shutdown(apache_factory, mode):
+    srv = apache_factory(daemon_options="processes=1 threads=2")
+    _start(srv)
+    pid = int(srv.request("GET", "/api/pid").body)
+    r = srv.request("GET", "/api/state")
+    # A shallow copy of the lifespan state per request: the counter set at startup (0) is
+    # seen, and one request's rebinding does not leak into the next.
+    assert r.json() == {"counter": 1, "has_state": True}
+    assert srv.request("GET", "/api/state").json() == {"counter": 1, "has_state": True}
+    assert _wait_file(srv.state / f"startup-{pid}") == 1
+    srv.stop()
+    assert _wait_file(srv.state / f"shutdown-{pid}", timeout=2) is True
+
+
+_FAILING = """
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        m = await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"served"})
+"""
+
+_UNSUPPORTED = """
+async def application(scope, receive, send):
+    if scope["type"] != "http":
+        raise ValueError("Django can only handle ASGI/HTTP connections, not %s." % scope["type"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"no lifespan: %r" % ("state" in scope)})
+"""
+
+
+def test_lifespan_failed_and_unsupported(apache_factory, mode):
+    srv = apache_factory(daemon_options="processes=1 threads=2")
+    failing = srv.write_file("apps/failing.py", _FAILING)
+    unsupported = srv.write_file("apps/unsupported.py", _UNSUPPORTED)
+    # Two ASGI applications in one daemon process, both in its main interpreter.
+    srv.start(srv.mount("/failing", failing, application_group="%{GLOBAL}")
+              + srv.mount("/plain", unsupported, application_group="%{GLOBAL}"))
+    srv.allow_log(r"RW0021")
+    # Lifespan unsupported (raises on the lifespan scope): served, without "state".
+    r = srv.request("GET", "/plain/")
+    assert r.status == 200 and r.body == b"no lifespan: False"
+    assert srv.wait_for_log(r"ASGI lifespan not supported by .*ValueError")
+    # startup.failed: the request is not served, the message is logged, the process replaced.
+    assert srv.request("GET", "/failing/").status == 500
+    assert srv.wait_for_log(r"RW0021: ASGI lifespan startup of .* failed: no database; this "
+                            r"process does not serve it and is replaced")
+    assert srv.wait_for_log(r"stopping: ASGI lifespan startup failed")
+
+
+_WSGI = """
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi"]
+"""
+
+_ASGI2 = """
+class application:
+    _asgi_double_callable = True
+    def __init__(self, scope):
+        self.scope = scope
+    async def __call__(self, receive, send):
+        pass
+"""
+
+
+def test_interface_detection_and_override(apache_factory, mode):
+    srv = apache_factory()
+    asgi = srv.app("asgi_app.py")
+    wsgi = srv.write_file("apps/plain.wsgi", _WSGI)
+    asgi2 = srv.write_file("apps/asgi2.py", _ASGI2)
+    g = {"application_group": "%{GLOBAL}"}
+    srv.start(srv.mount("/asgi", asgi, **g) + srv.mount("/wsgi", wsgi, **g)
+              + srv.mount("/asgi-as-wsgi", asgi, application_interface="wsgi", **g)
+              + srv.mount("/wsgi-as-asgi", wsgi, application_interface="asgi", **g)
+              + srv.mount("/asgi2", asgi2, **g)
+              + srv.mount("/sub", asgi))
+    srv.allow_log(r"RW0007|RW0020|RW0022")
+    assert srv.request("GET", "/asgi/te").body == b"dropped"
+    assert srv.request("GET", "/wsgi").body == b"wsgi"
+    # A wrong override: a clear 500 and one line saying what happened, never a hang.
+    assert srv.request("GET", "/asgi-as-wsgi/te").status == 500
+    assert srv.wait_for_log(r"TypeError: application\(\) missing 1 required positional "
+                            r"argument: 'send'")
+    assert srv.request("GET", "/wsgi-as-asgi").status == 500
+    assert srv.wait_for_log(r"RW0020: calling <function application at .*> as an ASGI 3 "
+                            r"application \(scope, receive, send\) raised TypeError: .*; is it "
+                            r"a WSGI callable under application-interface=asgi\?")
+    # ASGI runs in the main interpreter: in a sub-interpreter it is refused with the fix.
+    assert srv.request("GET", "/sub/te").status == 500
+    assert srv.wait_for_log(r"RW0022: 'application' in '.*asgi_app.py' is an ASGI application "
+                            r"in the sub-interpreter of application group '.*\|/sub'")
+    # ASGI 2 is never guessed, and when marked it is refused with the fix.
+    assert srv.request("GET", "/asgi2").status == 500
+    assert srv.wait_for_log(r"RW0022: 'application' in '.*asgi2.py' is marked as an ASGI 2")
+
+
+def test_directive_errors(apache_factory, mode):
+    srv = apache_factory()
+    rc, out = srv.configtest(srv.mount("/a", srv.app("asgi_app.py"),
+                                       application_interface="asgi3"))
+    assert rc != 0
+    assert "application-interface='asgi3' is not valid; use auto, wsgi or asgi" in out, out
+    rc, out = srv.configtest("WSGIApplicationInterface async\n")
+    assert rc != 0
+    assert "WSGIApplicationInterface: 'async' is not valid; use auto, wsgi or asgi" in out, out
+
+
+def test_requests_run_concurrently_on_the_loop(apache_factory, mode):
+    # 60 requests that each await asyncio.sleep(1) in ONE daemon process with 2 threads: they
+    # run as tasks on its event loop, not one per thread (with threads, this would take 30 s).
+    sizing = ("StartServers 1\nServerLimit 1\nThreadsPerChild 64\nMaxRequestWorkers 64\n"
+              "MinSpareThreads 1\nMaxSpareThreads 64\n")
+    srv = apache_factory(daemon_options="processes=1 threads=2", sizing=sizing)
+    _start(srv)
+    results = []
+
+    def one():
+        results.append(srv.request("GET", "/api/sleep?s=1", timeout=20).status)
+
+    threads = [threading.Thread(target=one) for _ in range(60)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert results.count(200) == 60, results
+    # Not a performance bound: sequential service would need 30 s.
+    assert elapsed < 15, elapsed
+
+
+@pytest.mark.embedded_only
+def test_embedded_mode_refuses_asgi_with_the_fix(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    srv.allow_log(r"RW0022")
+    assert srv.request("GET", "/api/te").status == 500
+    assert srv.wait_for_log(r"RW0022: 'application' in '.*asgi_app.py' is an ASGI application; "
+                            r"ASGI applications are served in daemon mode")
