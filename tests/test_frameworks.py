@@ -443,11 +443,13 @@ def norm_body(r: harness.Response, port: int) -> bytes:
     return CSRF_FIELD.sub(rb"\1<csrf>\2", body)
 
 
-def assert_same(ra: harness.Response, rg: harness.Response, pa: int, pg: int):
-    """ra (mod_rwsgi) and rg (gunicorn) are the same answer."""
+def assert_same(ra: harness.Response, rg: harness.Response, pa: int, pg: int,
+                reference: str = "gunicorn"):
+    """ra (mod_rwsgi) and rg (the reference server: gunicorn, or uvicorn for ASGI) are the
+    same answer."""
     assert ra.complete and not ra.error, f"mod_rwsgi response incomplete: {ra!r}"
-    assert rg.complete and not rg.error, f"gunicorn response incomplete: {rg!r}"
-    assert rg.headers.get("Server") == "gunicorn", rg
+    assert rg.complete and not rg.error, f"{reference} response incomplete: {rg!r}"
+    assert rg.headers.get("Server") == reference, rg
     assert (ra.status, ra.reason) == (rg.status, rg.reason), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
     assert app_headers(ra, pa) == app_headers(rg, pg), f"\nmod_rwsgi: {ra!r}\ngunicorn:  {rg!r}"
     la, lg = ra.headers.get("Content-Length"), rg.headers.get("Content-Length")

@@ -433,6 +433,15 @@ impl Request {
             (*p).status = c_int::from(status);
             (*p).status_line = line;
         }
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            // The application gave none: none is sent (not the script file's MIME type, which
+            // mod_mime set while httpd mapped the URL to the script).
+            // SAFETY: as below; a NULL type is how httpd says "no Content-Type".
+            unsafe { ap_set_content_type(p, std::ptr::null()) };
+        }
         for (name, value) in headers {
             let v = self.pool_copy(value);
             // SAFETY: as above; headers_out is the request's table.

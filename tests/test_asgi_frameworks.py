@@ -1,0 +1,319 @@
+"""Real ASGI frameworks from PyPI (Starlette, FastAPI, Quart; pinned in
+tests/frameworks/requirements.txt) served by mod_rwsgi in daemon mode, each answer compared with
+the same application served by uvicorn, as tests/test_frameworks.py compares WSGI frameworks
+with gunicorn (its venv, sites, client and comparison are reused).
+
+mod_rwsgi mounts the framework's module itself as the script (`callable-object=app`, the site's
+app directory on `python-path=`); uvicorn serves `<module>:mounted`, the same application
+behind tests/frameworks/asgi_mount.py, which mounts it at /app the way Apache does (`root_path`
+the mount point, `path` the whole path). Both run as www-data, on sockets the test binds;
+uvicorn is stopped by its PID. ASGI is served in daemon mode only (embedded mode refuses it,
+tests/test_asgi.py), so there is one setup: daemon mode on the event MPM."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+import harness
+import test_frameworks as fw
+from test_frameworks import venv  # noqa: F401  (the session fixture)
+
+MOUNT = fw.MOUNT
+ENTRIES = {  # framework -> module in <site>/app (mod_rwsgi: its `app`; uvicorn: `mounted`)
+    "starlette": "starlette_app",
+    "fastapi": "fastapi_app",
+    "quart": "quart_app",
+}
+REQ_TIMEOUT = fw.REQ_TIMEOUT
+
+
+class Uvicorn:
+    """uvicorn from the venv serving <site>/app's `<module>:mounted`."""
+
+    def __init__(self, venv: Path, site: Path, module: str):
+        self.site = site
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        self.port = lsock.getsockname()[1]
+        cmd = [str(venv / "bin" / "python"), "-m", "uvicorn", "--fd", str(lsock.fileno()),
+               "--app-dir", str(site / "app"), "--lifespan", "on", "--no-access-log",
+               "--log-level", "warning", f"{module}:mounted"]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        with open(site / "uvicorn.out", "wb") as out, lsock:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         cwd=str(site), pass_fds=[lsock.fileno()],
+                                         user=fw.RUN_AS, group=fw.RUN_AS, extra_groups=[])
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or self._answers(), 90, 0.2)
+        if not ok or self.proc.poll() is not None:
+            self.stop()
+            raise harness.HarnessError(f"uvicorn did not start: {cmd}\n{self.logs()}")
+
+    def _answers(self) -> bool:
+        try:
+            r = harness.http_request(self.port, "GET", f"{MOUNT}/", timeout=5)
+        except OSError:
+            return False
+        return r.headers.get("Server") == "uvicorn"
+
+    def logs(self) -> str:
+        p = self.site / "uvicorn.out"
+        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def uvicorns(venv):  # noqa: F811
+    roots = []
+
+    def start(framework):
+        root = Path(tempfile.mkdtemp(prefix=f"rwsgi-uvicorn-{framework}-", dir="/tmp"))
+        roots.append(root)
+        return Uvicorn(venv, fw.make_site(root), ENTRIES[framework])
+
+    servers = fw.Servers(start)
+    yield servers
+    for u in servers.started.values():
+        u.stop()
+    if not os.environ.get("RWSGI_KEEP"):
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def apaches(venv):  # noqa: F811
+    def start(framework):
+        srv = harness.Apache(mode="daemon", mpm="event", name=f"asgi-fw-{framework}")
+        servers.started[framework] = srv
+        site = fw.make_site(srv.apps / "fw")
+        srv.site = site
+        app_dir = site / "app"
+        srv.daemon_options = f"processes=2 threads=10 python-home={venv} python-path={app_dir}"
+        srv.start("WSGIChunkedRequest On\n"
+                  + srv.mount(MOUNT, app_dir / f"{ENTRIES[framework]}.py", callable_object="app"))
+        # An exception the framework turns into a 500 is still logged with its traceback.
+        srv.allow_log(r"RW0007")
+        return srv
+
+    servers = fw.Servers(start)
+    yield servers
+    live = list(servers.started.values())
+    problems, saved = harness.close_servers(live, False, fw.LOG_DIR / "test_asgi_frameworks")
+    if problems:
+        pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
+
+
+@pytest.fixture
+def pair(request, apaches, uvicorns):
+    def get(framework):
+        a = apaches(framework)
+        request.node._rwsgi_servers = [a]
+        return a, uvicorns(framework)
+
+    return get
+
+
+def both(pair_, framework: str, steps):
+    """`steps(client, server)` against mod_rwsgi and against uvicorn; the responses are
+    compared pairwise (status, application headers, body). Returns (mod_rwsgi's, server)."""
+    a, u = pair_(framework)
+    ra = steps(fw.Client(a), a)
+    ru = steps(fw.Client(u), u)
+    assert len(ra) == len(ru)
+    for i, (x, y) in enumerate(zip(ra, ru)):
+        try:
+            fw.assert_same(x, y, a.port, u.port, reference="uvicorn")
+        except AssertionError as e:
+            raise AssertionError(f"step {i}: {e}") from None
+    return ra, a
+
+
+# --------------------------------------------------------------------------- Starlette
+
+def test_starlette_json_redirect_and_lifespan_state(pair):
+    payload = json.dumps({"id": 42, "v": "é"}).encode()
+
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/items/7?tag=a&tag=b%20c"),
+                c.request("HEAD", f"{MOUNT}/items/7"),
+                c.get(f"{MOUNT}/items/x"),
+                c.request("POST", f"{MOUNT}/items", payload, [("Content-Type", "application/json")]),
+                c.get(f"{MOUNT}/go")]
+
+    (get, head, missing, post, go), a = both(pair, "starlette", steps)
+    assert get.status == 200
+    assert get.json() == {"id": 7, "tags": ["a", "b c"], "root_path": MOUNT,
+                          "path": f"{MOUNT}/items/7",
+                          "url": f"http://127.0.0.1:{a.port}{MOUNT}/items/7?tag=a&tag=b%20c",
+                          "started": "yes"}
+    assert head.status == 200 and head.body == b""
+    assert missing.status == 404
+    assert post.status == 201 and post.headers["Location"] == \
+        f"http://127.0.0.1:{a.port}{MOUNT}/items/42"
+    assert go.status == 307
+
+
+def test_starlette_form_upload_and_cookie(pair):
+    data = os.urandom(200_000)
+
+    def steps(c, s):
+        body, hdrs = fw.multipart([("name", "Zoë")], [("file", ("up.bin", "application/x-rwsgi",
+                                                                 data))])
+        return [c.request("POST", f"{MOUNT}/form", body, hdrs)]
+
+    (r,), _ = both(pair, "starlette", steps)
+    assert r.status == 200
+    assert f"up.bin {len(data)} {hashlib.sha256(data).hexdigest()}".encode() in r.body
+    assert r.headers.get("Set-Cookie").startswith("visitor=")
+
+
+def test_starlette_streaming_and_bodies(pair):
+    big = os.urandom(2 * 1024 * 1024 + 3)
+
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/stream"),
+                c.request("POST", f"{MOUNT}/echo", big),
+                c.request("POST", f"{MOUNT}/echo", big[:50_000], chunked=True, chunk_size=4096)]
+
+    (stream, echo, chunked), _ = both(pair, "starlette", steps)
+    assert stream.body == b"".join(b"line %d\n" % i for i in range(5))
+    assert stream.framing == "chunked"
+    assert echo.body == f"{len(big)} {hashlib.sha256(big).hexdigest()}".encode()
+    assert chunked.body.startswith(b"50000 ")
+
+
+def test_starlette_file_response(pair):
+    def steps(c, s):
+        first = c.get(f"{MOUNT}/blob")
+        return [first,
+                c.get(f"{MOUNT}/blob", headers=[("Range", "bytes=100-1099")]),
+                c.request("HEAD", f"{MOUNT}/blob")]
+
+    (full, part, head), _ = both(pair, "starlette", steps)
+    assert full.status == 200 and full.body == fw.BLOB
+    assert full.headers.get("Content-Disposition") == 'attachment; filename="blob.bin"'
+    assert part.status == 206 and part.body == fw.BLOB[100:1100]
+    assert head.status == 200 and head.body == b""
+
+
+def test_starlette_request_headers_and_errors(pair):
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/headers?x=1", headers=[("X-Custom", "one"), ("Accept", "*/*"),
+                                                        ("X-Custom-Two", "two")]),
+                c.get(f"{MOUNT}/boom")]
+
+    (hdrs, boom), a = both(pair, "starlette", steps)
+    seen = hdrs.json()
+    assert seen["http_version"] == "1.1" and seen["client_is_local"]
+    assert [h[0] for h in seen["headers"]] == ["host", "connection", "x-custom", "accept",
+                                               "x-custom-two"]
+    assert boom.status == 500 and boom.body == b"Internal Server Error"
+    assert a.wait_for_log(r"RuntimeError: boom in a Starlette endpoint")
+
+
+def test_starlette_background_task_runs_after_the_response(pair):
+    a, u = pair("starlette")
+    for srv in (a, u):
+        marker_dir = srv.site / "var" / "tmp"
+        r = harness.http_request(srv.port, "GET", f"{MOUNT}/background?dir={marker_dir}",
+                                 timeout=REQ_TIMEOUT)
+        assert r.status == 200 and r.body == b"queued"
+        assert harness.wait_for(lambda: (marker_dir / "background-done").exists(), 10, 0.05)
+
+
+# --------------------------------------------------------------------------- FastAPI
+
+def test_fastapi_validation_dependencies_and_sync_endpoints(pair):
+    good = json.dumps({"id": 1, "name": "widget", "price": 2.5, "tags": ["x"]}).encode()
+    bad = json.dumps({"id": "not a number"}).encode()
+    ctype = [("Content-Type", "application/json")]
+
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/items/5?q=hello"),
+                c.get(f"{MOUNT}/items/five"),
+                c.request("POST", f"{MOUNT}/items", good, ctype),
+                c.request("POST", f"{MOUNT}/items", bad, ctype),
+                c.get(f"{MOUNT}/me"),
+                c.get(f"{MOUNT}/me", headers=[("X-User", "ada")]),
+                c.get(f"{MOUNT}/teapot"),
+                c.get(f"{MOUNT}/openapi.json"),
+                c.get(f"{MOUNT}/docs")]
+
+    (item, wrong, created, invalid, anon, me, teapot, openapi, docs), _ = \
+        both(pair, "fastapi", steps)
+    assert item.json() == {"item_id": 5, "q": "hello"}
+    assert wrong.status == 422 and invalid.status == 422
+    assert created.status == 201 and created.json()["total"] == 5.0
+    assert anon.status == 401 and me.json() == {"user": "ada"}
+    assert teapot.status == 418
+    schema = openapi.json()
+    assert schema["servers"] == [{"url": MOUNT}] and "/items/{item_id}" in schema["paths"]
+    assert docs.status == 200 and f"{MOUNT}/openapi.json".encode() in docs.body
+
+
+def test_fastapi_upload(pair):
+    data = os.urandom(300_000)
+
+    def steps(c, s):
+        body, hdrs = fw.multipart([("note", "hi")], [("file", ("data.bin", "application/x-rwsgi",
+                                                                data))])
+        return [c.request("POST", f"{MOUNT}/upload", body, hdrs)]
+
+    (r,), _ = both(pair, "fastapi", steps)
+    assert r.json() == {"filename": "data.bin", "size": len(data), "note": "hi",
+                        "sha256": hashlib.sha256(data).hexdigest(), "type": "application/x-rwsgi"}
+
+
+# --------------------------------------------------------------------------- Quart
+
+def test_quart(pair):
+    def steps(c, s):
+        body, hdrs = fw.form([("a", "1"), ("a", "2"), ("b", "Zoë")])
+        return [c.get(f"{MOUNT}/items/9?tag=t"),
+                c.request("POST", f"{MOUNT}/echo", body, hdrs),
+                c.get(f"{MOUNT}/stream"),
+                c.get(f"{MOUNT}/boom")]
+
+    (item, echo, stream, boom), a = both(pair, "quart", steps)
+    # Quart's request.path is below the mount point (root_path), under both servers.
+    assert item.json() == {"id": 9, "tags": ["t"], "root": MOUNT, "path": "/items/9"}
+    assert echo.json()["form"] == {"a": ["1", "2"], "b": ["Zoë"]}
+    assert stream.body == b"".join(b"part %d\n" % i for i in range(4))
+    assert boom.status == 500
+    assert a.wait_for_log(r"RuntimeError: boom in a Quart view")
+
+
+def test_concurrent_clients_share_one_loop(pair):
+    a, _ = pair("starlette")
+    results = []
+
+    def client():
+        for _ in range(10):
+            r = harness.http_request(a.port, "GET", f"{MOUNT}/items/1", timeout=REQ_TIMEOUT)
+            results.append((r.status, r.json()["started"] if r.status == 200 else None))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [(200, "yes")] * 80
