@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark driver (tool, run by scripts/bench.sh): mod_rwsgi side by side with mod_wsgi and
-Apache's static file serving, on loopback with wrk.
+Apache's static file serving, and for ASGI with uvicorn behind Apache's mod_proxy_http and
+uvicorn alone, on loopback with wrk.
 
 Every server is a private Apache (event MPM, one configuration template; only the module lines
 differ) started through tests/harness.py's Apache lifecycle (own ServerRoot, pid file, stop by
@@ -10,7 +11,8 @@ req/s, p50/p99 latency, server CPU (utime+stime of the httpd parent, its childre
 from /proc/<pid>/stat deltas) per request, and PSS (/proc/<pid>/smaps_rollup) after the run.
 Writes a markdown report (plus raw JSON) to bench/results/ and prints its path.
 
-Only the standard library and wrk are used.
+Only the standard library and wrk are used, plus uvicorn for the ASGI reference servers (a
+venv built once from bench/requirements-asgi.txt, PyPI needed the first time).
 """
 
 from __future__ import annotations
@@ -54,9 +56,15 @@ class Server:
     # The application group of /app: %{GLOBAL} (the main interpreter), or a named group that
     # shares the process with a second one (so it runs in a sub-interpreter).
     sub: bool = False
+    # ASGI servers: "rwsgi" (bench/app_asgi.py in a mod_rwsgi daemon), "proxy" (Apache's
+    # mod_proxy_http in front of uvicorn) or "uvicorn" (uvicorn alone); `daemon` holds the
+    # process count for the uvicorn ones ("workers=N").
+    asgi: str | None = None
 
     @property
     def mode(self) -> str:
+        if self.asgi in ("proxy", "uvicorn"):
+            return self.asgi
         if self.module is None:
             return "static"
         return "daemon" if self.daemon else "embedded"
@@ -74,7 +82,13 @@ SERVERS = [
     # 'bench', with a second group mounted in the same process.
     Server("rwsgi-embedded-sub", "rwsgi", None, sub=True),
     Server("rwsgi-daemon-p1t15-sub", "rwsgi", "processes=1 threads=15", sub=True),
+    # ASGI (bench/app_asgi.py): one process each.
+    Server("rwsgi-asgi-p1", "rwsgi", "processes=1 threads=15", asgi="rwsgi"),
+    Server("proxy-uvicorn-w1", None, "workers=1", asgi="proxy"),
+    Server("uvicorn-w1", None, "workers=1", asgi="uvicorn"),
 ]
+# The workloads the ASGI servers run (and the one only they run).
+ASGI_WORKLOADS = {"hello-c32", "hello-c256", "body64k", "echo1m", "stream64k"}
 
 # With --baseline: another build of mod_rwsgi (the one before a change) in the same run, so a
 # change is judged against its predecessor on the same machine at the same time.
@@ -106,6 +120,8 @@ WORKLOADS = [
              description="POST echo of a 1 MiB body, 8 connections"),
     Workload("file64m", "/file64m", "/64m.bin", 4, 64 << 20,
              description="64 MiB download (wsgi.file_wrapper / static file), 4 connections"),
+    Workload("stream64k", "/stream", None, 16, 65536,
+             description="ASGI only: 64 KiB streamed as 16 body messages (chunked), 16 connections"),
 ]
 
 # --------------------------------------------------------------------------- the server side
@@ -127,15 +143,28 @@ class BenchApache(harness.Apache):
     """A harness Apache with the benchmark's configuration: event MPM sized for 256
     connections, no access log, unlimited keep-alive, and one WSGI module (or none)."""
 
-    def __init__(self, server: Server, share: Path, rwsgi_so: Path):
+    def __init__(self, server: Server, share: Path, rwsgi_so: Path, upstream: int | None = None):
         super().__init__(mpm="event", load_module=False, name=f"bench-{server.name}",
                          log_level="warn")
         self.server = server
         self.share = share
         self.rwsgi_so = rwsgi_so
+        # uvicorn's port, for the mod_proxy_http server
+        self.upstream = upstream
 
     def module_lines(self) -> str:
         s = self.server
+        if s.asgi == "proxy":
+            mods = [("proxy_module", "mod_proxy.so"), ("proxy_http_module", "mod_proxy_http.so")]
+            return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
+                f"ProxyPass /app http://127.0.0.1:{self.upstream}/app\n"
+                f"ProxyPassReverse /app http://127.0.0.1:{self.upstream}/app\n")
+        if s.asgi == "rwsgi":
+            return (f"LoadModule rwsgi_module {self.rwsgi_so}\n"
+                    f"WSGISocketPrefix {self.root}/run/wsgi\n"
+                    f"WSGIDaemonProcess bench {s.daemon} display-name={DISPLAY_NAME}\n"
+                    f"WSGIScriptAlias /app {self.share}/app_asgi.py process-group=bench "
+                    f"application-group=%{{GLOBAL}}\n")
         if s.module is None:
             return ""
         so = {"rwsgi": self.rwsgi_so, "base": BASELINE_SO}.get(s.module, MOD_WSGI_SO)
@@ -191,15 +220,67 @@ def make_share() -> Path:
     os.chmod(share, 0o755)
     (share / "data").mkdir(mode=0o755)
     shutil.copy(BENCH_DIR / "app.wsgi", share / "app.wsgi")
+    shutil.copy(BENCH_DIR / "app_asgi.py", share / "app_asgi.py")
     (share / "data" / "hello.txt").write_bytes(b"Hello, world!")
     (share / "data" / "64k.bin").write_bytes(b"x" * 65536)
     block = os.urandom(1 << 20)
     with open(share / "data" / "64m.bin", "wb") as f:
         for _ in range(64):
             f.write(block)
-    for p in [share / "app.wsgi", *(share / "data").iterdir()]:
+    for p in [share / "app.wsgi", share / "app_asgi.py", *(share / "data").iterdir()]:
         os.chmod(p, 0o644)
     return share
+
+
+ASGI_REQUIREMENTS = BENCH_DIR / "requirements-asgi.txt"
+
+
+def asgi_venv() -> Path:
+    """A venv of /usr/bin/python3 with uvicorn (bench/requirements-asgi.txt), built once."""
+    import hashlib
+    key = hashlib.sha256(ASGI_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    dest = Path(f"/tmp/rwsgi-bench-venv-{key}")
+    if not (dest / ".complete").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(dest)], check=True)
+        subprocess.run([str(dest / "bin" / "pip"), "install", "--no-input", "--quiet",
+                        "--disable-pip-version-check", "-r", str(ASGI_REQUIREMENTS)], check=True)
+        for d, _, files in os.walk(dest):
+            os.chmod(d, 0o755)
+        (dest / ".complete").write_text("")
+    return dest
+
+
+class Uvicorn:
+    """uvicorn (from asgi_venv) serving the share's app_asgi.py on a port of its own, as
+    www-data, `workers` processes; stopped by PID."""
+
+    def __init__(self, share: Path, options: str):
+        workers = int(dict(o.split("=") for o in options.split())["workers"])
+        # A port of its own, not --fd: uvicorn takes a passed descriptor for a UNIX socket and
+        # then never sets TCP_NODELAY (every response waits 40 ms for a delayed ACK).
+        self.port = harness.free_port()
+        venv = asgi_venv()
+        cmd = [str(venv / "bin" / "python"), "-m", "uvicorn", "--host", "127.0.0.1",
+               "--port", str(self.port), "--app-dir", str(share), "--workers", str(workers),
+               "--no-access-log", "--log-level", "warning", "--backlog", "1024",
+               "app_asgi:application"]
+        self.proc = subprocess.Popen(cmd, user="www-data", group="www-data", extra_groups=[],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or self._answers(), 30, 0.1)
+        if not ok or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"uvicorn did not start: {' '.join(cmd)}")
+
+    def _answers(self) -> bool:
+        try:
+            return harness.http_request(self.port, "GET", "/app/hello", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def stop(self):
+        harness.stop_process(self.proc, timeout=20)
 
 
 # ------------------------------------------------------------------------------ /proc readers
@@ -281,9 +362,9 @@ def pss_kib(pid: int) -> int | None:
     return None
 
 
-def memory(root: int) -> dict:
+def memory(roots: list[int]) -> dict:
     daemons, others = [], []
-    for pid in process_tree(root):
+    for pid in (p for root in roots for p in process_tree(root)):
         kib = pss_kib(pid)
         if kib is None:
             continue
@@ -342,7 +423,12 @@ def cells_for(selection: list[str]) -> list[Cell]:
     out = []
     for w in WORKLOADS:
         for s in SERVERS:
-            if s.module is None and w.static_path is None:
+            if s.asgi is not None:
+                if w.name not in ASGI_WORKLOADS:
+                    continue
+            elif w.name == "stream64k":
+                continue
+            if s.module is None and s.asgi is None and w.static_path is None:
                 continue
             if s.sub and not w.name.startswith("hello"):
                 continue
@@ -354,9 +440,19 @@ def cells_for(selection: list[str]) -> list[Cell]:
 
 def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: Path,
                      seconds: float, warmup: float, log) -> None:
-    srv = BenchApache(server, share, rwsgi_so)
+    upstream = Uvicorn(share, server.daemon) if server.asgi in ("proxy", "uvicorn") else None
+    srv = None
     try:
-        srv.start()
+        roots = []
+        if server.asgi != "uvicorn":
+            srv = BenchApache(server, share, rwsgi_so, upstream.port if upstream else None)
+            srv.start()
+            roots.append(srv.parent_pid)
+            port = srv.port
+        else:
+            port = upstream.port
+        if upstream is not None:
+            roots.append(upstream.proc.pid)
         if server.mode == "daemon":
             found = harness.wait_for(lambda: [p for p in process_tree(srv.parent_pid)
                                                if is_daemon(p)], timeout=20)
@@ -364,16 +460,18 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
                 raise RuntimeError(f"{server.name}: no daemon process appeared\n{srv.error_log()}")
         for cell in cells:
             w = cell.workload
-            path = w.static_path if server.module is None else "/app" + w.app_path
-            check_response(srv.port, w, path)
+            static = server.module is None and server.asgi is None
+            path = w.static_path if static else "/app" + w.app_path
+            check_response(port, w, path)
             if warmup > 0:
-                run_wrk(srv.port, w, path, warmup)
-            before, switched = tree_cpu_ticks(srv.parent_pid), tree_switches(srv.parent_pid)
-            res = run_wrk(srv.port, w, path, seconds)
-            after = tree_cpu_ticks(srv.parent_pid)
-            res["switches"] = tree_switches(srv.parent_pid) - switched
+                run_wrk(port, w, path, warmup)
+            before = sum(tree_cpu_ticks(r) for r in roots)
+            switched = sum(tree_switches(r) for r in roots)
+            res = run_wrk(port, w, path, seconds)
+            after = sum(tree_cpu_ticks(r) for r in roots)
+            res["switches"] = sum(tree_switches(r) for r in roots) - switched
             res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
-            res["memory"] = memory(srv.parent_pid)
+            res["memory"] = memory(roots)
             cell.runs.append(res)
             rps = res["requests"] / (res["duration_us"] / 1e6)
             cpu = res["cpu_us"] / max(1, res["requests"])
@@ -382,14 +480,17 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
                 f"{cpu:8.1f} us CPU/req  "
                 f"{res['switches'] / max(1, res['requests']):5.2f} switches/req"
                 + (f"  ERRORS {errs}" if errs else ""))
-        bad = srv.log_violations()
+        bad = srv.log_violations() if srv is not None else []
         if bad:
             log(f"  !! {server.name}: error log has {len(bad)} bad lines, first: {bad[0]}")
     finally:
-        srv.stop()
-        for p in srv.problems:
-            log(f"  !! {p}")
-        srv.cleanup()
+        if srv is not None:
+            srv.stop()
+            for p in srv.problems:
+                log(f"  !! {p}")
+            srv.cleanup()
+        if upstream is not None:
+            upstream.stop()
 
 
 # ----------------------------------------------------------------------------------- report
@@ -465,6 +566,11 @@ TARGETS = [
     ("daemon 64 MiB file_wrapper ≥ 0.95× static", "file64m", "rwsgi-daemon-p1t15", "static", "rps", ">=", 0.95),
     ("p99 at 256 connections ≤ mod_wsgi (embedded)", "hello-c256", "rwsgi-embedded", "wsgi-embedded", "p99_ms", "<=", 1.0),
     ("p99 at 256 connections ≤ mod_wsgi (daemon)", "hello-c256", "rwsgi-daemon-p1t15", "wsgi-daemon-p1t15", "p99_ms", "<=", 1.0),
+    # Issue 13: ASGI against Apache → mod_proxy_http → uvicorn, one process each.
+    ("ASGI hello req/s ≥ 2× Apache→uvicorn", "hello-c32", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
+    ("ASGI hello CPU/req ≤ 0.5× Apache→uvicorn", "hello-c32", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "cpu_us", "<=", 0.5),
+    ("ASGI 64 KiB req/s ≥ 2× Apache→uvicorn", "body64k", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
+    ("ASGI 1 MiB echo req/s ≥ 2× Apache→uvicorn", "echo1m", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
 ]
 
 
@@ -539,6 +645,21 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                            f"{a['cpu_us'] / b['cpu_us']:.2f} | {b['cpu_us']:.0f} → {a['cpu_us']:.0f} | "
                            f"{a['switches'] / max(b['switches'], 1e-9):.2f} | "
                            f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
+    asgi_rows = []
+    for w in WORKLOADS:
+        a = get(w.name, "rwsgi-asgi-p1")
+        for ref in ("proxy-uvicorn-w1", "uvicorn-w1"):
+            b = get(w.name, ref)
+            if a and b:
+                asgi_rows.append(f"| {w.name} | {ref} | {a['rps'] / b['rps']:.2f} | "
+                                 f"{a['cpu_us'] / b['cpu_us']:.2f} | "
+                                 f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
+    if asgi_rows:
+        out += ["", "ASGI: mod_rwsgi (daemon, one process) / the reference (Apache's mod_proxy_http "
+                "in front of uvicorn, or uvicorn alone; one worker, uvloop and httptools); CPU "
+                "counts every process of both servers:", "",
+                "| workload | reference | req/s ratio | CPU/req ratio | p99 ratio |",
+                "| --- | --- | --- | --- | --- |"] + asgi_rows
     sub_rows = []
     for w in WORKLOADS:
         for mode in ("embedded", "daemon-p1t15"):
@@ -561,7 +682,7 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
             v = get(w.name, s.name)
             if s.module and v:
                 out.append(f"| {w.name} | {s.name} | {v['rps'] / st['rps']:.2f} |")
-    out += ["", "## Targets (issue 6)", "", "| goal | measured | result |", "| --- | --- | --- |"]
+    out += ["", "## Targets (issues 6 and 13)", "", "| goal | measured | result |", "| --- | --- | --- |"]
     for label, wname, a_name, b_name, metric, op, thr in TARGETS:
         a, b = get(wname, a_name), get(wname, b_name)
         if not (a and b):

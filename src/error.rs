@@ -57,6 +57,8 @@ pub enum Code {
     AsgiLifespan,
     /// An ASGI application where it cannot be served (embedded mode, ASGI 2).
     AsgiUnsupported,
+    /// An ASGI request ran longer than request-timeout: its task was cancelled.
+    AsgiTimeout,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -97,6 +99,7 @@ impl Code {
             Code::AsgiProtocol => "RW0020",
             Code::AsgiLifespan => "RW0021",
             Code::AsgiUnsupported => "RW0022",
+            Code::AsgiTimeout => "RW0023",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
@@ -106,7 +109,7 @@ impl Code {
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 29] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -130,6 +133,7 @@ impl Code {
         Code::AsgiProtocol,
         Code::AsgiLifespan,
         Code::AsgiUnsupported,
+        Code::AsgiTimeout,
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod protocol;
 mod pybytes;
 pub mod request;
+pub mod websocket;
 pub mod wsgi;
 
 /// Properties checked by the fuzz targets (fuzz/) and the corpus replay test; not in the module.

@@ -148,6 +148,17 @@ def free_port() -> int:
         s.close()
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stops a server this process started (by its PID: SIGTERM, then SIGKILL)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
     """Poll pred() until it returns a truthy value (returned) or the timeout passes (None)."""
     deadline = time.monotonic() + timeout

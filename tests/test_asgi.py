@@ -256,6 +256,23 @@ def test_interface_detection_and_override(apache_factory, mode):
     assert srv.wait_for_log(r"RW0022: 'application' in '.*asgi2.py' is marked as an ASGI 2")
 
 
+def test_request_timeout_cancels_the_task(apache_factory, mode):
+    srv = apache_factory(daemon_options="processes=1 threads=2 request-timeout=1")
+    _start(srv)
+    srv.allow_log(r"RW0023")
+    pid = srv.request("GET", "/api/pid").body
+    # Before the response head: the task is cancelled, the client gets a 504.
+    r = srv.request("GET", "/api/sleep?s=30", timeout=20)
+    assert r.status == 504, r
+    assert srv.wait_for_log(r"RW0023: the ASGI request ran longer than request-timeout \(1 s\); "
+                            r"its task is cancelled")
+    # After it: the response is cut short.
+    r = srv.request("GET", "/api/stream?n=10&gap=0.5", timeout=20)
+    assert r.status == 200 and not r.complete and r.body.startswith(b"chunk 0\n"), r
+    # The process was not restarted for it (unlike a WSGI request-timeout).
+    assert srv.request("GET", "/api/pid").body == pid
+
+
 def test_directive_errors(apache_factory, mode):
     srv = apache_factory()
     rc, out = srv.configtest(srv.mount("/a", srv.app("asgi_app.py"),

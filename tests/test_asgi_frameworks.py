@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -72,13 +71,7 @@ class Uvicorn:
         return p.read_text(errors="replace")[-4000:] if p.exists() else ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        harness.stop_process(self.proc, timeout=30)
 
 
 @pytest.fixture(scope="module")

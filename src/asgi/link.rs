@@ -1,10 +1,12 @@
-//! `Link`: one ASGI request's connection to the httpd child, as the event loop uses it (the
-//! socket non-blocking, frames decoded and encoded here, written when the socket has room),
-//! and its hand-back when the request is done (`Done`). Runs on an ASGI event-loop thread of a
-//! daemon process.
+//! `Link`: a connection from an httpd child held by an ASGI event loop, from the request a
+//! worker handed over until the connection closes or goes back to the workers: the socket
+//! non-blocking, frames decoded and encoded here and written when the socket has room; between
+//! requests the loop reads the next `Request` itself (`read`), checks it as a worker would
+//! (`Host::admit`) and runs it, or hands the connection back to the workers with it (a WSGI
+//! application's request). Runs on an ASGI event-loop thread of a daemon process.
 #![forbid(unsafe_code)]
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -12,28 +14,71 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::daemon::conn::Conn;
 use crate::protocol::{self, Frame};
+use crate::request::Request;
+use crate::wsgi::adapter::LogFn;
 use crate::wsgi::headers;
 
-/// What happens to the connection when its request is done: `Some` when it can carry the
-/// next request (given back to the daemon's idle connections), `None` when it is closed.
-pub type Done = Box<dyn FnOnce(Option<Conn>) + Send>;
+/// What the checks before `Accepted` decided.
+pub enum Admitted {
+    /// `Accepted` was sent: the request runs now.
+    Run,
+    /// Refused (`Reject` sent, or the connection failed); `keep`: the connection can carry the
+    /// next request.
+    Refused { keep: bool },
+}
+
+/// What the daemon process does for the loops: the checks a request passes before it runs,
+/// the counts a worker keeps, and taking a connection back.
+pub trait Host: Send + Sync {
+    /// Checks a request that arrived on a connection the loop holds, as a worker checks one
+    /// (stopping, queue-timeout, a changed script, maximum-requests), and answers `Accepted`
+    /// or `Reject` on `conn`.
+    fn admit(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> Admitted;
+    /// An ASGI request starts running (it was admitted, by a worker or the loop).
+    fn started(&self);
+    /// An ASGI request has ended (`counts`: as activity, for inactivity-timeout).
+    fn finished(&self, counts: bool);
+    /// The connection goes back to the workers, with the request already read from it when
+    /// it is one the loop does not run.
+    fn release(&self, token: u64, conn: Conn, pending: Option<Request<Vec<u8>>>);
+    /// The process is stopping: connections are closed, not kept.
+    fn stopping(&self) -> bool;
+    /// The process's error log.
+    fn log(&self) -> LogFn;
+    /// Whether the loop's interpreter runs `req` (its main interpreter).
+    fn runs_here(&self, req: &Request<Vec<u8>>) -> bool;
+    /// `WSGICaseSensitivity` (script module names).
+    fn case_sensitive(&self) -> bool;
+}
 
 struct State {
     conn: Option<Conn>,
-    done: Option<Done>,
+    /// A request is running on the connection (else it is idle, waiting for the next).
+    busy: bool,
+    /// The running request counts as activity.
+    counts: bool,
 }
 
-/// A request's connection, owned by the event loop until `finish`.
+/// One event `read` reports: a kind and its data.
+type Event<'py> = (u8, Bound<'py, PyAny>);
+
+/// A connection held by an event loop.
 #[pyclass(frozen, module = "mod_rwsgi", name = "Link")]
 pub struct Link {
     state: Mutex<State>,
     fd: i32,
+    token: u64,
+    host: Arc<dyn Host>,
 }
 
-/// Kinds `read` reports (the frame kind bytes).
+/// Kinds `read` reports: the frame kind bytes, and two of the loop's own.
 pub const BODY: u8 = protocol::kind::BODY;
 pub const BODY_END: u8 = protocol::kind::BODY_END;
 pub const ABORT: u8 = protocol::kind::ABORT;
+/// A request to run: `(app, scope, has_body, body_length, request_id)`.
+pub const REQUEST: u8 = protocol::kind::REQUEST;
+/// The connection went back to the workers (or was closed): the loop forgets it.
+pub const RELEASED: u8 = 0xff;
 
 fn os_error(e: std::io::Error) -> PyErr {
     PyOSError::new_err(e.to_string())
@@ -44,16 +89,78 @@ fn closed() -> PyErr {
 }
 
 impl Link {
-    /// Takes `conn` over for an event loop (non-blocking from now on).
-    pub fn new(mut conn: Conn, done: Done) -> std::io::Result<Link> {
+    /// Takes `conn` over for an event loop (non-blocking from now on), with the request a
+    /// worker admitted on it (`counts`: as activity), registered under `token` with the
+    /// workers' idle connections.
+    pub fn new(
+        mut conn: Conn,
+        host: Arc<dyn Host>,
+        token: u64,
+        counts: bool,
+    ) -> std::io::Result<Link> {
         conn.set_nonblocking(true)?;
+        host.started();
         Ok(Link {
             fd: conn.fd(),
+            token,
+            host,
             state: Mutex::new(State {
                 conn: Some(conn),
-                done: Some(done),
+                busy: true,
+                counts,
             }),
         })
+    }
+
+    /// A `Request` read while idle (the connection taken out of the state meanwhile): runs
+    /// here when it is for an ASGI application of this interpreter and passes the checks
+    /// (the connection comes back with the event to report); else the connection goes to the
+    /// workers with it, or stays idle after a refusal.
+    fn next_request<'py>(
+        &self,
+        py: Python<'py>,
+        mut conn: Conn,
+        req: Request<Vec<u8>>,
+    ) -> PyResult<(Option<Conn>, Option<Event<'py>>)> {
+        let released = Some((RELEASED, py.None().into_bound(py)));
+        let log = self.host.log();
+        let app = match crate::python::main_interp() {
+            Some(it) if self.host.runs_here(&req) => crate::python::load_app(
+                py,
+                it,
+                &req.script(),
+                req.script_mtime(),
+                req.script_reloading(),
+                self.host.case_sensitive(),
+                &req.callable_object(),
+                &log,
+            )
+            .filter(|app| {
+                super::loops::kind_of(py, it, app, req.meta.interface, &log) == super::Kind::Asgi
+            }),
+            _ => None,
+        };
+        // Not an ASGI application of this interpreter (another group's, a WSGI one, or one
+        // that does not load): a worker serves it, as if it had read it itself.
+        let Some(app) = app else {
+            let _ = conn.set_nonblocking(false);
+            self.host.release(self.token, conn, Some(req));
+            return Ok((None, released));
+        };
+        match self.host.admit(&mut conn, &req) {
+            Admitted::Run => {}
+            Admitted::Refused { keep: true } if !self.host.stopping() => {
+                return Ok((Some(conn), None));
+            }
+            Admitted::Refused { .. } => return Ok((None, released)),
+        }
+        self.host.started();
+        let parts = super::loops::request_parts(py, &req, &app)?;
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.busy = true;
+        s.counts = req.counts_as_activity();
+        drop(s);
+        Ok((Some(conn), Some((REQUEST, parts))))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Conn) -> std::io::Result<R>) -> PyResult<R> {
@@ -90,22 +197,47 @@ impl Link {
         self.fd
     }
 
-    /// The frames that have arrived, as `(kind, bytes or None)` tuples; `None` when the httpd
-    /// child closed the connection (it went away with its client) or broke the protocol.
+    /// The frames that have arrived, as `(kind, data)` tuples (`BODY` with bytes, `BODY_END`,
+    /// `ABORT`; between requests `REQUEST` with what to run, or `RELEASED`); `None` when the
+    /// httpd child closed the connection (it went away with its client, or no longer needs
+    /// it) or broke the protocol: the loop then forgets it (`close`).
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
         let list = PyList::empty(py);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(c) = s.conn.as_mut() else {
-            return Ok(None);
-        };
         loop {
+            let Some(c) = s.conn.as_mut() else {
+                return Ok(None);
+            };
             match c.try_recv() {
-                Ok(Some(Frame::Body(data))) => {
+                Ok(Some(Frame::Body(data))) if s.busy => {
                     list.append((BODY, PyBytes::new(py, &data)))?;
                 }
-                Ok(Some(Frame::BodyEnd)) => list.append((BODY_END, py.None()))?,
-                Ok(Some(Frame::Abort)) => list.append((ABORT, py.None()))?,
-                Ok(Some(_)) | Err(_) => return Ok(None),
+                Ok(Some(Frame::BodyEnd)) if s.busy => list.append((BODY_END, py.None()))?,
+                // Between requests: the report of a client that went away crossed the end
+                // of the response; nothing to do.
+                Ok(Some(Frame::Abort)) => {
+                    if s.busy {
+                        list.append((ABORT, py.None()))?;
+                    }
+                }
+                Ok(Some(Frame::Request { meta, env })) if !s.busy => {
+                    let conn = s.conn.take().expect("checked above");
+                    drop(s);
+                    let (back, event) = self.next_request(py, conn, Request { env, meta })?;
+                    if let Some(e) = event {
+                        list.append(e)?;
+                    }
+                    s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    s.conn = back;
+                    // Nothing else comes before the response (the child waits for it).
+                    return Ok(Some(list));
+                }
+                Ok(Some(_)) | Err(_) => {
+                    if !s.busy {
+                        s.conn = None;
+                    }
+                    return Ok(None);
+                }
                 Ok(None) => return Ok(Some(list)),
             }
         }
@@ -238,28 +370,41 @@ impl Link {
         Ok(len)
     }
 
-    /// Ends the request: the connection goes back to the daemon for the next request when
-    /// `reusable` (and nothing is left half-read or half-written), else it is closed.
-    fn finish(&self, reusable: bool) {
-        let (conn, done) = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            (s.conn.take(), s.done.take())
-        };
-        let conn = conn
-            .filter(|_| reusable)
-            .and_then(|mut c| (c.set_nonblocking(false).is_ok() && c.reusable()).then_some(c));
-        if let Some(done) = done {
-            done(conn);
+    /// Ends the running request (its counts), and says whether the connection stays with
+    /// the loop for the next one (`reusable` and nothing half-read or half-written, and the
+    /// process is not stopping); if not, it is closed.
+    fn done(&self, reusable: bool) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !s.busy {
+            return s.conn.is_some();
         }
+        s.busy = false;
+        let counts = s.counts;
+        let keep =
+            reusable && !self.host.stopping() && s.conn.as_ref().is_some_and(|c| c.reusable());
+        if !keep {
+            s.conn = None;
+        }
+        drop(s);
+        self.host.finished(counts);
+        keep
+    }
+
+    /// Closes the connection (the loop forgets it); a running request is ended first.
+    fn close(&self) {
+        self.done(false);
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.conn = None;
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // A request dropped without `finish` (its task vanished) still releases its claim.
+        // A request whose link vanished without `done` (its task gone) still ends its count.
         let s = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(done) = s.done.take() {
-            done(None);
+        if s.busy {
+            s.busy = false;
+            self.host.finished(s.counts);
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct Hooks {
     pub lifespan: Lifespan,
     pub startup_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// `request-timeout=`: a request's task running longer is cancelled (zero: never).
+    pub request_timeout: Duration,
 }
 
 /// The started servers, by application group (`""`: the main interpreter). Never locked
@@ -131,10 +133,12 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
         hooks.lifespan.as_str(),
         hooks.startup_timeout.as_secs_f64(),
         hooks.shutdown_timeout.as_secs_f64(),
+        hooks.request_timeout.as_secs_f64(),
         (
             Code::AsgiProtocol.as_str(),
             Code::AsgiLifespan.as_str(),
             Code::AppException.as_str(),
+            Code::AsgiTimeout.as_str(),
         ),
     ))?;
     {
@@ -229,8 +233,28 @@ fn http_scope<'py>(py: Python<'py>, s: &HttpScope) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
+/// What the loop needs to run `req` with `app`: `(app, scope, has_body, body_length,
+/// request_id)`.
+pub(super) fn request_parts<'py, K: AsRef<[u8]>>(
+    py: Python<'py>,
+    req: &Request<K>,
+    app: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let s = HttpScope::of(req);
+    let scope = http_scope(py, &s)?;
+    let length = if s.has_body {
+        req.content_length()
+    } else {
+        None
+    };
+    Ok((app, scope, s.has_body, length, req.request_id())
+        .into_pyobject(py)?
+        .into_any())
+}
+
 /// Hands `req` (accepted, its connection in `link`) to the event loop of the current
-/// interpreter (`group`), which runs `app` for it.
+/// interpreter (`group`), which runs `app` for it and keeps the connection for the requests
+/// that follow on it.
 pub fn submit<K: AsRef<[u8]>>(
     py: Python<'_>,
     group: &str,
@@ -240,24 +264,8 @@ pub fn submit<K: AsRef<[u8]>>(
     req: &Request<K>,
 ) -> PyResult<()> {
     let server = server(py, group, hooks)?;
-    let s = HttpScope::of(req);
-    let scope = http_scope(py, &s)?;
-    let length = if s.has_body {
-        req.content_length()
-    } else {
-        None
-    };
-    server.call_method1(
-        "submit",
-        (
-            Bound::new(py, link)?,
-            app,
-            scope,
-            s.has_body,
-            length,
-            req.request_id(),
-        ),
-    )?;
+    let parts = request_parts(py, req, app)?;
+    server.call_method1("submit", (Bound::new(py, link)?, parts))?;
     Ok(())
 }
 

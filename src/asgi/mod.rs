@@ -13,6 +13,6 @@ pub mod link;
 pub mod loops;
 
 #[cfg(not(any(test, fuzzing)))]
-pub use link::{Done, Link};
+pub use link::{Admitted, Host, Link};
 #[cfg(not(any(test, fuzzing)))]
 pub use loops::{Hooks, Kind, kind_of, stop_all, submit};

@@ -1,8 +1,10 @@
 """mod_rwsgi's ASGI server: one asyncio event loop per interpreter of a daemon process, on a
-thread of its own. Worker threads hand it requests (`Server.submit`: a `Link` to the httpd
-child, the application, the scope); each runs as a task (`HttpCycle`), reading its frames when
-the socket is readable and writing them when it has room. Lifespan runs once per application
-and loop before its first request, and at shutdown. Runs in a daemon process."""
+thread of its own. A worker thread hands it a request with its connection (`Server.submit`: a
+`Link` to the httpd child, and the application and scope to run); the loop keeps the
+connection (`Connection`) and reads the requests that follow on it itself, each run as a task
+(`HttpCycle`) that reads its frames when the socket is readable and writes them when it has
+room. Lifespan runs once per application and loop before its first request, and at shutdown.
+Runs in a daemon process."""
 
 import asyncio
 import collections
@@ -10,8 +12,8 @@ import http
 import sys
 import traceback
 
-# Kinds `Link.read` reports (the protocol's frame kinds).
-BODY, BODY_END, ABORT = 0x03, 0x04, 0x05
+# Kinds `Link.read` reports (the protocol's frame kinds, and the loop's own RELEASED).
+BODY, BODY_END, ABORT, REQUEST, RELEASED = 0x03, 0x04, 0x05, 0x02, 0xFF
 # Python logging levels, as the log hook takes them.
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 # Request-body bytes asked for per ReadBody.
@@ -25,17 +27,20 @@ class ClientDisconnected(OSError):
 
 
 class Server:
-    def __init__(self, log, restart, lifespan, startup_timeout, shutdown_timeout, codes):
+    def __init__(self, log, restart, lifespan, startup_timeout, shutdown_timeout,
+                 request_timeout, codes):
         self.loop = asyncio.new_event_loop()
+        # request-timeout: a request's task still running this long is cancelled (0: never).
+        self.request_timeout = request_timeout
         self._log = log
         self._restart = restart
         self.lifespan_mode = lifespan
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
-        # RW codes: protocol, lifespan, application exception.
-        self.code_protocol, self.code_lifespan, self.code_exception = codes
+        # RW codes: protocol, lifespan, application exception, timeout.
+        self.code_protocol, self.code_lifespan, self.code_exception, self.code_timeout = codes
         self.lifespans = {}
-        self.cycles = set()
+        self.connections = set()
 
     # -- threads ---------------------------------------------------------------------------
 
@@ -47,11 +52,10 @@ class Server:
         finally:
             asyncio.set_event_loop(None)
 
-    def submit(self, link, app, scope, has_body, body_length, request_id):
-        """From a worker thread: start a request on the loop."""
-        self.loop.call_soon_threadsafe(
-            self._start, link, app, scope, has_body, body_length, request_id
-        )
+    def submit(self, link, parts):
+        """From a worker thread: a request to run, `parts` = (app, scope, has_body,
+        body_length, request_id), with its connection."""
+        self.loop.call_soon_threadsafe(self._adopt, link, parts)
 
     def stop(self, done):
         """From another thread: run the lifespan shutdowns, stop the loop, then call
@@ -70,10 +74,8 @@ class Server:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.log(ERROR, text.rstrip(), request_id)
 
-    def _start(self, link, app, scope, has_body, body_length, request_id):
-        cycle = HttpCycle(self, link, scope, has_body, body_length, request_id)
-        self.cycles.add(cycle)
-        cycle.task = self.loop.create_task(cycle.run(app, self._lifespan_of(app)))
+    def _adopt(self, link, parts):
+        Connection(self, link).start(parts)
 
     def _lifespan_of(self, app):
         if self.lifespan_mode == "off":
@@ -91,6 +93,11 @@ class Server:
 
     async def _stop(self, done):
         try:
+            # Idle connections close (the httpd children notice); busy ones close when their
+            # request ends.
+            for conn in list(self.connections):
+                if conn.cycle is None:
+                    conn.close()
             for ls in list(self.lifespans.values()):
                 await ls.shutdown()
         finally:
@@ -218,16 +225,85 @@ class Lifespan:
             self.task.cancel()
 
 
-class HttpCycle:
-    """One HTTP request: the application's `receive` and `send`, over its `Link`."""
+class Connection:
+    """A connection from an httpd child that the loop holds: its requests one after the
+    other, read by the loop itself between them."""
 
-    def __init__(self, server, link, scope, has_body, body_length, request_id):
+    def __init__(self, server, link):
         self.server = server
         self.loop = server.loop
         self.link = link
+        self.fd = link.fileno()
+        self.cycle = None
+        self.open = True
+        server.connections.add(self)
+        self.loop.add_reader(self.fd, self._readable)
+
+    def start(self, parts):
+        app, scope, has_body, body_length, request_id = parts
+        cycle = HttpCycle(self, scope, has_body, body_length, request_id)
+        self.cycle = cycle
+        cycle.task = self.loop.create_task(cycle.run(app, self.server._lifespan_of(app)))
+        timeout = self.server.request_timeout
+        if timeout:
+            cycle.timer = self.loop.call_later(timeout, cycle.timed_out, timeout)
+
+    def _readable(self):
+        try:
+            frames = self.link.read()
+        except Exception as e:  # a request that could not even be looked at
+            self.server.log_exception("reading a request from the httpd child failed", e)
+            frames = None
+        cycle = self.cycle
+        if frames is None:
+            self._unregister()
+            if cycle is not None:
+                cycle._lost()
+            else:
+                self.close()
+            return
+        if cycle is not None:
+            cycle._frames(frames)
+            return
+        for kind, data in frames:
+            if kind == REQUEST:
+                self.start(data)
+            elif kind == RELEASED:
+                # Back with the workers (a request the loop does not run): forget it.
+                self._unregister()
+                self.open = False
+                self.server.connections.discard(self)
+
+    def _unregister(self):
+        if self.fd is not None:
+            self.loop.remove_reader(self.fd)
+            self.fd = None
+
+    def ended(self, reusable):
+        """The running request is over: the connection waits for the next one, or closes."""
+        self.cycle = None
+        if self.open and not self.link.done(reusable):
+            self.close()
+
+    def close(self):
+        if self.open:
+            self.open = False
+            self._unregister()
+            self.link.close()
+            self.server.connections.discard(self)
+
+
+class HttpCycle:
+    """One HTTP request: the application's `receive` and `send`, over its connection."""
+
+    def __init__(self, conn, scope, has_body, body_length, request_id):
+        self.conn = conn
+        self.server = conn.server
+        self.loop = conn.loop
+        self.link = conn.link
         self.scope = scope
         self.request_id = request_id
-        self.fd = link.fileno()
+        self.fd = self.link.fileno()
         self.events = collections.deque()
         # Request-body bytes still to come (None: chunked, unknown), whether more is to be
         # asked for, and whether a ReadBody is outstanding.
@@ -248,8 +324,8 @@ class HttpCycle:
         self.drainer = None
         self.writing = False
         self.task = None
-        self.reading = True
-        self.loop.add_reader(self.fd, self._readable)
+        self.timer = None
+        self.timed_out_after = None
 
     # -- events from the httpd child -------------------------------------------------------
 
@@ -272,22 +348,12 @@ class HttpCycle:
             d.set_result(None)
 
     def _unwatch(self):
-        """Stops watching the socket (for good: the request is over, or its connection)."""
-        if self.reading:
-            self.reading = False
-            self.loop.remove_reader(self.fd)
+        """Stops waiting for the socket to drain (the request is over, or its connection)."""
         if self.writing:
             self.writing = False
             self.loop.remove_writer(self.fd)
 
-    def _readable(self):
-        try:
-            frames = self.link.read()
-        except OSError:
-            frames = None
-        if frames is None:
-            self._lost()
-            return
+    def _frames(self, frames):
         for kind, data in frames:
             if kind == BODY:
                 self.asked = False
@@ -426,6 +492,18 @@ class HttpCycle:
 
     # -- the request's life ----------------------------------------------------------------
 
+    def timed_out(self, timeout):
+        """request-timeout: the task is cancelled (the application sees CancelledError)."""
+        if self.task is not None and not self.task.done():
+            self.timed_out_after = timeout
+            self.server.log(
+                ERROR,
+                "%s: the ASGI request ran longer than request-timeout (%g s); its task is "
+                "cancelled" % (self.server.code_timeout, timeout),
+                self.request_id,
+            )
+            self.task.cancel()
+
     def _fail(self, code, why):
         if self.complete or self.broken:
             return
@@ -497,7 +575,9 @@ class HttpCycle:
             # The client went away before the response was complete: end the exchange.
             self._fail(0, "the client went away")
         except asyncio.CancelledError:
-            self._fail(500 if self.start is not None or not self.started else 0, "cancelled")
+            # request-timeout (or the process stopping): 504 before the response head, an
+            # aborted response after it.
+            self._fail(504 if self.start is not None or not self.started else 0, "cancelled")
         except BaseException as e:
             if self.gone and isinstance(e, OSError):
                 server.log(DEBUG, "the client went away: %s" % (e,), rid)
@@ -523,5 +603,6 @@ class HttpCycle:
             except ClientDisconnected:
                 pass
         self._unwatch()
-        self.server.cycles.discard(self)
-        self.link.finish(not self.broken)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.conn.ended(not self.broken)

@@ -647,10 +647,11 @@ fn run(
                     let _ = resp.finish(true);
                     return OK;
                 }
-                return if code == 500 {
-                    HTTP_INTERNAL_SERVER_ERROR
-                } else {
-                    bad_gateway(req, name, &msg)
+                return match code {
+                    500 => HTTP_INTERNAL_SERVER_ERROR,
+                    // An ASGI request cancelled by request-timeout.
+                    504 => HTTP_GATEWAY_TIME_OUT,
+                    _ => bad_gateway(req, name, &msg),
                 };
             }
             Frame::Watch => watching = req.client_fd(),

@@ -1,7 +1,9 @@
 //! The connections from httpd children and the threads that serve them: the dispatcher thread
 //! accepts from the group's shared listening socket (`Peers` keeps the accepted connections
 //! between requests, watched for the next one), and the worker threads each take a readable
-//! connection and serve one request on it. Runs in the daemon process.
+//! connection and serve one request on it. A connection whose request went to an ASGI event
+//! loop stays with the loop, which gives it back (`LoopHost`) with a request it does not run.
+//! Runs in the daemon process.
 #![forbid(unsafe_code)]
 
 use std::os::unix::net::UnixListener;
@@ -10,12 +12,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::protocol::{self, Frame};
+use crate::request::Request;
 use crate::sys;
 use crate::wsgi::adapter::{Level, LogFn};
 
 use super::conn::Conn;
 use super::guard;
-use super::serve::{Ctx, forget_request_logs, serve};
+use super::serve::{Ctx, HandOver, forget_request_logs, serve};
 use super::state::State;
 
 /// Starts serving on the group's `listener`: the dispatcher thread and `threads` workers,
@@ -32,6 +35,11 @@ pub(super) fn start(
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let listener = Arc::new(listener);
     let peers = Arc::new(Peers::new().map_err(|e| e.to_string())?);
+    let host: Arc<dyn crate::asgi::Host> = Arc::new(LoopHost {
+        peers: Arc::clone(&peers),
+        state: Arc::clone(state),
+        ctx: Arc::clone(ctx),
+    });
     let cannot_start = |e: std::io::Error| format!("cannot start threads: {e}");
     state.accepting.store(1, Ordering::SeqCst);
     {
@@ -57,6 +65,7 @@ pub(super) fn start(
     }
     for i in 0..threads {
         let (peers, state, ctx) = (Arc::clone(&peers), Arc::clone(state), Arc::clone(ctx));
+        let host = Arc::clone(&host);
         let mut b = std::thread::Builder::new().name(format!("rwsgi-worker-{i}"));
         if let Some(sz) = ctx.spec.stack_size {
             b = b.stack_size(sz as usize);
@@ -64,7 +73,7 @@ pub(super) fn start(
         b.spawn(move || {
             let what = format!("worker thread {i}");
             if guard::contain(&ctx.log, &ctx.spec.name, &what, || {
-                worker(i as usize, &peers, &state, &ctx)
+                worker(i as usize, &peers, &state, &ctx, &host)
             })
             .is_err()
             {
@@ -81,7 +90,12 @@ struct Peer {
     conn: Conn,
     /// The handshake has been done on this connection.
     authenticated: bool,
+    /// A request already read from it (by an ASGI loop that does not run it).
+    pending: Option<Request<Vec<u8>>>,
 }
+
+/// The token under which `Peers::wake` is watched (connection tokens start at 1).
+const WAKE: u64 = 0;
 
 /// The kept connections of this process while no worker serves them, each registered
 /// one-shot with `poll` under its token. Idle workers wait on `poll` together: a connection
@@ -91,10 +105,14 @@ struct Peer {
 struct Peers {
     poll: sys::OneShotPoll,
     slots: std::sync::Mutex<Slots>,
+    /// Readable while `ready` holds connections (watched one-shot under `WAKE`).
+    wake: sys::EventFd,
 }
 
 struct Slots {
     idle: std::collections::HashMap<u64, Peer>,
+    /// Connections given back with a request already read: the next worker takes one.
+    ready: std::collections::VecDeque<(u64, Peer)>,
     /// Accepted connections no worker has taken yet (their first request is still waiting).
     fresh: usize,
     next_token: u64,
@@ -104,15 +122,29 @@ struct Slots {
 
 impl Peers {
     fn new() -> std::io::Result<Self> {
-        Ok(Peers {
+        let peers = Peers {
             poll: sys::OneShotPoll::new()?,
             slots: std::sync::Mutex::new(Slots {
                 idle: std::collections::HashMap::new(),
+                ready: std::collections::VecDeque::new(),
                 fresh: 0,
                 next_token: 1,
                 open: true,
             }),
-        })
+            wake: sys::EventFd::new()?,
+        };
+        peers.poll.add(peers.wake.fd(), WAKE)?;
+        Ok(peers)
+    }
+
+    /// Queues a connection with a request already read for the next worker, and wakes one.
+    fn push_ready(&self, token: u64, p: Peer) {
+        let mut s = self.lock();
+        if !s.open {
+            return;
+        }
+        s.ready.push_back((token, p));
+        self.wake.notify();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -146,6 +178,17 @@ impl Peers {
     fn take(&self, state: &State, timeout: Duration) -> Option<(u64, Peer)> {
         let token = self.poll.wait(timeout)?;
         let mut s = self.lock();
+        if token == WAKE {
+            let next = s.ready.pop_front();
+            if s.ready.is_empty() {
+                self.wake.clear();
+            }
+            // Watched again: another queued connection (or a later one) wakes the next worker.
+            let _ = self.poll.rearm(self.wake.fd(), WAKE);
+            let (token, p) = next?;
+            state.active.fetch_add(1, Ordering::SeqCst);
+            return Some((token, p));
+        }
         let p = s.idle.remove(&token)?;
         if !p.authenticated {
             s.fresh = s.fresh.saturating_sub(1);
@@ -174,6 +217,7 @@ impl Peers {
             Peer {
                 conn,
                 authenticated: true,
+                pending: None,
             },
         );
         if self.poll.rearm(fd, token).is_err() {
@@ -194,6 +238,11 @@ impl Peers {
         s.open = false;
         s.fresh = 0;
         for (_, p) in s.idle.drain() {
+            self.poll.remove(p.conn.fd());
+        }
+        // Read but not run: dropped unanswered, the httpd child sends it elsewhere (it was not
+        // `Accepted`).
+        for (_, p) in s.ready.drain(..) {
             self.poll.remove(p.conn.fd());
         }
     }
@@ -245,6 +294,7 @@ fn accept_one(listener: &UnixListener, peers: &Peers, log: &LogFn) -> bool {
                         Peer {
                             conn,
                             authenticated: false,
+                            pending: None,
                         },
                         log,
                     );
@@ -262,39 +312,83 @@ fn accept_one(listener: &UnixListener, peers: &Peers, log: &LogFn) -> bool {
     }
 }
 
-/// What ends a request an event loop served (an ASGI request handed over by a worker): the
-/// counts a worker keeps for its own requests, then the connection back to the idle ones (or
-/// closed).
-fn asgi_done(
-    token: u64,
-    counts: bool,
-    peers: &Arc<Peers>,
-    state: &Arc<State>,
-    ctx: &Arc<Ctx>,
-) -> crate::asgi::Done {
-    let (peers, state, ctx) = (Arc::clone(peers), Arc::clone(state), Arc::clone(ctx));
-    state.asgi_active.fetch_add(1, Ordering::SeqCst);
-    Box::new(move |conn| {
+/// What an ASGI event loop holding connections needs from the process (`asgi::Host`): the
+/// worker's checks and counts, and the way back to the workers.
+struct LoopHost {
+    peers: Arc<Peers>,
+    state: Arc<State>,
+    ctx: Arc<Ctx>,
+}
+
+impl crate::asgi::Host for LoopHost {
+    fn admit(&self, conn: &mut Conn, req: &Request<Vec<u8>>) -> crate::asgi::Admitted {
+        let _ = conn.set_nonblocking(false);
+        let admitted = super::serve::admit(conn, req, &self.ctx, &self.state);
+        let _ = conn.set_nonblocking(true);
+        admitted
+    }
+
+    fn started(&self) {
+        self.state.asgi_active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn finished(&self, counts: bool) {
+        let state = &self.state;
         if counts {
+            // WSGIIgnoreActivity On requests (health checks) do not postpone inactivity-timeout.
             state.last_activity.store(state.now_ms(), Ordering::SeqCst);
-        }
-        if let Some(conn) = conn {
-            peers.give_back(token, conn);
         }
         let n = state.served.fetch_add(1, Ordering::SeqCst) + 1;
         state.asgi_active.fetch_sub(1, Ordering::SeqCst);
-        if ctx.spec.maximum_requests > 0 && n >= ctx.spec.maximum_requests {
+        let max = self.ctx.spec.maximum_requests;
+        if max > 0 && n >= max {
             state.restart(
                 format!("maximum-requests ({n}) reached; recycling"),
-                ctx.spec.graceful_timeout,
+                self.ctx.spec.graceful_timeout,
             );
         }
-    })
+    }
+
+    fn release(&self, token: u64, conn: Conn, pending: Option<Request<Vec<u8>>>) {
+        match pending {
+            Some(req) => self.peers.push_ready(
+                token,
+                Peer {
+                    conn,
+                    authenticated: true,
+                    pending: Some(req),
+                },
+            ),
+            None => self.peers.give_back(token, conn),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.state.stopping.load(Ordering::SeqCst)
+    }
+
+    fn log(&self) -> LogFn {
+        self.ctx.log.clone()
+    }
+
+    fn runs_here(&self, req: &Request<Vec<u8>>) -> bool {
+        req.meta.main_interpreter || req.application_group().is_empty()
+    }
+
+    fn case_sensitive(&self) -> bool {
+        self.ctx.global.case_sensitive
+    }
 }
 
 /// A worker thread (`index`): takes connections with a request waiting and serves one request
 /// on each, until the process stops and the dispatcher has stopped accepting.
-fn worker(index: usize, peers: &Arc<Peers>, state: &Arc<State>, ctx: &Arc<Ctx>) {
+fn worker(
+    index: usize,
+    peers: &Arc<Peers>,
+    state: &Arc<State>,
+    ctx: &Arc<Ctx>,
+    host: &Arc<dyn crate::asgi::Host>,
+) {
     crate::python::ensure_thread_state();
     loop {
         let Some((token, mut peer)) = peers.take(state, Duration::from_millis(100)) else {
@@ -315,9 +409,19 @@ fn worker(index: usize, peers: &Arc<Peers>, state: &Arc<State>, ctx: &Arc<Ctx>) 
         }
         let now = state.now_ms();
         state.busy_since[index].store(now + 1, Ordering::SeqCst);
-        let hand_over = |counts| asgi_done(token, counts, peers, state, ctx);
+        let to_loop = HandOver {
+            host: Arc::clone(host),
+            token,
+        };
         let served = guard::contain(&ctx.log, &ctx.spec.name, "a worker's request", || {
-            serve(peer.conn, peer.authenticated, ctx, state, &hand_over)
+            serve(
+                peer.conn,
+                peer.authenticated,
+                peer.pending,
+                ctx,
+                state,
+                &to_loop,
+            )
         });
         state.busy_since[index].store(0, Ordering::SeqCst);
         let Ok(outcome) = served else {

@@ -151,6 +151,7 @@ pub fn run(l: Launch) -> ! {
             lifespan: spec.lifespan,
             startup_timeout: spec.lifespan_timeout,
             shutdown_timeout: spec.shutdown_timeout,
+            request_timeout: spec.request_timeout,
         },
     });
     if let Err(e) = dispatch::start(l.listener, &state, &ctx, threads) {

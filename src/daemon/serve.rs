@@ -25,6 +25,7 @@ use crate::wsgi::route::{self, Route};
 use super::conn::{Conn, DaemonBody, DaemonSink};
 use super::guard;
 use super::state::State;
+use crate::asgi::Admitted;
 
 /// Per-process request context.
 pub(super) struct Ctx {
@@ -59,17 +60,23 @@ const NOTHING: Served = Served {
     handed_over: false,
 };
 
-/// Makes the end of an ASGI request (whether it counts as activity): see `dispatch`.
-pub(super) type HandOver<'a> = &'a dyn Fn(bool) -> crate::asgi::Done;
+/// Where an ASGI request goes with its connection: the process's loop host, and the
+/// connection's token among the workers' idle connections.
+pub(super) struct HandOver {
+    pub(super) host: Arc<dyn crate::asgi::Host>,
+    pub(super) token: u64,
+}
 
 /// Serves one request on a connection: the handshake first if the connection is new (not yet
-/// `authenticated`).
+/// `authenticated`); `pending` is a request already read from it (by an ASGI loop that gave
+/// the connection back).
 pub(super) fn serve(
     mut c: Conn,
     authenticated: bool,
+    pending: Option<Request<Vec<u8>>>,
     ctx: &Ctx,
     state: &State,
-    hand_over: HandOver<'_>,
+    to_loop: &HandOver,
 ) -> Served {
     if !authenticated {
         c.set_timeouts(ctx.socket_timeout);
@@ -77,13 +84,20 @@ pub(super) fn serve(
             return NOTHING;
         }
     }
-    let req = match c.recv() {
+    let received = match pending {
+        Some(req) => Ok(Frame::Request {
+            meta: req.meta,
+            env: req.env,
+        }),
+        None => c.recv(),
+    };
+    let req = match received {
         Ok(Frame::Request { meta, env }) => Request { env, meta },
         // The httpd child's report that an ASGI request's client went away crossed that
         // request's end: nothing to do; the next request follows (or has not come yet).
         Ok(Frame::Abort) if authenticated => {
             if c.more_buffered() {
-                return serve(c, true, ctx, state, hand_over);
+                return serve(c, true, None, ctx, state, to_loop);
             }
             return Served {
                 back: Some(c),
@@ -116,87 +130,25 @@ pub(super) fn serve(
             return NOTHING;
         }
     };
-    let _ = state.first_request.compare_exchange(
-        0,
-        state.now_ms() + 1,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    if !ctx.spec.queue_timeout.is_zero() {
-        let queued = req.meta.queue_start_secs();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        if queued > 0.0 && now - queued > ctx.spec.queue_timeout.as_secs_f64() {
-            (ctx.log)(
-                Level::Error,
-                &format!(
-                    "{}: daemon group '{}': a request waited {:.1} s for a free thread \
-                     (queue-timeout {} s); answered 504",
-                    Code::DaemonUnavailable.as_str(),
-                    ctx.spec.name,
-                    now - queued,
-                    ctx.spec.queue_timeout.as_secs_f32()
-                ),
-            );
-            let _ = c.send(&Frame::Reject {
-                reason: protocol::REJECT_QUEUE_TIMEOUT,
-            });
+    let counts = req.counts_as_activity();
+    match admit(&mut c, &req, ctx, state) {
+        Admitted::Run => {}
+        Admitted::Refused { keep } => {
             return Served {
-                back: c.reusable().then_some(c),
+                back: keep.then_some(c),
                 ..NOTHING
             };
         }
     }
-    let counts = req.counts_as_activity();
-    // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
-    // imports are fresh too). Checked before `Accepted`: the request goes to another or the
-    // next process.
-    let script = req.script();
-    let mtime = req.script_mtime();
     let group = req.application_group();
     let which = Which::for_request(req.meta.main_interpreter, &group);
-    let case_sensitive = ctx.global.case_sensitive;
-    if req.script_reloading()
-        && interp::existing(which)
-            .is_some_and(|it| !crate::python::script_loaded_at(&it, &script, mtime, case_sensitive))
-        && interp::enter(which, |py, it| {
-            crate::python::script_changed(py, it, &script, mtime, case_sensitive)
-        })
-        .unwrap_or(false)
-    {
-        let _ = c.send(&Frame::Reject {
-            reason: protocol::REJECT_SHUTTING_DOWN,
-        });
-        state.restart(
-            format!("script '{script}' changed"),
-            ctx.spec.graceful_timeout,
-        );
-        return NOTHING;
-    }
-    // maximum-requests counts requests as they are accepted: one that arrives while the last
-    // allowed one is still finishing goes to the next process instead (the recycle follows
-    // once the running ones are done).
-    if ctx.spec.maximum_requests > 0
-        && state.admitted.fetch_add(1, Ordering::SeqCst) >= ctx.spec.maximum_requests
-    {
-        let _ = c.send(&Frame::Reject {
-            reason: protocol::REJECT_SHUTTING_DOWN,
-        });
-        return NOTHING;
-    }
-    // From here on the request is ours: the httpd child must not send it anywhere else.
-    if c.send(&Frame::Accepted).is_err() {
-        return NOTHING;
-    }
     guard::test_panic("worker");
     let mut held = Some(c);
     let ran = interp::enter(which, |py, it| {
         let c = held
             .take()
             .expect("the connection is here until the request runs");
-        run_request(py, it, ctx, state, req, c, &|| hand_over(counts))
+        run_request(py, it, ctx, state, req, c, to_loop, counts)
     });
     let (finish, conn) = match ran {
         Ok(Ran::Wsgi { finish, conn }) => (finish, conn),
@@ -252,6 +204,90 @@ enum Ran {
     },
     /// Handed to the interpreter's ASGI event loop, with its connection.
     HandedOver,
+}
+
+/// The checks a request passes before it runs, wherever it was read (by a worker, or by an
+/// ASGI loop holding the connection): the process is not stopping, queue-timeout, a changed
+/// script (the process restarts, as mod_wsgi's daemon mode does), maximum-requests; then
+/// `Accepted`, or `Reject` so that the httpd child sends it to another or the next process.
+pub(super) fn admit(c: &mut Conn, req: &Request<Vec<u8>>, ctx: &Ctx, state: &State) -> Admitted {
+    if state.stopping.load(Ordering::SeqCst) {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        return Admitted::Refused { keep: false };
+    }
+    let _ = state.first_request.compare_exchange(
+        0,
+        state.now_ms() + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    if !ctx.spec.queue_timeout.is_zero() {
+        let queued = req.meta.queue_start_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if queued > 0.0 && now - queued > ctx.spec.queue_timeout.as_secs_f64() {
+            (ctx.log)(
+                Level::Error,
+                &format!(
+                    "{}: daemon group '{}': a request waited {:.1} s for a free thread \
+                     (queue-timeout {} s); answered 504",
+                    Code::DaemonUnavailable.as_str(),
+                    ctx.spec.name,
+                    now - queued,
+                    ctx.spec.queue_timeout.as_secs_f32()
+                ),
+            );
+            let _ = c.send(&Frame::Reject {
+                reason: protocol::REJECT_QUEUE_TIMEOUT,
+            });
+            return Admitted::Refused { keep: c.reusable() };
+        }
+    }
+    // As mod_wsgi does in daemon mode, a changed script restarts the process (so the modules it
+    // imports are fresh too). Checked before `Accepted`: the request goes to another or the
+    // next process.
+    let script = req.script();
+    let mtime = req.script_mtime();
+    let group = req.application_group();
+    let which = Which::for_request(req.meta.main_interpreter, &group);
+    let case_sensitive = ctx.global.case_sensitive;
+    if req.script_reloading()
+        && interp::existing(which)
+            .is_some_and(|it| !crate::python::script_loaded_at(&it, &script, mtime, case_sensitive))
+        && interp::enter(which, |py, it| {
+            crate::python::script_changed(py, it, &script, mtime, case_sensitive)
+        })
+        .unwrap_or(false)
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        state.restart(
+            format!("script '{script}' changed"),
+            ctx.spec.graceful_timeout,
+        );
+        return Admitted::Refused { keep: false };
+    }
+    // maximum-requests counts requests as they are accepted: one that arrives while the last
+    // allowed one is still finishing goes to the next process instead (the recycle follows
+    // once the running ones are done).
+    if ctx.spec.maximum_requests > 0
+        && state.admitted.fetch_add(1, Ordering::SeqCst) >= ctx.spec.maximum_requests
+    {
+        let _ = c.send(&Frame::Reject {
+            reason: protocol::REJECT_SHUTTING_DOWN,
+        });
+        return Admitted::Refused { keep: false };
+    }
+    // From here on the request is ours: the httpd child must not send it anywhere else.
+    if c.send(&Frame::Accepted).is_err() {
+        return Admitted::Refused { keep: false };
+    }
+    Admitted::Run
 }
 
 /// Checks a new connection's handshake: protocol version and this server's credentials.
@@ -318,6 +354,7 @@ fn handshake(c: &mut Conn, ctx: &Ctx) -> bool {
 
 /// Loads the application and runs the request: as WSGI on this thread, or handed to the
 /// interpreter's ASGI event loop with its connection.
+#[allow(clippy::too_many_arguments)]
 fn run_request(
     py: Python<'_>,
     it: &Interp,
@@ -325,7 +362,8 @@ fn run_request(
     state: &State,
     req: Request<Vec<u8>>,
     c: Conn,
-    hand_over: &dyn Fn() -> crate::asgi::Done,
+    to_loop: &HandOver,
+    counts: bool,
 ) -> Ran {
     let script = req.script();
     let request_id = req.request_id();
@@ -396,7 +434,7 @@ fn run_request(
         crate::asgi::Kind::Asgi => {
             // The loop owns the connection from here on; if the hand-over fails, dropping
             // the link closes it (the httpd child answers 502) and ends the request's claim.
-            match crate::asgi::Link::new(c, hand_over()) {
+            match crate::asgi::Link::new(c, Arc::clone(&to_loop.host), to_loop.token, counts) {
                 Ok(link) => {
                     if let Err(e) = crate::asgi::submit(py, &it.name, &ctx.asgi, link, &app, &req) {
                         adapter::log_exception(
