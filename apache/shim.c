@@ -9,6 +9,7 @@
 #include "apr_buckets.h"
 #include "apr_portable.h"
 #include <stdint.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* Pass `len` bytes as a transient bucket (optionally followed by a flush bucket) down the
@@ -97,6 +98,82 @@ apr_status_t rwsgi_shim_finish(request_rec *r, apr_bucket_brigade *bb, const cha
 long rwsgi_shim_read_body(request_rec *r, char *buf, apr_size_t len)
 {
     return ap_get_client_block(r, buf, len);
+}
+
+/* WebSocket: send the 101 (Switching Protocols) with `accept` and, when not NULL, the
+ * subprotocol; the application's extra headers were put into r->headers_out by the caller.
+ * The interim response goes through the connection's filters (mod_ssl included) and is
+ * flushed; then the connection is switched to a tunnel: no request-read timeout (mod_reqtimeout
+ * would cut a quiet WebSocket), no keep-alive after it, and r->status stays 101 for the
+ * access log. */
+void rwsgi_shim_ws_switch(request_rec *r, const char *accept, const char *protocol)
+{
+    conn_rec *c = r->connection;
+    ap_filter_t *f;
+    apr_table_setn(r->headers_out, "Upgrade", "websocket");
+    apr_table_setn(r->headers_out, "Connection", "Upgrade");
+    apr_table_setn(r->headers_out, "Sec-WebSocket-Accept", accept);
+    if (protocol != NULL) {
+        apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol", protocol);
+    }
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+    ap_send_interim_response(r, 1);
+    for (f = c->input_filters; f != NULL; f = f->next) {
+        if (f->frec != NULL && f->frec->name != NULL && strcasecmp(f->frec->name, "reqtimeout") == 0) {
+            ap_remove_input_filter(f);
+            break;
+        }
+    }
+    c->keepalive = AP_CONN_CLOSE;
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+}
+
+/* WebSocket: read what the client has sent, through the connection's input filters, without
+ * waiting. Returns the byte count, 0 when nothing is there yet, -1 at the end or on an error. */
+long rwsgi_shim_ws_read(request_rec *r, apr_bucket_brigade *bb, char *buf, apr_size_t len)
+{
+    conn_rec *c = r->connection;
+    apr_status_t rv;
+    apr_size_t got = len;
+    int eos = 0;
+    apr_bucket *e;
+    rv = ap_get_brigade(c->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, len);
+    if (APR_STATUS_IS_EAGAIN(rv)) {
+        apr_brigade_cleanup(bb);
+        return 0;
+    }
+    if (rv != APR_SUCCESS) {
+        apr_brigade_cleanup(bb);
+        return -1;
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            eos = 1;
+        }
+    }
+    rv = apr_brigade_flatten(bb, buf, &got);
+    apr_brigade_cleanup(bb);
+    if (rv != APR_SUCCESS) {
+        return -1;
+    }
+    if (got == 0 && eos) {
+        return -1;
+    }
+    return (long)got;
+}
+
+/* WebSocket: write `len` bytes to the client through the connection's output filters and
+ * flush them. */
+apr_status_t rwsgi_shim_ws_write(request_rec *r, apr_bucket_brigade *bb, const char *data,
+                                 apr_size_t len)
+{
+    conn_rec *c = r->connection;
+    apr_status_t rv;
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(data, len, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    rv = ap_pass_brigade(c->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    return rv;
 }
 
 /* The descriptor of the request's client socket, to watch for the client going away; -1 on a

@@ -689,6 +689,30 @@ pub fn wait_peer_or_hangup(peer: RawFd, watched: RawFd, timeout: Duration) -> Wa
     Watched::TimedOut
 }
 
+/// Waits up to `timeout` until `a` or `b` (when given) is readable (or hung up); which are.
+/// A signal or the timeout gives `(false, false)`.
+pub fn wait_either(a: RawFd, b: Option<RawFd>, timeout: Duration) -> (bool, bool) {
+    let mut fds = [
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `fds` is a live array of two pollfd structs (a negative fd is ignored).
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if n <= 0 {
+        return (false, false);
+    }
+    (fds[0].revents != 0, fds[1].revents != 0)
+}
+
 /// Most descriptors one `recv_with_fds` accepts; more (never sent by our peer) is an error.
 const MAX_RECV_FDS: usize = 4;
 

@@ -904,3 +904,101 @@ DocumentRoot {r}/htdocs
 
     def cleanup(self):
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class WebSocket:
+    """A minimal RFC 6455 client on a raw socket (standard library only), for the tests: the
+    handshake, masked frames out, frames in (`recv` gives (opcode, payload) of one frame)."""
+
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, port: int, path: str, headers=(), timeout: float = SOCKET_TIMEOUT):
+        import base64
+        import os as _os
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.key = base64.b64encode(_os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {self.key}",
+                 "Sec-WebSocket-Version: 13", *(f"{k}: {v}" for k, v in headers)]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+        self.headers = Headers([tuple(x.strip() for x in line.split(":", 1))
+                                for line in lines[1:] if ":" in line])
+
+    def accept_ok(self) -> bool:
+        import base64
+        import hashlib
+        want = base64.b64encode(hashlib.sha1(self.key.encode() + self.GUID).digest()).decode()
+        return self.status == 101 and self.headers.get("Sec-WebSocket-Accept") == want
+
+    def body(self) -> bytes:
+        """The rest of a non-101 answer (a denial), read to the end."""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return self.buf
+            self.buf += chunk
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0):
+        import os as _os
+        mask = _os.urandom(4)
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | rsv | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def send_text(self, text: str):
+        self.send_frame(0x1, text.encode())
+
+    def send_bytes(self, data: bytes):
+        self.send_frame(0x2, data)
+
+    def close(self, code: int = 1000, reason: str = ""):
+        self.send_frame(0x8, code.to_bytes(2, "big") + reason.encode())
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self) -> tuple[int, bytes]:
+        """One frame: (opcode, payload); EOFError when the server closed the connection."""
+        b0, b1 = self._read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._read(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._read(8), "big")
+        assert not b1 & 0x80, "a server frame must not be masked"
+        return b0 & 0x0F, self._read(n)
+
+    def recv_message(self) -> tuple[int, bytes]:
+        """The next frame that is not a ping or pong (messages up to 1 MiB come whole)."""
+        op, data = self.recv()
+        while op in (0x9, 0xA):
+            op, data = self.recv()
+        return op, data
+
+    def shutdown(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

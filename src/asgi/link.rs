@@ -75,6 +75,9 @@ pub struct Link {
 pub const BODY: u8 = protocol::kind::BODY;
 pub const BODY_END: u8 = protocol::kind::BODY_END;
 pub const ABORT: u8 = protocol::kind::ABORT;
+/// A WebSocket message part: `(text, fin, bytes)`; the client's close: `(code, reason)`.
+pub const WS_MESSAGE: u8 = protocol::kind::WS_MESSAGE;
+pub const WS_CLOSE: u8 = protocol::kind::WS_CLOSE;
 /// A request to run: `(app, scope, has_body, body_length, request_id)`.
 pub const REQUEST: u8 = protocol::kind::REQUEST;
 /// The connection went back to the workers (or was closed): the loop forgets it.
@@ -213,6 +216,12 @@ impl Link {
                     list.append((BODY, PyBytes::new(py, &data)))?;
                 }
                 Ok(Some(Frame::BodyEnd)) if s.busy => list.append((BODY_END, py.None()))?,
+                Ok(Some(Frame::WsMessage { text, fin, data })) if s.busy => {
+                    list.append((WS_MESSAGE, (text, fin, PyBytes::new(py, &data))))?;
+                }
+                Ok(Some(Frame::WsClose { code, reason })) if s.busy => {
+                    list.append((WS_CLOSE, (code, String::from_utf8_lossy(&reason))))?;
+                }
                 // Between requests: the report of a client that went away crossed the end
                 // of the response; nothing to do.
                 Ok(Some(Frame::Abort)) => {
@@ -310,6 +319,68 @@ impl Link {
                 .into_iter()
                 .map(|(n, v)| (n.into_bytes(), v.chars().map(|c| c as u32 as u8).collect()))
                 .collect(),
+        })
+    }
+
+    /// Queues the acceptance of a WebSocket: the subprotocol (`None`: none) and the
+    /// application's extra headers (pairs of bytes).
+    #[pyo3(signature = (subprotocol=None, headers=None))]
+    fn ws_accept(
+        &self,
+        subprotocol: Option<&str>,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let mut list = Vec::new();
+        if let Some(h) = headers {
+            for item in h.try_iter()? {
+                let item = item?;
+                let (name, value): (Vec<u8>, Vec<u8>) = item.extract().map_err(|_| {
+                    PyValueError::new_err(
+                        "ASGI: websocket.accept headers must be [name, value] bytes pairs",
+                    )
+                })?;
+                let (n, v) = (latin1_text(&name), latin1_text(&value));
+                headers::check_header(&n, &v)
+                    .map_err(|e| PyValueError::new_err(format!("ASGI: {e}")))?;
+                if n.eq_ignore_ascii_case("sec-websocket-protocol") {
+                    return Err(PyValueError::new_err(
+                        "ASGI: websocket.accept headers must not set sec-websocket-protocol (use subprotocol)",
+                    ));
+                }
+                list.push((name, value));
+            }
+        }
+        self.queue(&Frame::WsAccept {
+            subprotocol: subprotocol.unwrap_or("").as_bytes().to_vec(),
+            headers: list,
+        })
+    }
+
+    /// Queues a WebSocket message (`text`: UTF-8 text, else bytes), in parts of at most
+    /// `MAX_CHUNK` bytes.
+    fn ws_message(&self, data: &[u8], text: bool) -> PyResult<()> {
+        self.with(|c| {
+            for f in protocol::ws_message_frames(text, data) {
+                c.queue(&f)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Queues the application's close of a WebSocket.
+    fn ws_close(&self, code: u16, reason: &str) -> PyResult<()> {
+        if !crate::websocket::frame::valid_close_code(code) {
+            return Err(PyValueError::new_err(format!(
+                "ASGI: websocket.close code {code} may not be sent (1000-1003, 1007-1014, 3000-4999)"
+            )));
+        }
+        let mut end = reason.len().min(protocol::MAX_WS_CLOSE - 2);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.queue(&Frame::WsClose {
+            code,
+            reason: reason.as_bytes()[..end].to_vec(),
         })
     }
 

@@ -208,14 +208,19 @@ fn pair<'py>(py: Python<'py>, p: &Option<(String, u16)>) -> Bound<'py, PyAny> {
 /// The HTTP scope of `req` as the dict the application gets.
 fn http_scope<'py>(py: Python<'py>, s: &HttpScope) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("type", "http")?;
+    d.set_item("type", if s.websocket { "websocket" } else { "http" })?;
     let asgi = PyDict::new(py);
     asgi.set_item("version", "3.0")?;
     asgi.set_item("spec_version", "2.4")?;
     d.set_item("asgi", asgi)?;
     d.set_item("http_version", &s.http_version)?;
-    d.set_item("method", &s.method)?;
-    d.set_item("scheme", s.scheme)?;
+    if s.websocket {
+        d.set_item("scheme", if s.scheme == "https" { "wss" } else { "ws" })?;
+        d.set_item("subprotocols", &s.subprotocols)?;
+    } else {
+        d.set_item("method", &s.method)?;
+        d.set_item("scheme", s.scheme)?;
+    }
     d.set_item("path", &s.path)?;
     d.set_item("raw_path", PyBytes::new(py, &s.raw_path))?;
     d.set_item("query_string", PyBytes::new(py, &s.query_string))?;
@@ -228,7 +233,11 @@ fn http_scope<'py>(py: Python<'py>, s: &HttpScope) -> PyResult<Bound<'py, PyDict
     d.set_item("client", pair(py, &s.client))?;
     d.set_item("server", pair(py, &s.server))?;
     let ext = PyDict::new(py);
-    ext.set_item("http.response.pathsend", PyDict::new(py))?;
+    if s.websocket {
+        ext.set_item("websocket.http.response", PyDict::new(py))?;
+    } else {
+        ext.set_item("http.response.pathsend", PyDict::new(py))?;
+    }
     d.set_item("extensions", ext)?;
     Ok(d)
 }

@@ -28,6 +28,11 @@ pub struct HttpScope {
     pub server: Option<(String, u16)>,
     /// The request has a body to read (a length above 0, or chunked).
     pub has_body: bool,
+    /// It opens a WebSocket (a GET with `Upgrade: websocket`; the httpd child checked the
+    /// rest of the handshake): a `websocket` scope.
+    pub websocket: bool,
+    /// The subprotocols the client offers (`Sec-WebSocket-Protocol`), in order.
+    pub subprotocols: Vec<String>,
 }
 
 /// Text of an environ value: UTF-8, with replacement characters for bytes that are not (a
@@ -91,9 +96,15 @@ impl HttpScope {
         let server = server_host.map(|h| (text(h), port(get("SERVER_PORT")).unwrap_or(0)));
         let chunked = get("HTTP_TRANSFER_ENCODING")
             .is_some_and(|v| v.to_ascii_lowercase().windows(7).any(|w| w == b"chunked"));
+        let method = text(get("REQUEST_METHOD").unwrap_or(b"GET"));
+        let websocket = method == "GET"
+            && get("HTTP_UPGRADE").is_some_and(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+            });
         HttpScope {
             http_version,
-            method: text(get("REQUEST_METHOD").unwrap_or(b"GET")),
+            method,
             scheme: if req.meta.https { "https" } else { "http" },
             path: text(&[root, rest].concat()),
             raw_path,
@@ -103,6 +114,10 @@ impl HttpScope {
             client,
             server,
             has_body: chunked || req.content_length().is_some_and(|n| n > 0),
+            websocket,
+            subprotocols: crate::websocket::handshake::subprotocols(get(
+                "HTTP_SEC_WEBSOCKET_PROTOCOL",
+            )),
         }
     }
 }
@@ -200,6 +215,27 @@ mod tests {
             HttpScope::of(&req(&[("SERVER_PROTOCOL", b"HTTP/1.0")], false)).http_version,
             "1.0"
         );
+    }
+
+    #[test]
+    fn websocket_requests() {
+        let r = req(
+            &[
+                ("REQUEST_METHOD", b"GET"),
+                ("HTTP_UPGRADE", b"WebSocket"),
+                ("HTTP_SEC_WEBSOCKET_PROTOCOL", b"chat, v2.chat"),
+            ],
+            true,
+        );
+        let s = HttpScope::of(&r);
+        assert!(s.websocket);
+        assert_eq!(s.subprotocols, vec!["chat", "v2.chat"]);
+        assert!(!HttpScope::of(&req(&[("REQUEST_METHOD", b"GET")], false)).websocket);
+        let post = req(
+            &[("REQUEST_METHOD", b"POST"), ("HTTP_UPGRADE", b"websocket")],
+            false,
+        );
+        assert!(!HttpScope::of(&post).websocket);
     }
 
     #[test]

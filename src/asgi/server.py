@@ -14,6 +14,9 @@ import traceback
 
 # Kinds `Link.read` reports (the protocol's frame kinds, and the loop's own RELEASED).
 BODY, BODY_END, ABORT, REQUEST, RELEASED = 0x03, 0x04, 0x05, 0x02, 0xFF
+WS_MESSAGE, WS_CLOSE = 0x06, 0x07
+# How long a WebSocket's end waits for the httpd child's last word (its WsClose).
+WS_CLOSE_WAIT = 10.0
 # Python logging levels, as the log hook takes them.
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 # Request-body bytes asked for per ReadBody.
@@ -241,11 +244,14 @@ class Connection:
 
     def start(self, parts):
         app, scope, has_body, body_length, request_id = parts
-        cycle = HttpCycle(self, scope, has_body, body_length, request_id)
+        if scope["type"] == "websocket":
+            cycle = WebSocketCycle(self, scope, request_id)
+        else:
+            cycle = HttpCycle(self, scope, has_body, body_length, request_id)
         self.cycle = cycle
         cycle.task = self.loop.create_task(cycle.run(app, self.server._lifespan_of(app)))
         timeout = self.server.request_timeout
-        if timeout:
+        if timeout and scope["type"] == "http":
             cycle.timer = self.loop.call_later(timeout, cycle.timed_out, timeout)
 
     def _readable(self):
@@ -293,10 +299,12 @@ class Connection:
             self.server.connections.discard(self)
 
 
-class HttpCycle:
-    """One HTTP request: the application's `receive` and `send`, over its connection."""
+class _Cycle:
+    """What a request's cycle (HTTP or WebSocket) needs around its connection: waking the
+    tasks waiting for the httpd child, and writing with back-pressure (a send waits while the
+    socket is full)."""
 
-    def __init__(self, conn, scope, has_body, body_length, request_id):
+    def __init__(self, conn, scope, request_id):
         self.conn = conn
         self.server = conn.server
         self.loop = conn.loop
@@ -304,30 +312,14 @@ class HttpCycle:
         self.scope = scope
         self.request_id = request_id
         self.fd = self.link.fileno()
-        self.events = collections.deque()
-        # Request-body bytes still to come (None: chunked, unknown), whether more is to be
-        # asked for, and whether a ReadBody is outstanding.
-        self.body_left = body_length
-        self.body_pending = has_body
-        self.asked = False
-        if not has_body:
-            self.events.append((b"", False))
-        self.gone = False  # the client went away
         self.broken = False  # the connection to the httpd child failed
-        self.watching = False
-        self.started = False
-        self.start = None  # the held http.response.start
-        self.complete = False
+        self.complete = False  # End or Fail sent: the exchange is over on this side
         self.failed = False
-        self.head_request = scope["method"] == "HEAD"
         self.waiters = []
         self.drainer = None
         self.writing = False
         self.task = None
         self.timer = None
-        self.timed_out_after = None
-
-    # -- events from the httpd child -------------------------------------------------------
 
     def _wake(self):
         waiters, self.waiters = self.waiters, []
@@ -338,9 +330,6 @@ class HttpCycle:
     def _lost(self):
         """The connection to the httpd child is gone (it closed it: its client went away)."""
         self.broken = True
-        self.gone = True
-        self.asked = False
-        self.body_pending = False
         self._unwatch()
         self._wake()
         d = self.drainer
@@ -352,29 +341,6 @@ class HttpCycle:
         if self.writing:
             self.writing = False
             self.loop.remove_writer(self.fd)
-
-    def _frames(self, frames):
-        for kind, data in frames:
-            if kind == BODY:
-                self.asked = False
-                more = True
-                if self.body_left is not None:
-                    self.body_left -= len(data)
-                    if self.body_left <= 0:
-                        more = self.body_pending = False
-                self.events.append((data, more))
-            elif kind == BODY_END:
-                self.asked = False
-                if self.body_pending:
-                    self.body_pending = False
-                    self.events.append((b"", False))
-            elif kind == ABORT:
-                self.asked = False
-                self.body_pending = False
-                self.gone = True
-        self._wake()
-
-    # -- writing ---------------------------------------------------------------------------
 
     def _push(self):
         """Writes what is queued; the rest goes when the socket has room."""
@@ -414,6 +380,84 @@ class HttpCycle:
         if self.broken:
             raise ClientDisconnected("the client went away")
 
+    async def _wait(self):
+        w = self.loop.create_future()
+        self.waiters.append(w)
+        await w
+
+    def _fail(self, code, why):
+        """Ends the exchange with `Fail`: `code` 500 (or 504) before the response head, 0 (an
+        aborted response) after it."""
+        if self.complete or self.broken:
+            return
+        self.complete = True
+        self.failed = True
+        self.link.fail(code, why)
+        self._wake()
+
+    async def _lifespan_ready(self, lifespan):
+        """Waits for the application's lifespan startup; false (answered 500) if it failed.
+        The scope gets a shallow copy of the lifespan state."""
+        if lifespan is None:
+            return True
+        await asyncio.shield(lifespan.ready)
+        if isinstance(lifespan.outcome, str):
+            self._fail(500, "the application's lifespan startup failed")
+            return False
+        if lifespan.supported:
+            self.scope["state"] = dict(lifespan.state)
+        return True
+
+
+class HttpCycle(_Cycle):
+    """One HTTP request: the application's `receive` and `send`, over its connection."""
+
+    def __init__(self, conn, scope, has_body, body_length, request_id):
+        super().__init__(conn, scope, request_id)
+        self.events = collections.deque()
+        # Request-body bytes still to come (None: chunked, unknown), whether more is to be
+        # asked for, and whether a ReadBody is outstanding.
+        self.body_left = body_length
+        self.body_pending = has_body
+        self.asked = False
+        if not has_body:
+            self.events.append((b"", False))
+        self.gone = False  # the client went away
+        self.watching = False
+        self.started = False
+        self.start = None  # the held http.response.start
+        self.head_request = scope["method"] == "HEAD"
+        self.timed_out_after = None
+
+    # -- events from the httpd child -------------------------------------------------------
+
+    def _lost(self):
+        self.gone = True
+        self.asked = False
+        self.body_pending = False
+        super()._lost()
+
+    def _frames(self, frames):
+        for kind, data in frames:
+            if kind == BODY:
+                self.asked = False
+                more = True
+                if self.body_left is not None:
+                    self.body_left -= len(data)
+                    if self.body_left <= 0:
+                        more = self.body_pending = False
+                self.events.append((data, more))
+            elif kind == BODY_END:
+                self.asked = False
+                if self.body_pending:
+                    self.body_pending = False
+                    self.events.append((b"", False))
+            elif kind == ABORT:
+                self.asked = False
+                self.body_pending = False
+                self.gone = True
+        self._wake()
+
     # -- the application's side ------------------------------------------------------------
 
     async def receive(self):
@@ -433,9 +477,7 @@ class HttpCycle:
                 self.watching = True
                 self.link.watch()
                 self._push()
-            w = self.loop.create_future()
-            self.waiters.append(w)
-            await w
+            await self._wait()
 
     async def send(self, message):
         t = message["type"]
@@ -504,24 +546,11 @@ class HttpCycle:
             )
             self.task.cancel()
 
-    def _fail(self, code, why):
-        if self.complete or self.broken:
-            return
-        self.complete = True
-        self.failed = True
-        self.link.fail(code, why)
-        self._wake()
-
     async def run(self, app, lifespan):
         server, rid = self.server, self.request_id
         try:
-            if lifespan is not None:
-                await asyncio.shield(lifespan.ready)
-                if isinstance(lifespan.outcome, str):
-                    self._fail(500, "the application's lifespan startup failed")
-                    return
-                if lifespan.supported:
-                    self.scope["state"] = dict(lifespan.state)
+            if not await self._lifespan_ready(lifespan):
+                return
             try:
                 call = app(self.scope, self.receive, self.send)
             except TypeError as e:
@@ -594,9 +623,7 @@ class HttpCycle:
     async def _finish(self):
         # An outstanding ReadBody is answered before the connection can carry anything else.
         while self.asked and not self.broken:
-            w = self.loop.create_future()
-            self.waiters.append(w)
-            await w
+            await self._wait()
         if not self.broken:
             try:
                 await self._drain()
@@ -605,4 +632,199 @@ class HttpCycle:
         self._unwatch()
         if self.timer is not None:
             self.timer.cancel()
+        self.conn.ended(not self.broken)
+
+
+class WebSocketCycle(_Cycle):
+    """One WebSocket session: `websocket.connect`, then accept (the httpd child sends the 101
+    and relays framed messages), or a denial (403, or the application's own response through
+    the `websocket.http.response` extension)."""
+
+    def __init__(self, conn, scope, request_id):
+        super().__init__(conn, scope, request_id)
+        self.events = collections.deque([{"type": "websocket.connect"}])
+        self.parts = []
+        self.accepted = False
+        self.close_sent = False  # the application closed (or the session ended)
+        self.remote_closed = False  # the child reported the client's close (its WsClose)
+        self.responded = False  # a denial response was sent (or started)
+        self.http_start = None
+
+    def _lost(self):
+        if not self.remote_closed:
+            self.remote_closed = True
+            self.events.append({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+        super()._lost()
+
+    def _frames(self, frames):
+        for kind, data in frames:
+            if kind == WS_MESSAGE:
+                text, fin, chunk = data
+                self.parts.append(chunk)
+                if fin:
+                    body = b"".join(self.parts)
+                    self.parts = []
+                    if self.close_sent or self.remote_closed:
+                        continue
+                    if text:
+                        self.events.append({"type": "websocket.receive", "text": body.decode()})
+                    else:
+                        self.events.append({"type": "websocket.receive", "bytes": body})
+            elif kind == WS_CLOSE:
+                code, reason = data
+                if not self.remote_closed:
+                    self.remote_closed = True
+                    self.events.append(
+                        {"type": "websocket.disconnect", "code": code, "reason": reason})
+            elif kind == ABORT and not self.remote_closed:
+                self.remote_closed = True
+                self.events.append({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+        self._wake()
+
+    async def receive(self):
+        while True:
+            if self.events:
+                return self.events.popleft()
+            if self.broken or self.complete:
+                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            await self._wait()
+
+    def _head(self, status, headers, length):
+        self.link.head(status, _PHRASES.get(status, ""), headers, length)
+
+    async def send(self, message):
+        t = message["type"]
+        if t == "websocket.send":
+            if not self.accepted:
+                raise RuntimeError("ASGI: websocket.send before websocket.accept")
+            if self.close_sent or self.remote_closed or self.broken:
+                raise ClientDisconnected("the WebSocket is closed")
+            text, data = message.get("text"), message.get("bytes")
+            if (text is None) == (data is None):
+                raise ValueError("ASGI: websocket.send needs exactly one of 'text' and 'bytes'")
+            if text is not None:
+                self.link.ws_message(text.encode(), True)
+            else:
+                self.link.ws_message(bytes(data), False)
+            await self._drain()
+        elif t == "websocket.accept":
+            if self.accepted or self.responded or self.close_sent:
+                raise RuntimeError("ASGI: websocket.accept after the handshake was answered")
+            self.link.ws_accept(message.get("subprotocol"), message.get("headers") or [])
+            self.accepted = True
+            await self._drain()
+        elif t == "websocket.close":
+            if self.close_sent or self.complete:
+                return
+            self.close_sent = True
+            if not self.accepted:
+                if self.responded:
+                    raise RuntimeError("ASGI: websocket.close after a denial response began")
+                # Closed before accept: the handshake is refused with 403.
+                self._head(403, [(b"content-type", b"text/plain"),
+                                 (b"content-length", b"0")], None)
+                self._end()
+            elif not self.remote_closed and not self.broken:
+                self.link.ws_close(message.get("code") or 1000, message.get("reason") or "")
+            await self._drain()
+        elif t == "websocket.http.response.start":
+            if self.accepted or self.responded or self.close_sent:
+                raise RuntimeError("ASGI: a denial response after the handshake was answered")
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 599:
+                raise ValueError("ASGI: invalid status %r" % (status,))
+            self.http_start = (status, message.get("headers", ()))
+            self.responded = True
+        elif t == "websocket.http.response.body":
+            if not self.responded or self.complete:
+                raise RuntimeError("ASGI: websocket.http.response.body without its start")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self.http_start is not None:
+                status, headers = self.http_start
+                self._head(status, headers, None if more else len(body))
+                self.http_start = None
+            if body:
+                self.link.chunk(body)
+            if not more:
+                self.close_sent = True
+                self._end()
+            await self._drain()
+        else:
+            raise ValueError("ASGI: unknown message type %r for a WebSocket" % (t,))
+
+    def _end(self):
+        if not self.complete and not self.broken:
+            self.complete = True
+            self.link.end()
+            self._wake()
+
+    async def run(self, app, lifespan):
+        server, rid = self.server, self.request_id
+        try:
+            if not await self._lifespan_ready(lifespan):
+                return
+            await app(self.scope, self.receive, self.send)
+            if self.accepted:
+                if not self.close_sent and not self.remote_closed and not self.broken:
+                    # Returning after accept closes normally.
+                    self.link.ws_close(1000, "")
+                    self.close_sent = True
+                self._end()
+            elif self.responded and not self.complete:
+                server.log(ERROR, "%s: the ASGI application returned before its denial "
+                           "response was complete" % server.code_protocol, rid)
+                self._fail(0 if self.http_start is None else 500, "response incomplete")
+            elif not self.complete:
+                # Never answered the handshake: refused, as a close before accept is.
+                self._head(403, [(b"content-type", b"text/plain"),
+                                 (b"content-length", b"0")], None)
+                self._end()
+        except asyncio.CancelledError:
+            self._close_on_error()
+        except BaseException as e:
+            if isinstance(e, OSError) and (self.broken or self.remote_closed):
+                server.log(DEBUG, "the WebSocket client went away: %s" % (e,), rid)
+            else:
+                server.log_exception(
+                    "%s: exception in the ASGI application (WebSocket)" % server.code_exception,
+                    e, rid)
+            self._close_on_error()
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            await self._finish()
+
+    def _close_on_error(self):
+        if self.accepted:
+            if not self.close_sent and not self.remote_closed and not self.broken:
+                self.link.ws_close(1011, "")
+                self.close_sent = True
+            self._end()
+        else:
+            self._fail(500 if not self.responded or self.http_start is not None else 0,
+                       "exception")
+
+    async def _finish(self):
+        if not self.broken:
+            try:
+                await self._drain()
+            except ClientDisconnected:
+                pass
+        # An accepted session is over when the child has said its last word (its WsClose,
+        # sent at the latest in answer to End); until then its frames are skipped.
+        if self.accepted and not self.broken:
+            deadline = self.loop.time() + WS_CLOSE_WAIT
+            while not self.remote_closed and not self.broken:
+                left = deadline - self.loop.time()
+                if left <= 0:
+                    self.broken = True
+                    break
+                w = self.loop.create_future()
+                self.waiters.append(w)
+                try:
+                    await asyncio.wait_for(w, left)
+                except asyncio.TimeoutError:
+                    pass
+        self._unwatch()
         self.conn.ended(not self.broken)

@@ -18,13 +18,14 @@ use crate::config::DirConfig;
 use crate::daemon::conn::Conn;
 use crate::error::Code;
 use crate::httpd::ffi::{
-    HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE,
-    OK,
+    HTTP_BAD_GATEWAY, HTTP_BAD_REQUEST, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR,
+    HTTP_SERVICE_UNAVAILABLE, OK,
 };
 use crate::httpd::request::Request;
 use crate::parent::supervisor::Group;
 use crate::protocol::{self, Frame};
 use crate::request as core;
+use crate::websocket::handshake::Upgrade;
 use crate::wsgi::adapter::{Level, ResponseSink};
 use crate::wsgi::headers;
 
@@ -231,6 +232,25 @@ fn run(
     // (ErrorDocument), its body discarded.
     let mut overridden: Option<c_int> = None;
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
+    // A WebSocket handshake: checked here, answered by the application (WsAccept).
+    let websocket = match super::websocket::upgrade(&request.env) {
+        Upgrade::No => None,
+        Upgrade::Yes { .. } if req.client_fd().is_none() => {
+            req.log(
+                Level::Info,
+                "a WebSocket over HTTP/2 is not supported yet; refused with 400",
+            );
+            return HTTP_BAD_REQUEST;
+        }
+        Upgrade::Yes { key } => Some(key),
+        Upgrade::Bad { status, why } => {
+            req.log(
+                Level::Info,
+                &format!("refused a WebSocket handshake with {status}: {why}"),
+            );
+            return c_int::from(status);
+        }
+    };
     let core::Request { env, meta } = request;
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
     // The handshake goes only on a new connection; a kept one carries just the request.
@@ -655,6 +675,30 @@ fn run(
                 };
             }
             Frame::Watch => watching = req.client_fd(),
+            Frame::WsAccept {
+                subprotocol,
+                headers,
+            } => {
+                let Some(key) = websocket.as_deref() else {
+                    return bad_gateway(req, name, "WsAccept for a request that is no WebSocket");
+                };
+                if head_sent || overridden.is_some() {
+                    return bad_gateway(req, name, "WsAccept after a response head");
+                }
+                return match super::websocket::run(req, &mut c, key, &subprotocol, &headers) {
+                    super::websocket::Ended::Clean => {
+                        pool_give(&group.socket, generation, c);
+                        OK
+                    }
+                    super::websocket::Ended::DaemonLost(why) => {
+                        req.log(
+                            Level::Info,
+                            &format!("daemon group '{name}': WebSocket ended: {why}"),
+                        );
+                        OK
+                    }
+                };
+            }
             Frame::Reject { reason } => return rejected(req, name, reason),
             other => {
                 return bad_gateway(

@@ -2,8 +2,8 @@
 //! (`translate`), the handler (admission, then embedded or daemon mode) and the settings it
 //! works out (`settings`), the CGI environ from
 //! httpd's request (`environ`), the response and body over httpd's filters (`response`),
-//! embedded mode (`embedded`) and the daemon client (`daemon_client`). This file holds what a
-//! child sets up once: its MPM facts and Python's start.
+//! embedded mode (`embedded`), the daemon client (`daemon_client`) and its WebSocket tunnel
+//! (`websocket`). This file holds what a child sets up once: its MPM facts and Python's start.
 #![forbid(unsafe_code)]
 
 pub mod daemon_client;
@@ -13,6 +13,7 @@ pub mod handler;
 pub mod response;
 pub mod settings;
 pub mod translate;
+pub mod websocket;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 

@@ -50,6 +50,23 @@ unsafe extern "C" {
         len: apr_size_t,
     ) -> std::os::raw::c_long;
     pub fn rwsgi_shim_client_fd(r: *mut request_rec) -> std::os::raw::c_int;
+    pub fn rwsgi_shim_ws_switch(
+        r: *mut request_rec,
+        accept: *const std::os::raw::c_char,
+        protocol: *const std::os::raw::c_char,
+    );
+    pub fn rwsgi_shim_ws_read(
+        r: *mut request_rec,
+        bb: *mut apr_bucket_brigade,
+        buf: *mut std::os::raw::c_char,
+        len: apr_size_t,
+    ) -> std::os::raw::c_long;
+    pub fn rwsgi_shim_ws_write(
+        r: *mut request_rec,
+        bb: *mut apr_bucket_brigade,
+        data: *const std::os::raw::c_char,
+        len: apr_size_t,
+    ) -> apr_status_t;
     pub fn rwsgi_shim_sizeof_request_rec() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_server_rec() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_conn_rec() -> apr_size_t;

@@ -680,3 +680,106 @@ impl Output {
         if abort { Ok(()) } else { self.check(rv) }
     }
 }
+
+/// A WebSocket's tunnel over the request's connection, after the 101: bytes from the client
+/// read through the connection's input filters without waiting, bytes to it written through
+/// its output filters and flushed (mod_ssl and the like stay in the path).
+pub struct Tunnel {
+    req: Request,
+    bb: NonNull<apr_bucket_brigade>,
+}
+
+// SAFETY: as `Output`: the brigade belongs to the request, used by the handler's thread only.
+unsafe impl Send for Tunnel {}
+
+impl Request {
+    /// Answers the WebSocket handshake with the 101 (`accept`, the chosen subprotocol and the
+    /// application's headers) and turns the connection into a tunnel.
+    pub fn switch_to_websocket(
+        &self,
+        accept: &str,
+        protocol: Option<&[u8]>,
+        headers: &[(Vec<u8>, Vec<u8>)],
+    ) -> Tunnel {
+        let p = self.ptr();
+        for (name, value) in headers {
+            // SAFETY: the live request, written by the handler's thread only; pool copies.
+            unsafe {
+                apr_table_add(
+                    (*p).headers_out,
+                    self.pool_copy(name),
+                    self.pool_copy(value),
+                )
+            };
+        }
+        let accept = self.pool_copy(accept.as_bytes());
+        let protocol = protocol.map_or(ptr::null_mut(), |v| self.pool_copy(v));
+        let r = self.rec();
+        // SAFETY: the live request; NUL-terminated pool copies; a brigade from its pool and
+        // its connection's allocator.
+        let bb = unsafe {
+            rwsgi_shim_ws_switch(p, accept, protocol);
+            apr_brigade_create(r.pool, (*r.connection).bucket_alloc)
+        };
+        Tunnel {
+            req: *self,
+            bb: NonNull::new(bb).expect("apr_brigade_create never returns NULL"),
+        }
+    }
+}
+
+impl Tunnel {
+    /// What the client has sent, without waiting: `Ok(0)` when nothing is there yet,
+    /// `UnexpectedEof` when the client closed the connection (or reading failed).
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the live request and its brigade; `buf` is writable for its length.
+        let n = unsafe {
+            rwsgi_shim_ws_read(
+                self.req.ptr(),
+                self.bb.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed the connection",
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes `data` to the client and flushes it.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        // SAFETY: the live request and its brigade; `data` outlives the call (transient
+        // bucket, written before the brigade is emptied).
+        let rv = unsafe {
+            rwsgi_shim_ws_write(
+                self.req.ptr(),
+                self.bb.as_ptr(),
+                data.as_ptr().cast(),
+                data.len(),
+            )
+        };
+        if rv != APR_SUCCESS as apr_status_t || self.req.aborted() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("writing to the client failed (apr status {rv})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The client socket's descriptor, to poll.
+    pub fn client_fd(&self) -> Option<RawFd> {
+        self.req.client_fd()
+    }
+
+    /// The tunnel is over: nothing more goes to the client on this connection (httpd's end
+    /// of the request writes no response after the 101; the connection closes).
+    pub fn finish(self) {
+        // SAFETY: the live request's connection, written by the handler's thread only.
+        unsafe { (*self.req.rec().connection).aborted = 1 };
+    }
+}

@@ -21,6 +21,8 @@
 //! | 0x03 | `Body` | child -> daemon | request-body bytes | [`MAX_CHUNK`] |
 //! | 0x04 | `BodyEnd` | child -> daemon | empty | 0 |
 //! | 0x05 | `Abort` | child -> daemon | empty (the client went away) | 0 |
+//! | 0x06 | `WsMessage` | both | flags u8 (1 text, 2 final part), then the message's bytes (a message larger than `MAX_CHUNK` travels in parts) | 1 + [`MAX_CHUNK`] |
+//! | 0x07 | `WsClose` | both | code u16, reason (UTF-8, the rest) | 2 + 123 |
 //! | 0x10 | `ReadBody` | daemon -> child | max u32 | exactly 4 |
 //! | 0x11 | `Head` | daemon -> child | status u16, reason len u16, reason, count u16, then per header: name len u16, name, value len u32, value | [`MAX_HEAD_FRAME`], count <= [`MAX_HEADERS`] |
 //! | 0x12 | `Chunk` | daemon -> child | response-body bytes | [`MAX_CHUNK`] |
@@ -31,6 +33,7 @@
 //! | 0x17 | `Welcome` | daemon -> child | empty: a live daemon process accepted the connection | 0 |
 //! | 0x18 | `Accepted` | daemon -> child | empty: the daemon has read the request and runs it | 0 |
 //! | 0x19 | `Watch` | daemon -> child | empty: report the client going away (`Abort`) until the response ends | 0 |
+//! | 0x1A | `WsAccept` | daemon -> child | subprotocol len u16, subprotocol (empty: none), count u16, then headers as in `Head` | [`MAX_HEAD_FRAME`] |
 //!
 //! Bounds apply to the payload (the frame minus its 5-byte header), so a frame never occupies
 //! more than [`MAX_FRAME`] + 5 bytes on the wire. [`decode`] rejects an oversized frame as soon as
@@ -85,6 +88,8 @@ pub const MAX_CHUNK: usize = 1 << 20;
 pub const MAX_HEADERS: usize = 1024;
 /// Largest `Head` payload (1 MiB).
 pub const MAX_HEAD_FRAME: usize = 1 << 20;
+/// Largest `WsClose` payload: a code and a reason that fits a WebSocket close frame.
+pub const MAX_WS_CLOSE: usize = 2 + 123;
 /// Largest payload of any frame; applies while the kind byte has not arrived yet.
 pub const MAX_FRAME: usize = MAX_ENV_FRAME;
 
@@ -102,6 +107,8 @@ pub mod kind {
     pub const BODY: u8 = 0x03;
     pub const BODY_END: u8 = 0x04;
     pub const ABORT: u8 = 0x05;
+    pub const WS_MESSAGE: u8 = 0x06;
+    pub const WS_CLOSE: u8 = 0x07;
     pub const READ_BODY: u8 = 0x10;
     pub const HEAD: u8 = 0x11;
     pub const CHUNK: u8 = 0x12;
@@ -112,11 +119,12 @@ pub mod kind {
     pub const WELCOME: u8 = 0x17;
     pub const ACCEPTED: u8 = 0x18;
     pub const WATCH: u8 = 0x19;
+    pub const WS_ACCEPT: u8 = 0x1A;
 
     /// Every kind, in numeric order.
-    pub const ALL: [u8; 15] = [
-        HELLO, REQUEST, BODY, BODY_END, ABORT, READ_BODY, HEAD, CHUNK, SEND_FILE, END, FAIL,
-        REJECT, WELCOME, ACCEPTED, WATCH,
+    pub const ALL: [u8; 18] = [
+        HELLO, REQUEST, BODY, BODY_END, ABORT, WS_MESSAGE, WS_CLOSE, READ_BODY, HEAD, CHUNK,
+        SEND_FILE, END, FAIL, REJECT, WELCOME, ACCEPTED, WATCH, WS_ACCEPT,
     ];
 }
 
@@ -139,11 +147,24 @@ pub fn max_payload_len(kind: u8) -> Option<usize> {
             0
         }
         kind::READ_BODY => 4,
-        kind::HEAD => MAX_HEAD_FRAME,
+        kind::HEAD | kind::WS_ACCEPT => MAX_HEAD_FRAME,
+        kind::WS_MESSAGE => 1 + MAX_CHUNK,
+        kind::WS_CLOSE => MAX_WS_CLOSE,
         kind::SEND_FILE => 16,
         kind::FAIL => MAX_FAIL,
         kind::REJECT => 1,
         _ => return None,
+    })
+}
+
+/// A WebSocket message as `WsMessage` frames: parts of at most `MAX_CHUNK` bytes, the last
+/// one `fin` (an empty message is one empty part).
+pub fn ws_message_frames(text: bool, data: &[u8]) -> impl Iterator<Item = Frame> + '_ {
+    let parts = data.len().div_ceil(MAX_CHUNK).max(1);
+    (0..parts).map(move |i| Frame::WsMessage {
+        text,
+        fin: i + 1 == parts,
+        data: data[i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(data.len())].to_vec(),
     })
 }
 
@@ -157,6 +178,9 @@ pub fn kind_name(kind: u8) -> Option<&'static str> {
         kind::ABORT => "Abort",
         kind::READ_BODY => "ReadBody",
         kind::HEAD => "Head",
+        kind::WS_MESSAGE => "WsMessage",
+        kind::WS_CLOSE => "WsClose",
+        kind::WS_ACCEPT => "WsAccept",
         kind::CHUNK => "Chunk",
         kind::SEND_FILE => "SendFile",
         kind::END => "End",
@@ -191,6 +215,15 @@ pub enum Frame {
     BodyEnd,
     /// Child -> daemon: the client went away; stop the request.
     Abort,
+    /// Either way, on an accepted WebSocket: (part of) a message; `fin` on its last part.
+    WsMessage {
+        text: bool,
+        fin: bool,
+        data: Vec<u8>,
+    },
+    /// Either way, on an accepted WebSocket: the closing handshake's code and reason (the
+    /// child reports a client gone without one as 1006).
+    WsClose { code: u16, reason: Vec<u8> },
     /// Daemon -> child: send up to `max` request-body bytes.
     ReadBody { max: u32 },
     /// Daemon -> child: the response status line and headers.
@@ -213,6 +246,12 @@ pub enum Frame {
     /// Daemon -> child: from now until the response ends, send `Abort` as soon as the client
     /// goes away (an ASGI application waits for `http.disconnect`).
     Watch,
+    /// Daemon -> child: the application accepted the WebSocket: send the 101 with this
+    /// subprotocol (empty: none) and headers, then relay messages.
+    WsAccept {
+        subprotocol: Vec<u8>,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     /// Daemon -> child: no response could be produced.
     Fail { code: u16, message: Vec<u8> },
     /// Daemon -> child: the request was refused before running (see `REJECT_*`).
@@ -228,6 +267,9 @@ impl Frame {
             Frame::Body(_) => kind::BODY,
             Frame::BodyEnd => kind::BODY_END,
             Frame::Abort => kind::ABORT,
+            Frame::WsMessage { .. } => kind::WS_MESSAGE,
+            Frame::WsClose { .. } => kind::WS_CLOSE,
+            Frame::WsAccept { .. } => kind::WS_ACCEPT,
             Frame::ReadBody { .. } => kind::READ_BODY,
             Frame::Head { .. } => kind::HEAD,
             Frame::Chunk(_) => kind::CHUNK,
@@ -288,6 +330,25 @@ impl fmt::Debug for Frame {
             Frame::Body(data) => f.debug_tuple("Body").field(&Bytes(data)).finish(),
             Frame::BodyEnd => f.write_str("BodyEnd"),
             Frame::Abort => f.write_str("Abort"),
+            Frame::WsMessage { text, fin, data } => f
+                .debug_struct("WsMessage")
+                .field("text", text)
+                .field("fin", fin)
+                .field("data", &Bytes(data))
+                .finish(),
+            Frame::WsClose { code, reason } => f
+                .debug_struct("WsClose")
+                .field("code", code)
+                .field("reason", &Bytes(reason))
+                .finish(),
+            Frame::WsAccept {
+                subprotocol,
+                headers,
+            } => f
+                .debug_struct("WsAccept")
+                .field("subprotocol", &Bytes(subprotocol))
+                .field("headers", &Pairs(headers))
+                .finish(),
             Frame::ReadBody { max } => f.debug_struct("ReadBody").field("max", max).finish(),
             Frame::Head {
                 status,
@@ -452,6 +513,30 @@ fn payload_len(frame: &Frame) -> Result<usize, ProtocolError> {
         }
         Frame::SendFile { .. } => Ok(16),
         Frame::Fail { message, .. } => checked(4usize.saturating_add(message.len())),
+        Frame::WsMessage { data, .. } => checked(1usize.saturating_add(data.len())),
+        Frame::WsClose { reason, .. } => checked(2usize.saturating_add(reason.len())),
+        Frame::WsAccept {
+            subprotocol,
+            headers,
+        } => {
+            if subprotocol.len() > usize::from(u16::MAX) || headers.len() > MAX_HEADERS {
+                return Err(ProtocolError::Malformed(
+                    "WsAccept subprotocol longer than 65535 bytes or more than 1024 headers",
+                ));
+            }
+            let mut len: usize = 2 + subprotocol.len() + 2;
+            for (name, value) in headers {
+                if name.len() > usize::from(u16::MAX) {
+                    return Err(ProtocolError::Malformed(
+                        "WsAccept header name longer than 65535 bytes",
+                    ));
+                }
+                len = len
+                    .saturating_add(MIN_PAIR + name.len())
+                    .saturating_add(value.len());
+            }
+            checked(len)
+        }
         Frame::Reject { .. } => Ok(1),
     }
 }
@@ -527,6 +612,25 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
             put_bytes16(out, message);
         }
         Frame::Reject { reason } => out.push(*reason),
+        Frame::WsMessage { text, fin, data } => {
+            out.push(u8::from(*text) | (u8::from(*fin) << 1));
+            out.extend_from_slice(data);
+        }
+        Frame::WsClose { code, reason } => {
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(reason);
+        }
+        Frame::WsAccept {
+            subprotocol,
+            headers,
+        } => {
+            put_bytes16(out, subprotocol);
+            out.extend_from_slice(&(headers.len() as u16).to_be_bytes());
+            for (name, value) in headers {
+                put_bytes16(out, name);
+                put_bytes32(out, value);
+            }
+        }
     }
     debug_assert_eq!(out.len() - start, HEADER_LEN + payload);
     Ok(())
@@ -748,6 +852,47 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         kind::REJECT => Frame::Reject {
             reason: r.u8("Reject shorter than its fixed size")?,
         },
+        kind::WS_MESSAGE => {
+            let flags = r.u8("WsMessage without its flags")?;
+            if flags & !3 != 0 {
+                return Err(ProtocolError::Malformed("WsMessage sets an unknown flag"));
+            }
+            return Ok(Frame::WsMessage {
+                text: flags & 1 != 0,
+                fin: flags & 2 != 0,
+                data: payload[1..].to_vec(),
+            });
+        }
+        kind::WS_CLOSE => {
+            let code = r.u16("WsClose shorter than its code")?;
+            return Ok(Frame::WsClose {
+                code,
+                reason: payload[2..].to_vec(),
+            });
+        }
+        kind::WS_ACCEPT => {
+            let subprotocol = r.bytes16("WsAccept subprotocol runs past the end of the frame")?;
+            let n = r.u16("WsAccept shorter than its header count")?;
+            let n = r.count(
+                usize::from(n),
+                MAX_HEADERS,
+                "WsAccept has more than MAX_HEADERS (1024) headers",
+                "WsAccept header count larger than the frame holds",
+            )?;
+            let mut headers = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name = r.bytes16("WsAccept header name runs past the end of the frame")?;
+                let value = r.bytes32("WsAccept header value runs past the end of the frame")?;
+                headers.push((name, value));
+            }
+            return r.finish(
+                Frame::WsAccept {
+                    subprotocol,
+                    headers,
+                },
+                "WsAccept has bytes left after its last header",
+            );
+        }
         _ => return Err(ProtocolError::UnknownKind(k)),
     };
     // Fixed-size payloads: `decode` already refused longer ones as too large.
@@ -889,6 +1034,39 @@ mod tests {
         round_trip(Frame::Welcome);
         round_trip(Frame::Accepted);
         round_trip(Frame::Watch);
+        round_trip(Frame::WsMessage {
+            text: true,
+            fin: false,
+            data: "hé".as_bytes().to_vec(),
+        });
+        round_trip(Frame::WsMessage {
+            text: false,
+            fin: true,
+            data: vec![],
+        });
+        let parts: Vec<Frame> = ws_message_frames(false, &vec![7; MAX_CHUNK + 1]).collect();
+        assert_eq!(parts.len(), 2);
+        assert!(
+            matches!(&parts[0], Frame::WsMessage { fin: false, data, .. } if data.len() == MAX_CHUNK)
+        );
+        assert!(matches!(&parts[1], Frame::WsMessage { fin: true, data, .. } if data.len() == 1));
+        let empty: Vec<Frame> = ws_message_frames(true, b"").collect();
+        assert_eq!(
+            empty,
+            vec![Frame::WsMessage {
+                text: true,
+                fin: true,
+                data: vec![]
+            }]
+        );
+        round_trip(Frame::WsClose {
+            code: 1001,
+            reason: b"going away".to_vec(),
+        });
+        round_trip(Frame::WsAccept {
+            subprotocol: b"chat".to_vec(),
+            headers: vec![(b"x-a".to_vec(), b"1".to_vec())],
+        });
         round_trip(Frame::Fail {
             code: 500,
             message: b"app raised".to_vec(),
@@ -1303,7 +1481,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_empty() {
-        for k in [0x00, 0x06, 0x0f, 0x1a, 0x80, 0xff] {
+        for k in [0x00, 0x08, 0x0f, 0x1b, 0x80, 0xff] {
             assert_eq!(decode(&raw(k, b"")), Err(ProtocolError::UnknownKind(k)));
             // Known as soon as the kind byte arrives.
             assert_eq!(

@@ -48,7 +48,7 @@ impl Rng {
 
 /// A random frame of any kind, with small sizes so that thousands of them stay fast in debug.
 pub fn random_frame(rng: &mut Rng) -> Frame {
-    match rng.below(15) {
+    match rng.below(18) {
         0 => {
             let mut secret = [0; SECRET_LEN];
             secret.copy_from_slice(&rng.bytes(SECRET_LEN));
@@ -104,6 +104,19 @@ pub fn random_frame(rng: &mut Rng) -> Frame {
         11 => Frame::Welcome,
         12 => Frame::Accepted,
         13 => Frame::Watch,
+        14 => Frame::WsMessage {
+            text: rng.below(2) == 0,
+            fin: rng.below(2) == 0,
+            data: rng.string(300),
+        },
+        15 => Frame::WsClose {
+            code: rng.next() as u16,
+            reason: rng.string(100),
+        },
+        16 => Frame::WsAccept {
+            subprotocol: rng.string(10),
+            headers: rng.pairs(4),
+        },
         _ => Frame::Reject {
             reason: rng.next() as u8,
         },

@@ -18,6 +18,13 @@
 /te             sends transfer-encoding and connection headers (dropped), single body
 /state          the lifespan state's counter, incremented per request (shallow copy)
 /pid            the process id
+/ws/echo        (WebSocket) accepts, echoes text and bytes until the client closes; records the
+                disconnect's code and reason in @STATE@/ws-<tag>
+/ws/deny        (WebSocket) closes before accepting: 403
+/ws/deny-body   (WebSocket) denies with its own response (websocket.http.response): 418
+/ws/close       (WebSocket) accepts, sends "bye", closes with 4001 "done"
+/ws/raise       (WebSocket) accepts, then raises: close 1011
+/ws/subprotocol (WebSocket) accepts the client's last offered subprotocol, with a header
 """
 
 import asyncio
@@ -90,9 +97,50 @@ async def lifespan(scope, receive, send):
             return
 
 
+async def websocket(scope, receive, send):
+    path = scope["path"][len(scope["root_path"]):]
+    qs = scope["query_string"].decode()
+    args = dict(p.split("=", 1) for p in qs.split("&") if "=" in p)
+    m = await receive()
+    assert m["type"] == "websocket.connect", m
+    if path == "/ws/deny":
+        return await send({"type": "websocket.close"})
+    if path == "/ws/deny-body":
+        await send({"type": "websocket.http.response.start", "status": 418,
+                    "headers": [(b"content-type", b"text/plain")]})
+        return await send({"type": "websocket.http.response.body", "body": b"no tea here"})
+    if path == "/ws/subprotocol":
+        offered = scope["subprotocols"]
+        await send({"type": "websocket.accept", "subprotocol": offered[-1],
+                    "headers": [(b"x-ws", b"yes")]})
+        await send({"type": "websocket.send", "text": json.dumps(
+            {"offered": offered, "scheme": scope["scheme"], "path": scope["path"]})})
+        m = await receive()
+        return
+    await send({"type": "websocket.accept"})
+    if path == "/ws/close":
+        await send({"type": "websocket.send", "text": "bye"})
+        return await send({"type": "websocket.close", "code": 4001, "reason": "done"})
+    if path == "/ws/raise":
+        await send({"type": "websocket.send", "text": "about to fail"})
+        raise RuntimeError("boom in a WebSocket")
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            _record("ws-" + args.get("tag", "echo"), {"code": m["code"],
+                                                       "reason": m.get("reason", "")})
+            return
+        if m.get("text") is not None:
+            await send({"type": "websocket.send", "text": m["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": m["bytes"]})
+
+
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
+    if scope["type"] == "websocket":
+        return await websocket(scope, receive, send)
     assert scope["type"] == "http"
     path = scope["path"][len(scope["root_path"]):] or "/"
     qs = scope["query_string"].decode()

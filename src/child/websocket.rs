@@ -1,0 +1,262 @@
+//! A WebSocket in daemon mode, the httpd child's side: the handshake's checks before the
+//! request goes to the daemon, then, once the ASGI application accepts (`WsAccept`), the 101
+//! and the tunnel: client frames decoded (`websocket::frame`, pings answered here) and relayed
+//! to the daemon as whole messages, the daemon's messages and close framed for the client,
+//! until the daemon ends the session (`End`). Runs in the httpd child, on the worker thread
+//! that serves the request (an open WebSocket holds it, as mod_proxy's tunnel does).
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use crate::daemon::conn::Conn;
+use crate::httpd::request::Request;
+use crate::protocol::{self, Frame};
+use crate::websocket::frame::{self, Decoder, Event};
+use crate::websocket::handshake::{self, Upgrade};
+
+/// The largest message a client may send (uvicorn's default): larger is closed with 1009.
+pub const MAX_MESSAGE: usize = 16 << 20;
+/// An idle tunnel pings the client this often, so proxies and NATs keep it open.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// Close codes the child reports for the client (RFC 6455 7.1.5, 7.4.1).
+const ABNORMAL: u16 = 1006;
+const NO_STATUS: u16 = 1005;
+const NORMAL: u16 = 1000;
+const INTERNAL: u16 = 1011;
+/// How long the daemon may take to end a session once the client has closed it.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a request (its CGI environ) opens a WebSocket, from the handshake headers.
+pub fn upgrade<K: AsRef<[u8]>>(env: &[(K, Vec<u8>)]) -> Upgrade {
+    let get = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key.as_ref() == k.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    };
+    handshake::check(
+        get("REQUEST_METHOD").unwrap_or(b""),
+        get("SERVER_PROTOCOL").unwrap_or(b""),
+        |name| {
+            let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
+            get(&key)
+        },
+    )
+}
+
+/// How a tunnel ended.
+pub enum Ended {
+    /// The daemon ended the session (`End`): the connection to it can be reused.
+    Clean,
+    /// The daemon's side failed (it died, or broke the protocol): say why.
+    DaemonLost(String),
+}
+
+struct Session<'a> {
+    daemon: &'a mut Conn,
+    client: crate::httpd::request::Tunnel,
+    /// The client can still be read from (no close frame from it, no EOF).
+    client_open: bool,
+    /// A close frame went to the client.
+    close_sent: bool,
+    /// A `WsClose` went to the daemon.
+    daemon_told: bool,
+    /// The daemon's message being framed: the next part is a continuation.
+    continuing: bool,
+    out: Vec<u8>,
+}
+
+impl Session<'_> {
+    fn send_client(&mut self, opcode: u8, payload: &[u8], fin: bool) {
+        if self.close_sent {
+            return;
+        }
+        self.out.clear();
+        frame::encode(opcode, payload, fin, &mut self.out);
+        if self.client.write(&self.out).is_err() {
+            self.client_gone();
+        }
+    }
+
+    fn close_client(&mut self, code: u16, reason: &str) {
+        if self.close_sent {
+            return;
+        }
+        self.out.clear();
+        frame::close_frame(code, reason, &mut self.out);
+        let _ = self.client.write(&self.out);
+        self.close_sent = true;
+    }
+
+    /// The client is gone without a close frame.
+    fn client_gone(&mut self) {
+        self.client_open = false;
+        self.close_sent = true;
+        self.tell_daemon(ABNORMAL, "");
+    }
+
+    fn tell_daemon(&mut self, code: u16, reason: &str) {
+        if !self.daemon_told {
+            self.daemon_told = true;
+            let mut reason = reason.as_bytes().to_vec();
+            reason.truncate(protocol::MAX_WS_CLOSE - 2);
+            let _ = self.daemon.send(&Frame::WsClose { code, reason });
+        }
+    }
+
+    /// One event from the client.
+    fn client_event(&mut self, e: Event) -> std::io::Result<()> {
+        match e {
+            Event::Message { text, data } => {
+                if self.daemon_told {
+                    return Ok(());
+                }
+                for f in protocol::ws_message_frames(text, &data) {
+                    self.daemon.send(&f)?;
+                }
+            }
+            Event::Ping(payload) => self.send_client(frame::PONG, &payload, true),
+            Event::Pong(_) => {}
+            Event::Close { code, reason } => {
+                self.client_open = false;
+                // The closing handshake: echo the code (none: a bare close).
+                if !self.close_sent {
+                    self.out.clear();
+                    match code {
+                        Some(c) => frame::close_frame(c, "", &mut self.out),
+                        None => frame::encode(frame::CLOSE, &[], true, &mut self.out),
+                    }
+                    let _ = self.client.write(&self.out);
+                    self.close_sent = true;
+                }
+                self.tell_daemon(code.unwrap_or(NO_STATUS), &reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the client has sent (everything, until it would wait: TLS records are
+    /// decrypted ahead of the socket).
+    fn read_client(&mut self, dec: &mut Decoder, buf: &mut [u8]) -> std::io::Result<()> {
+        while self.client_open {
+            match self.client.read(buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    dec.feed(&buf[..n]);
+                    loop {
+                        match dec.next_event() {
+                            Ok(Some(e)) => self.client_event(e)?,
+                            Ok(None) => break,
+                            Err(f) => {
+                                self.client_open = false;
+                                self.close_client(f.code, f.why);
+                                self.tell_daemon(f.code, f.why);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(_) => self.client_gone(),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answers the handshake (101) and relays until the daemon ends the session.
+pub fn run(
+    req: Request,
+    daemon: &mut Conn,
+    key: &str,
+    subprotocol: &[u8],
+    headers: &[(Vec<u8>, Vec<u8>)],
+) -> Ended {
+    let accept = handshake::accept(key);
+    let client = req.switch_to_websocket(
+        &accept,
+        (!subprotocol.is_empty()).then_some(subprotocol),
+        headers,
+    );
+    let client_fd = client.client_fd();
+    let mut s = Session {
+        daemon,
+        client,
+        client_open: client_fd.is_some(),
+        close_sent: false,
+        daemon_told: false,
+        continuing: false,
+        out: Vec::new(),
+    };
+    let mut dec = Decoder::new(MAX_MESSAGE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_ping = Instant::now();
+    let mut told_at: Option<Instant> = None;
+    let ended = loop {
+        if let Err(e) = s.read_client(&mut dec, &mut buf) {
+            break Ended::DaemonLost(format!("writing to the daemon failed: {e}"));
+        }
+        if !s.client_open && !s.daemon_told {
+            s.tell_daemon(ABNORMAL, "");
+        }
+        // The client is done: the application has this long to end the session.
+        if s.daemon_told && told_at.get_or_insert_with(Instant::now).elapsed() > CLOSE_WAIT {
+            break Ended::DaemonLost(
+                "the application did not end the session after the client closed it".into(),
+            );
+        }
+        if !s.daemon.more_buffered() {
+            let watch = if s.client_open { client_fd } else { None };
+            let (daemon_ready, _) = crate::sys::wait_either(
+                s.daemon.fd(),
+                watch,
+                PING_EVERY.min(Duration::from_secs(1)),
+            );
+            if !daemon_ready {
+                if s.client_open && last_ping.elapsed() >= PING_EVERY {
+                    s.send_client(frame::PING, b"", true);
+                    last_ping = Instant::now();
+                }
+                continue;
+            }
+        }
+        match s.daemon.recv() {
+            Ok(Frame::WsMessage { text, fin, data }) => {
+                let opcode = if s.continuing {
+                    frame::CONTINUATION
+                } else if text {
+                    frame::TEXT
+                } else {
+                    frame::BINARY
+                };
+                s.continuing = !fin;
+                if s.client_open || !s.close_sent {
+                    s.send_client(opcode, &data, fin);
+                }
+            }
+            Ok(Frame::WsClose { code, reason }) => {
+                let reason = String::from_utf8_lossy(&reason).into_owned();
+                s.close_client(code, &reason);
+            }
+            Ok(Frame::End) => {
+                s.close_client(NORMAL, "");
+                // The last frame of the session from this side: after it the daemon reads the
+                // next request (messages already sent before it are skipped by the daemon).
+                s.tell_daemon(NORMAL, "");
+                break Ended::Clean;
+            }
+            Ok(Frame::Fail { message, .. }) => {
+                s.close_client(INTERNAL, "");
+                break Ended::DaemonLost(String::from_utf8_lossy(&message).into_owned());
+            }
+            Ok(other) => {
+                s.close_client(INTERNAL, "");
+                break Ended::DaemonLost(format!("unexpected {} frame", other.name()));
+            }
+            Err(e) => {
+                s.close_client(INTERNAL, "");
+                break Ended::DaemonLost(format!("the daemon closed the connection: {e}"));
+            }
+        }
+    };
+    s.client.finish();
+    ended
+}
