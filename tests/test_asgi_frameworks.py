@@ -310,3 +310,66 @@ def test_concurrent_clients_share_one_loop(pair):
     for t in threads:
         t.join()
     assert results == [(200, "yes")] * 80
+
+
+# --------------------------------------------------------------------------- WebSockets
+
+def _session(port: int, path: str, steps, headers=()):
+    """Runs `steps(ws)` on a WebSocket to `port` and returns what it collected."""
+    ws = harness.WebSocket(port, path, headers=headers, timeout=REQ_TIMEOUT)
+    try:
+        return steps(ws)
+    finally:
+        ws.shutdown()
+
+
+def _close_code(payload: bytes):
+    return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+
+
+def test_starlette_websocket_against_uvicorn(pair):
+    a, u = pair("starlette")
+
+    def steps(ws):
+        out = [ws.status, ws.accept_ok(), ws.headers.get("Sec-WebSocket-Protocol")]
+        ws.send_text("hello")
+        out.append(ws.recv_message())
+        ws.send_bytes(b"\x00\x01\x02abc")
+        out.append(ws.recv_message())
+        ws.send_text("bye")
+        op, payload = ws.recv()
+        out.append((op, _close_code(payload), payload[2:]))
+        return out
+
+    hdrs = [("Sec-WebSocket-Protocol", "chat.v1, chat.v0")]
+    ours = _session(a.port, f"{MOUNT}/ws", steps, hdrs)
+    theirs = _session(u.port, f"{MOUNT}/ws", steps, hdrs)
+    assert ours == theirs
+    assert ours[:3] == [101, True, "chat.v1"]
+    assert json.loads(ours[3][1]) == {"n": 1, "echo": "hello", "state": "yes"}
+    assert ours[4] == (0x2, b"cba\x02\x01\x00")
+    assert ours[5] == (0x8, 4000, b"see you")
+    # Closed before accept: both refuse the handshake with 403.
+    assert harness.WebSocket(a.port, f"{MOUNT}/ws-denied").status == 403
+    assert harness.WebSocket(u.port, f"{MOUNT}/ws-denied").status == 403
+
+
+def test_fastapi_websocket_against_uvicorn(pair):
+    a, u = pair("fastapi")
+
+    def steps(ws):
+        out = [ws.status]
+        if ws.status == 101:
+            ws.send_text("abc")
+            out.append(ws.recv_message())
+            ws.close(1000)
+            op, payload = ws.recv()
+            out.append((op, _close_code(payload)))
+        return out
+
+    for path in (f"{MOUNT}/ws/lobby?token=t1", f"{MOUNT}/ws/lobby"):
+        ours = _session(a.port, path, steps)
+        theirs = _session(u.port, path, steps)
+        assert ours == theirs, path
+    assert json.loads(_session(a.port, f"{MOUNT}/ws/lobby?token=t1", steps)[1][1]) == {
+        "room": "lobby", "token": "t1", "text": "ABC"}

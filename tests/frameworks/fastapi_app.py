@@ -4,7 +4,8 @@ injection, a sync endpoint (run in anyio's thread pool), uploads, the OpenAPI sc
 
 import hashlib
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
+from fastapi import (Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile,
+                     WebSocket, WebSocketDisconnect)
 from pydantic import BaseModel
 
 from asgi_mount import mounted as _mounted
@@ -51,6 +52,18 @@ async def upload(file: UploadFile = File(...), note: str = Form(...)):
 @app.get("/teapot")
 async def teapot():
     raise HTTPException(status_code=418, detail="short and stout")
+
+
+@app.websocket("/ws/{room}")
+async def ws_room(websocket: WebSocket, room: str, token: str = Query(...)):
+    # Path and query parameters validated on a WebSocket (a missing token closes it: 1008).
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_json({"room": room, "token": token, "text": text.upper()})
+    except WebSocketDisconnect:
+        pass
 
 
 mounted = _mounted(app, "/app")

@@ -11,7 +11,8 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse,
                                  RedirectResponse, StreamingResponse)
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asgi_mount import mounted as _mounted
 
@@ -95,7 +96,37 @@ async def background(request):
     return PlainTextResponse("queued", background=BackgroundTask(done))
 
 
+async def ws_chat(websocket: WebSocket):
+    # Subprotocol negotiation, then an echo of text and bytes with a counter, until the client
+    # sends "bye" (the server closes with 4000) or closes itself.
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=offered[0] if offered else None)
+    n = 0
+    try:
+        while True:
+            m = await websocket.receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            n += 1
+            if m.get("text") == "bye":
+                await websocket.close(code=4000, reason="see you")
+                return
+            if m.get("text") is not None:
+                await websocket.send_json({"n": n, "echo": m["text"],
+                                           "state": websocket.state.started})
+            else:
+                await websocket.send_bytes(m["bytes"][::-1])
+    except WebSocketDisconnect:
+        return
+
+
+async def ws_denied(websocket: WebSocket):
+    await websocket.close(code=1008)
+
+
 app = Starlette(routes=[
+    WebSocketRoute("/ws", ws_chat),
+    WebSocketRoute("/ws-denied", ws_denied),
     Route("/items/{item_id:int}", item, name="item"),
     Route("/items", create, methods=["POST"]),
     Route("/form", form, methods=["POST"]),
