@@ -411,6 +411,29 @@ def test_websocket_subprotocol_headers_and_protocol_errors(apache_factory, mode)
     s.close()
 
 
+def test_websocket_closed_on_graceful_restart(apache_factory, mode):
+    srv = apache_factory()
+    _start(srv)
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=restart", timeout=30)
+    assert ws.accept_ok()
+    ws.send_text("before")
+    assert ws.recv_message() == (0x1, b"before")
+    srv.graceful()
+    # The socket is closed, not left hanging: 1001 (the httpd child goes away) or 1012 (the
+    # daemon restarts), whichever notices first; the application got the disconnect.
+    op, payload = ws.recv_message()
+    assert op == 0x8 and _close_code(payload) in (1001, 1012), (op, payload)
+    assert _wait_file(srv.state / "ws-restart")["code"] in (1001, 1012)
+    ws.shutdown()
+    # New sockets are served by the new generation.
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=after")
+    assert ws.accept_ok()
+    ws.send_text("after")
+    assert ws.recv_message() == (0x1, b"after")
+    ws.close()
+    ws.shutdown()
+
+
 @pytest.mark.embedded_only
 def test_embedded_mode_refuses_asgi_with_the_fix(apache_factory, mode):
     srv = apache_factory()

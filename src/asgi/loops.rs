@@ -278,6 +278,25 @@ pub fn submit<K: AsRef<[u8]>>(
     Ok(())
 }
 
+/// Tells every event loop of this process that it is stopping: open WebSockets close with
+/// 1012 (service restart). Called by the process's main thread, not attached to Python.
+pub fn going_away() {
+    let groups: Vec<String> = servers().iter().map(|(g, _)| g.clone()).collect();
+    for g in &groups {
+        let which = Which::for_request(g.is_empty(), g);
+        let _ = interp::enter(which, |py, _| -> PyResult<()> {
+            let server = servers()
+                .iter()
+                .find(|(n, _)| n == g)
+                .map(|(_, s)| s.clone_ref(py));
+            if let Some(server) = server {
+                server.bind(py).call_method1("going_away", (1012,))?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Stops every event loop of this process: each runs its applications' lifespan shutdown
 /// (within `timeout`), then stops. Returns once all are done or `timeout` (plus a moment) has
 /// passed. Called by the process's main thread, not attached to Python.

@@ -15,4 +15,4 @@ pub mod loops;
 #[cfg(not(any(test, fuzzing)))]
 pub use link::{Admitted, Host, Link};
 #[cfg(not(any(test, fuzzing)))]
-pub use loops::{Hooks, Kind, kind_of, stop_all, submit};
+pub use loops::{Hooks, Kind, going_away, kind_of, stop_all, submit};

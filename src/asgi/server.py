@@ -60,6 +60,16 @@ class Server:
         body_length, request_id), with its connection."""
         self.loop.call_soon_threadsafe(self._adopt, link, parts)
 
+    def going_away(self, code):
+        """From another thread: the process is stopping; open WebSockets are closed with
+        `code` (1012, service restart) and their applications get the disconnect."""
+        self.loop.call_soon_threadsafe(self._going_away, code)
+
+    def _going_away(self, code):
+        for conn in list(self.connections):
+            if isinstance(conn.cycle, WebSocketCycle):
+                conn.cycle.going_away(code)
+
     def stop(self, done):
         """From another thread: run the lifespan shutdowns, stop the loop, then call
         `done()`."""
@@ -655,6 +665,17 @@ class WebSocketCycle(_Cycle):
             self.remote_closed = True
             self.events.append({"type": "websocket.disconnect", "code": 1006, "reason": ""})
         super()._lost()
+
+    def going_away(self, code):
+        """The process is stopping: the client is told (close `code`), the application gets
+        the disconnect; the session ends when it returns."""
+        if self.accepted and not self.close_sent and not self.remote_closed and not self.broken:
+            self.link.ws_close(code, "service restart")
+            self.close_sent = True
+            self._push()
+            self.events.append(
+                {"type": "websocket.disconnect", "code": code, "reason": "service restart"})
+            self._wake()
 
     def _frames(self, frames):
         for kind, data in frames:

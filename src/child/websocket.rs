@@ -23,6 +23,8 @@ const ABNORMAL: u16 = 1006;
 const NO_STATUS: u16 = 1005;
 const NORMAL: u16 = 1000;
 const INTERNAL: u16 = 1011;
+/// The httpd child is stopping (graceful restart, stop): RFC 6455 "going away".
+const GOING_AWAY: u16 = 1001;
 /// How long the daemon may take to end a session once the client has closed it.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
 
@@ -202,6 +204,13 @@ pub fn run(
             break Ended::DaemonLost(
                 "the application did not end the session after the client closed it".into(),
             );
+        }
+        // This child is stopping (a graceful restart, a stop): the client is told it goes away
+        // and the application gets the disconnect; the session ends when it returns.
+        if s.client_open && crate::httpd::request::mpm_stopping() {
+            s.client_open = false;
+            s.close_client(GOING_AWAY, "server going away");
+            s.tell_daemon(GOING_AWAY, "server going away");
         }
         if !s.daemon.more_buffered() {
             let watch = if s.client_open { client_fd } else { None };

@@ -190,6 +190,8 @@ pub fn run(l: Launch) -> ! {
         Level::Info,
         &format!("daemon process of group '{name}' stopping: {why}"),
     );
+    // Open WebSockets close now (1012), so the drain below is not spent waiting for them.
+    crate::asgi::going_away();
     let deadline = Instant::now() + grace;
     // Workers leave their accept loop within one poll interval once idle, busy ones when their
     // request is done; only then is nothing of the shared listen queue taken by this process.

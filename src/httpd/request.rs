@@ -54,6 +54,15 @@ pub fn mpm_sizes() -> (i32, i32) {
     (threads, query(AP_MPMQ_MAX_DAEMONS).max(1))
 }
 
+/// Whether this child's MPM is stopping (a graceful restart or a stop): long-lived work such
+/// as a WebSocket tunnel should end.
+pub fn mpm_stopping() -> bool {
+    let mut v: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int for a valid query code.
+    unsafe { ap_mpm_query(AP_MPMQ_MPM_STATE, &mut v) };
+    v == AP_MPMQ_STOPPING
+}
+
 /// What `r->finfo` says the target is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileType {
