@@ -6,6 +6,7 @@ harness.http_request are the clients."""
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -430,6 +431,28 @@ def test_websocket_closed_on_graceful_restart(apache_factory, mode):
     assert ws.accept_ok()
     ws.send_text("after")
     assert ws.recv_message() == (0x1, b"after")
+    ws.close()
+    ws.shutdown()
+
+
+def test_websocket_when_its_daemon_is_killed(apache_factory, mode):
+    srv = apache_factory(daemon_options="processes=1 threads=2")
+    _start(srv)
+    srv.allow_log(r"exit signal|RW0016")
+    pid = int(srv.request("GET", "/api/pid").body)
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=killed", timeout=15)
+    assert ws.accept_ok()
+    ws.send_text("x")
+    assert ws.recv_message() == (0x1, b"x")
+    os.kill(pid, signal.SIGKILL)
+    # The client is told at once (1011), not left with a socket that never answers.
+    op, payload = ws.recv_message()
+    assert op == 0x8 and _close_code(payload) == 1011, (op, payload)
+    ws.shutdown()
+    # The replacement serves new sockets.
+    assert harness.wait_for(lambda: srv.request("GET", "/api/pid").status == 200, 30, 0.2)
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=replaced")
+    assert ws.accept_ok()
     ws.close()
     ws.shutdown()
 
