@@ -139,7 +139,7 @@ impl Link {
                 &log,
             )
             .filter(|app| {
-                super::loops::kind_of(py, it, app, req.meta.interface, &log) == super::Kind::Asgi
+                super::call::kind_of(py, it, app, req.meta.interface, &log) == super::Kind::Asgi
             }),
             _ => None,
         };
@@ -158,7 +158,7 @@ impl Link {
             Admitted::Refused { .. } => return Ok((None, released)),
         }
         self.host.started();
-        let parts = super::loops::request_parts(py, &req, &app)?;
+        let parts = super::call::request_parts(py, &req, &app)?;
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.busy = true;
         s.counts = req.counts_as_activity();
