@@ -358,9 +358,12 @@ def frame(kind: int, payload: bytes) -> bytes:
     return struct.pack(">IB", len(payload) + 1, kind) + payload
 
 
-# The wire protocol's version (src/protocol/mod.rs PROTOCOL_VERSION) and the size of the typed
-# request facts (RequestMeta) that open a Request payload.
-PROTOCOL_VERSION = 2
+# The wire protocol's version, read from src/protocol/mod.rs (so a version bump cannot leave
+# these tests talking the old one), and the size of the typed request facts (RequestMeta) that
+# open a Request payload.
+PROTOCOL_VERSION = int(re.search(
+    r"pub const PROTOCOL_VERSION: u16 = (\d+);",
+    (harness.TESTS_DIR.parent / "src" / "protocol" / "mod.rs").read_text()).group(1))
 META_LEN = 39
 
 
