@@ -29,10 +29,13 @@ import test_frameworks as fw
 from test_frameworks import venv  # noqa: F401  (the session fixture)
 
 MOUNT = fw.MOUNT
-ENTRIES = {  # framework -> module in <site>/app (mod_rwsgi: its `app`; uvicorn: `mounted`)
-    "starlette": "starlette_app",
-    "fastapi": "fastapi_app",
-    "quart": "quart_app",
+ENTRIES = {  # framework -> (module in <site>/app, its callable): mod_rwsgi mounts the module's
+    # file with that callable, uvicorn serves the module's `mounted`
+    "starlette": ("starlette_app", "app"),
+    "fastapi": ("fastapi_app", "app"),
+    "quart": ("quart_app", "app"),
+    # Django's own asgi.py (get_asgi_application), as its deployment docs have it.
+    "django": ("djangosite.asgi", "application"),
 }
 REQ_TIMEOUT = fw.REQ_TIMEOUT
 
@@ -47,7 +50,7 @@ class Uvicorn:
         lsock.listen(128)
         self.port = lsock.getsockname()[1]
         cmd = [str(venv / "bin" / "python"), "-m", "uvicorn", "--fd", str(lsock.fileno()),
-               "--app-dir", str(site / "app"), "--lifespan", "on", "--no-access-log",
+               "--app-dir", str(site / "app"), "--lifespan", "auto", "--no-access-log",
                "--log-level", "warning", f"{module}:mounted"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         with open(site / "uvicorn.out", "wb") as out, lsock:
@@ -81,7 +84,7 @@ def uvicorns(venv):  # noqa: F811
     def start(framework):
         root = Path(tempfile.mkdtemp(prefix=f"rwsgi-uvicorn-{framework}-", dir="/tmp"))
         roots.append(root)
-        return Uvicorn(venv, fw.make_site(root), ENTRIES[framework])
+        return Uvicorn(venv, fw.make_site(root), ENTRIES[framework][0])
 
     servers = fw.Servers(start)
     yield servers
@@ -101,8 +104,10 @@ def apaches(venv):  # noqa: F811
         srv.site = site
         app_dir = site / "app"
         srv.daemon_options = f"processes=2 threads=10 python-home={venv} python-path={app_dir}"
+        module, callable_ = ENTRIES[framework]
         srv.start("WSGIChunkedRequest On\n"
-                  + srv.mount(MOUNT, app_dir / f"{ENTRIES[framework]}.py", callable_object="app"))
+                  + srv.mount(MOUNT, app_dir / (module.replace(".", "/") + ".py"),
+                              callable_object=callable_))
         # An exception the framework turns into a 500 is still logged with its traceback.
         srv.allow_log(r"RW0007")
         return srv
@@ -310,6 +315,32 @@ def test_concurrent_clients_share_one_loop(pair):
     for t in threads:
         t.join()
     assert results == [(200, "yes")] * 80
+
+
+# --------------------------------------------------------------------------- Django
+
+def test_django_async_views_under_asgi(pair):
+    body = os.urandom(150_000)
+
+    def steps(c, s):
+        return [c.get(f"{MOUNT}/async/?n=7"),
+                c.get(f"{MOUNT}/async-stream/?n=4"),
+                c.get(f"{MOUNT}/stream/?n=30"),
+                c.request("POST", f"{MOUNT}/async-echo/", body,
+                          [("Content-Type", "application/octet-stream")]),
+                c.get(f"{MOUNT}/echo-path/caf%C3%A9%20x/?q=1&q=2")]
+
+    (asyncv, astream, stream, echo, path), a = both(pair, "django", steps)
+    assert asyncv.json() == {"n": 7, "total": sum(i * i for i in range(7)), "method": "GET"}
+    # Django runs the view next to a task that waits on receive() for the client going away:
+    # receive() must block after the body, or every view would be cancelled at once.
+    assert astream.body == b"".join(b"async row %d\n" % i for i in range(4))
+    assert stream.status == 200 and stream.headers.get("X-Rows") == "30"
+    assert echo.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                           "content_type": "application/octet-stream"}
+    assert path.json()["path"] == f"{MOUNT}/echo-path/café x/"
+    # Django answers the lifespan scope with ValueError: served without lifespan, said once.
+    assert a.wait_for_log(r"ASGI lifespan not supported by .*ValueError")
 
 
 # --------------------------------------------------------------------------- WebSockets

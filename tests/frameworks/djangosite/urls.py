@@ -12,6 +12,8 @@ urlpatterns = [
     path("stream/", views.stream, name="stream"),
     path("blob/", views.blob, name="blob"),
     path("async/", views.async_view, name="async"),
+    path("async-stream/", views.async_stream, name="async-stream"),
+    path("async-echo/", views.async_echo, name="async-echo"),
     path("runtime/", views.runtime, name="runtime"),
     path("echo-path/<path:rest>", views.echo_path, name="echo-path"),
 ]

@@ -1,5 +1,5 @@
 """Views of the Django test project: a file upload through a form, a StreamingHttpResponse, a
-FileResponse."""
+FileResponse, and async views (served by WSGI and by ASGI)."""
 
 import asyncio
 import hashlib
@@ -10,6 +10,7 @@ from django.core.files.storage import default_storage
 from django.conf import settings
 from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
 
 
 class UploadForm(forms.Form):
@@ -57,6 +58,28 @@ async def async_view(request):
     n = int(request.GET.get("n", "10"))
     results = await asyncio.gather(*(asyncio.sleep(0.001, result=i * i) for i in range(n)))
     return JsonResponse({"n": n, "total": sum(results), "method": request.method})
+
+
+async def async_stream(request):
+    # An async StreamingHttpResponse (served as such under ASGI).
+    n = int(request.GET.get("n", "5"))
+
+    async def rows():
+        for i in range(n):
+            await asyncio.sleep(0.01)
+            yield f"async row {i}\n"
+
+    return StreamingHttpResponse(rows(), content_type="text/plain; charset=utf-8")
+
+
+@csrf_exempt
+async def async_echo(request):
+    # An async view reading the request body (Django reads it before the view runs and then
+    # listens for the client going away while the view runs).
+    body = request.body
+    await asyncio.sleep(0.05)
+    return JsonResponse({"length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                         "content_type": request.content_type})
 
 
 def runtime(request):
