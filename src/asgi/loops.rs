@@ -150,62 +150,55 @@ pub fn submit<K: AsRef<[u8]>>(
     Ok(())
 }
 
-/// Tells every event loop of this process that it is stopping: open WebSockets close with
-/// 1012 (service restart). Called by the process's main thread, not attached to Python.
-pub fn going_away() {
+/// Calls `f` with each started server, in its interpreter; how many calls succeeded. Called
+/// by the process's main thread, not attached to Python.
+fn each_server(f: impl Fn(Python<'_>, &Bound<'_, PyAny>) -> PyResult<()>) -> usize {
     let groups: Vec<String> = servers().iter().map(|(g, _)| g.clone()).collect();
+    let mut done = 0;
     for g in &groups {
-        let which = Which::for_request(g.is_empty(), g);
-        let _ = interp::enter(which, |py, _| -> PyResult<()> {
-            let server = servers()
-                .iter()
-                .find(|(n, _)| n == g)
-                .map(|(_, s)| s.clone_ref(py));
-            if let Some(server) = server {
-                server.bind(py).call_method1("going_away", (1012,))?;
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Stops every event loop of this process: each runs its applications' lifespan shutdown
-/// (within `timeout`), then stops. Returns once all are done or `timeout` (plus a moment) has
-/// passed. Called by the process's main thread, not attached to Python.
-pub fn stop_all(timeout: Duration) {
-    let groups: Vec<String> = servers().iter().map(|(g, _)| g.clone()).collect();
-    if groups.is_empty() {
-        return;
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut asked = 0;
-    for g in &groups {
-        let tx = tx.clone();
         let which = Which::for_request(g.is_empty(), g);
         let r = interp::enter(which, |py, _| -> PyResult<()> {
             let server = servers()
                 .iter()
                 .find(|(n, _)| n == g)
                 .map(|(_, s)| s.clone_ref(py));
-            let Some(server) = server else {
-                return Ok(());
-            };
-            let done = pyo3::types::PyCFunction::new_closure(
-                py,
-                None,
-                None,
-                move |_a: &Bound<'_, PyTuple>, _k: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
-                    let _ = tx.send(());
-                    Ok(())
-                },
-            )?;
-            server.bind(py).call_method1("stop", (done,))?;
-            Ok(())
+            match server {
+                Some(server) => f(py, server.bind(py)),
+                None => Ok(()),
+            }
         });
         if matches!(r, Ok(Ok(()))) {
-            asked += 1;
+            done += 1;
         }
     }
+    done
+}
+
+/// Tells every event loop of this process that it is stopping: open WebSockets close with
+/// 1012 (service restart).
+pub fn going_away() {
+    each_server(|_, server| server.call_method1("going_away", (1012,)).map(|_| ()));
+}
+
+/// Stops every event loop of this process: each runs its applications' lifespan shutdown
+/// (within `timeout`), then stops. Returns once all are done or `timeout` (plus a moment) has
+/// passed.
+pub fn stop_all(timeout: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let asked = each_server(|py, server| {
+        let tx = tx.clone();
+        let done = pyo3::types::PyCFunction::new_closure(
+            py,
+            None,
+            None,
+            move |_a: &Bound<'_, PyTuple>, _k: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+                let _ = tx.send(());
+                Ok(())
+            },
+        )?;
+        server.call_method1("stop", (done,))?;
+        Ok(())
+    });
     let deadline = std::time::Instant::now() + timeout + Duration::from_millis(500);
     for _ in 0..asked {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -25,6 +25,14 @@ READ_SIZE = 64 * 1024
 _PHRASES = {s.value: s.phrase for s in http.HTTPStatus}
 
 
+def _response_start(message):
+    """The (status, headers) of an http.response.start-shaped message, the status checked."""
+    status = message["status"]
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError("ASGI: invalid status %r" % (status,))
+    return status, message.get("headers", ())
+
+
 class ClientDisconnected(OSError):
     """Raised by `send()` once the client has gone away (ASGI HTTP spec 2.4)."""
 
@@ -517,10 +525,7 @@ class HttpCycle(_Cycle):
         elif t == "http.response.start":
             if self.started:
                 raise RuntimeError("ASGI: http.response.start sent twice")
-            status = message["status"]
-            if type(status) is not int or not 100 <= status <= 599:
-                raise ValueError("ASGI: invalid status %r" % (status,))
-            self.start = (status, message.get("headers", ()))
+            self.start = _response_start(message)
             self.started = True
         elif t == "http.response.pathsend":
             if not self.started or self.start is None:
@@ -751,10 +756,7 @@ class WebSocketCycle(_Cycle):
         elif t == "websocket.http.response.start":
             if self.accepted or self.responded or self.close_sent:
                 raise RuntimeError("ASGI: a denial response after the handshake was answered")
-            status = message["status"]
-            if type(status) is not int or not 100 <= status <= 599:
-                raise ValueError("ASGI: invalid status %r" % (status,))
-            self.http_start = (status, message.get("headers", ()))
+            self.http_start = _response_start(message)
             self.responded = True
         elif t == "websocket.http.response.body":
             if not self.responded or self.complete:

@@ -35,6 +35,11 @@ pub fn upgrade<K: AsRef<[u8]>>(env: &[(K, Vec<u8>)]) -> Upgrade {
             .find(|(key, _)| key.as_ref() == k.as_bytes())
             .map(|(_, v)| v.as_slice())
     };
+    // Every daemon-mode request passes here: without an Upgrade header, nothing else is
+    // looked at.
+    if get("HTTP_UPGRADE").is_none() {
+        return Upgrade::No;
+    }
     handshake::check(
         get("REQUEST_METHOD").unwrap_or(b""),
         get("SERVER_PROTOCOL").unwrap_or(b""),

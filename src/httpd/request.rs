@@ -692,14 +692,11 @@ impl Output {
 
 /// A WebSocket's tunnel over the request's connection, after the 101: bytes from the client
 /// read through the connection's input filters without waiting, bytes to it written through
-/// its output filters and flushed (mod_ssl and the like stay in the path).
+/// its output filters and flushed (mod_ssl and the like stay in the path). Its brigade and
+/// error check are the response `Output`'s.
 pub struct Tunnel {
-    req: Request,
-    bb: NonNull<apr_bucket_brigade>,
+    out: Output,
 }
-
-// SAFETY: as `Output`: the brigade belongs to the request, used by the handler's thread only.
-unsafe impl Send for Tunnel {}
 
 impl Request {
     /// Answers the WebSocket handshake with the 101 (`accept`, the chosen subprotocol and the
@@ -723,16 +720,10 @@ impl Request {
         }
         let accept = self.pool_copy(accept.as_bytes());
         let protocol = protocol.map_or(ptr::null_mut(), |v| self.pool_copy(v));
-        let r = self.rec();
-        // SAFETY: the live request; NUL-terminated pool copies; a brigade from its pool and
-        // its connection's allocator.
-        let bb = unsafe {
-            rwsgi_shim_ws_switch(p, accept, protocol);
-            apr_brigade_create(r.pool, (*r.connection).bucket_alloc)
-        };
+        // SAFETY: the live request; NUL-terminated pool copies.
+        unsafe { rwsgi_shim_ws_switch(p, accept, protocol) };
         Tunnel {
-            req: *self,
-            bb: NonNull::new(bb).expect("apr_brigade_create never returns NULL"),
+            out: Output::new(*self),
         }
     }
 }
@@ -744,8 +735,8 @@ impl Tunnel {
         // SAFETY: the live request and its brigade; `buf` is writable for its length.
         let n = unsafe {
             rwsgi_shim_ws_read(
-                self.req.ptr(),
-                self.bb.as_ptr(),
+                self.out.req.ptr(),
+                self.out.bb.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
@@ -765,30 +756,24 @@ impl Tunnel {
         // bucket, written before the brigade is emptied).
         let rv = unsafe {
             rwsgi_shim_ws_write(
-                self.req.ptr(),
-                self.bb.as_ptr(),
+                self.out.req.ptr(),
+                self.out.bb.as_ptr(),
                 data.as_ptr().cast(),
                 data.len(),
             )
         };
-        if rv != APR_SUCCESS as apr_status_t || self.req.aborted() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                format!("writing to the client failed (apr status {rv})"),
-            ));
-        }
-        Ok(())
+        self.out.check(rv)
     }
 
     /// The client socket's descriptor, to poll.
     pub fn client_fd(&self) -> Option<RawFd> {
-        self.req.client_fd()
+        self.out.req.client_fd()
     }
 
     /// The tunnel is over: nothing more goes to the client on this connection (httpd's end
     /// of the request writes no response after the 101; the connection closes).
     pub fn finish(self) {
         // SAFETY: the live request's connection, written by the handler's thread only.
-        unsafe { (*self.req.rec().connection).aborted = 1 };
+        unsafe { (*self.out.req.rec().connection).aborted = 1 };
     }
 }

@@ -493,23 +493,7 @@ fn payload_len(frame: &Frame) -> Result<usize, ProtocolError> {
                     "Head reason phrase longer than 65535 bytes",
                 ));
             }
-            if headers.len() > MAX_HEADERS {
-                return Err(ProtocolError::Malformed(
-                    "Head has more than MAX_HEADERS (1024) headers",
-                ));
-            }
-            let mut len: usize = 2 + 2 + reason.len() + 2;
-            for (name, value) in headers {
-                if name.len() > usize::from(u16::MAX) {
-                    return Err(ProtocolError::Malformed(
-                        "Head header name longer than 65535 bytes",
-                    ));
-                }
-                len = len
-                    .saturating_add(MIN_PAIR + name.len())
-                    .saturating_add(value.len());
-            }
-            checked(len)
+            checked(2 + 2 + reason.len() + headers_len(headers, &HEAD_HEADERS)?)
         }
         Frame::SendFile { .. } => Ok(16),
         Frame::Fail { message, .. } => checked(4usize.saturating_add(message.len())),
@@ -519,25 +503,69 @@ fn payload_len(frame: &Frame) -> Result<usize, ProtocolError> {
             subprotocol,
             headers,
         } => {
-            if subprotocol.len() > usize::from(u16::MAX) || headers.len() > MAX_HEADERS {
+            if subprotocol.len() > usize::from(u16::MAX) {
                 return Err(ProtocolError::Malformed(
-                    "WsAccept subprotocol longer than 65535 bytes or more than 1024 headers",
+                    "WsAccept subprotocol longer than 65535 bytes",
                 ));
             }
-            let mut len: usize = 2 + subprotocol.len() + 2;
-            for (name, value) in headers {
-                if name.len() > usize::from(u16::MAX) {
-                    return Err(ProtocolError::Malformed(
-                        "WsAccept header name longer than 65535 bytes",
-                    ));
-                }
-                len = len
-                    .saturating_add(MIN_PAIR + name.len())
-                    .saturating_add(value.len());
-            }
-            checked(len)
+            checked(2 + subprotocol.len() + headers_len(headers, &WS_ACCEPT_HEADERS)?)
         }
         Frame::Reject { .. } => Ok(1),
+    }
+}
+
+/// A header list as frames carry it: raw name and value bytes.
+type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// How a frame's header list (`Head`, `WsAccept`) fails: each message names the frame.
+struct HeaderList {
+    too_many: &'static str,
+    name_long: &'static str,
+    count_past: &'static str,
+    name_past: &'static str,
+    value_past: &'static str,
+}
+
+const HEAD_HEADERS: HeaderList = HeaderList {
+    too_many: "Head has more than MAX_HEADERS (1024) headers",
+    name_long: "Head header name longer than 65535 bytes",
+    count_past: "Head header count larger than the frame holds",
+    name_past: "Head header name runs past the end of the frame",
+    value_past: "Head header value runs past the end of the frame",
+};
+
+const WS_ACCEPT_HEADERS: HeaderList = HeaderList {
+    too_many: "WsAccept has more than MAX_HEADERS (1024) headers",
+    name_long: "WsAccept header name longer than 65535 bytes",
+    count_past: "WsAccept header count larger than the frame holds",
+    name_past: "WsAccept header name runs past the end of the frame",
+    value_past: "WsAccept header value runs past the end of the frame",
+};
+
+/// The encoded size of a header list (count u16, then u16-prefixed names and u32-prefixed
+/// values), checked against its bounds.
+fn headers_len(headers: &[(Vec<u8>, Vec<u8>)], l: &HeaderList) -> Result<usize, ProtocolError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ProtocolError::Malformed(l.too_many));
+    }
+    let mut len: usize = 2;
+    for (name, value) in headers {
+        if name.len() > usize::from(u16::MAX) {
+            return Err(ProtocolError::Malformed(l.name_long));
+        }
+        len = len
+            .saturating_add(MIN_PAIR + name.len())
+            .saturating_add(value.len());
+    }
+    Ok(len)
+}
+
+/// Appends a header list; its bounds were validated by `headers_len`.
+fn put_headers(out: &mut Vec<u8>, headers: &[(Vec<u8>, Vec<u8>)]) {
+    out.extend_from_slice(&(headers.len() as u16).to_be_bytes());
+    for (name, value) in headers {
+        put_bytes16(out, name);
+        put_bytes32(out, value);
     }
 }
 
@@ -597,11 +625,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         } => {
             out.extend_from_slice(&status.to_be_bytes());
             put_bytes16(out, reason);
-            out.extend_from_slice(&(headers.len() as u16).to_be_bytes());
-            for (name, value) in headers {
-                put_bytes16(out, name);
-                put_bytes32(out, value);
-            }
+            put_headers(out, headers);
         }
         Frame::SendFile { offset, len } => {
             out.extend_from_slice(&offset.to_be_bytes());
@@ -625,11 +649,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
             headers,
         } => {
             put_bytes16(out, subprotocol);
-            out.extend_from_slice(&(headers.len() as u16).to_be_bytes());
-            for (name, value) in headers {
-                put_bytes16(out, name);
-                put_bytes32(out, value);
-            }
+            put_headers(out, headers);
         }
     }
     debug_assert_eq!(out.len() - start, HEADER_LEN + payload);
@@ -749,6 +769,23 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    /// A header list (see `put_headers`); `short` when even its count is missing.
+    fn headers(
+        &mut self,
+        short: &'static str,
+        l: &HeaderList,
+    ) -> Result<HeaderPairs, ProtocolError> {
+        let n = self.u16(short)?;
+        let n = self.count(usize::from(n), MAX_HEADERS, l.too_many, l.count_past)?;
+        let mut headers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.bytes16(l.name_past)?;
+            let value = self.bytes32(l.value_past)?;
+            headers.push((name, value));
+        }
+        Ok(headers)
+    }
+
     fn finish<T>(self, value: T, what: &'static str) -> Result<T, ProtocolError> {
         if self.rest.is_empty() {
             Ok(value)
@@ -812,19 +849,7 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         kind::HEAD => {
             let status = r.u16("Head shorter than its status")?;
             let reason = r.bytes16("Head reason phrase runs past the end of the frame")?;
-            let n = r.u16("Head shorter than its header count")?;
-            let n = r.count(
-                usize::from(n),
-                MAX_HEADERS,
-                "Head has more than MAX_HEADERS (1024) headers",
-                "Head header count larger than the frame holds",
-            )?;
-            let mut headers = Vec::with_capacity(n);
-            for _ in 0..n {
-                let name = r.bytes16("Head header name runs past the end of the frame")?;
-                let value = r.bytes32("Head header value runs past the end of the frame")?;
-                headers.push((name, value));
-            }
+            let headers = r.headers("Head shorter than its header count", &HEAD_HEADERS)?;
             return r.finish(
                 Frame::Head {
                     status,
@@ -872,19 +897,8 @@ fn decode_payload(k: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         }
         kind::WS_ACCEPT => {
             let subprotocol = r.bytes16("WsAccept subprotocol runs past the end of the frame")?;
-            let n = r.u16("WsAccept shorter than its header count")?;
-            let n = r.count(
-                usize::from(n),
-                MAX_HEADERS,
-                "WsAccept has more than MAX_HEADERS (1024) headers",
-                "WsAccept header count larger than the frame holds",
-            )?;
-            let mut headers = Vec::with_capacity(n);
-            for _ in 0..n {
-                let name = r.bytes16("WsAccept header name runs past the end of the frame")?;
-                let value = r.bytes32("WsAccept header value runs past the end of the frame")?;
-                headers.push((name, value));
-            }
+            let headers =
+                r.headers("WsAccept shorter than its header count", &WS_ACCEPT_HEADERS)?;
             return r.finish(
                 Frame::WsAccept {
                     subprotocol,
