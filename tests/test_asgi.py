@@ -1,8 +1,9 @@
-"""ASGI 3 applications behind a real Apache (daemon mode): interface detection and override,
-the HTTP scope, receive()/send() with streaming, disconnect and error semantics, pathsend,
-lifespan, and real concurrency on the event loop. Embedded mode refuses ASGI with RW0022
-(its own test). The application is tests/apps/asgi_app.py (stdlib only); raw sockets and
-harness.http_request are the clients."""
+"""ASGI 3 applications behind a real Apache, in embedded mode (the httpd child's own event loop)
+and daemon mode: interface detection and override, the HTTP scope, receive()/send() with
+streaming, disconnect and error semantics, pathsend, lifespan, real concurrency on the event
+loop, and WebSockets. Embedded ASGI on each MPM and the daemon-only rules (request-timeout, a
+killed daemon) have tests of their own. The application is tests/apps/asgi_app.py (stdlib
+only); raw sockets and harness.http_request are the clients."""
 
 import json
 import os
@@ -14,8 +15,6 @@ import time
 import pytest
 
 import harness
-
-pytestmark = pytest.mark.daemon_only
 
 
 def _start(srv, extra="", **mount):
@@ -204,11 +203,17 @@ def test_lifespan_failed_and_unsupported(apache_factory, mode):
     r = srv.request("GET", "/plain/")
     assert r.status == 200 and r.body == b"no lifespan: False"
     assert srv.wait_for_log(r"ASGI lifespan not supported by .*ValueError")
-    # startup.failed: the request is not served, the message is logged, the process replaced.
+    # startup.failed: the request is not served, the message is logged, and the daemon
+    # process is replaced (an httpd child cannot be: a request tries again later; see
+    # test_embedded_lifespan_startup_is_tried_again).
     assert srv.request("GET", "/failing/").status == 500
-    assert srv.wait_for_log(r"RW0021: ASGI lifespan startup of .* failed: no database; this "
-                            r"process does not serve it and is replaced")
-    assert srv.wait_for_log(r"stopping: ASGI lifespan startup failed")
+    if mode == "daemon":
+        assert srv.wait_for_log(r"RW0021: ASGI lifespan startup of .* failed: no database; "
+                                r"this process does not serve it and is replaced")
+        assert srv.wait_for_log(r"stopping: ASGI lifespan startup failed")
+    else:
+        assert srv.wait_for_log(r"RW0021: ASGI lifespan startup of .* failed: no database; "
+                                r"its requests are answered 500; a request tries again in 5 s")
 
 
 _WSGI = """
@@ -258,6 +263,7 @@ def test_interface_detection_and_override(apache_factory, mode):
     assert srv.wait_for_log(r"RW0022: 'application' in '.*asgi2.py' is marked as an ASGI 2")
 
 
+@pytest.mark.daemon_only
 def test_request_timeout_cancels_the_task(apache_factory, mode):
     srv = apache_factory(daemon_options="processes=1 threads=2 request-timeout=1")
     _start(srv)
@@ -286,6 +292,22 @@ def test_directive_errors(apache_factory, mode):
     assert "WSGIApplicationInterface: 'async' is not valid; use auto, wsgi or asgi" in out, out
 
 
+def _sleep_together(srv, n):
+    """`n` clients at once asking for /api/sleep?s=1: their statuses and the time taken."""
+    results = []
+
+    def one():
+        results.append(srv.request("GET", "/api/sleep?s=1", timeout=20).status)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.monotonic() - t0
+
+
 def test_requests_run_concurrently_on_the_loop(apache_factory, mode):
     # 60 requests that each await asyncio.sleep(1) in ONE daemon process with 2 threads: they
     # run as tasks on its event loop, not one per thread (with threads, this would take 30 s).
@@ -293,18 +315,7 @@ def test_requests_run_concurrently_on_the_loop(apache_factory, mode):
               "MinSpareThreads 1\nMaxSpareThreads 64\n")
     srv = apache_factory(daemon_options="processes=1 threads=2", sizing=sizing)
     _start(srv)
-    results = []
-
-    def one():
-        results.append(srv.request("GET", "/api/sleep?s=1", timeout=20).status)
-
-    threads = [threading.Thread(target=one) for _ in range(60)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - t0
+    results, elapsed = _sleep_together(srv, 60)
     assert results.count(200) == 60, results
     # Not a performance bound: sequential service would need 30 s.
     assert elapsed < 15, elapsed
@@ -435,6 +446,7 @@ def test_websocket_closed_on_graceful_restart(apache_factory, mode):
     ws.shutdown()
 
 
+@pytest.mark.daemon_only
 def test_websocket_when_its_daemon_is_killed(apache_factory, mode):
     srv = apache_factory(daemon_options="processes=1 threads=2")
     _start(srv)
@@ -457,11 +469,77 @@ def test_websocket_when_its_daemon_is_killed(apache_factory, mode):
     ws.shutdown()
 
 
+ONE_CHILD = {
+    "event": "StartServers 1\nServerLimit 1\nThreadsPerChild 8\nMaxRequestWorkers 8\n"
+             "MinSpareThreads 1\nMaxSpareThreads 8\n",
+    "worker": "StartServers 1\nServerLimit 1\nThreadsPerChild 8\nMaxRequestWorkers 8\n"
+              "MinSpareThreads 1\nMaxSpareThreads 8\n",
+    "prefork": "StartServers 1\nMinSpareServers 1\nMaxSpareServers 1\nServerLimit 1\n"
+               "MaxRequestWorkers 1\n",
+}
+
+
 @pytest.mark.embedded_only
-def test_embedded_mode_refuses_asgi_with_the_fix(apache_factory, mode):
-    srv = apache_factory()
+def test_embedded_asgi_on_each_mpm(apache_factory, mode, mpm):
+    # One httpd child: its event loop serves HTTP, streams and a WebSocket, in the child's
+    # process, and on a threaded MPM as many requests at once as the child has threads.
+    srv = apache_factory(mpm=mpm, sizing=ONE_CHILD[mpm])
     _start(srv)
-    srv.allow_log(r"RW0022")
-    assert srv.request("GET", "/api/te").status == 500
-    assert srv.wait_for_log(r"RW0022: 'application' in '.*asgi_app.py' is an ASGI application; "
-                            r"ASGI applications are served in daemon mode")
+    pid = int(srv.request("GET", "/api/pid").body)
+    assert pid in srv.child_pids(), (pid, srv.child_pids())
+    assert srv.request("GET", "/api/te").body == b"dropped"
+    r = srv.request("GET", "/api/stream?n=3&gap=0.1")
+    assert r.body == b"chunk 0\nchunk 1\nchunk 2\n" and r.framing == "chunked"
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=mpm", timeout=10)
+    assert ws.accept_ok()
+    ws.send_text("hello " + mpm)
+    assert ws.recv_message() == (0x1, ("hello " + mpm).encode())
+    ws.close()
+    ws.shutdown()
+    if mpm == "prefork":
+        return
+    # 8 requests that each await asyncio.sleep(1) on one child's 8 threads: about a second
+    # (they wait together on the loop); the bound is loose, only against one-at-a-time (8 s).
+    results, took = _sleep_together(srv, 8)
+    assert results == [200] * 8
+    assert took < 5, took
+    assert int(srv.request("GET", "/api/pid").body) == pid
+
+
+_FLAKY_STARTUP = """
+import os
+
+MARK = @MARK@
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        if not os.path.exists(MARK):
+            open(MARK, "w").close()
+            await send({"type": "lifespan.startup.failed", "message": "database down"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"up"})
+"""
+
+
+@pytest.mark.embedded_only
+def test_embedded_lifespan_startup_is_tried_again(apache_factory, mode):
+    # An httpd child cannot be replaced as a daemon process is: a failed startup answers 500
+    # until a request 5 s later tries again (here the database is back by then).
+    srv = apache_factory(sizing=ONE_CHILD["event"])
+    app = srv.write_file("apps/flaky.py",
+                         _FLAKY_STARTUP.replace("@MARK@", repr(str(srv.state / "tried"))))
+    srv.start(srv.mount("/flaky", app))
+    srv.allow_log(r"RW0021")
+    assert srv.request("GET", "/flaky/").status == 500
+    assert srv.wait_for_log(r"RW0021: ASGI lifespan startup of .* failed: database down; its "
+                            r"requests are answered 500; a request tries again in 5 s")
+    assert srv.request("GET", "/flaky/").status == 500
+    assert harness.wait_for(lambda: srv.request("GET", "/flaky/").status == 200, 15, 0.5)
+    assert srv.request("GET", "/flaky/").body == b"up"

@@ -1,14 +1,15 @@
 """Real ASGI frameworks from PyPI (Starlette, FastAPI, Quart; pinned in
-tests/frameworks/requirements.txt) served by mod_rwsgi in daemon mode, each answer compared with
+tests/frameworks/requirements.txt) served by mod_rwsgi in embedded and daemon mode (both on the
+event MPM), each answer compared with
 the same application served by uvicorn, as tests/test_frameworks.py compares WSGI frameworks
 with gunicorn (its venv, sites, client and comparison are reused).
 
 mod_rwsgi mounts the framework's module itself as the script (`callable-object=app`, the site's
-app directory on `python-path=`); uvicorn serves `<module>:mounted`, the same application
+app directory on `WSGIPythonPath` / `python-path=`); uvicorn serves `<module>:mounted`, the same application
 behind tests/frameworks/asgi_mount.py, which mounts it at /app the way Apache does (`root_path`
 the mount point, `path` the whole path). Both run as www-data, on sockets the test binds;
-uvicorn is stopped by its PID. ASGI is served in daemon mode only (embedded mode refuses it,
-tests/test_asgi.py), so there is one setup: daemon mode on the event MPM."""
+uvicorn is stopped by its PID. Embedded ASGI on the other MPMs is tested with the stdlib
+application (tests/test_asgi.py)."""
 
 from __future__ import annotations
 
@@ -95,17 +96,23 @@ def uvicorns(venv):  # noqa: F811
             shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def apaches(venv):  # noqa: F811
+@pytest.fixture(scope="module", params=fw.MODES)
+def apaches(request, venv):  # noqa: F811
+    mode = request.param
+
     def start(framework):
-        srv = harness.Apache(mode="daemon", mpm="event", name=f"asgi-fw-{framework}")
+        srv = harness.Apache(mode=mode, mpm="event", name=f"asgi-fw-{framework}-{mode}")
         servers.started[framework] = srv
         site = fw.make_site(srv.apps / "fw")
         srv.site = site
         app_dir = site / "app"
-        srv.daemon_options = f"processes=2 threads=10 python-home={venv} python-path={app_dir}"
+        if mode == "embedded":
+            head = f"WSGIPythonHome {venv}\nWSGIPythonPath {app_dir}\n"
+        else:
+            head = ""
+            srv.daemon_options = f"processes=2 threads=10 python-home={venv} python-path={app_dir}"
         module, callable_ = ENTRIES[framework]
-        srv.start("WSGIChunkedRequest On\n"
+        srv.start(head + "WSGIChunkedRequest On\n"
                   + srv.mount(MOUNT, app_dir / (module.replace(".", "/") + ".py"),
                               callable_object=callable_))
         # An exception the framework turns into a 500 is still logged with its traceback.
@@ -115,7 +122,8 @@ def apaches(venv):  # noqa: F811
     servers = fw.Servers(start)
     yield servers
     live = list(servers.started.values())
-    problems, saved = harness.close_servers(live, False, fw.LOG_DIR / "test_asgi_frameworks")
+    problems, saved = harness.close_servers(live, False,
+                                            fw.LOG_DIR / f"test_asgi_frameworks-{mode}")
     if problems:
         pytest.fail("\n".join(problems) + f"\nlogs saved to {saved}", pytrace=False)
 

@@ -1,6 +1,7 @@
-//! What an ASGI event loop runs, as the daemon hands it over: which callables speak ASGI
-//! (`kind_of`, remembered per callable) and the request's scope as the application gets it
-//! (`request_parts`). Runs in the daemon process (worker threads and the loop thread).
+//! What an ASGI event loop runs, as a worker thread hands it over: which callables speak ASGI
+//! (`kind_of`, remembered per callable), where they are not served (`refusal`) and the
+//! request's scope as the application gets it (`request_parts`). Runs in daemon processes and
+//! httpd children (embedded ASGI): worker threads and the loop thread.
 #![forbid(unsafe_code)]
 
 use std::sync::Mutex;
@@ -138,4 +139,27 @@ pub(super) fn request_parts<'py, K: AsRef<[u8]>>(
     Ok((app, scope, s.has_body, length, req.request_id())
         .into_pyobject(py)?
         .into_any())
+}
+
+/// Why an application of `kind` (`callable` in `script`) is not served where it was loaded:
+/// ASGI 2, or ASGI in the sub-interpreter of application group `group` (`""`: the main
+/// interpreter); `None` when it is served (WSGI anywhere, ASGI in the main interpreter). The
+/// message carries its RW code and the fix.
+pub fn refusal(kind: Kind, group: &str, callable: &str, script: &str) -> Option<String> {
+    let code = crate::error::Code::AsgiUnsupported.as_str();
+    match kind {
+        Kind::Wsgi => None,
+        Kind::Asgi2 => Some(format!(
+            "{code}: '{callable}' in '{script}' is marked as an ASGI 2 (double-callable) \
+             application, which is not served; wrap it with \
+             asgiref.compatibility.guarantee_single_callable"
+        )),
+        Kind::Asgi if !group.is_empty() => Some(format!(
+            "{code}: '{callable}' in '{script}' is an ASGI application in the sub-interpreter \
+             of application group '{group}'; ASGI applications run in the main interpreter: \
+             set WSGIApplicationGroup %{{GLOBAL}} (or application-group=%{{GLOBAL}}), or give \
+             the application a process (daemon process group) of its own"
+        )),
+        Kind::Asgi => None,
+    }
 }

@@ -1,9 +1,11 @@
-//! `Link`: a connection from an httpd child held by an ASGI event loop, from the request a
+//! `Link`: a connection from an httpd child's worker thread held by an ASGI event loop, from the request a
 //! worker handed over until the connection closes or goes back to the workers: the socket
 //! non-blocking, frames decoded and encoded here and written when the socket has room; between
 //! requests the loop reads the next `Request` itself (`read`), checks it as a worker would
 //! (`Host::admit`) and runs it, or hands the connection back to the workers with it (a WSGI
-//! application's request). Runs on an ASGI event-loop thread of a daemon process.
+//! application's request). In an httpd child (embedded ASGI) the connection is one end of a
+//! socket pair made for one request. Runs on an ASGI event-loop thread of a daemon process or
+//! an httpd child.
 #![forbid(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
@@ -41,8 +43,9 @@ pub trait Host: Send + Sync {
     /// The connection goes back to the workers, with the request already read from it when
     /// it is one the loop does not run.
     fn release(&self, token: u64, conn: Conn, pending: Option<Request<Vec<u8>>>);
-    /// The process is stopping: connections are closed, not kept.
-    fn stopping(&self) -> bool;
+    /// Whether a connection whose request ended is kept for the next request (not when the
+    /// process is stopping, nor for a connection made for one request).
+    fn keeps_connections(&self) -> bool;
     /// The process's error log.
     fn log(&self) -> LogFn;
     /// Whether the loop's interpreter runs `req` (its main interpreter).
@@ -152,7 +155,7 @@ impl Link {
         };
         match self.host.admit(&mut conn, &req) {
             Admitted::Run => {}
-            Admitted::Refused { keep: true } if !self.host.stopping() => {
+            Admitted::Refused { keep: true } if self.host.keeps_connections() => {
                 return Ok((Some(conn), None));
             }
             Admitted::Refused { .. } => return Ok((None, released)),
@@ -451,8 +454,9 @@ impl Link {
         }
         s.busy = false;
         let counts = s.counts;
-        let keep =
-            reusable && !self.host.stopping() && s.conn.as_ref().is_some_and(|c| c.reusable());
+        let keep = reusable
+            && self.host.keeps_connections()
+            && s.conn.as_ref().is_some_and(|c| c.reusable());
         if !keep {
             s.conn = None;
         }

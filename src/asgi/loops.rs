@@ -1,7 +1,8 @@
-//! The ASGI event loops of a daemon process: one asyncio loop per interpreter on a thread of
-//! its own (`server.py`, started on first use), handing a request to it (`submit`), closing
-//! WebSockets when the process stops (`going_away`) and stopping them all with their lifespan
-//! shutdowns (`stop_all`). Runs in the daemon process.
+//! The ASGI event loops of a process (a daemon process, or an httpd child for embedded ASGI):
+//! one asyncio loop per interpreter on a thread of its own (`server.py`, started on first
+//! use), handing a request to it (`hand_over`, `submit`), closing WebSockets when the process
+//! stops (`going_away`) and stopping them all with their lifespan shutdowns (`stop_all`). Runs
+//! in daemon processes and httpd children.
 #![forbid(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::call::request_parts;
-use super::link::Link;
+use super::link::{Host, Link};
+use crate::daemon::conn::Conn;
 
 use crate::config::daemon::Lifespan;
 use crate::error::Code;
@@ -24,13 +26,25 @@ use crate::wsgi::adapter::{Level, LogFn};
 pub struct Hooks {
     /// The process's error log.
     pub log: LogFn,
-    /// Asks the process to stop (and be replaced): a failed lifespan startup.
-    pub restart: Arc<dyn Fn(String) + Send + Sync>,
+    /// What a failed lifespan startup (or a loop that stops by itself) does.
+    pub on_failure: OnFailure,
     pub lifespan: Lifespan,
     pub startup_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// `request-timeout=`: a request's task running longer is cancelled (zero: never).
     pub request_timeout: Duration,
+}
+
+/// What a process does when an application cannot be served by its loop.
+#[derive(Clone)]
+pub enum OnFailure {
+    /// Stop and be replaced (a daemon process, with the restart back-off): the closure asks
+    /// for it, with the reason.
+    Replace(Arc<dyn Fn(String) + Send + Sync>),
+    /// Carry on (an httpd child, which cannot replace itself): a failed lifespan startup
+    /// answers 500 and is tried again by a request after this long; a loop that stopped is
+    /// started again by the next request.
+    RetryAfter(Duration),
 }
 
 /// The started servers, by application group (`""`: the main interpreter). Never locked
@@ -53,20 +67,27 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
     let code = std::ffi::CString::new(include_str!("server.py")).expect("no NUL in server.py");
     let module = PyModule::from_code(py, &code, c"mod_rwsgi/asgi_server.py", c"_mod_rwsgi_asgi")?;
     let log_fn = crate::python::log_function(py, hooks.log.clone())?;
-    let restart = Arc::clone(&hooks.restart);
-    let restart_fn = pyo3::types::PyCFunction::new_closure(
-        py,
-        None,
-        None,
-        move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
-            let why: String = args.get_item(0)?.extract()?;
-            restart(why);
-            Ok(())
-        },
-    )?;
+    let (restart_fn, retry_after) = match &hooks.on_failure {
+        OnFailure::Replace(restart) => {
+            let restart = Arc::clone(restart);
+            let f = pyo3::types::PyCFunction::new_closure(
+                py,
+                None,
+                None,
+                move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+                    let why: String = args.get_item(0)?.extract()?;
+                    restart(why);
+                    Ok(())
+                },
+            )?;
+            (f.into_any(), 0.0)
+        }
+        OnFailure::RetryAfter(d) => (py.None().into_bound(py), d.as_secs_f64()),
+    };
     let server = module.getattr("Server")?.call1((
         log_fn,
         restart_fn,
+        retry_after,
         hooks.lifespan.as_str(),
         hooks.startup_timeout.as_secs_f64(),
         hooks.shutdown_timeout.as_secs_f64(),
@@ -91,7 +112,7 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
         group.to_string(),
         hooks.log.clone(),
     );
-    let restart = Arc::clone(&hooks.restart);
+    let on_failure = hooks.on_failure.clone();
     let spawned = std::thread::Builder::new()
         .name("rwsgi-asgi-loop".into())
         .spawn(move || {
@@ -105,12 +126,18 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
                         .map_err(|e| format!("{e}"))
                 });
                 if let Err(e) = r.and_then(|r| r) {
-                    // Its requests cannot finish: the process is replaced.
+                    // Its requests cannot finish.
                     log(
                         Level::Error,
                         &format!("the ASGI event loop of '{name}' stopped: {e}"),
                     );
-                    restart(format!("the ASGI event loop stopped: {e}"));
+                    match &on_failure {
+                        OnFailure::Replace(restart) => {
+                            restart(format!("the ASGI event loop stopped: {e}"))
+                        }
+                        // The next request starts another loop.
+                        OnFailure::RetryAfter(_) => servers().retain(|(g, _)| *g != name),
+                    }
                 }
             };
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
@@ -148,6 +175,40 @@ pub fn submit<K: AsRef<[u8]>>(
     let parts = request_parts(py, req, app)?;
     server.call_method1("submit", (Bound::new(py, link)?, parts))?;
     Ok(())
+}
+
+/// `submit` for a connection not yet taken over: `(conn, host, token, counts)` become its
+/// `Link`. The loop owns the connection from here on; if the hand-over fails, it is logged and
+/// dropping the link closes the connection (the httpd child answers 502) and ends the
+/// request's claim.
+pub fn hand_over<K: AsRef<[u8]>>(
+    py: Python<'_>,
+    group: &str,
+    hooks: &Hooks,
+    (conn, host, token, counts): (Conn, Arc<dyn Host>, u64, bool),
+    app: &Bound<'_, PyAny>,
+    req: &Request<K>,
+    log: &LogFn,
+) {
+    let why = match Link::new(conn, host, token, counts) {
+        Ok(link) => match submit(py, group, hooks, link, app, req) {
+            Ok(()) => return,
+            Err(e) => {
+                crate::wsgi::adapter::log_exception(
+                    py,
+                    &e,
+                    log,
+                    "cannot hand the request to the ASGI event loop",
+                );
+                return;
+            }
+        },
+        Err(e) => e,
+    };
+    log(
+        Level::Error,
+        &format!("cannot hand the request to the ASGI event loop: {why}"),
+    );
 }
 
 /// Calls `f` with each started server, in its interpreter; how many calls succeeded. Called

@@ -1,10 +1,10 @@
-"""mod_rwsgi's ASGI server: one asyncio event loop per interpreter of a daemon process, on a
-thread of its own. A worker thread hands it a request with its connection (`Server.submit`: a
+"""mod_rwsgi's ASGI server: one asyncio event loop per interpreter of a daemon process (or of an
+httpd child, for embedded ASGI), on a thread of its own. A worker thread hands it a request with its connection (`Server.submit`: a
 `Link` to the httpd child, and the application and scope to run); the loop keeps the
 connection (`Connection`) and reads the requests that follow on it itself, each run as a task
 (`HttpCycle`) that reads its frames when the socket is readable and writes them when it has
 room. Lifespan runs once per application and loop before its first request, and at shutdown.
-Runs in a daemon process."""
+Runs in a daemon process or an httpd child."""
 
 import asyncio
 import collections
@@ -38,13 +38,16 @@ class ClientDisconnected(OSError):
 
 
 class Server:
-    def __init__(self, log, restart, lifespan, startup_timeout, shutdown_timeout,
+    def __init__(self, log, restart, retry_after, lifespan, startup_timeout, shutdown_timeout,
                  request_timeout, codes):
         self.loop = asyncio.new_event_loop()
         # request-timeout: a request's task still running this long is cancelled (0: never).
         self.request_timeout = request_timeout
         self._log = log
+        # A failed lifespan startup: `restart(why)` replaces the process (a daemon), or, when
+        # it is None (an httpd child), the startup is tried again after `retry_after` s.
         self._restart = restart
+        self.retry_after = retry_after
         self.lifespan_mode = lifespan
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
@@ -109,6 +112,13 @@ class Server:
             ls.begin()
         return ls
 
+    def _forget_lifespan(self, ls):
+        """A failed startup is over: the application's next request starts it again."""
+        if self.lifespans.get(id(ls.app)) is ls:
+            del self.lifespans[id(ls.app)]
+        if ls.task is not None and not ls.task.done():
+            ls.task.cancel()
+
     def _begin_stop(self, done):
         self.loop.create_task(self._stop(done))
 
@@ -161,12 +171,21 @@ class Lifespan:
             self.outcome = outcome
             self.ready.set_result(None)
             if isinstance(outcome, str):
-                self.server.log(
+                server = self.server
+                if server._restart is not None:
+                    then = "this process does not serve it and is replaced"
+                else:
+                    then = "its requests are answered 500; a request tries again in %g s" % (
+                        server.retry_after)
+                server.log(
                     ERROR,
-                    "%s: ASGI lifespan startup of %r failed: %s; this process does not serve "
-                    "it and is replaced" % (self.server.code_lifespan, self.app, outcome),
+                    "%s: ASGI lifespan startup of %r failed: %s; %s"
+                    % (server.code_lifespan, self.app, outcome, then),
                 )
-                self.server._restart("ASGI lifespan startup failed")
+                if server._restart is not None:
+                    server._restart("ASGI lifespan startup failed")
+                else:
+                    server.loop.call_later(server.retry_after, server._forget_lifespan, self)
 
     async def _main(self):
         scope = {

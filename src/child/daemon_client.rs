@@ -1,8 +1,8 @@
 //! The httpd child's side of daemon mode: connect to the group's socket (retrying until
-//! connect-timeout), send the handshake and the environ, hand over the request body when the
-//! daemon asks for it, and turn the daemon's frames into the response. An unreachable daemon is
-//! a 503, a protocol fault or a daemon that dies before the headers a 502, and one that dies
-//! after them an aborted (truncated) response. Runs in the httpd child.
+//! connect-timeout, or reuse a kept connection), send the handshake and the environ, and once
+//! the daemon has accepted the request, serve its response (`relay`). An unreachable daemon is
+//! a 503, a refusal until connect-timeout a 503 (504 for queue-timeout). Runs in the httpd
+//! child.
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
@@ -12,22 +12,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::environ::recycle_environ;
-use super::response::ApacheResponse;
+use super::relay::{Peer, relay};
 use super::settings::{RequestSettings, refuse};
 use crate::config::DirConfig;
 use crate::daemon::conn::Conn;
 use crate::error::Code;
-use crate::httpd::ffi::{
-    HTTP_BAD_GATEWAY, HTTP_BAD_REQUEST, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR,
-    HTTP_SERVICE_UNAVAILABLE, OK,
-};
+use crate::httpd::ffi::{HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_SERVICE_UNAVAILABLE};
 use crate::httpd::request::Request;
 use crate::parent::supervisor::Group;
 use crate::protocol::{self, Frame};
 use crate::request as core;
-use crate::websocket::handshake::Upgrade;
-use crate::wsgi::adapter::{Level, ResponseSink};
-use crate::wsgi::headers;
+use crate::wsgi::adapter::Level;
 
 fn connect(path: &str, timeout: Duration) -> Result<UnixStream, String> {
     let deadline = Instant::now() + timeout;
@@ -228,28 +223,11 @@ fn run(
     sendfile: bool,
 ) -> c_int {
     let name = group.spec.name.as_str();
-    // WSGIErrorOverride On: an error status from the application is answered by httpd itself
-    // (ErrorDocument), its body discarded.
-    let mut overridden: Option<c_int> = None;
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
     // A WebSocket handshake: checked here, answered by the application (WsAccept).
-    let websocket = match super::websocket::upgrade(&request.env) {
-        Upgrade::No => None,
-        Upgrade::Yes { .. } if req.client_fd().is_none() => {
-            req.log(
-                Level::Info,
-                "a WebSocket over HTTP/2 is not supported yet; refused with 400",
-            );
-            return HTTP_BAD_REQUEST;
-        }
-        Upgrade::Yes { key } => Some(key),
-        Upgrade::Bad { status, why } => {
-            req.log(
-                Level::Info,
-                &format!("refused a WebSocket handshake with {status}: {why}"),
-            );
-            return c_int::from(status);
-        }
+    let websocket = match super::websocket::precheck(req, &request.env) {
+        Ok(key) => key,
+        Err(status) => return status,
     };
     let core::Request { env, meta } = request;
     let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
@@ -284,7 +262,7 @@ fn run(
     // never sent again (a failure then is a 502 or an aborted response).
     let deadline = Instant::now() + group.spec.connect_timeout;
     let mut restore_timeout = false;
-    let mut c = loop {
+    let c = loop {
         let retry_left = Instant::now() < deadline;
         let (mut c, kept) = match pool_take(&group.socket, generation) {
             Some(c) => (c, true),
@@ -429,284 +407,24 @@ fn run(
             }
         }
     };
-    let mut resp = ApacheResponse::new(req, sendfile);
-    let mut head_sent = false;
-    let mut body_buf: Vec<u8> = Vec::new();
-    // After `Watch` (an ASGI application waits for the client to go away): the client socket,
-    // watched while waiting for the daemon's next frame.
-    let mut watching: Option<std::os::fd::RawFd> = None;
-    loop {
-        if let Some(client) = watching
-            && !c.more_buffered()
-        {
-            let deadline = Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match crate::sys::wait_peer_or_hangup(c.fd(), client, left) {
-                    crate::sys::Watched::HungUp => {
-                        watching = None;
-                        if let Err(e) = c.send(&Frame::Abort) {
-                            return bad_gateway(
-                                req,
-                                name,
-                                &format!("telling the daemon the client went away failed: {e}"),
-                            );
-                        }
-                        break;
-                    }
-                    crate::sys::Watched::TimedOut if !left.is_zero() => continue,
-                    _ => break,
-                }
-            }
-        }
-        let received = c.recv();
-        if std::mem::take(&mut restore_timeout) {
-            c.set_timeouts(timeout);
-        }
-        let frame = match received {
-            Ok(f) => f,
-            Err(e) => {
-                let what = if e.kind() == io::ErrorKind::UnexpectedEof {
-                    "the daemon closed the connection (it may have died or been restarted)"
-                        .to_string()
-                } else if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::TimedOut
-                {
-                    format!(
-                        "timeout reading from the daemon after {} s (socket-timeout)",
-                        timeout.as_secs()
-                    )
-                } else {
-                    format!("reading from the daemon failed: {e}")
-                };
-                if head_sent {
-                    req.log(
-                        Level::Error,
-                        &format!(
-                            "{}: daemon group '{name}': {what}; response aborted",
-                            Code::DaemonProtocol.as_str()
-                        ),
-                    );
-                    let _ = resp.finish(true);
-                    return OK;
-                }
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
-                    req.log(
-                        Level::Error,
-                        &format!(
-                            "{}: daemon group '{name}': {what}",
-                            Code::DaemonProtocol.as_str()
-                        ),
-                    );
-                    return HTTP_GATEWAY_TIME_OUT;
-                }
-                return bad_gateway(req, name, &what);
-            }
-        };
-        match frame {
-            Frame::ReadBody { max } => {
-                // A large request (the application asked for that many bytes of a body of
-                // known length) is filled in one frame, so a large body costs few round trips;
-                // up to 64 KiB, whatever part has arrived is sent at once (streaming input).
-                // The buffer is reused.
-                let want = (max as usize).clamp(1, protocol::MAX_CHUNK);
-                let fill_all = want > 64 * 1024;
-                let mut buf = std::mem::take(&mut body_buf);
-                buf.resize(want, 0);
-                let mut n = 0;
-                let mut failed = false;
-                while n < want && (n == 0 || fill_all) {
-                    match req.read_body(&mut buf[n..]) {
-                        Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-                let sent = if failed {
-                    c.send(&Frame::Abort)
-                } else if n == 0 {
-                    c.send(&Frame::BodyEnd)
-                } else {
-                    // Written from the buffer itself (no copy into the send buffer).
-                    c.send_data(protocol::kind::BODY, &buf[..n])
-                };
-                body_buf = buf;
-                if let Err(e) = sent {
-                    return bad_gateway(
-                        req,
-                        name,
-                        &format!("sending the request body failed: {e}"),
-                    );
-                }
-                if failed {
-                    req.log(
-                        Level::Info,
-                        &format!(
-                            "{}: the client went away while sending its body",
-                            Code::InputError.as_str()
-                        ),
-                    );
-                }
-            }
-            Frame::Head {
-                status,
-                reason,
-                headers: hdrs,
-            } => {
-                // The daemon sends the reason phrase as latin-1 bytes, like header values.
-                let reason: String = reason.iter().map(|&b| b as char).collect();
-                let status_line = format!("{status} {reason}");
-                let hdrs: Vec<(String, String)> = hdrs
-                    .into_iter()
-                    .map(|(n, v)| {
-                        (
-                            n.iter().map(|&b| b as char).collect(),
-                            v.iter().map(|&b| b as char).collect(),
-                        )
-                    })
-                    .collect();
-                // header-buffer-size bounds one header line from the daemon (mod_wsgi: 500).
-                let limit = match group.spec.header_buffer_size {
-                    0 => 32768,
-                    n => n as usize,
-                };
-                if let Some((n, _)) = hdrs.iter().find(|(n, v)| n.len() + 2 + v.len() > limit) {
-                    req.log(
-                        Level::Error,
-                        &format!(
-                            "{}: daemon group '{name}': response header '{n}' is longer than \
-                             header-buffer-size ({limit} bytes)",
-                            Code::AppProtocol.as_str()
-                        ),
-                    );
-                    return HTTP_INTERNAL_SERVER_ERROR;
-                }
-                // Checked again here: the child never trusts what it sends on to the client.
-                match headers::validate(&status_line, hdrs) {
-                    Ok(head) if error_override && head.status >= 400 => {
-                        overridden = Some(head.status as c_int);
-                    }
-                    Ok(head) => {
-                        resp.set_head(&head);
-                        head_sent = true;
-                    }
-                    Err(e) => {
-                        return bad_gateway(
-                            req,
-                            name,
-                            &format!("invalid response head from the daemon: {e}"),
-                        );
-                    }
-                }
-            }
-            Frame::SendFile { .. } if overridden.is_some() => drop(c.take_fd()),
-            Frame::SendFile { offset, len } => {
-                let Some(fd) = c.take_fd() else {
-                    return bad_gateway(req, name, "a SendFile frame without its file descriptor");
-                };
-                if !head_sent {
-                    return bad_gateway(req, name, "a file before the response head");
-                }
-                // Checked here too: httpd only ever sends a regular file, within its size.
-                let size = crate::sys::regular_file_size(std::os::fd::AsRawFd::as_raw_fd(&fd));
-                let within = size.is_some_and(|s| offset.checked_add(len).is_some_and(|e| e <= s));
-                if !within {
-                    req.log(
-                        Level::Error,
-                        &format!(
-                            "{}: daemon group '{name}': SendFile with a descriptor that is not \
-                             a regular file holding bytes {offset}..+{len}; response aborted",
-                            Code::DaemonProtocol.as_str()
-                        ),
-                    );
-                    let _ = resp.finish(true);
-                    return OK;
-                }
-                if resp.send_owned_file(fd, offset, len).is_err() {
-                    // The client went away: stop relaying; the daemon sees the closed socket.
-                    return OK;
-                }
-            }
-            Frame::Chunk(_) if overridden.is_some() => {}
-            Frame::End if overridden.is_some() => {
-                pool_give(&group.socket, generation, c);
-                return overridden.unwrap_or(OK);
-            }
-            Frame::Chunk(data) => {
-                if !head_sent {
-                    return bad_gateway(req, name, "body data before the response head");
-                }
-                // Flushed: the daemon only sends a block on its own when the application
-                // streams (a generator is flushed block by block, as in embedded mode). The
-                // last block, when the end of the response came with it (a small response in
-                // one write), goes out with the end: one pass of the output filters.
-                if resp.write(&data, !c.end_follows()).is_err() {
-                    // The client went away: stop relaying; the daemon sees the closed socket.
-                    return OK;
-                }
-            }
-            Frame::End => {
-                if !head_sent {
-                    return bad_gateway(req, name, "end of response without a head");
-                }
-                let _ = resp.finish(false);
-                pool_give(&group.socket, generation, c);
-                return OK;
-            }
-            Frame::Fail { code, message } => {
-                let msg = String::from_utf8_lossy(&message).into_owned();
-                pool_give(&group.socket, generation, c);
-                if head_sent {
-                    req.log(
-                        Level::Info,
-                        &format!("daemon group '{name}': response aborted by the daemon ({msg})"),
-                    );
-                    let _ = resp.finish(true);
-                    return OK;
-                }
-                return match code {
-                    500 => HTTP_INTERNAL_SERVER_ERROR,
-                    // An ASGI request cancelled by request-timeout.
-                    504 => HTTP_GATEWAY_TIME_OUT,
-                    _ => bad_gateway(req, name, &msg),
-                };
-            }
-            Frame::Watch => watching = req.client_fd(),
-            Frame::WsAccept {
-                subprotocol,
-                headers,
-            } => {
-                let Some(key) = websocket.as_deref() else {
-                    return bad_gateway(req, name, "WsAccept for a request that is no WebSocket");
-                };
-                if head_sent || overridden.is_some() {
-                    return bad_gateway(req, name, "WsAccept after a response head");
-                }
-                return match super::websocket::run(req, &mut c, key, &subprotocol, &headers) {
-                    super::websocket::Ended::Clean => {
-                        pool_give(&group.socket, generation, c);
-                        OK
-                    }
-                    super::websocket::Ended::DaemonLost(why) => {
-                        req.log(
-                            Level::Info,
-                            &format!("daemon group '{name}': WebSocket ended: {why}"),
-                        );
-                        OK
-                    }
-                };
-            }
-            Frame::Reject { reason } => return rejected(req, name, reason),
-            other => {
-                return bad_gateway(
-                    req,
-                    name,
-                    &format!("unexpected {} frame from the daemon", other.name()),
-                );
-            }
-        }
+    // header-buffer-size bounds one header line from the daemon (mod_wsgi: 500).
+    let header_limit = match group.spec.header_buffer_size {
+        0 => 32768,
+        n => n as usize,
+    };
+    let label = format!("daemon group '{name}'");
+    let peer = Peer {
+        name: &label,
+        side: "the daemon",
+        timeout,
+        timeout_setting: "socket-timeout",
+        header_limit,
+        error_override,
+        sendfile,
+    };
+    let (status, reusable) = relay(req, c, &peer, websocket.as_deref(), restore_timeout);
+    if let Some(c) = reusable {
+        pool_give(&group.socket, generation, c);
     }
+    status
 }

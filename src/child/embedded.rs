@@ -1,5 +1,6 @@
 //! Embedded mode: one request run by the application in this httpd child's interpreter,
-//! through `wsgi::adapter` with httpd's body and output filters. Runs in the httpd child.
+//! through `wsgi::adapter` with httpd's body and output filters, or, for an ASGI application,
+//! handed to the child's event loop (`asgi`). Runs in the httpd child.
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
@@ -39,19 +40,37 @@ pub fn serve(
     let ran = interp::enter(which, |py, it| {
         run(py, it, req, g, set, script, request, Arc::clone(&log))
     });
-    let (outcome, finish) = ran.unwrap_or_else(|why| {
+    let ran = ran.unwrap_or_else(|why| {
         log(Level::Error, &why);
-        (Outcome::ServerError, None)
+        Ran::Wsgi(Outcome::ServerError, None)
     });
-    // The end of the response goes through the output filters without the GIL.
-    if let Some(f) = finish {
-        f.run();
-    }
+    // The end of the response (WSGI), or all of it (ASGI), goes through the output filters
+    // without the GIL.
+    let status = match ran {
+        Ran::Wsgi(outcome, finish) => {
+            if let Some(f) = finish {
+                f.run();
+            }
+            match outcome {
+                Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
+                Outcome::Done | Outcome::Aborted => OK,
+            }
+        }
+        Ran::Asgi(handed) => super::asgi::serve(req, handed, set.enable_sendfile),
+        Ran::Answered(status) => status,
+    };
     route::set(None);
-    match outcome {
-        Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
-        Outcome::Done | Outcome::Aborted => OK,
-    }
+    status
+}
+
+/// What the interpreter part of a request did.
+enum Ran {
+    /// A WSGI application ran (the end of its response still to pass the filters).
+    Wsgi(Outcome, Option<adapter::Finish>),
+    /// An ASGI request went to the child's event loop: its response is still to serve.
+    Asgi(super::asgi::Handed),
+    /// Answered with this status without the application.
+    Answered(c_int),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -64,7 +83,7 @@ fn run(
     script: &str,
     request: core::Request<String>,
     log: LogFn,
-) -> (Outcome, Option<adapter::Finish>) {
+) -> Ran {
     let Some(app) = python::load_app(
         py,
         it,
@@ -75,20 +94,20 @@ fn run(
         &set.callable_object,
         &log,
     ) else {
-        return (Outcome::ServerError, None);
+        return Ran::Answered(HTTP_INTERNAL_SERVER_ERROR);
     };
-    if crate::asgi::kind_of(py, it, &app, set.interface, &log) != crate::asgi::Kind::Wsgi {
-        log(
-            Level::Error,
-            &format!(
-                "{}: '{}' in '{script}' is an ASGI application; ASGI applications are served \
-                 in daemon mode: add 'WSGIDaemonProcess <name>' and 'WSGIProcessGroup <name>' \
-                 (or process-group=<name> on its WSGIScriptAlias)",
-                Code::AsgiUnsupported.as_str(),
-                set.callable_object
-            ),
-        );
-        return (Outcome::ServerError, None);
+    let kind = crate::asgi::kind_of(py, it, &app, set.interface, &log);
+    if let Some(why) = crate::asgi::refusal(kind, &it.name, &set.callable_object, script) {
+        log(Level::Error, &why);
+        return Ran::Answered(HTTP_INTERNAL_SERVER_ERROR);
+    }
+    if kind == crate::asgi::Kind::Asgi {
+        let handed = super::asgi::hand_over(py, req, g, &app, &request, &log);
+        recycle_environ(request.env);
+        return match handed {
+            Ok(h) => Ran::Asgi(h),
+            Err(status) => Ran::Answered(status),
+        };
     }
     let (multithread, multiprocess) = multithread_multiprocess();
     let process = ProcessFacts {
@@ -110,7 +129,7 @@ fn run(
                 &log,
                 &format!("{}: cannot build the environ", Code::AppException.as_str()),
             );
-            return (Outcome::ServerError, None);
+            return Ran::Wsgi(Outcome::ServerError, None);
         }
     };
     let io = RequestIo {
@@ -122,5 +141,6 @@ fn run(
         stream_flush: true,
         head_request,
     };
-    adapter::run(py, &it.kit, &app, built.environ, io)
+    let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
+    Ran::Wsgi(outcome, finish)
 }

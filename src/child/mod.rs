@@ -2,14 +2,17 @@
 //! (`translate`), the handler (admission, then embedded or daemon mode) and the settings it
 //! works out (`settings`), the CGI environ from
 //! httpd's request (`environ`), the response and body over httpd's filters (`response`),
-//! embedded mode (`embedded`), the daemon client (`daemon_client`) and its WebSocket tunnel
-//! (`websocket`). This file holds what a child sets up once: its MPM facts and Python's start.
+//! embedded mode (`embedded`, and `asgi`: its ASGI requests on the child's event loop), the
+//! daemon client (`daemon_client`), the response from a daemon or the loop (`relay`) and the
+//! WebSocket tunnel (`websocket`). This file holds what a child sets up once: its MPM facts and Python's start.
 #![forbid(unsafe_code)]
 
+pub mod asgi;
 pub mod daemon_client;
 pub mod embedded;
 pub mod environ;
 pub mod handler;
+pub mod relay;
 pub mod response;
 pub mod settings;
 pub mod translate;

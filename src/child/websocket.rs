@@ -1,9 +1,10 @@
-//! A WebSocket in daemon mode, the httpd child's side: the handshake's checks before the
-//! request goes to the daemon, then, once the ASGI application accepts (`WsAccept`), the 101
-//! and the tunnel: client frames decoded (`websocket::frame`, pings answered here) and relayed
-//! to the daemon as whole messages, the daemon's messages and close framed for the client,
-//! until the daemon ends the session (`End`). Runs in the httpd child, on the worker thread
-//! that serves the request (an open WebSocket holds it, as mod_proxy's tunnel does).
+//! A WebSocket, the httpd child's side (its peer a daemon process, or the child's own event
+//! loop for embedded ASGI): the handshake's checks before the request goes to the
+//! application (`precheck`), then, once the application accepts (`WsAccept`), the 101 and the
+//! tunnel: client frames decoded (`websocket::frame`, pings answered here) and relayed to the
+//! peer as whole messages, the peer's messages and close framed for the client, until the
+//! peer ends the session (`End`). Runs in the httpd child, on the worker thread that serves
+//! the request (an open WebSocket holds it, as mod_proxy's tunnel does).
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::httpd::request::Request;
 use crate::protocol::{self, Frame};
 use crate::websocket::frame::{self, Decoder, Event};
 use crate::websocket::handshake::{self, Upgrade};
+use crate::wsgi::adapter::Level;
 
 /// The largest message a client may send (uvicorn's default): larger is closed with 1009.
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -48,6 +50,34 @@ pub fn upgrade<K: AsRef<[u8]>>(env: &[(K, Vec<u8>)]) -> Upgrade {
             get(&key)
         },
     )
+}
+
+/// The handshake's checks before a request goes to its ASGI application: `Ok(None)` for a
+/// request that opens no WebSocket, `Ok(Some(key))` for a handshake to hand on, `Err(status)`
+/// (logged) for one refused here: a bad handshake (400), an unsupported version (426), or a
+/// WebSocket over HTTP/2 (400, not supported yet).
+pub fn precheck<K: AsRef<[u8]>>(
+    req: Request,
+    env: &[(K, Vec<u8>)],
+) -> Result<Option<String>, std::ffi::c_int> {
+    match upgrade(env) {
+        Upgrade::No => Ok(None),
+        Upgrade::Yes { .. } if req.client_fd().is_none() => {
+            req.log(
+                Level::Info,
+                "a WebSocket over HTTP/2 is not supported yet; refused with 400",
+            );
+            Err(400)
+        }
+        Upgrade::Yes { key } => Ok(Some(key)),
+        Upgrade::Bad { status, why } => {
+            req.log(
+                Level::Info,
+                &format!("refused a WebSocket handshake with {status}: {why}"),
+            );
+            Err(std::ffi::c_int::from(status))
+        }
+    }
 }
 
 /// How a tunnel ended.

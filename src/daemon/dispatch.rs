@@ -363,8 +363,8 @@ impl crate::asgi::Host for LoopHost {
         }
     }
 
-    fn stopping(&self) -> bool {
-        self.state.stopping.load(Ordering::SeqCst)
+    fn keeps_connections(&self) -> bool {
+        !self.state.stopping.load(Ordering::SeqCst)
     }
 
     fn log(&self) -> LogFn {

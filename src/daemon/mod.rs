@@ -144,9 +144,11 @@ pub fn run(l: Launch) -> ! {
         vhost_log: l.vhost_log,
         asgi: crate::asgi::Hooks {
             log: log.clone(),
-            restart: {
+            on_failure: {
                 let (state, grace) = (Arc::clone(&state), spec.graceful_timeout);
-                Arc::new(move |why: String| state.restart(why, grace))
+                crate::asgi::OnFailure::Replace(Arc::new(move |why: String| {
+                    state.restart(why, grace)
+                }))
             },
             lifespan: spec.lifespan,
             startup_timeout: spec.lifespan_timeout,

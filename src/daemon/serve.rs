@@ -401,57 +401,16 @@ fn run_request(
         return failed(c, "the application could not be loaded");
     };
     state.script_loaded.store(true, Ordering::SeqCst);
-    match crate::asgi::kind_of(py, it, &app, req.meta.interface, &log) {
-        crate::asgi::Kind::Wsgi => {}
-        crate::asgi::Kind::Asgi2 => {
-            log(
-                Level::Error,
-                &format!(
-                    "{}: '{}' in '{script}' is marked as an ASGI 2 (double-callable) \
-                     application, which is not served; wrap it with \
-                     asgiref.compatibility.guarantee_single_callable",
-                    Code::AsgiUnsupported.as_str(),
-                    req.callable_object()
-                ),
-            );
-            return failed(c, "ASGI 2 application");
-        }
-        crate::asgi::Kind::Asgi if !it.name.is_empty() => {
-            log(
-                Level::Error,
-                &format!(
-                    "{}: '{}' in '{script}' is an ASGI application in the sub-interpreter of \
-                     application group '{}'; ASGI applications run in the main interpreter: \
-                     set WSGIApplicationGroup %{{GLOBAL}} (or application-group=%{{GLOBAL}}), \
-                     or give the application a daemon process group of its own",
-                    Code::AsgiUnsupported.as_str(),
-                    req.callable_object(),
-                    it.name
-                ),
-            );
-            return failed(c, "ASGI application in a sub-interpreter");
-        }
-        crate::asgi::Kind::Asgi => {
-            // The loop owns the connection from here on; if the hand-over fails, dropping
-            // the link closes it (the httpd child answers 502) and ends the request's claim.
-            match crate::asgi::Link::new(c, Arc::clone(&to_loop.host), to_loop.token, counts) {
-                Ok(link) => {
-                    if let Err(e) = crate::asgi::submit(py, &it.name, &ctx.asgi, link, &app, &req) {
-                        adapter::log_exception(
-                            py,
-                            &e,
-                            &log,
-                            "cannot hand the request to the ASGI event loop",
-                        );
-                    }
-                }
-                Err(e) => log(
-                    Level::Error,
-                    &format!("cannot hand the request to the ASGI event loop: {e}"),
-                ),
-            }
-            return Ran::HandedOver;
-        }
+    let kind = crate::asgi::kind_of(py, it, &app, req.meta.interface, &log);
+    if let Some(why) = crate::asgi::refusal(kind, &it.name, &req.callable_object(), &script) {
+        log(Level::Error, &why);
+        return failed(c, "an ASGI application that is not served here");
+    }
+    if kind == crate::asgi::Kind::Asgi {
+        let host = Arc::clone(&to_loop.host);
+        let link = (c, host, to_loop.token, counts);
+        crate::asgi::hand_over(py, &it.name, &ctx.asgi, link, &app, &req, &log);
+        return Ran::HandedOver;
     }
     let conn = Arc::new(std::sync::Mutex::new(c));
     let fail = |msg: &str| {

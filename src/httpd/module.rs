@@ -594,6 +594,17 @@ unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
                 )
             };
         }
+        // Registered after the finalize cleanup, so it runs first (last registered, first
+        // run): the ASGI loop's lifespan shutdowns, while Python is still up.
+        // SAFETY: as above.
+        unsafe {
+            apr_pool_cleanup_register(
+                pchild,
+                ptr::null(),
+                Some(asgi_exit_cleanup),
+                Some(apr_pool_cleanup_null),
+            )
+        };
         crate::child::bootstrap(&g);
     })
 }
@@ -622,6 +633,13 @@ unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
             return DECLINED;
         };
         crate::child::handler::handler(req)
+    })
+}
+
+unsafe extern "C" fn asgi_exit_cleanup(_data: *mut c_void) -> apr_status_t {
+    guard("ASGI shutdown", APR_SUCCESS as apr_status_t, || {
+        crate::child::asgi::exit();
+        APR_SUCCESS as apr_status_t
     })
 }
 

@@ -1,0 +1,349 @@
+//! The httpd child's side of a request once its peer has accepted it, the same for a daemon
+//! process and for this child's own ASGI event loop (embedded ASGI): the client's body handed
+//! over as the peer asks for it (`ReadBody`), the client watched while the peer waits for it
+//! to go away (`Watch`), the peer's frames turned into the response (`Head`, `Chunk`,
+//! `SendFile`, `End`, `Fail`), and a WebSocket's acceptance handed to the tunnel
+//! (`websocket`). A peer that breaks the protocol or dies before the head is a 502, after it an
+//! aborted response. Runs in the httpd child, on the worker thread that serves the request.
+#![forbid(unsafe_code)]
+
+use std::ffi::c_int;
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::response::ApacheResponse;
+use crate::daemon::conn::Conn;
+use crate::error::Code;
+use crate::httpd::ffi::{HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, OK};
+use crate::httpd::request::Request;
+use crate::protocol::{self, Frame};
+use crate::wsgi::adapter::{Level, ResponseSink};
+use crate::wsgi::headers;
+
+/// Who serves the request on the other side of the connection, and the limits that apply.
+pub struct Peer<'a> {
+    /// How log lines name it: `daemon group 'api'`, `the ASGI event loop`.
+    pub name: &'a str,
+    /// How a sentence names it: `the daemon`, `the event loop`.
+    pub side: &'a str,
+    /// The wait for each frame, and the setting it comes from (for the message).
+    pub timeout: Duration,
+    pub timeout_setting: &'a str,
+    /// The longest response header line accepted.
+    pub header_limit: usize,
+    /// `WSGIErrorOverride On`: an error status is answered by httpd itself.
+    pub error_override: bool,
+    /// `WSGIEnableSendfile`.
+    pub sendfile: bool,
+}
+
+impl Peer<'_> {
+    fn bad_gateway(&self, req: Request, msg: &str) -> c_int {
+        req.log(
+            Level::Error,
+            &format!("{}: {}: {msg}", Code::DaemonProtocol.as_str(), self.name),
+        );
+        HTTP_BAD_GATEWAY
+    }
+}
+
+/// Serves the response of an accepted request from `c`. `websocket`: the handshake's key
+/// when the request opens a WebSocket; `restore_timeout`: the first wait used a shortened
+/// timeout, set back to `peer.timeout` after it. Returns the handler's status and the
+/// connection when it can carry another request.
+pub fn relay(
+    req: Request,
+    mut c: Conn,
+    peer: &Peer<'_>,
+    websocket: Option<&str>,
+    mut restore_timeout: bool,
+) -> (c_int, Option<Conn>) {
+    let timeout = peer.timeout;
+    let mut resp = ApacheResponse::new(req, peer.sendfile);
+    let mut head_sent = false;
+    let mut body_buf: Vec<u8> = Vec::new();
+    // WSGIErrorOverride On: an error status from the application is answered by httpd itself
+    // (ErrorDocument), its body discarded.
+    let mut overridden: Option<c_int> = None;
+    // After `Watch` (an ASGI application waits for the client to go away): the client socket,
+    // watched while waiting for the peer's next frame.
+    let mut watching: Option<std::os::fd::RawFd> = None;
+    loop {
+        if let Some(client) = watching
+            && !c.more_buffered()
+        {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match crate::sys::wait_peer_or_hangup(c.fd(), client, left) {
+                    crate::sys::Watched::HungUp => {
+                        watching = None;
+                        if let Err(e) = c.send(&Frame::Abort) {
+                            let msg =
+                                format!("telling {} the client went away failed: {e}", peer.side);
+                            return (peer.bad_gateway(req, &msg), None);
+                        }
+                        break;
+                    }
+                    crate::sys::Watched::TimedOut if !left.is_zero() => continue,
+                    _ => break,
+                }
+            }
+        }
+        let received = c.recv();
+        if std::mem::take(&mut restore_timeout) {
+            c.set_timeouts(timeout);
+        }
+        let frame = match received {
+            Ok(f) => f,
+            Err(e) => {
+                let timed_out = matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                let what = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    format!(
+                        "{} closed the connection (it may have died or been restarted)",
+                        peer.side
+                    )
+                } else if timed_out {
+                    format!(
+                        "timeout reading from {} after {} s ({})",
+                        peer.side,
+                        timeout.as_secs(),
+                        peer.timeout_setting
+                    )
+                } else {
+                    format!("reading from {} failed: {e}", peer.side)
+                };
+                if head_sent {
+                    req.log(
+                        Level::Error,
+                        &format!(
+                            "{}: {}: {what}; response aborted",
+                            Code::DaemonProtocol.as_str(),
+                            peer.name
+                        ),
+                    );
+                    let _ = resp.finish(true);
+                    return (OK, None);
+                }
+                if timed_out {
+                    req.log(
+                        Level::Error,
+                        &format!("{}: {}: {what}", Code::DaemonProtocol.as_str(), peer.name),
+                    );
+                    return (HTTP_GATEWAY_TIME_OUT, None);
+                }
+                return (peer.bad_gateway(req, &what), None);
+            }
+        };
+        match frame {
+            Frame::ReadBody { max } => {
+                // A large request (the application asked for that many bytes of a body of
+                // known length) is filled in one frame, so a large body costs few round trips;
+                // up to 64 KiB, whatever part has arrived is sent at once (streaming input).
+                // The buffer is reused.
+                let want = (max as usize).clamp(1, protocol::MAX_CHUNK);
+                let fill_all = want > 64 * 1024;
+                let mut buf = std::mem::take(&mut body_buf);
+                buf.resize(want, 0);
+                let mut n = 0;
+                let mut failed = false;
+                while n < want && (n == 0 || fill_all) {
+                    match req.read_body(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                let sent = if failed {
+                    c.send(&Frame::Abort)
+                } else if n == 0 {
+                    c.send(&Frame::BodyEnd)
+                } else {
+                    // Written from the buffer itself (no copy into the send buffer).
+                    c.send_data(protocol::kind::BODY, &buf[..n])
+                };
+                body_buf = buf;
+                if let Err(e) = sent {
+                    let msg = format!("sending the request body failed: {e}");
+                    return (peer.bad_gateway(req, &msg), None);
+                }
+                if failed {
+                    req.log(
+                        Level::Info,
+                        &format!(
+                            "{}: the client went away while sending its body",
+                            Code::InputError.as_str()
+                        ),
+                    );
+                }
+            }
+            Frame::Head {
+                status,
+                reason,
+                headers: hdrs,
+            } => {
+                // The peer sends the reason phrase as latin-1 bytes, like header values.
+                let reason: String = reason.iter().map(|&b| b as char).collect();
+                let status_line = format!("{status} {reason}");
+                let hdrs: Vec<(String, String)> = hdrs
+                    .into_iter()
+                    .map(|(n, v)| {
+                        (
+                            n.iter().map(|&b| b as char).collect(),
+                            v.iter().map(|&b| b as char).collect(),
+                        )
+                    })
+                    .collect();
+                let limit = peer.header_limit;
+                if let Some((n, _)) = hdrs.iter().find(|(n, v)| n.len() + 2 + v.len() > limit) {
+                    req.log(
+                        Level::Error,
+                        &format!(
+                            "{}: {}: response header '{n}' is longer than header-buffer-size \
+                             ({limit} bytes)",
+                            Code::AppProtocol.as_str(),
+                            peer.name
+                        ),
+                    );
+                    return (HTTP_INTERNAL_SERVER_ERROR, None);
+                }
+                // Checked again here: the child never trusts what it sends on to the client.
+                match headers::validate(&status_line, hdrs) {
+                    Ok(head) if peer.error_override && head.status >= 400 => {
+                        overridden = Some(head.status as c_int);
+                    }
+                    Ok(head) => {
+                        resp.set_head(&head);
+                        head_sent = true;
+                    }
+                    Err(e) => {
+                        let msg = format!("invalid response head from {}: {e}", peer.side);
+                        return (peer.bad_gateway(req, &msg), None);
+                    }
+                }
+            }
+            Frame::SendFile { .. } if overridden.is_some() => drop(c.take_fd()),
+            Frame::SendFile { offset, len } => {
+                let Some(fd) = c.take_fd() else {
+                    let msg = "a SendFile frame without its file descriptor";
+                    return (peer.bad_gateway(req, msg), None);
+                };
+                if !head_sent {
+                    return (
+                        peer.bad_gateway(req, "a file before the response head"),
+                        None,
+                    );
+                }
+                // Checked here too: httpd only ever sends a regular file, within its size.
+                let size = crate::sys::regular_file_size(std::os::fd::AsRawFd::as_raw_fd(&fd));
+                let within = size.is_some_and(|s| offset.checked_add(len).is_some_and(|e| e <= s));
+                if !within {
+                    req.log(
+                        Level::Error,
+                        &format!(
+                            "{}: {}: SendFile with a descriptor that is not a regular file \
+                             holding bytes {offset}..+{len}; response aborted",
+                            Code::DaemonProtocol.as_str(),
+                            peer.name
+                        ),
+                    );
+                    let _ = resp.finish(true);
+                    return (OK, None);
+                }
+                if resp.send_owned_file(fd, offset, len).is_err() {
+                    // The client went away: stop relaying; the peer sees the closed socket.
+                    return (OK, None);
+                }
+            }
+            Frame::Chunk(_) if overridden.is_some() => {}
+            Frame::End if overridden.is_some() => {
+                return (overridden.unwrap_or(OK), Some(c));
+            }
+            Frame::Chunk(data) => {
+                if !head_sent {
+                    return (
+                        peer.bad_gateway(req, "body data before the response head"),
+                        None,
+                    );
+                }
+                // Flushed: the peer only sends a block on its own when the application
+                // streams (a generator is flushed block by block, as in embedded mode). The
+                // last block, when the end of the response came with it (a small response in
+                // one write), goes out with the end: one pass of the output filters.
+                if resp.write(&data, !c.end_follows()).is_err() {
+                    // The client went away: stop relaying; the peer sees the closed socket.
+                    return (OK, None);
+                }
+            }
+            Frame::End => {
+                if !head_sent {
+                    return (
+                        peer.bad_gateway(req, "end of response without a head"),
+                        None,
+                    );
+                }
+                let _ = resp.finish(false);
+                return (OK, Some(c));
+            }
+            Frame::Fail { code, message } => {
+                let msg = String::from_utf8_lossy(&message).into_owned();
+                if head_sent {
+                    req.log(
+                        Level::Info,
+                        &format!("{}: response aborted by {} ({msg})", peer.name, peer.side),
+                    );
+                    let _ = resp.finish(true);
+                    return (OK, Some(c));
+                }
+                let status = match code {
+                    500 => HTTP_INTERNAL_SERVER_ERROR,
+                    // An ASGI request cancelled by request-timeout.
+                    504 => HTTP_GATEWAY_TIME_OUT,
+                    _ => peer.bad_gateway(req, &msg),
+                };
+                return (status, Some(c));
+            }
+            Frame::Watch => watching = req.client_fd(),
+            Frame::WsAccept {
+                subprotocol,
+                headers,
+            } => {
+                let Some(key) = websocket else {
+                    let msg = "WsAccept for a request that is no WebSocket";
+                    return (peer.bad_gateway(req, msg), None);
+                };
+                if head_sent || overridden.is_some() {
+                    return (
+                        peer.bad_gateway(req, "WsAccept after a response head"),
+                        None,
+                    );
+                }
+                return match super::websocket::run(req, &mut c, key, &subprotocol, &headers) {
+                    super::websocket::Ended::Clean => (OK, Some(c)),
+                    super::websocket::Ended::DaemonLost(why) => {
+                        req.log(
+                            Level::Info,
+                            &format!("{}: WebSocket ended: {why}", peer.name),
+                        );
+                        (OK, None)
+                    }
+                };
+            }
+            Frame::Reject { .. } => {
+                // Only a daemon refuses, and only before `Accepted` (handled by its caller).
+                let msg = format!("a Reject from {} after it accepted the request", peer.side);
+                return (peer.bad_gateway(req, &msg), None);
+            }
+            other => {
+                let msg = format!("unexpected {} frame from {}", other.name(), peer.side);
+                return (peer.bad_gateway(req, &msg), None);
+            }
+        }
+    }
+}
