@@ -45,8 +45,8 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
-        "daemon_only: the feature is served in daemon mode only (ASGI); its embedded-mode "
-        "behaviour (a clear refusal) has a test of its own",
+        "daemon_only: the test is about a daemon process itself (its options, its death), so "
+        "it is not repeated in embedded mode",
     )
 
 
