@@ -56,7 +56,8 @@ class Server:
     # The application group of /app: %{GLOBAL} (the main interpreter), or a named group that
     # shares the process with a second one (so it runs in a sub-interpreter).
     sub: bool = False
-    # ASGI servers: "rwsgi" (bench/app_asgi.py in a mod_rwsgi daemon), "proxy" (Apache's
+    # ASGI servers: "rwsgi" (bench/app_asgi.py in a mod_rwsgi daemon, or embedded in the one
+    # httpd child when `daemon` is None), "proxy" (Apache's
     # mod_proxy_http in front of uvicorn) or "uvicorn" (uvicorn alone); `daemon` holds the
     # process count for the uvicorn ones ("workers=N").
     asgi: str | None = None
@@ -84,6 +85,9 @@ SERVERS = [
     Server("rwsgi-daemon-p1t15-sub", "rwsgi", "processes=1 threads=15", sub=True),
     # ASGI (bench/app_asgi.py): one process each.
     Server("rwsgi-asgi-p1", "rwsgi", "processes=1 threads=15", asgi="rwsgi"),
+    # Embedded ASGI: one httpd child (ONE_CHILD_CONF), so one event loop, as uvicorn's one
+    # worker.
+    Server("rwsgi-asgi-embedded", "rwsgi", None, asgi="rwsgi"),
     Server("proxy-uvicorn-w1", None, "workers=1", asgi="proxy"),
     Server("uvicorn-w1", None, "workers=1", asgi="uvicorn"),
 ]
@@ -137,6 +141,18 @@ MaxSpareThreads 256
 AsyncRequestWorkerFactor 8
 MaxConnectionsPerChild 0
 """
+# Embedded ASGI: the same capacity in one httpd child (one event loop, one Python).
+ONE_CHILD_CONF = """\
+StartServers 1
+ServerLimit 1
+ThreadLimit 256
+ThreadsPerChild 256
+MaxRequestWorkers 256
+MinSpareThreads 32
+MaxSpareThreads 256
+AsyncRequestWorkerFactor 8
+MaxConnectionsPerChild 0
+"""
 
 
 class BenchApache(harness.Apache):
@@ -159,6 +175,10 @@ class BenchApache(harness.Apache):
             return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
                 f"ProxyPass /app http://127.0.0.1:{self.upstream}/app\n"
                 f"ProxyPassReverse /app http://127.0.0.1:{self.upstream}/app\n")
+        if s.asgi == "rwsgi" and s.daemon is None:
+            return (f"LoadModule rwsgi_module {self.rwsgi_so}\n"
+                    f"WSGIScriptAlias /app {self.share}/app_asgi.py "
+                    f"application-group=%{{GLOBAL}}\n")
         if s.asgi == "rwsgi":
             return (f"LoadModule rwsgi_module {self.rwsgi_so}\n"
                     f"WSGISocketPrefix {self.root}/run/wsgi\n"
@@ -198,7 +218,7 @@ LogLevel warn
 User www-data
 Group www-data
 {load}
-{MPM_CONF}Timeout 30
+{ONE_CHILD_CONF if self.server.asgi and self.server.daemon is None else MPM_CONF}Timeout 30
 KeepAlive On
 KeepAliveTimeout 10
 MaxKeepAliveRequests 0
@@ -571,6 +591,8 @@ TARGETS = [
     ("ASGI hello CPU/req ≤ 0.5× Apache→uvicorn", "hello-c32", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "cpu_us", "<=", 0.5),
     ("ASGI 64 KiB req/s ≥ 2× Apache→uvicorn", "body64k", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
     ("ASGI 1 MiB echo req/s ≥ 2× Apache→uvicorn", "echo1m", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
+    ("embedded ASGI hello req/s ≥ 2× Apache→uvicorn", "hello-c32", "rwsgi-asgi-embedded", "proxy-uvicorn-w1", "rps", ">=", 2.0),
+    ("embedded ASGI hello CPU/req ≤ 0.5× Apache→uvicorn", "hello-c32", "rwsgi-asgi-embedded", "proxy-uvicorn-w1", "cpu_us", "<=", 0.5),
 ]
 
 
@@ -647,19 +669,20 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                            f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
     asgi_rows = []
     for w in WORKLOADS:
-        a = get(w.name, "rwsgi-asgi-p1")
-        for ref in ("proxy-uvicorn-w1", "uvicorn-w1"):
-            b = get(w.name, ref)
-            if a and b:
-                asgi_rows.append(f"| {w.name} | {ref} | {a['rps'] / b['rps']:.2f} | "
-                                 f"{a['cpu_us'] / b['cpu_us']:.2f} | "
-                                 f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
+        for mine, mode in (("rwsgi-asgi-p1", "daemon"), ("rwsgi-asgi-embedded", "embedded")):
+            a = get(w.name, mine)
+            for ref in ("proxy-uvicorn-w1", "uvicorn-w1"):
+                b = get(w.name, ref)
+                if a and b:
+                    asgi_rows.append(f"| {w.name} | {mode} | {ref} | {a['rps'] / b['rps']:.2f} | "
+                                     f"{a['cpu_us'] / b['cpu_us']:.2f} | "
+                                     f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
     if asgi_rows:
-        out += ["", "ASGI: mod_rwsgi (daemon, one process) / the reference (Apache's mod_proxy_http "
-                "in front of uvicorn, or uvicorn alone; one worker, uvloop and httptools); CPU "
-                "counts every process of both servers:", "",
-                "| workload | reference | req/s ratio | CPU/req ratio | p99 ratio |",
-                "| --- | --- | --- | --- | --- |"] + asgi_rows
+        out += ["", "ASGI: mod_rwsgi (daemon: one process; embedded: one httpd child) / the "
+                "reference (Apache's mod_proxy_http in front of uvicorn, or uvicorn alone; one "
+                "worker, uvloop and httptools); CPU counts every process of both servers:", "",
+                "| workload | mod_rwsgi | reference | req/s ratio | CPU/req ratio | p99 ratio |",
+                "| --- | --- | --- | --- | --- | --- |"] + asgi_rows
     sub_rows = []
     for w in WORKLOADS:
         for mode in ("embedded", "daemon-p1t15"):

@@ -543,3 +543,30 @@ def test_embedded_lifespan_startup_is_tried_again(apache_factory, mode):
     assert srv.request("GET", "/flaky/").status == 500
     assert harness.wait_for(lambda: srv.request("GET", "/flaky/").status == 200, 15, 0.5)
     assert srv.request("GET", "/flaky/").body == b"up"
+
+
+_ASGI_HELLO = """
+async def application(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"asgi"})
+"""
+
+
+@pytest.mark.embedded_only
+def test_embedded_script_changes_interface(apache_factory, mode):
+    # A mount known to be ASGI goes to the loop without the GIL; when its script is replaced by
+    # a WSGI one (script reloading), the loop refuses it and the thread serves it as WSGI; and
+    # back again. Eight threads, so the requests reach threads with and without a connection.
+    srv = apache_factory(sizing=ONE_CHILD["event"])
+    script = srv.write_file("apps/switch.py", _ASGI_HELLO)
+    srv.start(srv.mount("/switch", script))
+
+    def bodies():
+        return {srv.request("GET", "/switch/").body for _ in range(24)}
+
+    assert bodies() == {b"asgi"}
+    for text, want in ((_WSGI, b"wsgi"), (_ASGI_HELLO, b"asgi")):
+        mtime = script.stat().st_mtime + 2
+        script.write_text(text)
+        os.utime(script, (mtime, mtime))
+        assert bodies() == {want}

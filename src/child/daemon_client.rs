@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::environ::recycle_environ;
-use super::relay::{Peer, relay};
+use super::relay::{Peer, SpareWire, encode_request, relay};
 use super::settings::{RequestSettings, refuse};
 use crate::config::DirConfig;
 use crate::daemon::conn::Conn;
@@ -147,31 +147,6 @@ fn bad_gateway(req: Request, group: &str, msg: &str) -> c_int {
     HTTP_BAD_GATEWAY
 }
 
-thread_local! {
-    static SPARE_WIRE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// The encoded-request buffer, reused by the next request of the same thread (a fresh ~2 KiB
-/// allocation per request made glibc consolidate its free lists every time).
-struct SpareWire(Vec<u8>);
-
-impl SpareWire {
-    fn take() -> Self {
-        let mut v = SPARE_WIRE.with(std::cell::Cell::take);
-        v.clear();
-        SpareWire(v)
-    }
-}
-
-impl Drop for SpareWire {
-    fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
-        if v.capacity() <= 64 * 1024 {
-            SPARE_WIRE.with(|c| c.set(v));
-        }
-    }
-}
-
 /// Daemon mode: the request (`prepare` builds it once the group is known to exist), sent to
 /// its group's daemon.
 pub fn serve(
@@ -229,30 +204,21 @@ fn run(
         Ok(key) => key,
         Err(status) => return status,
     };
-    let core::Request { env, meta } = request;
-    let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
     // The handshake goes only on a new connection; a kept one carries just the request.
     let mut hello = Vec::new();
-    let mut request = SpareWire::take();
-    let frame = Frame::Request { meta, env };
-    let encoded = protocol::encode(
-        &Frame::Hello {
-            version: protocol::PROTOCOL_VERSION,
-            secret,
-            generation,
-        },
-        &mut hello,
-    )
-    .and_then(|_| protocol::encode(&frame, &mut request.0));
-    if let Frame::Request { env, .. } = frame {
-        // The vector and its entries' buffers go back for the next request's environ (same
-        // layout: no allocation; the keys were strings a moment ago).
-        recycle_environ(
-            env.into_iter()
-                .map(|(k, v)| (String::from_utf8(k).unwrap_or_default(), v))
-                .collect(),
-        );
-    }
+    let mut wire = SpareWire::take();
+    let (encoded, request) = encode_request(request, &mut wire.0);
+    recycle_environ(request.env);
+    let encoded = encoded.and_then(|_| {
+        protocol::encode(
+            &Frame::Hello {
+                version: protocol::PROTOCOL_VERSION,
+                secret,
+                generation,
+            },
+            &mut hello,
+        )
+    });
     if let Err(e) = encoded {
         return bad_gateway(req, name, &format!("cannot encode the request: {e}"));
     }
@@ -275,9 +241,9 @@ fn run(
             }
         };
         let sent = if kept {
-            c.send_raw(&request.0)
+            c.send_raw(&wire.0)
         } else {
-            c.send_raw(&[hello.as_slice(), request.0.as_slice()].concat())
+            c.send_raw(&[hello.as_slice(), wire.0.as_slice()].concat())
         };
         if let Err(e) = sent {
             if kept || retry_left {

@@ -37,6 +37,28 @@ pub fn serve(
         with_id: Arc::new(move |l, msg| req.log_with_id(l, msg)),
     }));
     let which = interp::Which::for_request(set.main_interpreter, &set.application_group);
+    // A mount known to be ASGI (in the main interpreter) goes to the child's event loop
+    // without the GIL; if the loop does not take it, it is served as any other below.
+    let mut request = request;
+    if matches!(which, interp::Which::Main)
+        && super::asgi::known(script, &set.callable_object, set.interface)
+    {
+        match super::asgi::serve_known(req, request, set.enable_sendfile) {
+            super::asgi::Known::Served(status) => {
+                route::set(None);
+                return status;
+            }
+            super::asgi::Known::Back {
+                request: r,
+                refused,
+            } => {
+                if refused {
+                    super::asgi::forget(script, &set.callable_object, set.interface);
+                }
+                request = r;
+            }
+        }
+    }
     let ran = interp::enter(which, |py, it| {
         run(py, it, req, g, set, script, request, Arc::clone(&log))
     });
@@ -102,7 +124,8 @@ fn run(
         return Ran::Answered(HTTP_INTERNAL_SERVER_ERROR);
     }
     if kind == crate::asgi::Kind::Asgi {
-        let handed = super::asgi::hand_over(py, req, g, &app, &request, &log);
+        let mount = (script, set.callable_object.as_str(), set.interface);
+        let handed = super::asgi::hand_over(py, req, g, &app, &request, mount, &log);
         recycle_environ(request.env);
         return match handed {
             Ok(h) => Ran::Asgi(h),

@@ -17,8 +17,55 @@ use crate::error::Code;
 use crate::httpd::ffi::{HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, OK};
 use crate::httpd::request::Request;
 use crate::protocol::{self, Frame};
+use crate::request as core;
 use crate::wsgi::adapter::{Level, ResponseSink};
 use crate::wsgi::headers;
+
+thread_local! {
+    static SPARE_WIRE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The encoded-request buffer, reused by the next request of the same thread (a fresh ~2 KiB
+/// allocation per request made glibc consolidate its free lists every time).
+pub struct SpareWire(pub Vec<u8>);
+
+impl SpareWire {
+    pub fn take() -> Self {
+        let mut v = SPARE_WIRE.with(std::cell::Cell::take);
+        v.clear();
+        SpareWire(v)
+    }
+}
+
+impl Drop for SpareWire {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() <= 64 * 1024 {
+            SPARE_WIRE.with(|c| c.set(v));
+        }
+    }
+}
+
+/// Encodes `request` as a `Request` frame at the end of `out`, and gives it back (the
+/// environ's keys turned to bytes for the frame and back to strings: the same buffers, no
+/// allocation), for a caller that may still need it or recycles it.
+pub fn encode_request(
+    request: core::Request<String>,
+    out: &mut Vec<u8>,
+) -> (Result<(), protocol::ProtocolError>, core::Request<String>) {
+    let core::Request { env, meta } = request;
+    let env: Vec<(Vec<u8>, Vec<u8>)> = env.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect();
+    let frame = Frame::Request { meta, env };
+    let encoded = protocol::encode(&frame, out);
+    let Frame::Request { meta, env } = frame else {
+        unreachable!("built as a Request above")
+    };
+    let env = env
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap_or_default(), v))
+        .collect();
+    (encoded, core::Request { env, meta })
+}
 
 /// Who serves the request on the other side of the connection, and the limits that apply.
 pub struct Peer<'a> {

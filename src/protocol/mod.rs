@@ -99,6 +99,9 @@ pub const REJECT_BAD_CREDENTIALS: u8 = 1;
 pub const REJECT_SHUTTING_DOWN: u8 = 2;
 /// `Reject` reason: the request waited too long in the daemon's queue.
 pub const REJECT_QUEUE_TIMEOUT: u8 = 3;
+/// `Reject` reason: not run here (an httpd child's own event loop, sent a request that is no
+/// ASGI request of its interpreter): the child serves it the other way.
+pub const REJECT_ELSEWHERE: u8 = 4;
 
 /// The kind bytes.
 pub mod kind {
