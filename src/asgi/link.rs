@@ -457,8 +457,9 @@ impl Link {
         let keep = reusable
             && self.host.keeps_connections()
             && s.conn.as_ref().is_some_and(|c| c.reusable());
-        if !keep {
-            s.conn = None;
+        match s.conn.as_mut() {
+            Some(c) if keep => c.trim_idle(),
+            _ => s.conn = None,
         }
         drop(s);
         self.host.finished(counts);

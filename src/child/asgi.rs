@@ -297,7 +297,8 @@ fn respond(
         sendfile,
     };
     let (status, kept) = relay(req, conn, &peer, websocket, false);
-    if let Some(c) = kept {
+    if let Some(mut c) = kept {
+        c.release_all();
         TO_LOOP.with(|slot| *slot.borrow_mut() = Some(c));
     }
     status

@@ -147,6 +147,14 @@ impl Conn {
         }
     }
 
+    /// Gives all buffer memory back before the connection waits idle, large buffers too: for
+    /// connections kept by every httpd worker thread (embedded ASGI), where a large buffer
+    /// each would add up to hundreds of MiB.
+    pub fn release_all(&mut self) {
+        self.buf.release_small(usize::MAX);
+        self.out = Vec::new();
+    }
+
     /// Whether the connection can carry another request: no error, nothing half-read or
     /// half-written.
     pub fn reusable(&self) -> bool {
