@@ -106,6 +106,8 @@ OPTIONAL_MODULES = {
     "authz_user": ("authz_user_module", "mod_authz_user.so"),
     "dir": ("dir_module", "mod_dir.so"),
     "status": ("status_module", "mod_status.so"),
+    "ssl": ("ssl_module", "mod_ssl.so"),
+    "socache_shmcb": ("socache_shmcb_module", "mod_socache_shmcb.so"),
 }
 
 
@@ -661,6 +663,22 @@ class Apache:
             return f"WSGIScriptAlias {url} {script} {o}".rstrip() + "\n"
         raise HarnessError(f"mode {self.mode!r} not implemented in the harness")
 
+    def tls_fragment(self) -> tuple[str, int]:
+        """Config lines for a second listener on another loopback port serving TLS (mod_ssl,
+        a self-signed certificate made here; the server needs modules=["ssl",
+        "socache_shmcb"]) with the same URLs, and that port."""
+        port = free_port()
+        key, crt = self.root / "conf" / "tls.key", self.root / "conf" / "tls.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(crt)],
+                       check=True, capture_output=True, timeout=60)
+        os.chmod(key, 0o600)
+        return (f"Listen 127.0.0.1:{port}\n"
+                f"SSLSessionCache shmcb:{self.root}/run/ssl_scache(512000)\n"
+                f"<VirtualHost 127.0.0.1:{port}>\n"
+                f"SSLEngine on\nSSLCertificateFile {crt}\nSSLCertificateKeyFile {key}\n"
+                f"</VirtualHost>\n"), port
+
     # ------------------------------------------------------------------ config
     def render_conf(self, fragment: str | None = None) -> str:
         if fragment is not None:
@@ -912,10 +930,18 @@ class WebSocket:
 
     GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-    def __init__(self, port: int, path: str, headers=(), timeout: float = SOCKET_TIMEOUT):
+    def __init__(self, port: int, path: str, headers=(), timeout: float = SOCKET_TIMEOUT,
+                 tls: bool = False):
         import base64
         import os as _os
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            # wss:// to a test server's self-signed certificate (Apache.tls_fragment).
+            import ssl
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.key = base64.b64encode(_os.urandom(16)).decode()
         lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
                  "Connection: Upgrade", f"Sec-WebSocket-Key: {self.key}",

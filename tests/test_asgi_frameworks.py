@@ -42,17 +42,20 @@ REQ_TIMEOUT = fw.REQ_TIMEOUT
 
 
 class Uvicorn:
-    """uvicorn from the venv serving <site>/app's `<module>:mounted`."""
+    """uvicorn from the venv serving <site>/app's `<module>:mounted` (or `target`, answering
+    at `probe`)."""
 
-    def __init__(self, venv: Path, site: Path, module: str):
+    def __init__(self, venv: Path, site: Path, module: str, target: str | None = None,
+                 probe: str = f"{MOUNT}/"):
         self.site = site
+        self.probe = probe
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lsock.bind(("127.0.0.1", 0))
         lsock.listen(128)
         self.port = lsock.getsockname()[1]
         cmd = [str(venv / "bin" / "python"), "-m", "uvicorn", "--fd", str(lsock.fileno()),
                "--app-dir", str(site / "app"), "--lifespan", "auto", "--no-access-log",
-               "--log-level", "warning", f"{module}:mounted"]
+               "--log-level", "warning", target or f"{module}:mounted"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         with open(site / "uvicorn.out", "wb") as out, lsock:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -65,7 +68,7 @@ class Uvicorn:
 
     def _answers(self) -> bool:
         try:
-            r = harness.http_request(self.port, "GET", f"{MOUNT}/", timeout=5)
+            r = harness.http_request(self.port, "GET", self.probe, timeout=5)
         except OSError:
             return False
         return r.headers.get("Server") == "uvicorn"

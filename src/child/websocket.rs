@@ -29,6 +29,10 @@ const INTERNAL: u16 = 1011;
 const GOING_AWAY: u16 = 1001;
 /// How long the daemon may take to end a session once the client has closed it.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// After this side's close frame, how long the client's data is still read (and dropped)
+/// waiting for its close: at most `LINGER_MAX`, and no longer than `LINGER_QUIET` of silence.
+const LINGER_MAX: Duration = Duration::from_secs(5);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
 
 /// Whether a request (its CGI environ) opens a WebSocket, from the handshake headers.
 pub fn upgrade<K: AsRef<[u8]>>(env: &[(K, Vec<u8>)]) -> Upgrade {
@@ -97,6 +101,10 @@ struct Session<'a> {
     close_sent: bool,
     /// A `WsClose` went to the daemon.
     daemon_told: bool,
+    /// The client has closed too: its close frame came, or its connection is gone.
+    client_done: bool,
+    /// The client's frames can no longer be followed (it broke the protocol).
+    framing_lost: bool,
     /// The daemon's message being framed: the next part is a continuation.
     continuing: bool,
     out: Vec<u8>,
@@ -127,6 +135,7 @@ impl Session<'_> {
     /// The client is gone without a close frame.
     fn client_gone(&mut self) {
         self.client_open = false;
+        self.client_done = true;
         self.close_sent = true;
         self.tell_daemon(ABNORMAL, "");
     }
@@ -155,11 +164,13 @@ impl Session<'_> {
             Event::Pong(_) => {}
             Event::Close { code, reason } => {
                 self.client_open = false;
-                // The closing handshake: echo the code (none: a bare close).
+                self.client_done = true;
+                // The closing handshake: echo the code and reason, as uvicorn does (none: a
+                // bare close).
                 if !self.close_sent {
                     self.out.clear();
                     match code {
-                        Some(c) => frame::close_frame(c, "", &mut self.out),
+                        Some(c) => frame::close_frame(c, &reason, &mut self.out),
                         None => frame::encode(frame::CLOSE, &[], true, &mut self.out),
                     }
                     let _ = self.client.write(&self.out);
@@ -185,6 +196,7 @@ impl Session<'_> {
                             Ok(None) => break,
                             Err(f) => {
                                 self.client_open = false;
+                                self.framing_lost = true;
                                 self.close_client(f.code, f.why);
                                 self.tell_daemon(f.code, f.why);
                                 break;
@@ -196,6 +208,49 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// After this side's close frame: what the client still sends is read and dropped until
+    /// it closes too (its close frame, or EOF), goes quiet for `LINGER_QUIET`, or `LINGER_MAX`
+    /// has passed. A client still writing (a message over the limit, say) then gets the close
+    /// frame: closing the socket on unread data would reset the connection, and lose it.
+    fn linger(&mut self, dec: &mut Decoder, buf: &mut [u8], fd: std::os::fd::RawFd) {
+        let deadline = Instant::now() + LINGER_MAX;
+        while !self.client_done {
+            // Everything readable now (TLS records decrypted ahead of the socket included).
+            loop {
+                match self.client.read(buf) {
+                    Ok(0) => break,
+                    // Dropped: nothing more goes to the application.
+                    Ok(_) if self.framing_lost => {}
+                    Ok(n) => {
+                        dec.feed(&buf[..n]);
+                        loop {
+                            match dec.next_event() {
+                                Ok(Some(Event::Close { .. })) => {
+                                    self.client_done = true;
+                                    break;
+                                }
+                                Ok(Some(_)) => {}
+                                Ok(None) => break,
+                                Err(_) => {
+                                    self.framing_lost = true;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => self.client_done = true,
+                }
+                if self.client_done {
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !crate::sys::wait_readable(fd, LINGER_QUIET.min(left)) {
+                return;
+            }
+        }
     }
 }
 
@@ -220,6 +275,8 @@ pub fn run(
         client_open: client_fd.is_some(),
         close_sent: false,
         daemon_told: false,
+        client_done: client_fd.is_none(),
+        framing_lost: false,
         continuing: false,
         out: Vec::new(),
     };
@@ -301,6 +358,9 @@ pub fn run(
             }
         }
     };
+    if let Some(fd) = client_fd {
+        s.linger(&mut dec, &mut buf, fd);
+    }
     s.client.finish();
     ended
 }
