@@ -347,6 +347,59 @@ def test_mount_point_and_url_aliases(express, workdir, mode):
     x.stop()
 
 
+ASGI_APP = '''\
+import json
+import os
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            await send({"type": m["type"] + ".complete"})
+            if m["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        m = await receive()
+        await send({"type": "websocket.send", "text": "echo " + m["text"]})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    body = json.dumps({"path": scope["path"], "root_path": scope["root_path"],
+                       "pid": os.getpid(), "lifespan": "state" in scope}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_serves_an_asgi_application_with_websockets(express, mode):
+    # The same command line serves an ASGI application (detected from the callable): HTTP
+    # with lifespan, and a WebSocket through the generated configuration.
+    x = express("--mount-point", "/api", mode=mode, app=ASGI_APP)
+    data = x.json("/api/items")
+    assert data["path"] == "/api/items" and data["root_path"] == "/api"
+    assert data["lifespan"] is True
+    ws = harness.WebSocket(x.port, "/api/ws")
+    assert ws.accept_ok(), ws.status
+    ws.send_text("hi")
+    assert ws.recv_message() == (0x1, b"echo hi")
+    ws.shutdown()
+    x.stop()
+    # --application-interface asgi: the mount says so, and Apache has room for 100
+    # connections per daemon process.
+    x = express("--mount-point", "/api", "--application-interface", "asgi", mode=mode,
+                app=ASGI_APP)
+    assert x.json("/api/x")["lifespan"] is True
+    conf = (x.root / "httpd.conf").read_text()
+    assert "application-interface=asgi" in conf
+    if mode == "daemon":
+        workers = int(re.search(r"MaxRequestWorkers (\d+)", conf).group(1))
+        assert workers >= 100, workers
+    x.stop()
+
+
 def test_callable_object_and_python_path(express, workdir, mode):
     lib = workdir / "lib"
     lib.mkdir()

@@ -114,9 +114,14 @@ pub fn sizing(o: &Options) -> Sizing {
             prefork_max_spare: total,
         };
     }
-    // Daemon mode: the children only relay, so allow more connections than threads.
+    // Daemon mode: the children only relay, so allow more connections than threads. An ASGI
+    // application's requests are tasks, not threads: each one in flight (an open WebSocket,
+    // a long poll) still holds an httpd thread, so allow many per process.
     let clients = match o.max_clients {
         Some(m) => m.max(capacity),
+        None if o.interface == "asgi" => {
+            (10 + 10u32.max(capacity.saturating_mul(3) / 2)).max(processes.saturating_mul(100))
+        }
         None => 10 + 10u32.max(capacity.saturating_mul(3) / 2),
     };
     let tpc = if clients > 20 {
@@ -379,12 +384,16 @@ pub fn httpd_conf(plan: &Plan) -> String {
     s.push_str(&format!(
         "WSGIApplicationGroup %{{GLOBAL}}\nWSGIPassAuthorization On\n\
          WSGIScriptAlias {mount} {script} process-group={pg} application-group=%{{GLOBAL}} \
-         callable-object={callable}\n<Directory {dir}>\n    <Files {file}>\n        \
+         callable-object={callable}{interface}\n<Directory {dir}>\n    <Files {file}>\n        \
          Require all granted\n    </Files>\n</Directory>\n",
         mount = q(&o.mount_point),
         script = q(&plan.script),
         pg = process_group,
         callable = o.callable_object,
+        interface = match o.interface.as_str() {
+            "auto" => String::new(),
+            i => format!(" application-interface={i}"),
+        },
         dir = q(dir),
         file = q(file),
     ));
@@ -597,6 +606,25 @@ mod tests {
         ));
         assert_eq!((z.server_limit, z.threads_per_child), (2, 3));
         assert_eq!(z.max_request_workers, 6);
+    }
+
+    #[test]
+    fn asgi_is_sized_for_connections_not_threads() {
+        // 2 processes x 5 threads: 100 per process = 200 clients (not 10 + 15 = 25, which is
+        // 36 in whole children), in children of 200 / (10 + 1) = 18 threads: 12 children.
+        let o = options("start-server a --processes 2 --application-interface asgi");
+        let z = sizing(&o);
+        assert_eq!((z.server_limit, z.threads_per_child), (12, 18));
+        assert!(httpd_conf(&plan(&o)).contains(" application-interface=asgi\n"));
+        // An explicit --max-clients wins (40: 3 children of 13 threads, rounded up to 4);
+        // auto keeps mod_wsgi-express's sizing.
+        let z = sizing(&options(
+            "start-server a --application-interface asgi --max-clients 40",
+        ));
+        assert_eq!(z.max_request_workers, 52);
+        let o = options("start-server a --processes 2");
+        assert_eq!(sizing(&o).max_request_workers, 36);
+        assert!(!httpd_conf(&plan(&o)).contains("application-interface"));
     }
 
     #[test]

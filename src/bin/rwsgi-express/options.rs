@@ -64,6 +64,14 @@ pub const SPECS: &[Spec] = &[
         &["NAME"],
         "Name of the WSGI callable in the script. Default: application.",
     ),
+    opt(
+        "Application",
+        "--application-interface",
+        &["auto|wsgi|asgi"],
+        "The interface the callable speaks (rwsgi-express only): auto detects ASGI 3 (async) \
+         and otherwise serves WSGI. asgi also sizes Apache for many simultaneous connections \
+         (open WebSockets, long polls): see --max-clients. Default: auto.",
+    ),
     many(
         "Application",
         "--url-alias",
@@ -126,7 +134,8 @@ pub const SPECS: &[Spec] = &[
         "--max-clients",
         N,
         "Most simultaneous client connections. Default: 10 + max(10, 1.5 x processes x \
-         threads) in daemon mode, processes x threads in embedded mode.",
+         threads) in daemon mode (with --application-interface asgi: at least 100 x \
+         processes), processes x threads in embedded mode.",
     ),
     opt(
         "Timeouts",
@@ -310,6 +319,8 @@ pub struct Options {
     pub port: u16,
     pub mount_point: String,
     pub callable_object: String,
+    /// `auto`, `wsgi` or `asgi` (the `application-interface=` of the mount).
+    pub interface: String,
     pub url_aliases: Vec<(String, String)>,
     pub python_paths: Vec<String>,
     pub python_home: Option<String>,
@@ -519,6 +530,14 @@ fn build(script: String, seen: &[(&'static Spec, Vec<String>)]) -> Result<Option
         callable_object: one(seen, "--callable-object")
             .unwrap_or("application")
             .to_string(),
+        interface: match one(seen, "--application-interface").unwrap_or("auto") {
+            v @ ("auto" | "wsgi" | "asgi") => v.to_string(),
+            v => {
+                return Err(format!(
+                    "--application-interface: '{v}' is not one of auto, wsgi, asgi"
+                ));
+            }
+        },
         url_aliases: all(seen, "--url-alias")
             .into_iter()
             .map(|v| (v[0].clone(), v[1].clone()))
