@@ -354,11 +354,10 @@ import os
 
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            m = await receive()
-            await send({"type": m["type"] + ".complete"})
-            if m["type"] == "lifespan.shutdown":
-                return
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
