@@ -689,13 +689,14 @@ pub fn wait_peer_or_hangup(peer: RawFd, watched: RawFd, timeout: Duration) -> Wa
     Watched::TimedOut
 }
 
-/// Waits up to `timeout` until `a` or `b` (when given) is readable (or hung up); which are.
-/// A signal or the timeout gives `(false, false)`.
-pub fn wait_either(a: RawFd, b: Option<RawFd>, timeout: Duration) -> (bool, bool) {
+/// Waits up to `timeout` until `a` is readable, or writable when `a_write`, or `b` (when
+/// given) is readable (or either hung up); whether anything is. A signal or the timeout gives
+/// false.
+pub fn wait_either(a: RawFd, a_write: bool, b: Option<RawFd>, timeout: Duration) -> bool {
     let mut fds = [
         libc::pollfd {
             fd: a,
-            events: libc::POLLIN,
+            events: libc::POLLIN | if a_write { libc::POLLOUT } else { 0 },
             revents: 0,
         },
         libc::pollfd {
@@ -707,10 +708,7 @@ pub fn wait_either(a: RawFd, b: Option<RawFd>, timeout: Duration) -> (bool, bool
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: `fds` is a live array of two pollfd structs (a negative fd is ignored).
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    if n <= 0 {
-        return (false, false);
-    }
-    (fds[0].revents != 0, fds[1].revents != 0)
+    n > 0
 }
 
 /// Most descriptors one `recv_with_fds` accepts; more (never sent by our peer) is an error.

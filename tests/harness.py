@@ -984,7 +984,10 @@ class WebSocket:
             head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
         else:
             head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        # XOR with the repeated key, as one big integer (fast for megabytes).
+        key = (mask * (n // 4 + 1))[:n]
+        masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+            n, "little")
         self.sock.sendall(head + mask + masked)
 
     def send_text(self, text: str):

@@ -570,3 +570,57 @@ def test_embedded_script_changes_interface(apache_factory, mode):
         script.write_text(text)
         os.utime(script, (mtime, mtime))
         assert bodies() == {want}
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_websocket_flood_and_slow_reader_in_bounded_memory(apache_factory, mode):
+    # One process runs the loop (one httpd child, or one daemon process): its memory is
+    # watched while 32 MiB go each way to a side that does not read.
+    srv = apache_factory(sizing=ONE_CHILD["event"], daemon_options="processes=1 threads=2")
+    _start(srv)
+    pid = int(srv.request("GET", "/api/pid").body)
+    n, size = 4096, 8192
+    # A flood: the application sleeps without receiving while the client sends 32 MiB; the
+    # loop stops reading (back-pressure down to the client's socket), then every message
+    # arrives, in order.
+    ws = harness.WebSocket(srv.port, f"/api/ws/sink?delay=3&n={n}", timeout=30)
+    assert ws.accept_ok() and ws.recv_message() == (0x1, b"ready")
+    base = _rss_kib(pid)
+    peak = [base]
+
+    def flood():
+        for i in range(n):
+            ws.send_bytes(i.to_bytes(8, "big") + bytes(size - 8))
+
+    t = threading.Thread(target=flood)
+    t.start()
+    while t.is_alive():
+        peak.append(_rss_kib(pid))
+        time.sleep(0.1)
+    t.join()
+    assert ws.recv_message() == (0x1, f"{n} {n * size} True".encode())
+    ws.close()
+    ws.shutdown()
+    assert max(peak) - base < 16 * 1024, (base, max(peak))
+    # A slow reader: the application sends 32 MiB as fast as send() lets it to a client that
+    # reads a little at a time; send() waits for the client instead of queueing.
+    ws = harness.WebSocket(srv.port, f"/api/ws/firehose?n={n}&size={size}", timeout=30)
+    assert ws.accept_ok()
+    base = _rss_kib(pid)
+    peak = [base]
+    for i in range(n):
+        op, data = ws.recv_message()
+        assert op == 0x2 and data[:8] == i.to_bytes(8, "big"), (i, op, len(data))
+        if i % 256 == 0:
+            peak.append(_rss_kib(pid))
+            time.sleep(0.05)
+    assert ws.recv_message() == (0x1, b"done")
+    ws.close()
+    ws.shutdown()
+    assert max(peak) - base < 16 * 1024, (base, max(peak))

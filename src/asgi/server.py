@@ -17,6 +17,11 @@ BODY, BODY_END, ABORT, REQUEST, RELEASED = 0x03, 0x04, 0x05, 0x02, 0xFF
 WS_MESSAGE, WS_CLOSE = 0x06, 0x07
 # How long a WebSocket's end waits for the httpd child's last word (its WsClose).
 WS_CLOSE_WAIT = 10.0
+# Client messages a WebSocket holds for its application before the loop stops reading the
+# connection (back-pressure through the httpd child to the client's socket), as uvicorn's
+# max_queue; reading resumes when half are taken.
+WS_QUEUE_MESSAGES = 32
+WS_QUEUE_BYTES = 1 << 20
 # Python logging levels, as the log hook takes them.
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 # Request-body bytes asked for per ReadBody.
@@ -276,6 +281,8 @@ class Connection:
         self.fd = link.fileno()
         self.cycle = None
         self.open = True
+        # Reading is paused (a WebSocket application is not taking its messages).
+        self.paused = False
         server.connections.add(self)
         self.loop.add_reader(self.fd, self._readable)
 
@@ -321,6 +328,20 @@ class Connection:
         if self.fd is not None:
             self.loop.remove_reader(self.fd)
             self.fd = None
+
+    def pause(self):
+        """Stops reading the connection (what the httpd child sends waits in the socket)."""
+        if not self.paused and self.fd is not None:
+            self.paused = True
+            self.loop.remove_reader(self.fd)
+
+    def resume(self):
+        if self.paused:
+            self.paused = False
+            if self.fd is not None:
+                self.loop.add_reader(self.fd, self._readable)
+                # Frames may already wait in the link's buffer, with the socket quiet.
+                self.loop.call_soon(self._readable)
 
     def ended(self, reusable):
         """The running request is over: the connection waits for the next one, or closes."""
@@ -677,6 +698,8 @@ class WebSocketCycle(_Cycle):
     def __init__(self, conn, scope, request_id):
         super().__init__(conn, scope, request_id)
         self.events = collections.deque([{"type": "websocket.connect"}])
+        # Bytes of the client's messages in `events`, not yet taken by the application.
+        self.queued = 0
         self.parts = []
         self.accepted = False
         self.close_sent = False  # the application closed (or the session ended)
@@ -712,9 +735,12 @@ class WebSocketCycle(_Cycle):
                     if self.close_sent or self.remote_closed:
                         continue
                     if text:
-                        self.events.append({"type": "websocket.receive", "text": body.decode()})
+                        body = body.decode()
+                        self.events.append({"type": "websocket.receive", "text": body})
                     else:
                         self.events.append({"type": "websocket.receive", "bytes": body})
+                    # (characters for text: the same measure when it is taken)
+                    self.queued += len(body)
             elif kind == WS_CLOSE:
                 code, reason = data
                 if not self.remote_closed:
@@ -724,12 +750,20 @@ class WebSocketCycle(_Cycle):
             elif kind == ABORT and not self.remote_closed:
                 self.remote_closed = True
                 self.events.append({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+        if len(self.events) >= WS_QUEUE_MESSAGES or self.queued >= WS_QUEUE_BYTES:
+            self.conn.pause()
         self._wake()
 
     async def receive(self):
         while True:
             if self.events:
-                return self.events.popleft()
+                event = self.events.popleft()
+                if event["type"] == "websocket.receive":
+                    self.queued -= len(event.get("bytes") or event.get("text") or "")
+                if (self.conn.paused and len(self.events) <= WS_QUEUE_MESSAGES // 2
+                        and self.queued <= WS_QUEUE_BYTES // 2):
+                    self.conn.resume()
+                return event
             if self.broken or self.complete:
                 return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
             await self._wait()

@@ -29,6 +29,11 @@ const INTERNAL: u16 = 1011;
 const GOING_AWAY: u16 = 1001;
 /// How long the daemon may take to end a session once the client has closed it.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// While this much waits to be written to the daemon, the client is not read (back-pressure
+/// down to its socket). The daemon side is never written with a blocking call: a daemon
+/// whose application sends while it does not receive would otherwise wait on this thread
+/// while this thread waits on it.
+const TO_DAEMON_MAX: usize = 1 << 20;
 /// After this side's close frame, how long the client's data is still read (and dropped)
 /// waiting for its close: at most `LINGER_MAX`, and no longer than `LINGER_QUIET` of silence.
 const LINGER_MAX: Duration = Duration::from_secs(5);
@@ -145,7 +150,7 @@ impl Session<'_> {
             self.daemon_told = true;
             let mut reason = reason.as_bytes().to_vec();
             reason.truncate(protocol::MAX_WS_CLOSE - 2);
-            let _ = self.daemon.send(&Frame::WsClose { code, reason });
+            let _ = self.daemon.queue(&Frame::WsClose { code, reason });
         }
     }
 
@@ -157,7 +162,7 @@ impl Session<'_> {
                     return Ok(());
                 }
                 for f in protocol::ws_message_frames(text, &data) {
-                    self.daemon.send(&f)?;
+                    self.daemon.queue(&f)?;
                 }
             }
             Event::Ping(payload) => self.send_client(frame::PONG, &payload, true),
@@ -185,7 +190,7 @@ impl Session<'_> {
     /// Reads what the client has sent (everything, until it would wait: TLS records are
     /// decrypted ahead of the socket).
     fn read_client(&mut self, dec: &mut Decoder, buf: &mut [u8]) -> std::io::Result<()> {
-        while self.client_open {
+        while self.client_open && self.daemon.queued() < TO_DAEMON_MAX {
             match self.client.read(buf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -284,9 +289,14 @@ pub fn run(
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_ping = Instant::now();
     let mut told_at: Option<Instant> = None;
+    if let Err(e) = s.daemon.set_nonblocking(true) {
+        s.close_client(INTERNAL, "");
+        s.client.finish();
+        return Ended::DaemonLost(format!("cannot make the daemon connection non-blocking: {e}"));
+    }
     let ended = loop {
         if let Err(e) = s.read_client(&mut dec, &mut buf) {
-            break Ended::DaemonLost(format!("writing to the daemon failed: {e}"));
+            break Ended::DaemonLost(format!("queueing for the daemon failed: {e}"));
         }
         if !s.client_open && !s.daemon_told {
             s.tell_daemon(ABNORMAL, "");
@@ -304,23 +314,37 @@ pub fn run(
             s.close_client(GOING_AWAY, "server going away");
             s.tell_daemon(GOING_AWAY, "server going away");
         }
-        if !s.daemon.more_buffered() {
-            let watch = if s.client_open { client_fd } else { None };
-            let (daemon_ready, _) = crate::sys::wait_either(
-                s.daemon.fd(),
-                watch,
-                PING_EVERY.min(Duration::from_secs(1)),
-            );
-            if !daemon_ready {
-                if s.client_open && last_ping.elapsed() >= PING_EVERY {
+        if let Err(e) = s.daemon.try_flush() {
+            s.close_client(INTERNAL, "");
+            break Ended::DaemonLost(format!("writing to the daemon failed: {e}"));
+        }
+        let frame = match s.daemon.try_recv() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                // Nothing to relay now: wait for the daemon, for room to write to it, or for
+                // the client (unless the daemon is behind).
+                let watch = (s.client_open && s.daemon.queued() < TO_DAEMON_MAX)
+                    .then_some(client_fd)
+                    .flatten();
+                let woke = crate::sys::wait_either(
+                    s.daemon.fd(),
+                    s.daemon.queued() > 0,
+                    watch,
+                    PING_EVERY.min(Duration::from_secs(1)),
+                );
+                if !woke && s.client_open && last_ping.elapsed() >= PING_EVERY {
                     s.send_client(frame::PING, b"", true);
                     last_ping = Instant::now();
                 }
                 continue;
             }
-        }
-        match s.daemon.recv() {
-            Ok(Frame::WsMessage { text, fin, data }) => {
+            Err(e) => {
+                s.close_client(INTERNAL, "");
+                break Ended::DaemonLost(format!("the daemon closed the connection: {e}"));
+            }
+        };
+        match frame {
+            Frame::WsMessage { text, fin, data } => {
                 let opcode = if s.continuing {
                     frame::CONTINUATION
                 } else if text {
@@ -333,30 +357,34 @@ pub fn run(
                     s.send_client(opcode, &data, fin);
                 }
             }
-            Ok(Frame::WsClose { code, reason }) => {
+            Frame::WsClose { code, reason } => {
                 let reason = String::from_utf8_lossy(&reason).into_owned();
                 s.close_client(code, &reason);
             }
-            Ok(Frame::End) => {
+            Frame::End => {
                 s.close_client(NORMAL, "");
                 // The last frame of the session from this side: after it the daemon reads the
                 // next request (messages already sent before it are skipped by the daemon).
                 s.tell_daemon(NORMAL, "");
                 break Ended::Clean;
             }
-            Ok(Frame::Fail { message, .. }) => {
+            Frame::Fail { message, .. } => {
                 s.close_client(INTERNAL, "");
                 break Ended::DaemonLost(String::from_utf8_lossy(&message).into_owned());
             }
-            Ok(other) => {
+            other => {
                 s.close_client(INTERNAL, "");
                 break Ended::DaemonLost(format!("unexpected {} frame", other.name()));
             }
-            Err(e) => {
-                s.close_client(INTERNAL, "");
-                break Ended::DaemonLost(format!("the daemon closed the connection: {e}"));
-            }
         }
+    };
+    // What is still queued for the daemon (the last WsClose) is written in the blocking mode
+    // the connection goes back in.
+    let ended = match s.daemon.set_nonblocking(false).and_then(|_| s.daemon.flush()) {
+        Err(e) if matches!(ended, Ended::Clean) => {
+            Ended::DaemonLost(format!("writing to the daemon failed: {e}"))
+        }
+        _ => ended,
     };
     if let Some(fd) = client_fd {
         s.linger(&mut dec, &mut buf, fd);

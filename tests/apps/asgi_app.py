@@ -25,6 +25,11 @@
 /ws/close       (WebSocket) accepts, sends "bye", closes with 4001 "done"
 /ws/raise       (WebSocket) accepts, then raises: close 1011
 /ws/subprotocol (WebSocket) accepts the client's last offered subprotocol, with a header
+/ws/sink?delay=S&n=N  (WebSocket) accepts, says "ready", sleeps S seconds without receiving
+                (the client floods it meanwhile), then receives N messages and answers
+                "<count> <bytes> <in order>"
+/ws/firehose?n=N&size=B  (WebSocket) accepts and sends N binary messages of B bytes as fast
+                as send() lets it (a client that reads slowly), then "done"
 """
 
 import asyncio
@@ -121,6 +126,24 @@ async def websocket(scope, receive, send):
     if path == "/ws/close":
         await send({"type": "websocket.send", "text": "bye"})
         return await send({"type": "websocket.close", "code": 4001, "reason": "done"})
+    if path == "/ws/sink":
+        await send({"type": "websocket.send", "text": "ready"})
+        await asyncio.sleep(float(args.get("delay", "0")))
+        count = size = 0
+        ordered = True
+        for i in range(int(args["n"])):
+            m = await receive()
+            if m["type"] != "websocket.receive":
+                break
+            data = m.get("bytes") or b""
+            ordered = ordered and data[:8] == i.to_bytes(8, "big")
+            count, size = count + 1, size + len(data)
+        return await send({"type": "websocket.send", "text": "%d %d %s" % (count, size, ordered)})
+    if path == "/ws/firehose":
+        block = os.urandom(int(args["size"]) - 8)
+        for i in range(int(args["n"])):
+            await send({"type": "websocket.send", "bytes": i.to_bytes(8, "big") + block})
+        return await send({"type": "websocket.send", "text": "done"})
     if path == "/ws/raise":
         await send({"type": "websocket.send", "text": "about to fail"})
         raise RuntimeError("boom in a WebSocket")
