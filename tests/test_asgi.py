@@ -624,3 +624,86 @@ def test_websocket_flood_and_slow_reader_in_bounded_memory(apache_factory, mode)
     ws.close()
     ws.shutdown()
     assert max(peak) - base < 16 * 1024, (base, max(peak))
+
+
+def test_graceful_restarts_under_streaming_and_websocket_load(apache_factory, mode):
+    # Three graceful restarts while two clients stream responses (fresh connections) and two
+    # hold WebSocket sessions: no HTTP request fails (a response is never cut short), and a
+    # WebSocket ends only with the documented close (1001 from a stopping httpd child, 1012
+    # from a stopping daemon process) or cleanly, and its reconnect is served.
+    srv = apache_factory()
+    _start(srv)
+    stop = threading.Event()
+    lock = threading.Lock()
+    streams, ws_sessions, ws_restarted, bad = [0], [0], [0], []
+    end = time.monotonic() + 120
+    want = b"".join(b"chunk %d\n" % i for i in range(6))
+
+    def streamer():
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                r = srv.request("GET", "/api/stream?n=6&gap=0.1", timeout=20)
+            except OSError as e:
+                r = e
+            with lock:
+                if isinstance(r, harness.Response) and r.status == 200 and r.complete \
+                        and r.body == want:
+                    streams[0] += 1
+                else:
+                    bad.append(("stream", repr(r)[:200]))
+
+    def websocket_client():
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=load", timeout=20)
+            except OSError as e:
+                with lock:
+                    bad.append(("ws connect", repr(e)))
+                continue
+            try:
+                if not ws.accept_ok():
+                    with lock:
+                        bad.append(("ws handshake", ws.status))
+                    continue
+                outcome = "clean"
+                for i in range(5):
+                    ws.send_text("m%d" % i)
+                    op, data = ws.recv_message()
+                    if op == 0x8:
+                        code = _close_code(data)
+                        outcome = "restart" if code in (1001, 1012) else f"close {code}"
+                        break
+                    if (op, data) != (0x1, b"m%d" % i):
+                        outcome = f"wrong echo {op} {data[:20]!r}"
+                        break
+                    time.sleep(0.1)
+                else:
+                    ws.close()
+                with lock:
+                    if outcome == "clean":
+                        ws_sessions[0] += 1
+                    elif outcome == "restart":
+                        ws_restarted[0] += 1
+                    else:
+                        bad.append(("ws", outcome))
+            except (OSError, EOFError) as e:
+                with lock:
+                    bad.append(("ws", repr(e)))
+            finally:
+                ws.shutdown()
+
+    threads = [threading.Thread(target=f) for f in (streamer, streamer, websocket_client,
+                                                     websocket_client)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        for _ in range(3):
+            srv.graceful(probe_path="/api/pid")
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not bad, bad[:5]
+    assert streams[0] >= 10 and ws_sessions[0] >= 2, (streams, ws_sessions, ws_restarted)
