@@ -59,6 +59,8 @@ pub enum Code {
     AsgiUnsupported,
     /// An ASGI request ran longer than request-timeout: its task was cancelled.
     AsgiTimeout,
+    /// An ASGI event loop has not run for seconds (a blocking call in a coroutine).
+    AsgiLoopBlocked,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -100,6 +102,7 @@ impl Code {
             Code::AsgiLifespan => "RW0021",
             Code::AsgiUnsupported => "RW0022",
             Code::AsgiTimeout => "RW0023",
+            Code::AsgiLoopBlocked => "RW0024",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
@@ -109,7 +112,7 @@ impl Code {
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 30] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -134,6 +137,7 @@ impl Code {
         Code::AsgiLifespan,
         Code::AsgiUnsupported,
         Code::AsgiTimeout,
+        Code::AsgiLoopBlocked,
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,

@@ -707,3 +707,27 @@ def test_graceful_restarts_under_streaming_and_websocket_load(apache_factory, mo
             t.join(timeout=60)
     assert not bad, bad[:5]
     assert streams[0] >= 10 and ws_sessions[0] >= 2, (streams, ws_sessions, ws_restarted)
+
+
+def test_a_blocked_loop_is_reported_and_replaced(apache_factory, mode):
+    # A coroutine that blocks the loop with time.sleep: after 5 s the watchdog logs RW0024
+    # with the loop thread's stack; in daemon mode deadlock-timeout replaces the process (an
+    # httpd child cannot be: it only reports).
+    srv = apache_factory(sizing=ONE_CHILD["event"],
+                         daemon_options="processes=1 threads=2 deadlock-timeout=7")
+    _start(srv)
+    srv.allow_log(r"RW0024|deadlock-timeout|exit signal|RW0016")
+    pid = int(srv.request("GET", "/api/pid").body)
+    r = srv.request("GET", "/api/block?s=9", timeout=30)
+    assert srv.wait_for_log(r"RW0024: the ASGI event loop has not run for [56] s: a coroutine "
+                            r"is blocking it with a synchronous call")
+    assert srv.wait_for_log(r"asgi_app.py\", line \d+, in application")
+    assert srv.wait_for_log(r"time.sleep\(float\(args.get\(\"s\", \"1\"\)\)\)")
+    if mode == "embedded":
+        assert r.status == 200 and r.body == b"blocked"
+        assert int(srv.request("GET", "/api/pid").body) == pid
+    else:
+        assert srv.wait_for_log(r"RW0024: the ASGI event loop has not run for [78] s "
+                                r"\(deadlock-timeout\); the process is replaced")
+        assert harness.wait_for(
+            lambda: srv.request("GET", "/api/pid").body not in (b"", str(pid).encode()), 30, 0.3)

@@ -5,6 +5,7 @@
 //! in daemon processes and httpd children.
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,21 @@ pub struct Hooks {
     pub shutdown_timeout: Duration,
     /// `request-timeout=`: a request's task running longer is cancelled (zero: never).
     pub request_timeout: Duration,
+    /// `deadlock-timeout=`: a loop that has not run for this long has the process replaced
+    /// (`OnFailure::Replace`; zero: the watchdog only warns).
+    pub loop_deadlock: Duration,
+}
+
+/// A loop that has not run for this long is reported (once per stall) with where it is.
+const WARN_AFTER: Duration = Duration::from_secs(5);
+
+/// Milliseconds since the first use (the loops' heartbeat clock).
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// What a process does when an application cannot be served by its loop.
@@ -84,6 +100,20 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
         }
         OnFailure::RetryAfter(d) => (py.None().into_bound(py), d.as_secs_f64()),
     };
+    // The loop's heartbeat (server.py calls `beat` every BEAT s), read by the watchdog.
+    let beat = Arc::new(AtomicU64::new(now_ms()));
+    let beat_fn = {
+        let beat = Arc::clone(&beat);
+        pyo3::types::PyCFunction::new_closure(
+            py,
+            None,
+            None,
+            move |_a: &Bound<'_, PyTuple>, _k: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+                beat.store(now_ms(), Ordering::Relaxed);
+                Ok(())
+            },
+        )?
+    };
     let server = module.getattr("Server")?.call1((
         log_fn,
         restart_fn,
@@ -98,6 +128,7 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
             Code::AppException.as_str(),
             Code::AsgiTimeout.as_str(),
         ),
+        beat_fn,
     ))?;
     {
         let mut list = servers();
@@ -113,6 +144,8 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
         hooks.log.clone(),
     );
     let on_failure = hooks.on_failure.clone();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let loop_stopped = Arc::clone(&stopped);
     let spawned = std::thread::Builder::new()
         .name("rwsgi-asgi-loop".into())
         .spawn(move || {
@@ -150,6 +183,7 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
                     ),
                 );
             }
+            loop_stopped.store(true, Ordering::SeqCst);
         });
     if let Err(e) = spawned {
         servers().retain(|(g, _)| g != group);
@@ -157,7 +191,102 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
             "cannot start the ASGI event loop thread: {e}"
         )));
     }
+    let dog = Watchdog {
+        server: server.clone().unbind(),
+        group: group.to_string(),
+        beat,
+        stopped,
+        hooks: hooks.clone(),
+    };
+    // Without its watchdog the loop still serves; a blocked loop then goes unreported.
+    let _ = std::thread::Builder::new()
+        .name("rwsgi-asgi-watch".into())
+        .spawn(move || {
+            let log = dog.hooks.log.clone();
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dog.run())) {
+                log(
+                    Level::Error,
+                    &format!(
+                        "{}: a panic in the ASGI loop watchdog thread: {}",
+                        Code::Panic.as_str(),
+                        crate::error::panic_message(p.as_ref())
+                    ),
+                );
+            }
+        });
     Ok(server)
+}
+
+/// Watches one loop's heartbeat: a loop that has not run for `WARN_AFTER` (a coroutine that
+/// blocks it with a synchronous call) is reported once per stall with the loop thread's
+/// Python stack; one that has not run for `loop_deadlock` has its process replaced.
+struct Watchdog {
+    server: Py<PyAny>,
+    group: String,
+    beat: Arc<AtomicU64>,
+    stopped: Arc<AtomicBool>,
+    hooks: Hooks,
+}
+
+impl Watchdog {
+    fn run(&self) {
+        let (mut warned, mut acted) = (false, false);
+        while !self.stopped.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(500));
+            let stalled =
+                Duration::from_millis(now_ms().saturating_sub(self.beat.load(Ordering::Relaxed)));
+            if stalled < WARN_AFTER {
+                (warned, acted) = (false, false);
+                continue;
+            }
+            let log = &self.hooks.log;
+            if !warned {
+                warned = true;
+                let which = Which::for_request(self.group.is_empty(), &self.group);
+                let stack = interp::enter(which, |py, _| {
+                    self.server
+                        .bind(py)
+                        .call_method0("stack")
+                        .and_then(|s| s.extract::<String>())
+                        .unwrap_or_else(|e| format!("(no stack: {e})"))
+                })
+                .unwrap_or_else(|e| format!("(no stack: {e})"));
+                log(
+                    Level::Warning,
+                    &format!(
+                        "{}: the ASGI event loop has not run for {} s: a coroutine is blocking \
+                         it with a synchronous call (run it with loop.run_in_executor or \
+                         asgiref's sync_to_async); every ASGI request of this process waits. \
+                         The loop thread is at:",
+                        Code::AsgiLoopBlocked.as_str(),
+                        stalled.as_secs()
+                    ),
+                );
+                for line in stack.lines() {
+                    log(Level::Warning, line);
+                }
+            }
+            let limit = self.hooks.loop_deadlock;
+            if !acted && !limit.is_zero() && stalled >= limit {
+                acted = true;
+                if let OnFailure::Replace(restart) = &self.hooks.on_failure {
+                    log(
+                        Level::Error,
+                        &format!(
+                            "{}: the ASGI event loop has not run for {} s (deadlock-timeout); \
+                             the process is replaced",
+                            Code::AsgiLoopBlocked.as_str(),
+                            stalled.as_secs()
+                        ),
+                    );
+                    restart(format!(
+                        "deadlock-timeout: the ASGI event loop has not run for {} s",
+                        stalled.as_secs()
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Hands `req` (accepted, its connection in `link`) to the event loop of the current

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import http
 import sys
+import threading
 import traceback
 
 # Kinds `Link.read` reports (the protocol's frame kinds, and the loop's own RELEASED).
@@ -24,6 +25,8 @@ WS_QUEUE_MESSAGES = 32
 WS_QUEUE_BYTES = 1 << 20
 # Python logging levels, as the log hook takes them.
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+# How often the loop reports that it runs (the watchdog in asgi/loops.rs).
+BEAT = 0.25
 # Request-body bytes asked for per ReadBody.
 READ_SIZE = 64 * 1024
 
@@ -44,8 +47,11 @@ class ClientDisconnected(OSError):
 
 class Server:
     def __init__(self, log, restart, retry_after, lifespan, startup_timeout, shutdown_timeout,
-                 request_timeout, codes):
+                 request_timeout, codes, beat):
         self.loop = asyncio.new_event_loop()
+        # Called every BEAT seconds from the loop, so a watchdog sees that it runs.
+        self._beat = beat
+        self.thread_id = None
         # request-timeout: a request's task still running this long is cancelled (0: never).
         self.request_timeout = request_timeout
         self._log = log
@@ -66,10 +72,23 @@ class Server:
     def run_forever(self):
         """The loop thread's body: runs until `stop`."""
         asyncio.set_event_loop(self.loop)
+        self.thread_id = threading.get_ident()
+        self.loop.call_soon(self._heartbeat)
         try:
             self.loop.run_forever()
         finally:
             asyncio.set_event_loop(None)
+
+    def _heartbeat(self):
+        self._beat()
+        self.loop.call_later(BEAT, self._heartbeat)
+
+    def stack(self):
+        """From another thread: where the loop thread is now (a watchdog's report)."""
+        frame = sys._current_frames().get(self.thread_id)
+        if frame is None:
+            return "(the loop thread is not running Python)"
+        return "".join(traceback.format_stack(frame)).rstrip()
 
     def submit(self, link, parts):
         """From a worker thread: a request to run, `parts` = (app, scope, has_body,

@@ -104,6 +104,8 @@ fn setup(g: &GlobalConfig) -> &'static Setup {
                 startup_timeout: STARTUP_TIMEOUT,
                 shutdown_timeout: SHUTDOWN_TIMEOUT,
                 request_timeout: Duration::ZERO,
+                // An httpd child cannot be replaced: a blocked loop is reported only.
+                loop_deadlock: Duration::ZERO,
             },
             host: Arc::new(ChildHost {
                 log,

@@ -292,7 +292,9 @@ pub fn run(
     if let Err(e) = s.daemon.set_nonblocking(true) {
         s.close_client(INTERNAL, "");
         s.client.finish();
-        return Ended::DaemonLost(format!("cannot make the daemon connection non-blocking: {e}"));
+        return Ended::DaemonLost(format!(
+            "cannot make the daemon connection non-blocking: {e}"
+        ));
     }
     let ended = loop {
         if let Err(e) = s.read_client(&mut dec, &mut buf) {
@@ -380,7 +382,11 @@ pub fn run(
     };
     // What is still queued for the daemon (the last WsClose) is written in the blocking mode
     // the connection goes back in.
-    let ended = match s.daemon.set_nonblocking(false).and_then(|_| s.daemon.flush()) {
+    let ended = match s
+        .daemon
+        .set_nonblocking(false)
+        .and_then(|_| s.daemon.flush())
+    {
         Err(e) if matches!(ended, Ended::Clean) => {
             Ended::DaemonLost(format!("writing to the daemon failed: {e}"))
         }

@@ -154,6 +154,7 @@ pub fn run(l: Launch) -> ! {
             startup_timeout: spec.lifespan_timeout,
             shutdown_timeout: spec.shutdown_timeout,
             request_timeout: spec.request_timeout,
+            loop_deadlock: spec.deadlock_timeout,
         },
     });
     if let Err(e) = dispatch::start(l.listener, &state, &ctx, threads) {

@@ -4,6 +4,7 @@
 /echo           the request body back, read with receive() until more_body is False
 /stream?n=N     N chunks of "chunk i\\n", each its own http.response.body (more_body=True)
 /sleep?s=S      awaits asyncio.sleep(S), then "slept"
+/block?s=S      calls time.sleep(S) in the coroutine (blocking the loop), then "blocked"
 /disconnect     reads the body, then waits on receive() for http.disconnect and records
                 when it came in @STATE@/disconnected (a long poll the client abandons)
 /after-disconnect  as /disconnect, then tries send() and records what it raised
@@ -188,6 +189,9 @@ async def application(scope, receive, send):
     if path == "/sleep":
         await asyncio.sleep(float(args.get("s", "1")))
         return await _send(send, 200, b"slept")
+    if path == "/block":
+        time.sleep(float(args.get("s", "1")))  # a synchronous call that blocks the loop
+        return await _send(send, 200, b"blocked")
     if path in ("/disconnect", "/after-disconnect"):
         await _body(receive)
         t0 = time.time()
