@@ -731,3 +731,22 @@ def test_a_blocked_loop_is_reported_and_replaced(apache_factory, mode):
                                 r"\(deadlock-timeout\); the process is replaced")
         assert harness.wait_for(
             lambda: srv.request("GET", "/api/pid").body not in (b"", str(pid).encode()), 30, 0.3)
+
+
+def test_websocket_chat_between_two_clients(apache_factory, mode):
+    # Two clients in one process's chat room: each message reaches both, through one loop.
+    srv = apache_factory(sizing=ONE_CHILD["event"], daemon_options="processes=1 threads=2")
+    _start(srv)
+    ann = harness.WebSocket(srv.port, "/api/ws/chat?name=ann", timeout=15)
+    assert ann.accept_ok() and ann.recv_message() == (0x1, b"joined ann")
+    bob = harness.WebSocket(srv.port, "/api/ws/chat?name=bob", timeout=15)
+    assert bob.accept_ok() and bob.recv_message() == (0x1, b"joined bob")
+    assert ann.recv_message() == (0x1, b"joined bob")
+    ann.send_text("hi bob")
+    assert ann.recv_message() == bob.recv_message() == (0x1, b"ann: hi bob")
+    bob.send_text("hi ann")
+    assert ann.recv_message() == bob.recv_message() == (0x1, b"bob: hi ann")
+    for ws in (ann, bob):
+        ws.close()
+        assert ws.recv_message()[0] == 0x8
+        ws.shutdown()

@@ -37,6 +37,8 @@ ENTRIES = {  # framework -> (module in <site>/app, its callable): mod_rwsgi moun
     "quart": ("quart_app", "app"),
     # Django's own asgi.py (get_asgi_application), as its deployment docs have it.
     "django": ("djangosite.asgi", "application"),
+    # Django Channels' ProtocolTypeRouter in front of the same project.
+    "channels": ("djangosite.channels_asgi", "application"),
 }
 REQ_TIMEOUT = fw.REQ_TIMEOUT
 
@@ -415,3 +417,65 @@ def test_fastapi_websocket_against_uvicorn(pair):
         assert ours == theirs, path
     assert json.loads(_session(a.port, f"{MOUNT}/ws/lobby?token=t1", steps)[1][1]) == {
         "room": "lobby", "token": "t1", "text": "ABC"}
+
+
+def _greeting_text_bytes_bye(text: str, data: bytes):
+    """Steps for `_session`: the status; after a 101, the greeting, the answers to `text` and
+    to `data`, and the close that "bye" brings (opcode, code)."""
+
+    def steps(ws):
+        out = [ws.status]
+        if ws.status == 101:
+            out.append(ws.recv_message())
+            ws.send_text(text)
+            out.append(ws.recv_message())
+            ws.send_bytes(data)
+            out.append(ws.recv_message())
+            ws.send_text("bye")
+            op, payload = ws.recv()
+            out.append((op, _close_code(payload)))
+        return out
+
+    return steps
+
+
+def test_quart_websocket_against_uvicorn(pair):
+    a, u = pair("quart")
+
+    steps = _greeting_text_bytes_bye("abc", b"\x01\x02xyz")
+    for path in (f"{MOUNT}/ws/lobby", f"{MOUNT}/ws/lobby?deny=1"):
+        ours = _session(a.port, path, steps)
+        assert ours == _session(u.port, path, steps), path
+    ours = _session(a.port, f"{MOUNT}/ws/lobby", steps)
+    assert ours[0] == 101
+    assert json.loads(ours[1][1]) == {"room": "lobby", "path": "/ws/lobby"}
+    assert ours[2:4] == [(0x1, b"ABC"), (0x2, b"zyx\x02\x01")]
+
+
+def test_channels_consumers_against_uvicorn(pair):
+    a, u = pair("channels")
+
+    echo = _greeting_text_bytes_bye("shout", b"abc")
+
+    def count(ws):
+        out = [ws.status]
+        for i in range(3):
+            ws.send_text(json.dumps({"i": i}))
+            out.append(json.loads(ws.recv_message()[1]))
+        ws.close(1000)
+        return out
+
+    for path, steps in ((f"{MOUNT}/ws/echo/zoe/", echo), (f"{MOUNT}/ws/echo/x/?reject", echo),
+                        (f"{MOUNT}/ws/count/", count)):
+        ours = _session(a.port, path, steps)
+        assert ours == _session(u.port, path, steps), path
+    # A sync consumer (run in a thread by Channels) and an async JSON one, both served; a
+    # consumer that closes in connect() refuses the handshake (403) on both servers.
+    assert _session(a.port, f"{MOUNT}/ws/echo/zoe/", echo) == [
+        101, (0x1, b"hello zoe"), (0x1, b"SHOUT"), (0x2, b"cba"), (0x8, 4002)]
+    assert _session(a.port, f"{MOUNT}/ws/echo/x/?reject", echo) == [403]
+    assert _session(a.port, f"{MOUNT}/ws/count/", count)[1:] == [
+        {"n": i + 1, "got": {"i": i}, "path": f"{MOUNT}/ws/count/"} for i in range(3)]
+    # HTTP goes through the router to Django, answered as uvicorn answers it.
+    (r,), _ = both(pair, "channels", lambda c, s: [c.get(f"{MOUNT}/async/")])
+    assert r.status == 200

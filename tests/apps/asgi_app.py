@@ -29,6 +29,8 @@
 /ws/sink?delay=S&n=N  (WebSocket) accepts, says "ready", sleeps S seconds without receiving
                 (the client floods it meanwhile), then receives N messages and answers
                 "<count> <bytes> <in order>"
+/ws/chat?name=X  (WebSocket) a chat room of this process: each text message goes to every
+                member as "X: message"; "joined X" is sent to all when X joins
 /ws/firehose?n=N&size=B  (WebSocket) accepts and sends N binary messages of B bytes as fast
                 as send() lets it (a client that reads slowly), then "done"
 """
@@ -41,6 +43,7 @@ import time
 STATE = "@STATE@"
 DATA = "@DATA@"
 STARTED = {"count": 0}
+CHAT = {}  # name -> send, the members of /ws/chat in this process
 
 
 def _text(v):
@@ -140,6 +143,20 @@ async def websocket(scope, receive, send):
             ordered = ordered and data[:8] == i.to_bytes(8, "big")
             count, size = count + 1, size + len(data)
         return await send({"type": "websocket.send", "text": "%d %d %s" % (count, size, ordered)})
+    if path == "/ws/chat":
+        name = args.get("name", "?")
+        CHAT[name] = send
+        try:
+            for member in list(CHAT.values()):
+                await member({"type": "websocket.send", "text": "joined " + name})
+            while True:
+                m = await receive()
+                if m["type"] == "websocket.disconnect":
+                    return
+                for member in list(CHAT.values()):
+                    await member({"type": "websocket.send", "text": "%s: %s" % (name, m["text"])})
+        finally:
+            CHAT.pop(name, None)
     if path == "/ws/firehose":
         block = os.urandom(int(args["size"]) - 8)
         for i in range(int(args["n"])):

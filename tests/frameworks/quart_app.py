@@ -3,7 +3,7 @@ under uvicorn (`quart_app:mounted`), to compare the two."""
 
 import asyncio
 
-from quart import Quart, jsonify, make_response, request
+from quart import Quart, jsonify, make_response, request, websocket
 
 from asgi_mount import mounted as _mounted
 
@@ -35,6 +35,19 @@ async def stream():
 @app.get("/boom")
 async def boom():
     raise RuntimeError("boom in a Quart view")
+
+
+@app.websocket("/ws/<room>")
+async def ws(room):
+    # Quart accepts on the first send; a query flag denies instead (before accepting).
+    if websocket.args.get("deny"):
+        return "denied", 403
+    await websocket.send_json({"room": room, "path": websocket.path})
+    while True:
+        data = await websocket.receive()
+        if data == "bye":
+            break
+        await websocket.send(data[::-1] if isinstance(data, bytes) else data.upper())
 
 
 mounted = _mounted(app, "/app")
