@@ -750,3 +750,37 @@ def test_websocket_chat_between_two_clients(apache_factory, mode):
         ws.close()
         assert ws.recv_message()[0] == 0x8
         ws.shutdown()
+
+
+def test_websocket_message_size_limit(apache_factory, mode):
+    # WSGIWebSocketMaxMessage for one location: a message up to the limit is echoed, a larger
+    # one (sent whole, or as fragments that add up) closes the socket with 1009 and the
+    # application gets that code; elsewhere the default (16 MiB) applies.
+    srv = apache_factory()
+    _start(srv, extra="<Location /api/ws/echo>\nWSGIWebSocketMaxMessage 4096\n</Location>\n")
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=limit", timeout=15)
+    assert ws.accept_ok()
+    ws.send_bytes(b"x" * 4096)
+    assert ws.recv_message() == (0x2, b"x" * 4096)
+    ws.send_bytes(b"y" * 4097)
+    op, payload = ws.recv_message()
+    assert op == 0x8 and _close_code(payload) == 1009, (op, payload)
+    ws.shutdown()
+    assert _wait_file(srv.state / "ws-limit")["code"] == 1009
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=frags", timeout=15)
+    assert ws.accept_ok()
+    ws.send_frame(0x1, b"a" * 3000, fin=False)
+    ws.send_frame(0x0, b"b" * 3000, fin=True)
+    op, payload = ws.recv_message()
+    assert op == 0x8 and _close_code(payload) == 1009, (op, payload)
+    ws.shutdown()
+    # Another location keeps the default.
+    ws = harness.WebSocket(srv.port, "/api/ws/sink?n=1", timeout=15)
+    assert ws.accept_ok() and ws.recv_message() == (0x1, b"ready")
+    ws.send_bytes((0).to_bytes(8, "big") + bytes(100_000))
+    assert ws.recv_message() == (0x1, b"1 100008 True")
+    ws.shutdown()
+    rc, out = srv.configtest("WSGIWebSocketMaxMessage 10\n")
+    assert rc != 0
+    assert ("WSGIWebSocketMaxMessage: '10' is not valid; use a number of bytes from 1024 to "
+            "1073741824") in out, out

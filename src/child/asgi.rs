@@ -22,6 +22,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::relay::{Peer, SpareWire, encode_request, relay};
+use super::settings::RequestSettings;
 use crate::asgi::{Admitted, Hooks, Host, OnFailure};
 use crate::config::daemon::Lifespan;
 use crate::config::{GlobalConfig, Interface};
@@ -168,7 +169,7 @@ pub enum Known {
 
 /// Sends a request for a mount `known` to be ASGI to the loop over this thread's connection,
 /// without the GIL, and serves its response.
-pub fn serve_known(req: Request, request: core::Request<String>, sendfile: bool) -> Known {
+pub fn serve_known(req: Request, request: core::Request<String>, set: &RequestSettings) -> Known {
     let Some(mut conn) = TO_LOOP.with(|c| c.borrow_mut().take()) else {
         return Known::Back {
             request,
@@ -219,7 +220,7 @@ pub fn serve_known(req: Request, request: core::Request<String>, sendfile: bool)
         }
     }
     super::environ::recycle_environ(request.env);
-    Known::Served(respond(req, conn, timeout, websocket.as_deref(), sendfile))
+    Known::Served(respond(req, conn, timeout, websocket.as_deref(), set))
 }
 
 /// A request handed to the loop: the worker thread's end of its connection, and the
@@ -264,14 +265,14 @@ pub fn hand_over(
 }
 
 /// Serves the response of a request handed to the loop (called without the GIL).
-pub fn serve(req: Request, handed: Handed, sendfile: bool) -> c_int {
+pub fn serve(req: Request, handed: Handed, set: &RequestSettings) -> c_int {
     let Handed {
         mut conn,
         websocket,
     } = handed;
     let timeout = apache_timeout(req);
     conn.set_timeouts(timeout);
-    respond(req, conn, timeout, websocket.as_deref(), sendfile)
+    respond(req, conn, timeout, websocket.as_deref(), set)
 }
 
 /// Each wait for the loop is bounded by httpd's `Timeout`, as a daemon's is by
@@ -287,7 +288,7 @@ fn respond(
     conn: Conn,
     timeout: Duration,
     websocket: Option<&str>,
-    sendfile: bool,
+    set: &RequestSettings,
 ) -> c_int {
     let peer = Peer {
         name: "embedded ASGI",
@@ -296,7 +297,8 @@ fn respond(
         timeout_setting: "Timeout",
         header_limit: 32768,
         error_override: false,
-        sendfile,
+        sendfile: set.enable_sendfile,
+        websocket_max_message: set.websocket_max_message,
     };
     let (status, kept) = relay(req, conn, &peer, websocket, false);
     if let Some(mut c) = kept {

@@ -181,7 +181,7 @@ pub fn serve(
         request,
         timeout,
         dcfg.error_override.unwrap_or(false),
-        set.enable_sendfile,
+        set,
     )
 }
 
@@ -195,7 +195,7 @@ fn run(
     request: core::Request<String>,
     apache_timeout: Duration,
     error_override: bool,
-    sendfile: bool,
+    set: &RequestSettings,
 ) -> c_int {
     let name = group.spec.name.as_str();
     let timeout = group.spec.socket_timeout.unwrap_or(apache_timeout);
@@ -386,7 +386,8 @@ fn run(
         timeout_setting: "socket-timeout",
         header_limit,
         error_override,
-        sendfile,
+        sendfile: set.enable_sendfile,
+        websocket_max_message: set.websocket_max_message,
     };
     let (status, reusable) = relay(req, c, &peer, websocket.as_deref(), restore_timeout);
     if let Some(c) = reusable {

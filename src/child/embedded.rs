@@ -43,7 +43,7 @@ pub fn serve(
     if matches!(which, interp::Which::Main)
         && super::asgi::known(script, &set.callable_object, set.interface)
     {
-        match super::asgi::serve_known(req, request, set.enable_sendfile) {
+        match super::asgi::serve_known(req, request, set) {
             super::asgi::Known::Served(status) => {
                 route::set(None);
                 return status;
@@ -78,7 +78,7 @@ pub fn serve(
                 Outcome::Done | Outcome::Aborted => OK,
             }
         }
-        Ran::Asgi(handed) => super::asgi::serve(req, handed, set.enable_sendfile),
+        Ran::Asgi(handed) => super::asgi::serve(req, handed, set),
         Ran::Answered(status) => status,
     };
     route::set(None);

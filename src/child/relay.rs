@@ -82,6 +82,8 @@ pub struct Peer<'a> {
     pub error_override: bool,
     /// `WSGIEnableSendfile`.
     pub sendfile: bool,
+    /// `WSGIWebSocketMaxMessage`: a larger client message closes the WebSocket (1009).
+    pub websocket_max_message: usize,
 }
 
 impl Peer<'_> {
@@ -371,7 +373,13 @@ pub fn relay(
                         None,
                     );
                 }
-                return match super::websocket::run(req, &mut c, key, &subprotocol, &headers) {
+                let accepted = super::websocket::Accepted {
+                    key,
+                    subprotocol: &subprotocol,
+                    headers: &headers,
+                    max_message: peer.websocket_max_message,
+                };
+                return match super::websocket::run(req, &mut c, &accepted) {
                     super::websocket::Ended::Clean => (OK, Some(c)),
                     super::websocket::Ended::DaemonLost(why) => {
                         req.log(

@@ -26,6 +26,8 @@ pub struct RequestSettings {
     pub map_head_to_get: HeadMode,
     pub enable_sendfile: bool,
     pub ignore_activity: bool,
+    /// `WSGIWebSocketMaxMessage` (default: `websocket::MAX_MESSAGE`).
+    pub websocket_max_message: usize,
 }
 
 pub fn settings(
@@ -81,6 +83,9 @@ pub fn settings(
         map_head_to_get: d.map_head_to_get.unwrap_or(HeadMode::Auto),
         enable_sendfile: d.enable_sendfile.unwrap_or(false),
         ignore_activity: d.ignore_activity.unwrap_or(false),
+        websocket_max_message: d
+            .websocket_max_message
+            .map_or(super::websocket::MAX_MESSAGE, |n| n as usize),
     }
 }
 

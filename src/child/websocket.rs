@@ -16,7 +16,8 @@ use crate::websocket::frame::{self, Decoder, Event};
 use crate::websocket::handshake::{self, Upgrade};
 use crate::wsgi::adapter::Level;
 
-/// The largest message a client may send (uvicorn's default): larger is closed with 1009.
+/// The largest message a client may send by default (uvicorn's; `WSGIWebSocketMaxMessage`):
+/// larger is closed with 1009.
 pub const MAX_MESSAGE: usize = 16 << 20;
 /// An idle tunnel pings the client this often, so proxies and NATs keep it open.
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -259,19 +260,22 @@ impl Session<'_> {
     }
 }
 
+/// A WebSocket the application accepted: the client's handshake key, what the application
+/// answered (`WsAccept`), and the message size limit.
+pub struct Accepted<'a> {
+    pub key: &'a str,
+    pub subprotocol: &'a [u8],
+    pub headers: &'a [(Vec<u8>, Vec<u8>)],
+    pub max_message: usize,
+}
+
 /// Answers the handshake (101) and relays until the daemon ends the session.
-pub fn run(
-    req: Request,
-    daemon: &mut Conn,
-    key: &str,
-    subprotocol: &[u8],
-    headers: &[(Vec<u8>, Vec<u8>)],
-) -> Ended {
-    let accept = handshake::accept(key);
+pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
+    let accept = handshake::accept(a.key);
     let client = req.switch_to_websocket(
         &accept,
-        (!subprotocol.is_empty()).then_some(subprotocol),
-        headers,
+        (!a.subprotocol.is_empty()).then_some(a.subprotocol),
+        a.headers,
     );
     let client_fd = client.client_fd();
     let mut s = Session {
@@ -285,7 +289,7 @@ pub fn run(
         continuing: false,
         out: Vec::new(),
     };
-    let mut dec = Decoder::new(MAX_MESSAGE);
+    let mut dec = Decoder::new(a.max_message);
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_ping = Instant::now();
     let mut told_at: Option<Instant> = None;

@@ -78,7 +78,7 @@ use Context::*;
 use Support::*;
 
 /// Every directive of mod_wsgi 6 (plus the four it removed), in mod_wsgi's table order, and
-/// mod_rwsgi's own (`WSGIApplicationInterface`).
+/// mod_rwsgi's own (`WSGIApplicationInterface`, `WSGIWebSocketMaxMessage`).
 pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIScriptAlias", Server, Implemented, c"WSGIScriptAlias <url-path> <file-or-dir> [process-group=G] [application-group=A] [callable-object=C] [pass-authorization=On|Off] [application-interface=auto|wsgi|asgi]"),
     d(c"WSGIScriptAliasMatch", Server, Implemented, c"WSGIScriptAliasMatch <regex> <file-or-dir> [options as WSGIScriptAlias]"),
@@ -109,6 +109,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIApplicationGroup", ServerDir, Implemented, c"WSGIApplicationGroup %{GLOBAL}|%{SERVER}|%{RESOURCE}|%{HOST}|%{ENV:var}|<name>"),
     d(c"WSGICallableObject", FileInfo, Implemented, c"WSGICallableObject <name>|%{ENV:var}"),
     d(c"WSGIApplicationInterface", FileInfo, Implemented, c"WSGIApplicationInterface auto|wsgi|asgi"),
+    d(c"WSGIWebSocketMaxMessage", FileInfo, Implemented, c"WSGIWebSocketMaxMessage <bytes> (1024-1073741824)"),
     d(c"WSGIImportScript", Server, Implemented, c"WSGIImportScript <file> process-group=%{GLOBAL} application-group=<group>"),
     d(c"WSGIDispatchScript", ServerDir, NotYet, c"WSGIDispatchScript <file> [application-group=A]"),
     d(c"WSGIPassApacheRequest", ServerDir, OnlyOff, c"WSGIPassApacheRequest Off"),
@@ -301,6 +302,8 @@ pub struct DirConfig {
     pub callable_object: Option<String>,
     /// `WSGIApplicationInterface`.
     pub interface: Option<Interface>,
+    /// `WSGIWebSocketMaxMessage`: the largest WebSocket message a client may send, in bytes.
+    pub websocket_max_message: Option<u32>,
     pub pass_authorization: Option<bool>,
     pub script_reloading: Option<bool>,
     pub error_override: Option<bool>,
@@ -325,6 +328,7 @@ impl DirConfig {
             application_group: or(&child.application_group, &parent.application_group),
             callable_object: or(&child.callable_object, &parent.callable_object),
             interface: or(&child.interface, &parent.interface),
+            websocket_max_message: or(&child.websocket_max_message, &parent.websocket_max_message),
             pass_authorization: or(&child.pass_authorization, &parent.pass_authorization),
             script_reloading: or(&child.script_reloading, &parent.script_reloading),
             error_override: or(&child.error_override, &parent.error_override),
@@ -784,6 +788,22 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                     bad(name, format!("'{v}' is not valid; use auto, wsgi or asgi"))
                 })?);
         }
+        "WSGIWebSocketMaxMessage" => {
+            let v = one(spec, &words)?;
+            let n = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1024..=1 << 30).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        format!(
+                            "'{v}' is not valid; use a number of bytes from 1024 to 1073741824"
+                        ),
+                    )
+                })?;
+            dcfg.websocket_max_message = Some(n);
+        }
         "WSGIPassAuthorization" => dcfg.pass_authorization = Some(flag(spec, &words)?),
         "WSGIScriptReloading" => dcfg.script_reloading = Some(flag(spec, &words)?),
         "WSGIErrorOverride" => dcfg.error_override = Some(flag(spec, &words)?),
@@ -874,7 +894,8 @@ mod tests {
 
     #[test]
     fn table_has_every_mod_wsgi6_directive_once() {
-        assert_eq!(DIRECTIVES.len(), 49 + 4 + 1);
+        // mod_wsgi 6's 49, the 4 it removed, and mod_rwsgi's own 2.
+        assert_eq!(DIRECTIVES.len(), 49 + 4 + 2);
         let mut names: Vec<_> = DIRECTIVES
             .iter()
             .map(|d| d.name().to_ascii_lowercase())
@@ -944,6 +965,12 @@ mod tests {
         );
         run(&mut c, "WSGIApplicationInterface", "wsgi").unwrap();
         assert_eq!(c.dir.interface, Some(Interface::Wsgi));
+        run(&mut c, "WSGIWebSocketMaxMessage", "65536").unwrap();
+        assert_eq!(c.dir.websocket_max_message, Some(65536));
+        for bad in ["100", "2g", "1073741825", "-1"] {
+            let e = run(&mut c, "WSGIWebSocketMaxMessage", bad).unwrap_err();
+            assert!(e.to_string().contains("from 1024 to 1073741824"), "{e}");
+        }
         let e = run(&mut c, "WSGIApplicationInterface", "async").unwrap_err();
         assert_eq!(
             e.msg,
