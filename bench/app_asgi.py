@@ -22,6 +22,15 @@ async def application(scope, receive, send):
             await send({"type": m["type"] + ".complete"})
             if m["type"] == "lifespan.shutdown":
                 return
+    if scope["type"] == "websocket":
+        # /ws: every message echoed until the client closes.
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": m.get("text"), "bytes": m.get("bytes")})
     route = scope["path"].rsplit("/", 1)[-1]
     if route == "hello":
         return await _respond(send, HELLO)

@@ -92,7 +92,7 @@ SERVERS = [
     Server("uvicorn-w1", None, "workers=1", asgi="uvicorn"),
 ]
 # The workloads the ASGI servers run (and the one only they run).
-ASGI_WORKLOADS = {"hello-c32", "hello-c256", "body64k", "echo1m", "stream64k"}
+ASGI_WORKLOADS = {"hello-c32", "hello-c256", "body64k", "echo1m", "stream64k", "ws-echo"}
 
 # With --baseline: another build of mod_rwsgi (the one before a change) in the same run, so a
 # change is judged against its predecessor on the same machine at the same time.
@@ -126,7 +126,12 @@ WORKLOADS = [
              description="64 MiB download (wsgi.file_wrapper / static file), 4 connections"),
     Workload("stream64k", "/stream", None, 16, 65536,
              description="ASGI only: 64 KiB streamed as 16 body messages (chunked), 16 connections"),
+    Workload("ws-echo", "/ws", None, 16, 64,
+             description="ASGI only: WebSocket echo of 64-byte text messages, one in flight on "
+                         "each of 16 connections (bench/ws_load.py); req/s is messages/s"),
 ]
+# Workloads whose requests are WebSocket messages (bench/ws_load.py instead of wrk).
+WS_WORKLOADS = {"ws-echo"}
 
 # --------------------------------------------------------------------------- the server side
 
@@ -173,7 +178,7 @@ class BenchApache(harness.Apache):
         if s.asgi == "proxy":
             mods = [("proxy_module", "mod_proxy.so"), ("proxy_http_module", "mod_proxy_http.so")]
             return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
-                f"ProxyPass /app http://127.0.0.1:{self.upstream}/app\n"
+                f"ProxyPass /app http://127.0.0.1:{self.upstream}/app upgrade=websocket\n"
                 f"ProxyPassReverse /app http://127.0.0.1:{self.upstream}/app\n")
         if s.asgi == "rwsgi" and s.daemon is None:
             return (f"LoadModule rwsgi_module {self.rwsgi_so}\n"
@@ -413,8 +418,24 @@ def run_wrk(port: int, w: Workload, path: str, seconds: float) -> dict:
     return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
+def run_ws(port: int, w: Workload, path: str, seconds: float) -> dict:
+    cmd = ["/usr/bin/python3", str(BENCH_DIR / "ws_load.py"), f"ws://127.0.0.1:{port}{path}",
+           str(w.connections), str(max(1, round(seconds))), str(w.body_bytes)]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=seconds + 60)
+    out = p.stdout.decode("utf-8", "replace")
+    m = RESULT_RE.search(out)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"ws_load failed (rc={p.returncode}):\n{out}")
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
 def check_response(port: int, w: Workload, path: str) -> None:
     """One request before timing: the right status and size (and the echoed bytes)."""
+    if w.name in WS_WORKLOADS:
+        res = run_ws(port, w, path, 1)
+        if res["requests"] == 0 or any(v for k, v in res.items() if k.startswith("err_")):
+            raise RuntimeError(f"{path}: the WebSocket echo failed: {res}")
+        return
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         body = b"ab" * (w.post_bytes // 2) if w.post_bytes else None
@@ -446,7 +467,7 @@ def cells_for(selection: list[str]) -> list[Cell]:
             if s.asgi is not None:
                 if w.name not in ASGI_WORKLOADS:
                     continue
-            elif w.name == "stream64k":
+            elif w.name == "stream64k" or w.name in WS_WORKLOADS:
                 continue
             if s.module is None and s.asgi is None and w.static_path is None:
                 continue
@@ -483,11 +504,12 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
             static = server.module is None and server.asgi is None
             path = w.static_path if static else "/app" + w.app_path
             check_response(port, w, path)
+            run = run_ws if w.name in WS_WORKLOADS else run_wrk
             if warmup > 0:
-                run_wrk(port, w, path, warmup)
+                run(port, w, path, warmup)
             before = sum(tree_cpu_ticks(r) for r in roots)
             switched = sum(tree_switches(r) for r in roots)
-            res = run_wrk(port, w, path, seconds)
+            res = run(port, w, path, seconds)
             after = sum(tree_cpu_ticks(r) for r in roots)
             res["switches"] = sum(tree_switches(r) for r in roots) - switched
             res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
@@ -591,6 +613,8 @@ TARGETS = [
     ("ASGI hello CPU/req ≤ 0.5× Apache→uvicorn", "hello-c32", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "cpu_us", "<=", 0.5),
     ("ASGI 64 KiB req/s ≥ 2× Apache→uvicorn", "body64k", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
     ("ASGI 1 MiB echo req/s ≥ 2× Apache→uvicorn", "echo1m", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 2.0),
+    ("WebSocket echo messages/s ≥ Apache→uvicorn (daemon)", "ws-echo", "rwsgi-asgi-p1", "proxy-uvicorn-w1", "rps", ">=", 1.0),
+    ("WebSocket echo messages/s ≥ Apache→uvicorn (embedded)", "ws-echo", "rwsgi-asgi-embedded", "proxy-uvicorn-w1", "rps", ">=", 1.0),
     ("embedded ASGI hello req/s ≥ 2× Apache→uvicorn", "hello-c32", "rwsgi-asgi-embedded", "proxy-uvicorn-w1", "rps", ">=", 2.0),
     ("embedded ASGI hello CPU/req ≤ 0.5× Apache→uvicorn", "hello-c32", "rwsgi-asgi-embedded", "proxy-uvicorn-w1", "cpu_us", "<=", 0.5),
 ]
