@@ -234,7 +234,6 @@ pub struct Handed {
 /// event loop with a new connection (this thread's from now on), and remembers the mount as
 /// ASGI; `Err` is the status to answer at once (a refused WebSocket handshake, no socket
 /// pair).
-#[allow(clippy::too_many_arguments)]
 pub fn hand_over(
     py: Python<'_>,
     req: Request,
