@@ -59,7 +59,7 @@ def test_scope(apache_factory, mode):
     assert dict(s["headers"])["x-multi-word"] == "two"
     assert s["client"][0] == "127.0.0.1" and s["client"][1] > 0
     assert s["server"] == ["127.0.0.1", srv.port]
-    assert s["extensions"] == {"http.response.pathsend": {}}
+    assert s["extensions"] == {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
     assert s["body_len"] == 0
 
 
@@ -108,6 +108,20 @@ def test_pathsend(apache_factory, mode):
     r = srv.request("GET", "/api/pathsend")
     assert r.status == 200 and r.body == data
     assert r.headers.get("Content-Type") == "application/octet-stream"
+    # zerocopysend: the whole file from its position (moved past what was sent), a range,
+    # and a range followed by more body (chunked then).
+    r = srv.request("GET", "/api/zerocopy?skip=1000")
+    assert r.status == 200 and r.body == data[1000:], (r.status, len(r.body))
+    assert r.headers.get("Content-Length") == str(len(data) - 1000)
+    r = srv.request("GET", "/api/zerocopy?offset=5&count=70000")
+    assert r.body == data[5:70005] and r.headers.get("Content-Length") == "70000"
+    r = srv.request("GET", "/api/zerocopy?skip=10&count=100&more=1")
+    assert r.body == data[10:110] + b"END 110" and r.framing == "chunked"
+    # A range beyond the file: the application's send() raises (a 500, as for any error).
+    srv.allow_log(r"RW0007|not within")
+    assert srv.request("GET", "/api/zerocopy?offset=299000&count=5000").status == 500
+    r = srv.request("HEAD", "/api/zerocopy?offset=5&count=70000")
+    assert r.body == b"" and r.headers.get("Content-Length") == "70000"
 
 
 def test_client_disconnect_during_long_poll(apache_factory, mode):
@@ -784,3 +798,17 @@ def test_websocket_message_size_limit(apache_factory, mode):
     assert rc != 0
     assert ("WSGIWebSocketMaxMessage: '10' is not valid; use a number of bytes from 1024 to "
             "1073741824") in out, out
+
+
+@pytest.mark.daemon_only
+def test_max_tasks_answers_503_beyond_the_limit(apache_factory, mode):
+    # max-tasks=2: of five requests at once, two run and three are answered 503 at once,
+    # without the application; the process keeps serving.
+    srv = apache_factory(daemon_options="processes=1 threads=2 max-tasks=2")
+    _start(srv)
+    srv.allow_log(r"RW0014")
+    results, _ = _sleep_together(srv, 5)
+    assert sorted(results) == [200, 200, 503, 503, 503], results
+    assert srv.wait_for_log(r"RW0014: 2 ASGI requests are running \(max-tasks\); answered 503",
+                            count=3)
+    assert srv.request("GET", "/api/sleep?s=0").status == 200

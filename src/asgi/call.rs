@@ -117,6 +117,7 @@ fn http_scope<'py>(py: Python<'py>, s: &HttpScope) -> PyResult<Bound<'py, PyDict
         ext.set_item("websocket.http.response", PyDict::new(py))?;
     } else {
         ext.set_item("http.response.pathsend", PyDict::new(py))?;
+        ext.set_item("http.response.zerocopysend", PyDict::new(py))?;
     }
     d.set_item("extensions", ext)?;
     Ok(d)

@@ -178,6 +178,19 @@ impl Link {
     fn queue(&self, f: &Frame) -> PyResult<()> {
         self.with(|c| c.queue(f))
     }
+
+    /// A `SendFile` frame with `fd` attached (the receiver gets its own descriptor).
+    fn send_descriptor(&self, py: Python<'_>, fd: i32, offset: u64, len: u64) -> PyResult<()> {
+        py.detach(|| {
+            self.with(|c| {
+                // A 21-byte frame into a drained socket: blocking for it is at most a moment.
+                c.set_nonblocking(false)?;
+                let r = c.send_with_fd(&Frame::SendFile { offset, len }, fd);
+                c.set_nonblocking(true)?;
+                r
+            })
+        })
+    }
 }
 
 /// A header name or value as text (ASGI gives bytes; each byte is its latin-1 character).
@@ -429,19 +442,33 @@ impl Link {
             )));
         }
         let len = meta.len();
-        py.detach(|| {
-            self.with(|c| {
-                // A 21-byte frame into a drained socket: blocking for it is at most a moment.
-                c.set_nonblocking(false)?;
-                let r = c.send_with_fd(
-                    &Frame::SendFile { offset: 0, len },
-                    std::os::fd::AsRawFd::as_raw_fd(&file),
-                );
-                c.set_nonblocking(true)?;
-                r
-            })
-        })?;
+        self.send_descriptor(py, std::os::fd::AsRawFd::as_raw_fd(&file), 0, len)?;
         Ok(len)
+    }
+
+    /// `http.response.zerocopysend`: bytes `offset..offset + count` of the application's open
+    /// regular file `fd`, sent by the httpd child. The file is opened again for it (through
+    /// `/proc/self/fd`): a passed descriptor shares its file offset, which the child's reads
+    /// would move under the application. Call with nothing queued.
+    fn send_fd(&self, py: Python<'_>, fd: i32, offset: u64, count: u64) -> PyResult<()> {
+        let own = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| {
+            PyOSError::new_err(format!(
+                "ASGI: http.response.zerocopysend: cannot open the file again: {e}"
+            ))
+        })?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&own);
+        let size = crate::sys::regular_file_size(fd).ok_or_else(|| {
+            PyValueError::new_err(
+                "ASGI: http.response.zerocopysend: 'file' is not an open regular file",
+            )
+        })?;
+        if offset.checked_add(count).is_none_or(|end| end > size) {
+            return Err(PyValueError::new_err(format!(
+                "ASGI: http.response.zerocopysend: bytes {offset}..+{count} are beyond the \
+                 file's {size}"
+            )));
+        }
+        self.send_descriptor(py, fd, offset, count)
     }
 
     /// Ends the running request (its counts), and says whether the connection stays with

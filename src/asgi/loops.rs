@@ -34,6 +34,9 @@ pub struct Hooks {
     pub shutdown_timeout: Duration,
     /// `request-timeout=`: a request's task running longer is cancelled (zero: never).
     pub request_timeout: Duration,
+    /// `max-tasks=`: requests (tasks) the loop runs at once; more are answered 503 (0: no
+    /// limit).
+    pub max_tasks: u32,
     /// `deadlock-timeout=`: a loop that has not run for this long has the process replaced
     /// (`OnFailure::Replace`; zero: the watchdog only warns).
     pub loop_deadlock: Duration,
@@ -127,8 +130,10 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
             Code::AsgiLifespan.as_str(),
             Code::AppException.as_str(),
             Code::AsgiTimeout.as_str(),
+            Code::DaemonUnavailable.as_str(),
         ),
         beat_fn,
+        hooks.max_tasks,
     ))?;
     {
         let mut list = servers();

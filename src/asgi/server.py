@@ -9,6 +9,8 @@ Runs in a daemon process or an httpd child."""
 import asyncio
 import collections
 import http
+import os
+import stat
 import sys
 import threading
 import traceback
@@ -47,7 +49,7 @@ class ClientDisconnected(OSError):
 
 class Server:
     def __init__(self, log, restart, retry_after, lifespan, startup_timeout, shutdown_timeout,
-                 request_timeout, codes, beat):
+                 request_timeout, codes, beat, max_tasks):
         self.loop = asyncio.new_event_loop()
         # Called every BEAT seconds from the loop, so a watchdog sees that it runs.
         self._beat = beat
@@ -62,8 +64,12 @@ class Server:
         self.lifespan_mode = lifespan
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
-        # RW codes: protocol, lifespan, application exception, timeout.
-        self.code_protocol, self.code_lifespan, self.code_exception, self.code_timeout = codes
+        # RW codes: protocol, lifespan, application exception, timeout, unavailable.
+        (self.code_protocol, self.code_lifespan, self.code_exception, self.code_timeout,
+         self.code_unavailable) = codes
+        # max-tasks: requests running at once (0: no limit), and how many run now.
+        self.max_tasks = max_tasks
+        self.running = 0
         self.lifespans = {}
         self.connections = set()
 
@@ -312,6 +318,15 @@ class Connection:
         else:
             cycle = HttpCycle(self, scope, has_body, body_length, request_id)
         self.cycle = cycle
+        server = self.server
+        if server.max_tasks and server.running >= server.max_tasks:
+            # At max-tasks: answered 503 at once, the application not called.
+            server.log(WARNING, "%s: %d ASGI requests are running (max-tasks); answered 503"
+                       % (server.code_unavailable, server.running), request_id)
+            cycle.task = self.loop.create_task(cycle.refuse(503, "max-tasks reached"))
+            return
+        server.running += 1
+        cycle.counted = True
         cycle.task = self.loop.create_task(cycle.run(app, self.server._lifespan_of(app)))
         timeout = self.server.request_timeout
         if timeout and scope["type"] == "http":
@@ -364,6 +379,8 @@ class Connection:
 
     def ended(self, reusable):
         """The running request is over: the connection waits for the next one, or closes."""
+        if getattr(self.cycle, "counted", False):
+            self.server.running -= 1
         self.cycle = None
         if self.open and not self.link.done(reusable):
             self.close()
@@ -462,9 +479,28 @@ class _Cycle:
         self.waiters.append(w)
         await w
 
+    async def refuse(self, code, why):
+        """Answers `code` without calling the application (max-tasks); the connection is then
+        free for its next request."""
+        self._fail(code, why)
+        await self._release()
+
+    async def _release(self):
+        """The exchange is over: what is queued is written, and the connection goes back to
+        waiting for its next request (or closes)."""
+        if not self.broken:
+            try:
+                await self._drain()
+            except ClientDisconnected:
+                pass
+        self._unwatch()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.conn.ended(not self.broken)
+
     def _fail(self, code, why):
-        """Ends the exchange with `Fail`: `code` 500 (or 504) before the response head, 0 (an
-        aborted response) after it."""
+        """Ends the exchange with `Fail`: `code` 500 (or 503, 504) before the response head,
+        0 (an aborted response) after it."""
         if self.complete or self.broken:
             return
         self.complete = True
@@ -603,8 +639,55 @@ class HttpCycle(_Cycle):
             self.complete = True
             self._wake()
             await self._drain()
+        elif t == "http.response.zerocopysend":
+            await self._zerocopysend(message)
         else:
             raise ValueError("ASGI: unknown message type %r for an HTTP request" % (t,))
+
+    async def _zerocopysend(self, message):
+        """The zero-copy send extension: `count` bytes (default: to the end) of the open
+        `file` from `offset` (default: its position, which then moves past them, as
+        os.sendfile does), sent by the httpd child from the same open file."""
+        if not self.started:
+            raise RuntimeError("ASGI: http.response.zerocopysend before http.response.start")
+        if self.complete:
+            return
+        if self.gone:
+            raise ClientDisconnected("the client went away")
+        f = message["file"]
+        fd = f if isinstance(f, int) else f.fileno()
+        offset, count = message.get("offset"), message.get("count")
+        advance = offset is None
+        if advance:
+            # A Python file object's position (its buffer may have read ahead of the
+            # descriptor's), else the descriptor's.
+            offset = f.tell() if hasattr(f, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
+        st = os.fstat(fd)
+        if count is None:
+            count = max(0, st.st_size - offset)
+        # Checked before the head goes: a bad range is still a 500.
+        if not stat.S_ISREG(st.st_mode) or offset < 0 or count < 0 \
+                or offset + count > st.st_size:
+            raise ValueError("ASGI: http.response.zerocopysend: bytes %d..+%d are not within "
+                             "the regular file's %d" % (offset, count, st.st_size))
+        more = message.get("more_body", False)
+        if self.start is not None:
+            status, headers = self.start
+            self.link.head(status, _PHRASES.get(status, ""), headers, None if more else count)
+            self.start = None
+        await self._drain()
+        if count and not self.head_request:
+            self.link.send_fd(fd, offset, count)
+        if advance:
+            if hasattr(f, "seek"):
+                f.seek(offset + count)
+            else:
+                os.lseek(fd, offset + count, os.SEEK_SET)
+        if not more:
+            self.link.end()
+            self.complete = True
+            self._wake()
+        await self._drain()
 
     # -- the request's life ----------------------------------------------------------------
 
@@ -698,15 +781,7 @@ class HttpCycle(_Cycle):
         # An outstanding ReadBody is answered before the connection can carry anything else.
         while self.asked and not self.broken:
             await self._wait()
-        if not self.broken:
-            try:
-                await self._drain()
-            except ClientDisconnected:
-                pass
-        self._unwatch()
-        if self.timer is not None:
-            self.timer.cancel()
-        self.conn.ended(not self.broken)
+        await self._release()
 
 
 class WebSocketCycle(_Cycle):

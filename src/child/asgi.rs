@@ -107,6 +107,8 @@ fn setup(g: &GlobalConfig) -> &'static Setup {
                 request_timeout: Duration::ZERO,
                 // An httpd child cannot be replaced: a blocked loop is reported only.
                 loop_deadlock: Duration::ZERO,
+                // The child's threads bound it already.
+                max_tasks: 0,
             },
             host: Arc::new(ChildHost {
                 log,

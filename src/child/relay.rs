@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use super::response::ApacheResponse;
 use crate::daemon::conn::Conn;
 use crate::error::Code;
-use crate::httpd::ffi::{HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, OK};
+use crate::httpd::ffi::{
+    HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE,
+    OK,
+};
 use crate::httpd::request::Request;
 use crate::protocol::{self, Frame};
 use crate::request as core;
@@ -352,6 +355,8 @@ pub fn relay(
                 }
                 let status = match code {
                     500 => HTTP_INTERNAL_SERVER_ERROR,
+                    // An ASGI request refused at max-tasks.
+                    503 => HTTP_SERVICE_UNAVAILABLE,
                     // An ASGI request cancelled by request-timeout.
                     504 => HTTP_GATEWAY_TIME_OUT,
                     _ => peer.bad_gateway(req, &msg),

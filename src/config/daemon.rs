@@ -72,6 +72,7 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     // mod_rwsgi's own.
     ("lifespan", Implemented),
     ("lifespan-timeout", Implemented),
+    ("max-tasks", Implemented),
 ];
 
 /// `lifespan=`: whether an ASGI application's lifespan protocol runs.
@@ -219,6 +220,9 @@ pub struct DaemonSpec {
     pub lifespan: Lifespan,
     /// How long an ASGI application's lifespan startup may take (default 60 s; 0 = no limit).
     pub lifespan_timeout: Duration,
+    /// `max-tasks=`: ASGI requests one process runs at once; more are answered 503 (0: no
+    /// limit).
+    pub max_tasks: u32,
 }
 
 impl DaemonSpec {
@@ -273,6 +277,7 @@ impl DaemonSpec {
             server_metrics: false,
             lifespan: Lifespan::Auto,
             lifespan_timeout: Duration::from_secs(60),
+            max_tasks: 0,
         }
     }
 
@@ -664,6 +669,13 @@ fn set(s: &mut DaemonSpec, c: &Ctx<'_>) -> Result<bool, Error> {
             }
         }
         "lifespan-timeout" => s.lifespan_timeout = c.seconds("no limit")?,
+        "max-tasks" => {
+            s.max_tasks = c.int(
+                0,
+                1_000_000,
+                "a whole number of tasks from 0 (no limit) to 1000000",
+            )? as u32
+        }
         other => unreachable!("option {other} is in OPTIONS but has no parser"),
     }
     Ok(true)
@@ -788,11 +800,12 @@ mod tests {
 
     #[test]
     fn table_is_mod_wsgi_6_option_list() {
-        assert_eq!(OPTIONS.len(), 44 + 2);
+        // mod_wsgi 6's 44, and mod_rwsgi's lifespan, lifespan-timeout and max-tasks.
+        assert_eq!(OPTIONS.len(), 44 + 3);
         let mut names: Vec<_> = OPTIONS.iter().map(|(n, _)| *n).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 44 + 2);
+        assert_eq!(names.len(), 44 + 3);
         let not_yet: Vec<_> = OPTIONS
             .iter()
             .filter(|(_, s)| *s == NotYet)
@@ -839,6 +852,8 @@ mod tests {
         assert_eq!(s.maximum_requests, 0);
         assert_eq!(s.lifespan, Lifespan::Auto);
         assert_eq!(s.lifespan_timeout, Duration::from_secs(60));
+        assert_eq!(p("site max-tasks=50").unwrap().max_tasks, 50);
+        assert!(p("site max-tasks=-1").is_err());
         let s = p("site lifespan=Off lifespan-timeout=2.5").unwrap();
         assert_eq!(s.lifespan, Lifespan::Off);
         assert_eq!(s.lifespan_timeout, Duration::from_millis(2500));
@@ -1042,7 +1057,7 @@ mod tests {
         );
         assert!(
             e.msg
-                .ends_with("virtual-memory-limit, server-metrics, lifespan, lifespan-timeout"),
+                .ends_with("server-metrics, lifespan, lifespan-timeout, max-tasks"),
             "{e}"
         );
         let e = err("site Threads=5");

@@ -155,6 +155,7 @@ pub fn run(l: Launch) -> ! {
             shutdown_timeout: spec.shutdown_timeout,
             request_timeout: spec.request_timeout,
             loop_deadlock: spec.deadlock_timeout,
+            max_tasks: spec.max_tasks,
         },
     });
     if let Err(e) = dispatch::start(l.listener, &state, &ctx, threads) {

@@ -143,6 +143,7 @@ pub fn render_daemon(s: &DaemonSpec) -> Vec<String> {
         server_metrics,
         lifespan,
         lifespan_timeout,
+        max_tasks,
     } = s;
     let mut out = vec![name.clone()];
     let mut opt = |k: &str, v: String| out.push(format!("{k}={v}"));
@@ -259,6 +260,11 @@ pub fn render_daemon(s: &DaemonSpec) -> Vec<String> {
             "lifespan",
             *lifespan != d.lifespan,
             lifespan.as_str().to_string(),
+        ),
+        (
+            "max-tasks",
+            *max_tasks != d.max_tasks,
+            max_tasks.to_string(),
         ),
     ];
     for (k, differs, v) in changed {

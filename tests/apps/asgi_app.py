@@ -16,6 +16,7 @@
 /start-only     sends http.response.start and returns
 /bad-header     sends a header value with a newline
 /pathsend       http.response.pathsend of @DATA@/file.bin
+/zerocopy       http.response.zerocopysend of @DATA@/file.bin (?skip= ?offset= ?count= ?more=1)
 /te             sends transfer-encoding and connection headers (dropped), single body
 /state          the lifespan state's counter, incremented per request (shallow copy)
 /pid            the process id
@@ -250,6 +251,23 @@ async def application(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/octet-stream")]})
         await send({"type": "http.response.pathsend", "path": os.path.join(DATA, "file.bin")})
+        return
+    if path == "/zerocopy":
+        # http.response.zerocopysend of @DATA@/file.bin: with ?offset=&count= as given (none:
+        # from the file's position, after reading `skip` bytes); ?more=1 adds b"END" after it.
+        with open(os.path.join(DATA, "file.bin"), "rb") as f:
+            f.read(int(args.get("skip", "0")))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/octet-stream")]})
+            message = {"type": "http.response.zerocopysend", "file": f,
+                       "more_body": "more" in args}
+            for k in ("offset", "count"):
+                if k in args:
+                    message[k] = int(args[k])
+            await send(message)
+            after = f.tell()
+            if "more" in args:
+                await send({"type": "http.response.body", "body": b"END %d" % after})
         return
     if path == "/te":
         return await _send(send, 200, b"dropped", headers=[(b"transfer-encoding", b"chunked"),
