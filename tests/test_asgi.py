@@ -813,3 +813,34 @@ def test_max_tasks_answers_503_beyond_the_limit(apache_factory, mode):
     assert srv.wait_for_log(r"RW0014: 2 ASGI requests are running \(max-tasks\); answered 503",
                             count=3)
     assert srv.request("GET", "/api/sleep?s=0").status == 200
+
+
+def test_websockets_leave_a_worker_thread_free(apache_factory, mode):
+    # A child of 4 threads: three WebSockets are served, a fourth would leave no thread for
+    # anything else and is refused with 503; HTTP is still served; a closed socket frees its
+    # thread. (In daemon mode too: the thread is the httpd child's.)
+    sizing = ("StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMaxRequestWorkers 4\n"
+              "MinSpareThreads 1\nMaxSpareThreads 4\n")
+    srv = apache_factory(sizing=sizing)
+    _start(srv)
+    srv.allow_log(r"RW0014")
+    held = []
+    for i in range(3):
+        ws = harness.WebSocket(srv.port, f"/api/ws/echo?tag=hold{i}", timeout=15)
+        assert ws.accept_ok(), (i, ws.status)
+        held.append(ws)
+    refused = harness.WebSocket(srv.port, "/api/ws/echo?tag=refused", timeout=15)
+    assert refused.status == 503
+    refused.shutdown()
+    assert srv.wait_for_log(r"RW0014: refused a WebSocket with 503: 3 of this child's 4 worker "
+                            r"threads hold WebSockets")
+    assert srv.request("GET", "/api/te").body == b"dropped"
+    held[0].close()
+    assert held[0].recv_message()[0] == 0x8
+    held[0].shutdown()
+    time.sleep(0.3)
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=again", timeout=15)
+    assert ws.accept_ok()
+    for w in (ws, *held[1:]):
+        w.close()
+        w.shutdown()

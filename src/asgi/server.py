@@ -384,6 +384,9 @@ class Connection:
         self.cycle = None
         if self.open and not self.link.done(reusable):
             self.close()
+        elif self.open:
+            # The next request is read whatever the last one left paused.
+            self.resume()
 
     def close(self):
         if self.open:
@@ -982,7 +985,9 @@ class WebSocketCycle(_Cycle):
             except ClientDisconnected:
                 pass
         # An accepted session is over when the child has said its last word (its WsClose,
-        # sent at the latest in answer to End); until then its frames are skipped.
+        # sent at the latest in answer to End); until then its frames are skipped (read again
+        # if the application had left them waiting).
+        self.conn.resume()
         if self.accepted and not self.broken:
             deadline = self.loop.time() + WS_CLOSE_WAIT
             while not self.remote_closed and not self.broken:

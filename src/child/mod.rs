@@ -40,6 +40,11 @@ pub(crate) fn init_process_info() {
     MULTIPROCESS.store(daemons > 1, Ordering::Relaxed);
 }
 
+/// The worker threads of this child (1 on prefork).
+pub(crate) fn threads_per_child() -> usize {
+    MAX_THREADS.load(Ordering::Relaxed).max(1) as usize
+}
+
 /// Whether this child's MPM runs several threads, several processes.
 fn multithread_multiprocess() -> (bool, bool) {
     (

@@ -7,6 +7,7 @@
 //! the request (an open WebSocket holds it, as mod_proxy's tunnel does).
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::daemon::conn::Conn;
@@ -62,10 +63,31 @@ pub fn upgrade<K: AsRef<[u8]>>(env: &[(K, Vec<u8>)]) -> Upgrade {
     )
 }
 
+/// WebSocket sessions this child is relaying now (each holds a worker thread).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one open session for its life.
+struct Open;
+
+impl Open {
+    fn new() -> Open {
+        OPEN.fetch_add(1, Ordering::SeqCst);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The handshake's checks before a request goes to its ASGI application: `Ok(None)` for a
 /// request that opens no WebSocket, `Ok(Some(key))` for a handshake to hand on, `Err(status)`
-/// (logged) for one refused here: a bad handshake (400), an unsupported version (426), or a
-/// WebSocket over HTTP/2 (400, not supported yet).
+/// (logged) for one refused here: a bad handshake (400), an unsupported version (426), a
+/// WebSocket over HTTP/2 (400, not supported yet), or one that would leave this child no
+/// worker thread for anything else (503: on a threaded MPM one thread per child stays free of
+/// WebSockets, so HTTP requests are still served).
 pub fn precheck<K: AsRef<[u8]>>(
     req: Request,
     env: &[(K, Vec<u8>)],
@@ -78,6 +100,23 @@ pub fn precheck<K: AsRef<[u8]>>(
                 "a WebSocket over HTTP/2 is not supported yet; refused with 400",
             );
             Err(400)
+        }
+        Upgrade::Yes { .. }
+            if super::threads_per_child() > 1
+                && OPEN.load(Ordering::SeqCst) + 1 >= super::threads_per_child() =>
+        {
+            req.log(
+                Level::Warning,
+                &format!(
+                    "{}: refused a WebSocket with 503: {} of this child's {} worker threads hold \
+                     WebSockets and the last stays free for other requests (raise \
+                     ThreadsPerChild / MaxRequestWorkers for more sockets)",
+                    crate::error::Code::DaemonUnavailable.as_str(),
+                    OPEN.load(Ordering::SeqCst),
+                    super::threads_per_child()
+                ),
+            );
+            Err(503)
         }
         Upgrade::Yes { key } => Ok(Some(key)),
         Upgrade::Bad { status, why } => {
@@ -271,6 +310,7 @@ pub struct Accepted<'a> {
 
 /// Answers the handshake (101) and relays until the daemon ends the session.
 pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
+    let _open = Open::new();
     let accept = handshake::accept(a.key);
     let client = req.switch_to_websocket(
         &accept,
@@ -384,17 +424,15 @@ pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
             }
         }
     };
-    // What is still queued for the daemon (the last WsClose) is written in the blocking mode
-    // the connection goes back in.
-    let ended = match s
-        .daemon
-        .set_nonblocking(false)
-        .and_then(|_| s.daemon.flush())
-    {
-        Err(e) if matches!(ended, Ended::Clean) => {
-            Ended::DaemonLost(format!("writing to the daemon failed: {e}"))
-        }
-        _ => ended,
+    // After a clean end, what is still queued for the daemon (the last WsClose) is written in
+    // the blocking mode the connection goes back in; a lost daemon is not waited for.
+    let back = s.daemon.set_nonblocking(false);
+    let ended = match ended {
+        Ended::Clean => match back.and_then(|_| s.daemon.flush()) {
+            Ok(()) => Ended::Clean,
+            Err(e) => Ended::DaemonLost(format!("writing to the daemon failed: {e}")),
+        },
+        lost => lost,
     };
     if let Some(fd) = client_fd {
         s.linger(&mut dec, &mut buf, fd);
