@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark driver (tool, run by scripts/bench.sh): mod_rwsgi side by side with mod_wsgi and
 Apache's static file serving, and for ASGI with uvicorn behind Apache's mod_proxy_http and
-uvicorn alone, on loopback with wrk.
+uvicorn and granian alone, on loopback with wrk.
 
 Every server is a private Apache (event MPM, one configuration template; only the module lines
 differ) started through tests/harness.py's Apache lifecycle (own ServerRoot, pid file, stop by
@@ -57,14 +57,14 @@ class Server:
     # shares the process with a second one (so it runs in a sub-interpreter).
     sub: bool = False
     # ASGI servers: "rwsgi" (bench/app_asgi.py in a mod_rwsgi daemon, or embedded in the one
-    # httpd child when `daemon` is None), "proxy" (Apache's
+    # httpd child when `daemon` is None), "granian" (granian alone), "proxy" (Apache's
     # mod_proxy_http in front of uvicorn) or "uvicorn" (uvicorn alone); `daemon` holds the
     # process count for the uvicorn ones ("workers=N").
     asgi: str | None = None
 
     @property
     def mode(self) -> str:
-        if self.asgi in ("proxy", "uvicorn"):
+        if self.asgi in ("proxy", "uvicorn", "granian"):
             return self.asgi
         if self.module is None:
             return "static"
@@ -90,6 +90,8 @@ SERVERS = [
     Server("rwsgi-asgi-embedded", "rwsgi", None, asgi="rwsgi"),
     Server("proxy-uvicorn-w1", None, "workers=1", asgi="proxy"),
     Server("uvicorn-w1", None, "workers=1", asgi="uvicorn"),
+    # granian (Rust HTTP server, ASGI interface) alone: the other reference the issue names.
+    Server("granian-w1", None, "workers=1", asgi="granian"),
 ]
 # The workloads the ASGI servers run (and the one only they run).
 ASGI_WORKLOADS = {"hello-c32", "hello-c256", "body64k", "echo1m", "stream64k", "ws-echo"}
@@ -277,19 +279,25 @@ def asgi_venv() -> Path:
 
 
 class Uvicorn:
-    """uvicorn (from asgi_venv) serving the share's app_asgi.py on a port of its own, as
-    www-data, `workers` processes; stopped by PID."""
+    """uvicorn (or granian, `kind`) from asgi_venv serving the share's app_asgi.py on a port of
+    its own, as www-data, `workers` processes; stopped by PID."""
 
-    def __init__(self, share: Path, options: str):
+    def __init__(self, share: Path, options: str, kind: str = "uvicorn"):
         workers = int(dict(o.split("=") for o in options.split())["workers"])
         # A port of its own, not --fd: uvicorn takes a passed descriptor for a UNIX socket and
         # then never sets TCP_NODELAY (every response waits 40 ms for a delayed ACK).
         self.port = harness.free_port()
         venv = asgi_venv()
-        cmd = [str(venv / "bin" / "python"), "-m", "uvicorn", "--host", "127.0.0.1",
-               "--port", str(self.port), "--app-dir", str(share), "--workers", str(workers),
-               "--no-access-log", "--log-level", "warning", "--backlog", "1024",
-               "app_asgi:application"]
+        if kind == "granian":
+            cmd = [str(venv / "bin" / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--working-dir", str(share), "--workers",
+                   str(workers), "--log-level", "warning", "--backlog", "1024",
+                   "app_asgi:application"]
+        else:
+            cmd = [str(venv / "bin" / "python"), "-m", "uvicorn", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--app-dir", str(share), "--workers", str(workers),
+                   "--no-access-log", "--log-level", "warning", "--backlog", "1024",
+                   "app_asgi:application"]
         self.proc = subprocess.Popen(cmd, user="www-data", group="www-data", extra_groups=[],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
@@ -481,11 +489,13 @@ def cells_for(selection: list[str]) -> list[Cell]:
 
 def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: Path,
                      seconds: float, warmup: float, log) -> None:
-    upstream = Uvicorn(share, server.daemon) if server.asgi in ("proxy", "uvicorn") else None
+    alone = server.asgi in ("uvicorn", "granian")
+    upstream = (Uvicorn(share, server.daemon, server.asgi if alone else "uvicorn")
+                if server.asgi in ("proxy", "uvicorn", "granian") else None)
     srv = None
     try:
         roots = []
-        if server.asgi != "uvicorn":
+        if not alone:
             srv = BenchApache(server, share, rwsgi_so, upstream.port if upstream else None)
             srv.start()
             roots.append(srv.parent_pid)
@@ -695,7 +705,7 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
     for w in WORKLOADS:
         for mine, mode in (("rwsgi-asgi-p1", "daemon"), ("rwsgi-asgi-embedded", "embedded")):
             a = get(w.name, mine)
-            for ref in ("proxy-uvicorn-w1", "uvicorn-w1"):
+            for ref in ("proxy-uvicorn-w1", "uvicorn-w1", "granian-w1"):
                 b = get(w.name, ref)
                 if a and b:
                     asgi_rows.append(f"| {w.name} | {mode} | {ref} | {a['rps'] / b['rps']:.2f} | "
@@ -703,8 +713,9 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                                      f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} |")
     if asgi_rows:
         out += ["", "ASGI: mod_rwsgi (daemon: one process; embedded: one httpd child) / the "
-                "reference (Apache's mod_proxy_http in front of uvicorn, or uvicorn alone; one "
-                "worker, uvloop and httptools); CPU counts every process of both servers:", "",
+                "reference (Apache's mod_proxy_http in front of uvicorn, or uvicorn or granian "
+                "alone; one worker; uvicorn with uvloop and httptools); CPU counts every process "
+                "of both servers:", "",
                 "| workload | mod_rwsgi | reference | req/s ratio | CPU/req ratio | p99 ratio |",
                 "| --- | --- | --- | --- | --- | --- |"] + asgi_rows
     sub_rows = []
