@@ -1,10 +1,11 @@
-"""mod_rwsgi's ASGI server: one asyncio event loop per interpreter of a daemon process (or of an
-httpd child, for embedded ASGI), on a thread of its own. A worker thread hands it a request with its connection (`Server.submit`: a
-`Link` to the httpd child, and the application and scope to run); the loop keeps the
-connection (`Connection`) and reads the requests that follow on it itself, each run as a task
-(`HttpCycle`) that reads its frames when the socket is readable and writes them when it has
-room. Lifespan runs once per application and loop before its first request, and at shutdown.
-Runs in a daemon process or an httpd child."""
+"""mod_rwsgi's ASGI server: one asyncio event loop per interpreter of a daemon process (or of
+an httpd child, for embedded ASGI), on a thread of its own. A worker thread hands it a request
+with its connection (`Server.submit`: a `Link` to the httpd child's worker thread, and the
+application and scope to run); the loop keeps the connection (`Connection`) and reads the
+requests that follow on it itself, each run as a task (`HttpCycle`, `WebSocketCycle`) that
+reads its frames when the socket is readable and writes them when it has room. Lifespan runs
+once per application and loop before its first request, and at shutdown; a heartbeat lets the
+watchdog in asgi/loops.rs see a blocked loop. Runs in a daemon process or an httpd child."""
 
 import asyncio
 import collections
@@ -650,7 +651,7 @@ class HttpCycle(_Cycle):
     async def _zerocopysend(self, message):
         """The zero-copy send extension: `count` bytes (default: to the end) of the open
         `file` from `offset` (default: its position, which then moves past them, as
-        os.sendfile does), sent by the httpd child from the same open file."""
+        os.sendfile does), sent by the httpd child from the same file opened again."""
         if not self.started:
             raise RuntimeError("ASGI: http.response.zerocopysend before http.response.start")
         if self.complete:
