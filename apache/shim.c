@@ -125,7 +125,6 @@ void rwsgi_shim_ws_switch(request_rec *r, const char *accept, const char *protoc
         }
     }
     c->keepalive = AP_CONN_CLOSE;
-    r->status = HTTP_SWITCHING_PROTOCOLS;
 }
 
 /* WebSocket: read what the client has sent, through the connection's input filters, without

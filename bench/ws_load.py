@@ -1,7 +1,8 @@
-"""WebSocket load for bench/bench.py (tool, standard library only): CONNECTIONS clients on
-loopback, each sending a SIZE-byte text message and waiting for its echo, over and over for
-SECONDS; prints one line in the format of bench/report.lua's (messages as "requests", the
-round-trip latency percentiles), for the same report.
+"""WebSocket load for bench/bench.py (tool; the standard library and the tests' frame encoder,
+harness.client_frame): CONNECTIONS clients on loopback, each sending a SIZE-byte text message
+and waiting for its echo, over and over for SECONDS; prints one line in the format of
+bench/report.lua's (messages as "requests", the round-trip latency percentiles), for the same
+report.
 
     python3 ws_load.py URL CONNECTIONS SECONDS SIZE
 
@@ -13,23 +14,10 @@ import base64
 import os
 import sys
 import time
+from pathlib import Path
 
-
-def frame(payload: bytes) -> bytes:
-    """A masked final text frame (the mask is random per frame, as RFC 6455 requires)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x81])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    key = (mask * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        n, "little")
-    return head + mask + masked
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import client_frame  # noqa: E402
 
 
 async def read_frame(reader) -> tuple[int, bytes]:
@@ -56,7 +44,7 @@ async def client(host, port, path, size, deadline, latencies, errors):
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         errors["connect"] += 1
         return
-    message = frame(b"m" * size)
+    message = client_frame(0x1, b"m" * size)
     try:
         while time.monotonic() < deadline:
             t0 = time.perf_counter_ns()
@@ -70,7 +58,7 @@ async def client(host, port, path, size, deadline, latencies, errors):
                 errors["status"] += 1
                 return
             latencies.append((time.perf_counter_ns() - t0) // 1000)
-        writer.write(bytes([0x88, 0x82]) + b"\0\0\0\0" + (1000).to_bytes(2, "big"))
+        writer.write(client_frame(0x8, (1000).to_bytes(2, "big")))
         await writer.drain()
     except (OSError, asyncio.IncompleteReadError):
         errors["read"] += 1

@@ -924,6 +924,24 @@ DocumentRoot {r}/htdocs
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def client_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+    """One WebSocket frame as a client sends it (RFC 6455: masked with a random key)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    # XOR with the repeated key, as one big integer (fast for megabytes).
+    key = (mask * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        n, "little")
+    return head + mask + masked
+
+
 class WebSocket:
     """A minimal RFC 6455 client on a raw socket (standard library only), for the tests: the
     handshake, masked frames out, frames in (`recv` gives (opcode, payload) of one frame)."""
@@ -974,21 +992,7 @@ class WebSocket:
             self.buf += chunk
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0):
-        import os as _os
-        mask = _os.urandom(4)
-        n = len(payload)
-        head = bytes([(0x80 if fin else 0) | rsv | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        else:
-            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-        # XOR with the repeated key, as one big integer (fast for megabytes).
-        key = (mask * (n // 4 + 1))[:n]
-        masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-            n, "little")
-        self.sock.sendall(head + mask + masked)
+        self.sock.sendall(client_frame(opcode, payload, fin, rsv))
 
     def send_text(self, text: str):
         self.send_frame(0x1, text.encode())

@@ -1,11 +1,11 @@
-//! `Link`: a connection from an httpd child's worker thread held by an ASGI event loop, from the request a
-//! worker handed over until the connection closes or goes back to the workers: the socket
-//! non-blocking, frames decoded and encoded here and written when the socket has room; between
-//! requests the loop reads the next `Request` itself (`read`), checks it as a worker would
-//! (`Host::admit`) and runs it, or hands the connection back to the workers with it (a WSGI
-//! application's request). In an httpd child (embedded ASGI) the connection is one end of a
-//! socket pair made for one request. Runs on an ASGI event-loop thread of a daemon process or
-//! an httpd child.
+//! `Link`: a connection from an httpd child's worker thread held by an ASGI event loop, from
+//! the request a worker handed over until the connection closes or goes back to the workers:
+//! the socket non-blocking, frames decoded and encoded here and written when the socket has
+//! room; between requests the loop reads the next `Request` itself (`read`), checks it as a
+//! worker would (`Host::admit`) and runs it, or hands the connection back to the workers with
+//! it (a WSGI application's request). In an httpd child (embedded ASGI) the connection is one
+//! end of a worker thread's socket pair to its child's loop. Runs on an ASGI event-loop thread
+//! of a daemon process or an httpd child.
 #![forbid(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
@@ -44,12 +44,10 @@ pub trait Host: Send + Sync {
     /// it is one the loop does not run.
     fn release(&self, token: u64, conn: Conn, pending: Option<Request<Vec<u8>>>);
     /// Whether a connection whose request ended is kept for the next request (not when the
-    /// process is stopping, nor for a connection made for one request).
+    /// process is stopping).
     fn keeps_connections(&self) -> bool;
     /// The process's error log.
     fn log(&self) -> LogFn;
-    /// Whether the loop's interpreter runs `req` (its main interpreter).
-    fn runs_here(&self, req: &Request<Vec<u8>>) -> bool;
     /// `WSGICaseSensitivity` (script module names).
     fn case_sensitive(&self) -> bool;
 }
@@ -131,7 +129,8 @@ impl Link {
         let released = Some((RELEASED, py.None().into_bound(py)));
         let log = self.host.log();
         let app = match crate::python::main_interp() {
-            Some(it) if self.host.runs_here(&req) => crate::python::load_app(
+            // The loops run in the main interpreter.
+            Some(it) if req.runs_in_main_interpreter() => crate::python::load_app(
                 py,
                 it,
                 &req.script(),

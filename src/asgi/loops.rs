@@ -151,10 +151,13 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
     let on_failure = hooks.on_failure.clone();
     let stopped = Arc::new(AtomicBool::new(false));
     let loop_stopped = Arc::clone(&stopped);
-    let spawned = std::thread::Builder::new()
-        .name("rwsgi-asgi-loop".into())
-        .spawn(move || {
-            let body = || {
+    let spawned = spawn_guarded(
+        "rwsgi-asgi-loop",
+        "the ASGI event loop thread",
+        &log,
+        {
+            let log = log.clone();
+            move || {
                 let which = Which::for_request(name.is_empty(), &name);
                 let r = interp::enter(which, |py, _| {
                     runner
@@ -177,19 +180,10 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
                         OnFailure::RetryAfter(_) => servers().retain(|(g, _)| *g != name),
                     }
                 }
-            };
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-                log(
-                    Level::Error,
-                    &format!(
-                        "{}: a panic in the ASGI event loop thread: {}",
-                        Code::Panic.as_str(),
-                        crate::error::panic_message(p.as_ref())
-                    ),
-                );
             }
-            loop_stopped.store(true, Ordering::SeqCst);
-        });
+        },
+        move || loop_stopped.store(true, Ordering::SeqCst),
+    );
     if let Err(e) = spawned {
         servers().retain(|(g, _)| g != group);
         return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
@@ -204,22 +198,42 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
         hooks: hooks.clone(),
     };
     // Without its watchdog the loop still serves; a blocked loop then goes unreported.
-    let _ = std::thread::Builder::new()
-        .name("rwsgi-asgi-watch".into())
+    let log = hooks.log.clone();
+    let _ = spawn_guarded(
+        "rwsgi-asgi-watch",
+        "the ASGI loop watchdog thread",
+        &log,
+        move || dog.run(),
+        || {},
+    );
+    Ok(server)
+}
+
+/// Starts a thread named `name` running `body`; a panic in it is logged (RW0999, naming
+/// `what`) instead of ending the process, and `then` runs after the body either way.
+fn spawn_guarded(
+    name: &str,
+    what: &'static str,
+    log: &LogFn,
+    body: impl FnOnce() + Send + 'static,
+    then: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let log = log.clone();
+    std::thread::Builder::new()
+        .name(name.into())
         .spawn(move || {
-            let log = dog.hooks.log.clone();
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dog.run())) {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
                 log(
                     Level::Error,
                     &format!(
-                        "{}: a panic in the ASGI loop watchdog thread: {}",
+                        "{}: a panic in {what}: {}",
                         Code::Panic.as_str(),
                         crate::error::panic_message(p.as_ref())
                     ),
                 );
             }
-        });
-    Ok(server)
+            then();
+        })
 }
 
 /// Watches one loop's heartbeat: a loop that has not run for `WARN_AFTER` (a coroutine that

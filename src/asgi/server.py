@@ -483,6 +483,13 @@ class _Cycle:
         self.waiters.append(w)
         await w
 
+    def _end(self):
+        """Ends the exchange with `End` (the response, or the session, is complete)."""
+        if not self.complete and not self.broken:
+            self.complete = True
+            self.link.end()
+            self._wake()
+
     async def refuse(self, code, why):
         """Answers `code` without calling the application (max-tasks); the connection is then
         free for its next request."""
@@ -609,17 +616,11 @@ class HttpCycle(_Cycle):
             more = message.get("more_body", False)
             if not isinstance(body, (bytes, bytearray, memoryview)):
                 raise TypeError("ASGI: http.response.body 'body' must be bytes")
-            link = self.link
-            if self.start is not None:
-                status, headers = self.start
-                link.head(status, _PHRASES.get(status, ""), headers, None if more else len(body))
-                self.start = None
+            self._head_once(None if more else len(body))
             if body and not self.head_request:
-                link.chunk(body)
+                self.link.chunk(body)
             if not more:
-                link.end()
-                self.complete = True
-                self._wake()
+                self._end()
             await self._drain()
         elif t == "http.response.start":
             if self.started:
@@ -633,15 +634,11 @@ class HttpCycle(_Cycle):
                 )
             if self.gone:
                 raise ClientDisconnected("the client went away")
-            status, headers = self.start
-            self.link.head(status, _PHRASES.get(status, ""), headers)
-            self.start = None
+            self._head_once(None)
             await self._drain()
             if not self.head_request:
                 self.link.send_file(message["path"])
-            self.link.end()
-            self.complete = True
-            self._wake()
+            self._end()
             await self._drain()
         elif t == "http.response.zerocopysend":
             await self._zerocopysend(message)
@@ -675,10 +672,7 @@ class HttpCycle(_Cycle):
             raise ValueError("ASGI: http.response.zerocopysend: bytes %d..+%d are not within "
                              "the regular file's %d" % (offset, count, st.st_size))
         more = message.get("more_body", False)
-        if self.start is not None:
-            status, headers = self.start
-            self.link.head(status, _PHRASES.get(status, ""), headers, None if more else count)
-            self.start = None
+        self._head_once(None if more else count)
         await self._drain()
         if count and not self.head_request:
             self.link.send_fd(fd, offset, count)
@@ -688,10 +682,16 @@ class HttpCycle(_Cycle):
             else:
                 os.lseek(fd, offset + count, os.SEEK_SET)
         if not more:
-            self.link.end()
-            self.complete = True
-            self._wake()
+            self._end()
         await self._drain()
+
+    def _head_once(self, length):
+        """Queues the held response start, once; `length` (when the whole body is known)
+        becomes its Content-Length."""
+        if self.start is not None:
+            status, headers = self.start
+            self.link.head(status, _PHRASES.get(status, ""), headers, length)
+            self.start = None
 
     # -- the request's life ----------------------------------------------------------------
 
@@ -926,12 +926,6 @@ class WebSocketCycle(_Cycle):
             await self._drain()
         else:
             raise ValueError("ASGI: unknown message type %r for a WebSocket" % (t,))
-
-    def _end(self):
-        if not self.complete and not self.broken:
-            self.complete = True
-            self.link.end()
-            self._wake()
 
     async def run(self, app, lifespan):
         server, rid = self.server, self.request_id

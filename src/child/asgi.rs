@@ -79,9 +79,6 @@ impl Host for ChildHost {
     fn log(&self) -> LogFn {
         self.log.clone()
     }
-    fn runs_here(&self, req: &core::Request<Vec<u8>>) -> bool {
-        req.meta.main_interpreter || req.application_group().is_empty()
-    }
     fn case_sensitive(&self) -> bool {
         self.case_sensitive
     }

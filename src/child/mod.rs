@@ -4,7 +4,8 @@
 //! httpd's request (`environ`), the response and body over httpd's filters (`response`),
 //! embedded mode (`embedded`, and `asgi`: its ASGI requests on the child's event loop), the
 //! daemon client (`daemon_client`), the response from a daemon or the loop (`relay`) and the
-//! WebSocket tunnel (`websocket`). This file holds what a child sets up once: its MPM facts and Python's start.
+//! WebSocket tunnel (`websocket`). This file holds what a child sets up once: its MPM facts
+//! and Python's start.
 #![forbid(unsafe_code)]
 
 pub mod asgi;

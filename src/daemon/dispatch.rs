@@ -371,10 +371,6 @@ impl crate::asgi::Host for LoopHost {
         self.ctx.log.clone()
     }
 
-    fn runs_here(&self, req: &Request<Vec<u8>>) -> bool {
-        req.meta.main_interpreter || req.application_group().is_empty()
-    }
-
     fn case_sensitive(&self) -> bool {
         self.ctx.global.case_sensitive
     }

@@ -175,12 +175,18 @@ impl<K: AsRef<[u8]>> Request<K> {
         self.text("SCRIPT_FILENAME")
     }
 
-    /// The callable in the script (`mod_wsgi.callable_object`).
     /// The application group's name as mod_wsgi names it (`""`: `%{GLOBAL}`).
     pub fn application_group(&self) -> String {
         self.text("mod_wsgi.application_group")
     }
 
+    /// Whether the request runs in the process's main interpreter (`%{GLOBAL}`, or its group
+    /// runs there under the one-group rule).
+    pub fn runs_in_main_interpreter(&self) -> bool {
+        self.meta.main_interpreter || self.application_group().is_empty()
+    }
+
+    /// The callable in the script (`mod_wsgi.callable_object`).
     pub fn callable_object(&self) -> String {
         self.text("mod_wsgi.callable_object")
     }

@@ -3,7 +3,8 @@
 /scope          the scope (bytes as latin-1 text), plus the lifespan state it got
 /echo           the request body back, read with receive() until more_body is False
 /stream?n=N     N chunks of "chunk i\\n", each its own http.response.body (more_body=True)
-/sleep?s=S      awaits asyncio.sleep(S), then "slept"
+/sleep?s=S      awaits asyncio.sleep(S), then "slept" (counted in /sleeping)
+/sleeping       how many /sleep requests this process has had at once, at most
 /block?s=S      calls time.sleep(S) in the coroutine (blocking the loop), then "blocked"
 /disconnect     reads the body, then waits on receive() for http.disconnect and records
                 when it came in @STATE@/disconnected (a long poll the client abandons)
@@ -45,6 +46,7 @@ STATE = "@STATE@"
 DATA = "@DATA@"
 STARTED = {"count": 0}
 CHAT = {}  # name -> send, the members of /ws/chat in this process
+SLEEPING = {"now": 0, "peak": 0}  # /sleep requests of this process running now, and at most
 
 
 def _text(v):
@@ -205,8 +207,15 @@ async def application(scope, receive, send):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
     if path == "/sleep":
-        await asyncio.sleep(float(args.get("s", "1")))
+        SLEEPING["now"] += 1
+        SLEEPING["peak"] = max(SLEEPING["peak"], SLEEPING["now"])
+        try:
+            await asyncio.sleep(float(args.get("s", "1")))
+        finally:
+            SLEEPING["now"] -= 1
         return await _send(send, 200, b"slept")
+    if path == "/sleeping":
+        return await _send(send, 200, str(SLEEPING["peak"]).encode())
     if path == "/block":
         time.sleep(float(args.get("s", "1")))  # a synchronous call that blocks the loop
         return await _send(send, 200, b"blocked")
