@@ -5,7 +5,7 @@
 //! in daemon processes and httpd children.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +69,9 @@ pub enum OnFailure {
 /// The started servers, by application group (`""`: the main interpreter). Never locked
 /// while Python runs.
 static SERVERS: Mutex<Vec<(String, Py<PyAny>)>> = Mutex::new(Vec::new());
+
+/// Loop threads still running (their thread's Python state not yet given up).
+static LOOP_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 fn servers() -> std::sync::MutexGuard<'static, Vec<(String, Py<PyAny>)>> {
     SERVERS.lock().unwrap_or_else(|p| p.into_inner())
@@ -151,6 +154,7 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
     let on_failure = hooks.on_failure.clone();
     let stopped = Arc::new(AtomicBool::new(false));
     let loop_stopped = Arc::clone(&stopped);
+    LOOP_THREADS.fetch_add(1, Ordering::SeqCst);
     let spawned = spawn_guarded(
         "rwsgi-asgi-loop",
         "the ASGI event loop thread",
@@ -182,9 +186,13 @@ fn server<'py>(py: Python<'py>, group: &str, hooks: &Hooks) -> PyResult<Bound<'p
                 }
             }
         },
-        move || loop_stopped.store(true, Ordering::SeqCst),
+        move || {
+            loop_stopped.store(true, Ordering::SeqCst);
+            LOOP_THREADS.fetch_sub(1, Ordering::SeqCst);
+        },
     );
     if let Err(e) = spawned {
+        LOOP_THREADS.fetch_sub(1, Ordering::SeqCst);
         servers().retain(|(g, _)| g != group);
         return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
             "cannot start the ASGI event loop thread: {e}"
@@ -414,5 +422,10 @@ pub fn stop_all(timeout: Duration) {
         if rx.recv_timeout(left).is_err() {
             break;
         }
+    }
+    // The loop threads leave Python after `done`: Python may be finalised next (an httpd
+    // child's exit), which must not race a thread still giving up its state.
+    while LOOP_THREADS.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
