@@ -924,6 +924,36 @@ DocumentRoot {r}/htdocs
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def expect_continue(port: int, method: str, path: str, body: bytes, headers=(),
+                    timeout: float = SOCKET_TIMEOUT) -> tuple[bytes, Response]:
+    """A client that waits for `100 Continue` before sending its body, as curl does for uploads.
+    Returns (the interim line or b"" if none came within the wait, the final response)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
+                "Expect: 100-continue", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in headers]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        reader = _Reader(sock, time.monotonic())
+        sock.settimeout(20)  # a liveness bound: the interim answer should come at once
+        try:
+            interim = reader.readline() or b""
+            if interim.startswith(b"HTTP/1.1 100"):
+                assert reader.readline() in (b"\r\n", b"\n")
+        except socket.timeout:
+            interim = b""
+        sock.settimeout(timeout)
+        resp = Response()
+        if interim and not interim.startswith(b"HTTP/1.1 100"):
+            reader.buf = interim + reader.buf  # a final answer came instead: no body to send
+        else:
+            sock.sendall(body)
+        _read_response(reader, resp, method, True)
+        return interim.strip(), resp
+    finally:
+        sock.close()
+
+
 def client_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
     """One WebSocket frame as a client sends it (RFC 6455: masked with a random key)."""
     mask = os.urandom(4)

@@ -29,8 +29,9 @@ WSGIScriptAlias /resp @APPS@/response.wsgi
 VOLATILE = {"REMOTE_PORT", "__pid__", "__thread__", "HTTP_HOST", "SERVER_PORT", "SCRIPT_FILENAME",
             "DOCUMENT_ROOT", "CONTEXT_DOCUMENT_ROOT", "__types__"}
 # mod_wsgi 4.9 still calls ap_add_cgi_vars()/ap_add_common_vars(); mod_wsgi 6 (which
-# mod_rwsgi follows) builds the CGI variables itself and leaves these out.
-ONLY_IN_MOD_WSGI_4 = {"GATEWAY_INTERFACE", "PATH_TRANSLATED", "SERVER_SIGNATURE", "PATH"}
+# mod_rwsgi follows) builds the CGI variables itself and leaves these out. GATEWAY_INTERFACE
+# is not among them: mod_rwsgi sets it as mod_wsgi 4 and wsgiref do (compared below).
+ONLY_IN_MOD_WSGI_4 = {"PATH_TRANSLATED", "SERVER_SIGNATURE", "PATH"}
 
 
 def _serve(apache_factory, use_mod_wsgi):

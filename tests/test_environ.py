@@ -35,6 +35,7 @@ def test_pep3333_keys(apache_factory, mode):
     assert env["SERVER_NAME"] == "127.0.0.1"
     assert env["SERVER_PORT"] == str(srv.port)
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["GATEWAY_INTERFACE"] == "CGI/1.1"  # as mod_wsgi 4 and wsgiref
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["REQUEST_URI"] == "/app/x?a=1&b=2"
     assert env["SCRIPT_FILENAME"] == str(script)

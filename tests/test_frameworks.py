@@ -944,35 +944,6 @@ def test_keepalive_with_unread_bodies(pair, framework):
                         "falcon": [404, 405, 200, 201, 200]}[framework]
 
 
-def expect_continue(port: int, method: str, path: str, body: bytes,
-                    headers) -> tuple[bytes, harness.Response]:
-    """A client that waits for `100 Continue` before sending its body, as curl does for uploads.
-    Returns (the interim line or b"" if none came within the wait, the final response)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=REQ_TIMEOUT)
-    try:
-        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
-                "Expect: 100-continue", f"Content-Length: {len(body)}"]
-        head += [f"{k}: {v}" for k, v in headers]
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        reader = harness._Reader(sock, time.monotonic())
-        sock.settimeout(20)  # a liveness bound: the interim answer should come at once
-        try:
-            interim = reader.readline() or b""
-            if interim.startswith(b"HTTP/1.1 100"):
-                assert reader.readline() in (b"\r\n", b"\n")
-        except socket.timeout:
-            interim = b""
-        sock.settimeout(REQ_TIMEOUT)
-        sock.sendall(body)
-        resp = harness.Response()
-        if interim and not interim.startswith(b"HTTP/1.1 100"):
-            reader.buf = interim + reader.buf  # a final answer came instead
-        harness._read_response(reader, resp, method, True)
-        return interim.strip(), resp
-    finally:
-        sock.close()
-
-
 @pytest.mark.parametrize("framework", ["django", "falcon"])
 def test_upload_waiting_for_100_continue(pair, framework):
     """The interim 100 Continue reaches a client that waits for it before sending the body
@@ -990,7 +961,7 @@ def test_upload_waiting_for_100_continue(pair, framework):
                                    [("document", ("e.bin", "application/octet-stream", data))])
             req = ("POST", f"{MOUNT}/upload/", body,
                    hdrs + [("Cookie", f"csrftoken={c.jar['csrftoken']}")])
-        answers.append(expect_continue(srv.port, *req))
+        answers.append(harness.expect_continue(srv.port, *req, timeout=REQ_TIMEOUT))
     (ia, ra), (ig, rg) = answers
     assert ig == b"HTTP/1.1 100 Continue"
     assert ia == b"HTTP/1.1 100 Continue", f"mod_rwsgi sent no 100 Continue: {ra!r}"

@@ -152,3 +152,33 @@ def test_records_outside_a_request_go_to_the_server_log(apache_factory, mode):
     lines = _find(srv, "preload: preloaded-42")
     assert all(re.search(r"\[rwsgi:warn\] \[pid \d+:tid \d+\] preload: preloaded-42$", line)
                for line in lines), lines
+
+
+def test_request_lines_name_the_client(apache_factory, mode):
+    """Every line a request writes (print, wsgi.errors, a logging record) carries httpd's
+    `[client IP:PORT]` context, the client's own port, in daemon mode as in embedded mode
+    (as mod_wsgi's daemon mode)."""
+    import http.client
+    srv = _serve(apache_factory, """\
+import logging, sys
+def application(environ, start_response):
+    tag = environ["QUERY_STRING"]
+    print("printed-" + tag)
+    environ["wsgi.errors"].write("errors-" + tag + "\\n")
+    logging.getLogger("app").warning("record-%s", tag)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["mod_wsgi.request_id"].encode()]
+""")
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        c.request("GET", "/app?c1")
+        r = c.getresponse()
+        assert r.status == 200
+        rid = r.read().decode()
+        port = c.sock.getsockname()[1]
+    finally:
+        c.close()
+    for needle in ("printed-c1", "errors-c1", f"[{rid}] app: record-c1"):
+        lines = _find(srv, needle)
+        assert len(lines) == 1, lines
+        assert f"[client 127.0.0.1:{port}] {needle}" in lines[0], lines[0]

@@ -147,6 +147,36 @@ def test_exception_after_start_response_before_body(rsrv):
     assert rsrv.wait_for_log(r"boom-after-start")
 
 
+# Four behaviours of mod_wsgi's daemon mode mod_rwsgi does not copy (it keeps embedded mode's in
+# both modes; README "Differences from mod_wsgi"), pinned here.
+def test_repeated_headers_are_not_merged(rsrv):
+    r = rsrv.get("/r/dup-headers")
+    assert r.status == 200, r
+    assert r.headers.get_all("X-Multi") == ["one", "two"], r.headers
+    assert r.headers.get_all("Set-Cookie") == ["a=1", "b=2"], r.headers
+
+
+def test_content_type_keeps_its_case(rsrv):
+    r = rsrv.get("/r/ctype-case")
+    assert r.status == 200, r
+    assert r.headers.get("Content-Type") == "Text/HTML; Charset=ISO-8859-1", r.headers
+
+
+def test_location_with_200_is_not_an_internal_redirect(rsrv):
+    r = rsrv.get("/r/location-200")
+    assert (r.status, r.body) == (200, b"not redirected\n"), r
+    assert r.headers.get("Location", "").endswith("/r/ok"), r.headers
+
+
+def test_100_continue_only_when_the_application_reads(rsrv):
+    interim, r = harness.expect_continue(rsrv.port, "POST", "/r/ok", b"12345")
+    assert interim.startswith(b"HTTP/1.1 200"), (interim, r)  # the final answer, no 100 first
+    assert r.body == b"ok\n", r
+    interim, r = harness.expect_continue(rsrv.port, "POST", "/r/read-body", b"12345")
+    assert interim == b"HTTP/1.1 100 Continue", (interim, r)
+    assert (r.status, r.body) == (200, b"read 5\n"), r
+
+
 def test_invalid_status_and_body_type(rsrv):
     r = rsrv.get("/r/bad-status")
     assert r.status == 500, r
@@ -157,14 +187,31 @@ def test_invalid_status_and_body_type(rsrv):
     assert rsrv.get("/r/ok").status == 200
 
 
-def test_close_raising_is_logged(rsrv):
-    r = rsrv.get("/r/close-raises?tag=cr1")
-    assert r.status == 200, r
-    assert r.body == b"body-before-close"
-    assert _closed(rsrv, "cr1") == ["closed"]
-    assert rsrv.wait_for_log(r"CloseError"), "exception in close() not logged"
-    assert "boom-in-close" in rsrv.error_log()
-    assert rsrv.get("/r/ok").status == 200
+@pytest.mark.parametrize("query", ["", "&cl=17", "&empty=1"])
+def test_close_raising_completes_the_response_and_is_logged(rsrv, query):
+    # As mod_wsgi: once the body is produced the response is complete (chunked: with its last
+    # chunk; with Content-Length: the connection stays usable); close()'s exception is logged.
+    tag = f"cr{len(query)}"
+    r = rsrv.get(f"/r/close-raises?tag={tag}{query}")
+    assert r.status == 200 and r.complete, r
+    assert r.body == (b"" if "empty" in query else b"body-before-close")
+    assert _closed(rsrv, tag) == ["closed"]
+    assert rsrv.wait_for_log(r"RW0007: exception occurred in close\(\) of the result of")
+    assert rsrv.wait_for_log(r"CloseError: boom-in-close")
+    # On a kept-alive connection the next request is served on the same socket.
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", rsrv.port, timeout=10)
+    try:
+        c.request("GET", f"/r/close-raises?tag={tag}k{query}")
+        got = c.getresponse()
+        assert got.status == 200 and got.read() == r.body
+        sock = c.sock
+        c.request("GET", "/r/ok")
+        got = c.getresponse()
+        assert (got.status, got.read()) == (200, b"ok\n")
+        assert c.sock is sock, "the connection was closed after the close() error"
+    finally:
+        c.close()
 
 
 def test_iterable_without_close(rsrv):

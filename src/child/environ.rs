@@ -152,6 +152,9 @@ fn build_environ(
         }
     }
     searched.set(from_subprocess_env);
+    // mod_wsgi 6 leaves it out; mod_wsgi 4 (ap_add_cgi_vars) and wsgiref set it, and
+    // applications ported from them test it.
+    put("GATEWAY_INTERFACE", b"CGI/1.1");
     put("SERVER_SOFTWARE", c.server_software);
     put("SERVER_NAME", c.server_name.unwrap_or(b""));
     put("SERVER_ADDR", c.server_addr.unwrap_or(b""));

@@ -9,6 +9,9 @@ pub mod interp_options;
 pub mod net;
 pub mod tokenize;
 
+#[cfg(test)]
+mod reference_check;
+
 use crate::error::{Code, Error};
 pub use crate::request::Interface;
 use net::IpNet;

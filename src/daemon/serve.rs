@@ -367,14 +367,17 @@ fn run_request(
 ) -> Ran {
     let script = req.script();
     let request_id = req.request_id();
-    let base_log = usize::try_from(req.meta.server_id)
+    let vhost_log = usize::try_from(req.meta.server_id)
         .ok()
         .and_then(ctx.vhost_log)
         .unwrap_or_else(|| ctx.log.clone());
-    let plain = base_log.clone();
+    // Every line of the request starts with its client, as in the httpd child.
+    let client = req.log_client();
+    let plain: LogFn = Arc::new(move |l, m| vhost_log(l, &format!("{client}{m}")));
+    let base_log = plain.clone();
     let log: LogFn = Arc::new(move |l, m| base_log(l, &format!("[{request_id}] {m}")));
     route::set(Some(Route {
-        plain,
+        plain: plain.clone(),
         with_id: log.clone(),
     }));
     let failed = |mut c: Conn, msg: &str| {
@@ -427,7 +430,8 @@ fn run_request(
         daemon: true,
     };
     let body = Box::new(DaemonBody::new(Arc::clone(&conn)));
-    let built = match build::environ(py, &it.kit, &req, &process, body, &log, ctx.log.clone()) {
+    // wsgi.errors lines as print()'s (and as the httpd child writes them): no request id.
+    let built = match build::environ(py, &it.kit, &req, &process, body, &plain, ctx.log.clone()) {
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(py, &e, &log, "cannot build the environ");

@@ -206,6 +206,21 @@ impl<K: AsRef<[u8]>> Request<K> {
         self.text("mod_wsgi.request_id")
     }
 
+    /// The `[client IP:PORT] ` context httpd's request log lines start with (empty without
+    /// `REMOTE_ADDR`): a daemon process puts it on the lines of the request it runs, as
+    /// `ap_log_rerror` does in the httpd child. The address is `REMOTE_ADDR` as the application
+    /// sees it (after `WSGITrustedProxyHeaders`).
+    pub fn log_client(&self) -> String {
+        match self.get("REMOTE_ADDR") {
+            Some(addr) if !addr.is_empty() => format!(
+                "[client {}:{}] ",
+                String::from_utf8_lossy(addr),
+                self.text("REMOTE_PORT")
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// The body length declared by `CONTENT_LENGTH`, if any and valid.
     pub fn content_length(&self) -> Option<u64> {
         self.get("CONTENT_LENGTH")
@@ -295,6 +310,19 @@ mod tests {
         assert!(r.script_reloading() && r.counts_as_activity());
         assert_eq!(r.script_mtime(), Some(1_700_000_000_123_456));
         assert_eq!(r.content_length(), None);
+        assert_eq!(r.log_client(), "");
+    }
+
+    #[test]
+    fn log_client_as_httpd_writes_it() {
+        let r = Request {
+            env: vec![
+                ("REMOTE_ADDR".to_string(), b"::1".to_vec()),
+                ("REMOTE_PORT".to_string(), b"51234".to_vec()),
+            ],
+            meta: RequestMeta::default(),
+        };
+        assert_eq!(r.log_client(), "[client ::1:51234] ");
     }
 
     #[test]

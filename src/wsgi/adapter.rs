@@ -1097,7 +1097,7 @@ pub fn run(
     {
         Err(e) => d.fail(py, &e, "calling"),
         Ok(result) => {
-            let mut out = match kit.file_wrapper_file(&result) {
+            let out = match kit.file_wrapper_file(&result) {
                 Some(f) => d.send_file(py, &f).or_else(|| d.iterate(py, &result)),
                 None => d.iterate(py, &result),
             };
@@ -1109,8 +1109,9 @@ pub fn run(
                 && let Ok(true) = result.hasattr(kit.key(py, Key::Close))
                 && let Err(e) = result.call_method0("close")
             {
-                let o = d.fail(py, &e, "in close() of the result of");
-                out = out.or(Some(o));
+                // Logged, and nothing else: the body was produced (or an earlier failure
+                // already decided the outcome), so the response completes as mod_wsgi's does.
+                let _ = d.fail(py, &e, "in close() of the result of");
             }
             out.unwrap_or(Outcome::Done)
         }

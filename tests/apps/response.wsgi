@@ -81,6 +81,26 @@ def application(environ, start_response):
     if path == "/ok":
         return _text(start_response, "200 OK", "ok\n")
 
+    if path == "/dup-headers":
+        # Repeated headers, each kept as its own line (not comma-joined).
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Multi", "one"),
+                                  ("X-Multi", "two"), ("Set-Cookie", "a=1"),
+                                  ("Set-Cookie", "b=2")])
+        return [b"dup\n"]
+
+    if path == "/ctype-case":
+        start_response("200 OK", [("Content-Type", "Text/HTML; Charset=ISO-8859-1")])
+        return [b"<p>case</p>"]
+
+    if path == "/location-200":
+        # A Location header with a 200: a plain response, not an internal redirect.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Location", "/r/ok")])
+        return [b"not redirected\n"]
+
+    if path == "/read-body":
+        data = environ["wsgi.input"].read()
+        return _text(start_response, "200 OK", f"read {len(data)}\n")
+
     if path == "/status-custom":
         return _text(start_response, "299 Custom Thing", "custom status\n")
 
@@ -159,8 +179,12 @@ def application(environ, start_response):
         return [b"x", b"y"]
 
     if path == "/close-raises":
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return Body([b"body-before-close"], tag, close_raises=True)
+        headers = [("Content-Type", "text/plain")]
+        if "cl" in q:
+            headers.append(("Content-Length", q["cl"]))
+        start_response("200 OK", headers)
+        return Body([b"body-before-close"] if q.get("empty") != "1" else [], tag,
+                    close_raises=True)
 
     if path == "/cl-less":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
