@@ -119,7 +119,7 @@ fn main() {
             "module|command_rec|cmd_parms|request_rec|server_rec|conn_rec|process_rec|\
              apr_table_entry_t|apr_array_header_t|apr_finfo_t|ap_filter_t|ap_filter_rec_t|\
              core_dir_config|apr_sockaddr_t|apr_bucket_brigade|apr_file_t|ap_regex_t|ap_regmatch_t|\
-             apr_proc_t|unixd_config_rec",
+             apr_proc_t|unixd_config_rec|authn_provider|authz_provider|authn_status|authz_status",
         )
         .allowlist_function(
             "ap_hook_(handler|child_init|post_config|translate_name|pre_config|check_config|test_config)|\
@@ -136,14 +136,16 @@ fn main() {
              apr_file_open|apr_file_close|apr_ipsubnet_(create|test)|apr_sockaddr_info_get|\
              apr_time_now|apr_pool_userdata_(get|set)|apr_dynamic_fn_retrieve|\
              apr_proc_fork|apr_proc_other_child_(register|unregister)|ap_close_listeners|\
-             ap_runtime_dir_relative",
+             ap_runtime_dir_relative|ap_register_auth_provider|ap_hook_check_access|\
+             ap_get_remote_host",
         )
         .allowlist_var(
             "MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|APLOG_.*|AP_MPMQ_.*|AP_SQ_.*|\
              RSRC_CONF|ACCESS_CONF|OR_.*|REQUEST_CHUNKED_.*|OPT_.*|GLOBAL_ONLY|NOT_IN_.*|\
              AP_REQ_.*|APR_SUCCESS|APR_READ|APR_SENDFILE_ENABLED|APR_OS_DEFAULT|APR_REG|APR_DIR|\
              APR_FILEPATH_.*|AP_FTYPE_.*|M_GET|ap_server_conf|AP_CGI_PASS_AUTH_.*|APR_UNSPEC|\
-             ap_unixd_config|APR_INCHILD|APR_INPARENT|APR_OC_REASON_.*",
+             ap_unixd_config|APR_INCHILD|APR_INPARENT|APR_OC_REASON_.*|AUTHN_PROVIDER_.*|\
+             AUTHZ_PROVIDER_.*|AP_AUTH_INTERNAL_.*|REMOTE_HOST",
         )
         .derive_default(true)
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)

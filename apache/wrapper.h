@@ -7,6 +7,7 @@
 #include "http_main.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "mod_auth.h"
 #include "ap_mpm.h"
 #include "ap_mmn.h"
 #include "util_filter.h"

@@ -61,6 +61,9 @@ pub enum Code {
     AsgiTimeout,
     /// An ASGI event loop has not run for seconds (a blocking call in a coroutine).
     AsgiLoopBlocked,
+    /// An auth or access script cannot answer: none configured where its provider is used,
+    /// Python not running in the httpd child, a missing function or a wrong return type.
+    AuthScript,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -103,6 +106,7 @@ impl Code {
             Code::AsgiUnsupported => "RW0022",
             Code::AsgiTimeout => "RW0023",
             Code::AsgiLoopBlocked => "RW0024",
+            Code::AuthScript => "RW0025",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
@@ -112,7 +116,7 @@ impl Code {
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 31] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -138,6 +142,7 @@ impl Code {
         Code::AsgiUnsupported,
         Code::AsgiTimeout,
         Code::AsgiLoopBlocked,
+        Code::AuthScript,
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,

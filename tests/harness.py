@@ -102,6 +102,7 @@ OPTIONAL_MODULES = {
     "filter": ("filter_module", "mod_filter.so"),
     "deflate": ("deflate_module", "mod_deflate.so"),
     "auth_basic": ("auth_basic_module", "mod_auth_basic.so"),
+    "auth_digest": ("auth_digest_module", "mod_auth_digest.so"),
     "authn_file": ("authn_file_module", "mod_authn_file.so"),
     "authz_user": ("authz_user_module", "mod_authz_user.so"),
     "dir": ("dir_module", "mod_dir.so"),

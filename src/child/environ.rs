@@ -26,6 +26,19 @@ pub fn prepare(
     mtime: i64,
 ) -> Result<core::Request<String>, c_int> {
     req.setup_body()?;
+    Ok(describe(req, set, dcfg, script_name, path_info, mtime))
+}
+
+/// The request both modes run, without readying its body: what `prepare` builds, and what
+/// the auth phases' scripts get before any handler has run.
+pub fn describe(
+    req: Request,
+    set: &RequestSettings,
+    dcfg: &DirConfig,
+    script_name: &[u8],
+    path_info: &[u8],
+    mtime: i64,
+) -> core::Request<String> {
     let mut env = build_environ(req, set, script_name, path_info);
     proxy::process(
         &mut env,
@@ -49,7 +62,7 @@ pub fn prepare(
         queue_start: started,
         apache_version: running_apache_version(),
     };
-    Ok(core::Request { env, meta })
+    core::Request { env, meta }
 }
 
 thread_local! {

@@ -7,7 +7,7 @@ use std::ffi::c_int;
 
 use super::settings::{refuse, settings};
 use super::translate::{ALIASED_NOTE, HANDLER};
-use crate::config::DirConfig;
+use crate::config::{DirConfig, GlobalConfig};
 use crate::httpd::base::global;
 use crate::httpd::ffi::{DECLINED, OK};
 use crate::httpd::request::{FileType, Request};
@@ -23,18 +23,16 @@ pub fn handler(req: Request) -> c_int {
     }
 }
 
-fn handle(req: Request) -> c_int {
-    let path_info = req.path_info();
-    let filename = String::from_utf8_lossy(req.filename().unwrap_or(b"")).into_owned();
-    let no_dir_config = DirConfig::default();
-    let dcfg: &DirConfig = req.dir_config().unwrap_or(&no_dir_config);
-    let g = global();
-
-    // Request facts for %{...} expansion.
+/// Calls `f` with what `%{...}` expansions need to know about the request, and its
+/// SCRIPT_NAME and PATH_INFO as mod_wsgi splits them.
+pub(super) fn with_facts<R>(
+    req: Request,
+    g: &GlobalConfig,
+    f: impl FnOnce(&GroupFacts<'_>, Vec<u8>, Vec<u8>) -> R,
+) -> R {
     let uri = req.uri().unwrap_or(b"");
-    let (script_name, path_info_v) = environ::script_name_and_path_info(uri, path_info);
+    let (script_name, path_info) = environ::script_name_and_path_info(uri, req.path_info());
     let server_hostname = String::from_utf8_lossy(req.server_hostname().unwrap_or(b""));
-    let headers_in = req.headers_in();
     let hostname = req.hostname().map(String::from_utf8_lossy);
     // mod_wsgi names %{RESOURCE} groups by the lower-cased SCRIPT_NAME when case-insensitive.
     let group_script_name = if g.case_sensitive {
@@ -57,7 +55,19 @@ fn handle(req: Request) -> c_int {
         script_name: &group_script_name,
         env: &env_lookup,
     };
-    let set = settings(req, &g, dcfg, &facts);
+    f(&facts, script_name, path_info)
+}
+
+fn handle(req: Request) -> c_int {
+    let path_info = req.path_info();
+    let filename = String::from_utf8_lossy(req.filename().unwrap_or(b"")).into_owned();
+    let no_dir_config = DirConfig::default();
+    let dcfg: &DirConfig = req.dir_config().unwrap_or(&no_dir_config);
+    let g = global();
+    let (set, script_name, path_info_v) = with_facts(req, &g, |facts, script_name, path_info| {
+        (settings(req, &g, dcfg, facts), script_name, path_info)
+    });
+    let (notes, headers_in) = (req.notes(), req.headers_in());
 
     let admission = admission::admit(&Facts {
         aliased: notes.get(ALIASED_NOTE) == Some(HANDLER.to_bytes()),

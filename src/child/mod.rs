@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod asgi;
+pub mod auth;
 pub mod daemon_client;
 pub mod embedded;
 pub mod environ;

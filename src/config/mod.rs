@@ -125,10 +125,10 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGITrustedProxyHeaders", FileInfo, Implemented, c"WSGITrustedProxyHeaders <header> ..."),
     d(c"WSGITrustedProxies", FileInfo, Implemented, c"WSGITrustedProxies <ip-or-cidr> ..."),
     d(c"WSGIEnableSendfile", FileInfo, Implemented, c"WSGIEnableSendfile On|Off"),
-    d(c"WSGIAccessScript", AuthCfg, NotYet, c"WSGIAccessScript <file> [application-group=A]"),
-    d(c"WSGIAuthUserScript", AuthCfg, NotYet, c"WSGIAuthUserScript <file> [application-group=A]"),
-    d(c"WSGIAuthGroupScript", AuthCfg, NotYet, c"WSGIAuthGroupScript <file> [application-group=A]"),
-    d(c"WSGIGroupAuthoritative", AuthCfg, NotYet, c"WSGIGroupAuthoritative On|Off"),
+    d(c"WSGIAccessScript", AuthCfg, Implemented, c"WSGIAccessScript <file> [application-group=A]"),
+    d(c"WSGIAuthUserScript", AuthCfg, Implemented, c"WSGIAuthUserScript <file> [application-group=A]"),
+    d(c"WSGIAuthGroupScript", AuthCfg, Implemented, c"WSGIAuthGroupScript <file> [application-group=A]"),
+    d(c"WSGIGroupAuthoritative", AuthCfg, Implemented, c"WSGIGroupAuthoritative On|Off"),
     d(c"WSGIHandlerScript", ServerDir, NotYet, c"WSGIHandlerScript <handler-name> <file> [options]"),
     d(c"WSGIServerMetrics", Server, OnlyOff, c"WSGIServerMetrics Off"),
     d(c"WSGITelemetryService", Server, NotYet, c"WSGITelemetryService unix:<path> [interval=N]"),
@@ -138,7 +138,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGILazyInitialization", Server, Deprecated, c"WSGILazyInitialization On (Python always starts in the children)"),
     d(c"WSGINewRelicConfigFile", Server, NotYet, c"WSGINewRelicConfigFile <file>"),
     d(c"WSGINewRelicEnvironment", Server, NotYet, c"WSGINewRelicEnvironment <name>"),
-    d(c"WSGIUserAuthoritative", AuthCfg, NotYet, c"WSGIUserAuthoritative On|Off"),
+    d(c"WSGIUserAuthoritative", AuthCfg, Deprecated, c"WSGIUserAuthoritative On|Off (no effect: httpd 2.4 combines authn providers itself)"),
 ];
 
 /// Looks a directive up by its exact (case-insensitive, as httpd matches) name.
@@ -297,6 +297,15 @@ impl ServerConfig {
     }
 }
 
+/// `WSGIAuthUserScript`, `WSGIAuthGroupScript`, `WSGIAccessScript`: a script whose functions an
+/// httpd child calls in the request's auth phases (always embedded, as in mod_wsgi).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthScript {
+    pub path: String,
+    /// The application group it runs in: `%{GLOBAL}` (the default, as mod_wsgi) or a name.
+    pub application_group: String,
+}
+
 /// Per-directory settings; `None` means "inherit".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DirConfig {
@@ -318,6 +327,12 @@ pub struct DirConfig {
     pub enable_sendfile: Option<bool>,
     /// `WSGIRestrictProcess`: the process groups that may be selected here (`""` = embedded).
     pub restrict_process: Option<Vec<String>>,
+    pub access_script: Option<AuthScript>,
+    pub auth_user_script: Option<AuthScript>,
+    pub auth_group_script: Option<AuthScript>,
+    /// `WSGIGroupAuthoritative` (default On): parsed and kept; as in mod_wsgi it changes
+    /// nothing under httpd 2.4, whose `<RequireAll>`/`<RequireAny>` combine authz answers.
+    pub group_authoritative: Option<bool>,
 }
 
 impl DirConfig {
@@ -342,6 +357,10 @@ impl DirConfig {
             trusted_proxies: or(&child.trusted_proxies, &parent.trusted_proxies),
             enable_sendfile: or(&child.enable_sendfile, &parent.enable_sendfile),
             restrict_process: or(&child.restrict_process, &parent.restrict_process),
+            access_script: or(&child.access_script, &parent.access_script),
+            auth_user_script: or(&child.auth_user_script, &parent.auth_user_script),
+            auth_group_script: or(&child.auth_group_script, &parent.auth_group_script),
+            group_authoritative: or(&child.group_authoritative, &parent.group_authoritative),
         }
     }
 }
@@ -425,6 +444,37 @@ fn group_expr(name: &str, v: &str, allowed: &[&str]) -> Result<String, Error> {
 }
 
 const APP_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
+
+/// `<file> [application-group=A]` of the auth and access script directives. The group is
+/// `%{GLOBAL}`, `%{SERVER}`, `%{HOST}`, `%{ENV:var}` or a name; `%{RESOURCE}` names the
+/// requested URL's script, which an auth phase does not have, so it is refused.
+fn auth_script(spec: &Directive, words: &[String]) -> Result<AuthScript, Error> {
+    let name = spec.name();
+    let Some((path, opts)) = words.split_first() else {
+        return Err(usage(spec));
+    };
+    if path.is_empty() {
+        return Err(usage(spec));
+    }
+    let mut application_group = "%{GLOBAL}".to_string();
+    for w in opts {
+        match w.split_once('=') {
+            Some(("application-group", v)) => {
+                application_group = group_expr(name, v, &["GLOBAL", "SERVER", "HOST"])?;
+            }
+            _ => {
+                return Err(bad(
+                    name,
+                    format!("unknown option '{w}'; the only option is application-group="),
+                ));
+            }
+        }
+    }
+    Ok(AuthScript {
+        path: path.clone(),
+        application_group,
+    })
+}
 const PROCESS_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
 
 /// Checks a process-group expression. Literal names are recorded so the start-up check can
@@ -565,7 +615,7 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                      possible; remove the directive",
                 ));
             }
-            if name == "WSGIVerboseDebugging" {
+            if name == "WSGIVerboseDebugging" || name == "WSGIUserAuthoritative" {
                 flag(spec, &words)?;
             }
             let notice = format!("{name} is deprecated and has no effect; remove it");
@@ -807,6 +857,10 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                 })?;
             dcfg.websocket_max_message = Some(n);
         }
+        "WSGIAccessScript" => dcfg.access_script = Some(auth_script(spec, &words)?),
+        "WSGIAuthUserScript" => dcfg.auth_user_script = Some(auth_script(spec, &words)?),
+        "WSGIAuthGroupScript" => dcfg.auth_group_script = Some(auth_script(spec, &words)?),
+        "WSGIGroupAuthoritative" => dcfg.group_authoritative = Some(flag(spec, &words)?),
         "WSGIPassAuthorization" => dcfg.pass_authorization = Some(flag(spec, &words)?),
         "WSGIScriptReloading" => dcfg.script_reloading = Some(flag(spec, &words)?),
         "WSGIErrorOverride" => dcfg.error_override = Some(flag(spec, &words)?),
@@ -1012,6 +1066,67 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.msg.contains("unknown expansion '%{NOPE}'"), "{e}");
+    }
+
+    #[test]
+    fn auth_scripts() {
+        let mut c = cfg();
+        run(&mut c, "WSGIAuthUserScript", "/srv/auth.wsgi").unwrap();
+        assert_eq!(
+            c.dir.auth_user_script,
+            Some(AuthScript {
+                path: "/srv/auth.wsgi".into(),
+                application_group: "%{GLOBAL}".into()
+            })
+        );
+        run(
+            &mut c,
+            "WSGIAuthGroupScript",
+            "/srv/groups.wsgi application-group=admin",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dir
+                .auth_group_script
+                .as_ref()
+                .map(|a| a.application_group.as_str()),
+            Some("admin")
+        );
+        run(
+            &mut c,
+            "WSGIAccessScript",
+            "/srv/a.wsgi application-group=%{SERVER}",
+        )
+        .unwrap();
+        let e = run(
+            &mut c,
+            "WSGIAccessScript",
+            "/srv/a.wsgi application-group=%{RESOURCE}",
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("unknown expansion '%{RESOURCE}'"), "{e}");
+        let e = run(&mut c, "WSGIAuthUserScript", "/srv/a.wsgi process-group=x").unwrap_err();
+        assert!(
+            e.msg.contains("the only option is application-group="),
+            "{e}"
+        );
+        assert!(run(&mut c, "WSGIAuthUserScript", "").is_err());
+        run(&mut c, "WSGIGroupAuthoritative", "Off").unwrap();
+        assert_eq!(c.dir.group_authoritative, Some(false));
+        // Removed in mod_wsgi 6, no effect under httpd 2.4: a notice, and a flag still checked.
+        run(&mut c, "WSGIUserAuthoritative", "Off").unwrap();
+        assert!(run(&mut c, "WSGIUserAuthoritative", "maybe").is_err());
+        // A directory inherits the scripts it does not set.
+        let child = DirConfig {
+            auth_user_script: Some(AuthScript {
+                path: "/other.wsgi".into(),
+                application_group: "%{GLOBAL}".into(),
+            }),
+            ..DirConfig::default()
+        };
+        let merged = DirConfig::merge(&c.dir, &child);
+        assert_eq!(merged.auth_user_script.unwrap().path, "/other.wsgi");
+        assert_eq!(merged.auth_group_script, c.dir.auth_group_script);
     }
 
     #[test]

@@ -325,7 +325,7 @@ fn interp_options_section(cmd: &Cmd, raw: &str) -> *const c_char {
 // ------------------------------------------------------------------------------------------
 // Hooks
 
-unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
+unsafe extern "C" fn register_hooks(p: *mut apr_pool_t) {
     guard("register_hooks", (), || {
         set_module(&raw mut rwsgi_module);
         static AFTER_ALIAS: NameList<2> = NameList([c"mod_alias.c".as_ptr(), ptr::null()]);
@@ -354,9 +354,49 @@ unsafe extern "C" fn register_hooks(_p: *mut apr_pool_t) {
                 APR_HOOK_MIDDLE,
             );
             ap_hook_handler(Some(handler), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
+            // mod_wsgi's auth hooks: the access script after mod_ssl's checks, the `wsgi`
+            // authn provider (AuthBasicProvider / AuthDigestProvider) and the `wsgi-group`
+            // authz provider (Require wsgi-group).
+            ap_hook_check_access(
+                Some(check_access),
+                AFTER_SSL.0.as_ptr(),
+                ptr::null(),
+                APR_HOOK_MIDDLE,
+                AP_AUTH_INTERNAL_PER_CONF,
+            );
+            ap_register_auth_provider(
+                p,
+                AUTHN_PROVIDER_GROUP.as_ptr().cast(),
+                c"wsgi".as_ptr(),
+                AUTHN_PROVIDER_VERSION.as_ptr().cast(),
+                (&raw const AUTHN).cast(),
+                AP_AUTH_INTERNAL_PER_CONF,
+            );
+            ap_register_auth_provider(
+                p,
+                AUTHZ_PROVIDER_GROUP.as_ptr().cast(),
+                c"wsgi-group".as_ptr(),
+                AUTHZ_PROVIDER_VERSION.as_ptr().cast(),
+                (&raw const AUTHZ).cast(),
+                AP_AUTH_INTERNAL_PER_CONF,
+            );
         }
     })
 }
+
+static AFTER_SSL: NameList<2> = NameList([c"mod_ssl.c".as_ptr(), ptr::null()]);
+
+/// The `wsgi` authn provider (`WSGIAuthUserScript`); httpd keeps a pointer to it.
+static AUTHN: authn_provider = authn_provider {
+    check_password: Some(check_password),
+    get_realm_hash: Some(get_realm_hash),
+};
+
+/// The `wsgi-group` authz provider (`WSGIAuthGroupScript`).
+static AUTHZ: authz_provider = authz_provider {
+    check_authorization: Some(check_authorization),
+    parse_require_line: None,
+};
 
 /// A NULL-terminated list of module names for hook ordering.
 struct NameList<const N: usize>([*const c_char; N]);
@@ -633,6 +673,110 @@ unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
             return DECLINED;
         };
         crate::child::handler::handler(req)
+    })
+}
+
+/// Text of a C string httpd hands a hook (empty for NULL), as bytes.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives the call.
+unsafe fn arg<'a>(p: *const c_char) -> &'a [u8] {
+    if p.is_null() {
+        b""
+    } else {
+        // SAFETY: the caller guarantees a live NUL-terminated string.
+        unsafe { CStr::from_ptr(p) }.to_bytes()
+    }
+}
+
+/// `AuthBasicProvider wsgi`: the script's `check_password(environ, user, password)`.
+unsafe extern "C" fn check_password(
+    r: *mut request_rec,
+    user: *const c_char,
+    password: *const c_char,
+) -> authn_status {
+    guard("check_password", authn_status_AUTH_GENERAL_ERROR, || {
+        // SAFETY: httpd hands the provider its live request, used only during this call.
+        let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+            return authn_status_AUTH_GENERAL_ERROR;
+        };
+        // SAFETY: httpd passes the credentials as NUL-terminated strings of the request.
+        let (user, password) = unsafe { (arg(user), arg(password)) };
+        authn(crate::child::auth::check_password(req, user, password))
+    })
+}
+
+/// `AuthDigestProvider wsgi`: the script's `get_realm_hash(environ, user, realm)`.
+unsafe extern "C" fn get_realm_hash(
+    r: *mut request_rec,
+    user: *const c_char,
+    realm: *const c_char,
+    rethash: *mut *mut c_char,
+) -> authn_status {
+    guard("get_realm_hash", authn_status_AUTH_GENERAL_ERROR, || {
+        // SAFETY: httpd hands the provider its live request, used only during this call.
+        let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+            return authn_status_AUTH_GENERAL_ERROR;
+        };
+        // SAFETY: httpd passes the user and realm as NUL-terminated strings.
+        let (user, realm) = unsafe { (arg(user), arg(realm)) };
+        let answer = crate::child::auth::get_realm_hash(req, user, realm);
+        if let crate::child::auth::Authn::Found(hash) = &answer
+            && !rethash.is_null()
+        {
+            // SAFETY: httpd passes a place for the hash; the copy lives in the request pool.
+            unsafe { *rethash = req.pool_string(hash) };
+        }
+        authn(answer)
+    })
+}
+
+fn authn(a: crate::child::auth::Authn) -> authn_status {
+    use crate::child::auth::Authn;
+    match a {
+        Authn::Granted => authn_status_AUTH_GRANTED,
+        Authn::Denied => authn_status_AUTH_DENIED,
+        Authn::Found(_) => authn_status_AUTH_USER_FOUND,
+        Authn::NotFound => authn_status_AUTH_USER_NOT_FOUND,
+        Authn::Error => authn_status_AUTH_GENERAL_ERROR,
+    }
+}
+
+/// `Require wsgi-group NAME...`: the script's `groups_for_user(environ, user)`.
+unsafe extern "C" fn check_authorization(
+    r: *mut request_rec,
+    require_line: *const c_char,
+    _parsed: *const c_void,
+) -> authz_status {
+    use crate::child::auth::Authz;
+    guard(
+        "check_authorization",
+        authz_status_AUTHZ_GENERAL_ERROR,
+        || {
+            // SAFETY: httpd hands the provider its live request, used only during this call.
+            let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+                return authz_status_AUTHZ_GENERAL_ERROR;
+            };
+            // SAFETY: the require line is a NUL-terminated string of the configuration.
+            let line = unsafe { arg(require_line) };
+            match crate::child::auth::check_groups(req, line) {
+                Authz::Granted => authz_status_AUTHZ_GRANTED,
+                Authz::Denied => authz_status_AUTHZ_DENIED,
+                Authz::NoUser => authz_status_AUTHZ_DENIED_NO_USER,
+                Authz::Error => authz_status_AUTHZ_GENERAL_ERROR,
+            }
+        },
+    )
+}
+
+/// The access phase: the `WSGIAccessScript`'s `allow_access(environ, host)`.
+unsafe extern "C" fn check_access(r: *mut request_rec) -> c_int {
+    guard("check_access", HTTP_INTERNAL_SERVER_ERROR, || {
+        // SAFETY: httpd hands this hook its live request, used only during this call.
+        let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+            return DECLINED;
+        };
+        crate::child::auth::check_access(req)
     })
 }
 

@@ -128,6 +128,45 @@ impl Request {
         unsafe { &*self.rec().server }
     }
 
+    // --- the client and its authentication
+
+    /// The authenticated user (`r->user`), if any.
+    pub fn user(&self) -> Option<&[u8]> {
+        self.field(self.rec().user)
+    }
+
+    /// Sets the authenticated user (an authn provider's answer; `REMOTE_USER` from then on).
+    pub fn set_user(&self, name: &[u8]) {
+        let copy = self.pool_copy(name);
+        // SAFETY: the request is live and this hook's alone (the type's invariant); the copy
+        // lives in the request pool, as httpd expects of r->user.
+        unsafe { (*self.ptr()).user = copy };
+    }
+
+    /// A copy of `s` in the request pool that httpd may keep (an authn provider's realm hash).
+    pub(crate) fn pool_string(&self, s: &[u8]) -> *mut c_char {
+        self.pool_copy(s)
+    }
+
+    /// The client's host name when `HostnameLookups` found one, else its address (what
+    /// mod_wsgi hands `allow_access`).
+    pub fn remote_host(&self) -> Vec<u8> {
+        // SAFETY: a live request's connection and per-directory configuration; REMOTE_HOST
+        // returns NULL or a string in the connection pool.
+        let host = unsafe {
+            ap_get_remote_host(
+                self.rec().connection,
+                self.rec().per_dir_config.cast(),
+                REMOTE_HOST,
+                ptr::null_mut(),
+            )
+        };
+        self.field(host)
+            .or_else(|| self.field(self.rec().useragent_ip))
+            .unwrap_or(b"")
+            .to_vec()
+    }
+
     // --- identity and logging
 
     /// The virtual host's identity (its `server_rec` address), for routing a daemon's lines.

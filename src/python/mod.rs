@@ -653,6 +653,40 @@ pub fn load_app<'py>(
     log: &LogFn,
 ) -> Option<Bound<'py, PyAny>> {
     use crate::error::Code;
+    let module = load_module(py, it, script, mtime_us, reloading, case_sensitive, log)?;
+    let name = if callable.is_empty() {
+        "application"
+    } else {
+        callable
+    };
+    match module.getattr(name) {
+        Ok(app) => Some(app),
+        Err(_) => {
+            log(
+                Level::Error,
+                &format!(
+                    "{}: target WSGI script '{script}' does not contain WSGI application '{name}'",
+                    Code::NoCallable.as_str()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The script's module, loaded (or reloaded after a change of `mtime_us`) in `it` as mod_wsgi
+/// loads WSGI scripts; a failure is logged (`RW0005`, or `RW0042` for a script this process
+/// may not read) and is `None`.
+pub fn load_module<'py>(
+    py: Python<'py>,
+    it: &Interp,
+    script: &str,
+    mtime_us: Option<i64>,
+    reloading: bool,
+    case_sensitive: bool,
+    log: &LogFn,
+) -> Option<Bound<'py, PyAny>> {
+    use crate::error::Code;
     let cached = cached_script(py, it, script, mtime_us, reloading, case_sensitive);
     let module = match cached.map_or_else(
         || {
@@ -697,22 +731,5 @@ pub fn load_app<'py>(
             return None;
         }
     };
-    let name = if callable.is_empty() {
-        "application"
-    } else {
-        callable
-    };
-    match module.getattr(name) {
-        Ok(app) => Some(app),
-        Err(_) => {
-            log(
-                Level::Error,
-                &format!(
-                    "{}: target WSGI script '{script}' does not contain WSGI application '{name}'",
-                    Code::NoCallable.as_str()
-                ),
-            );
-            None
-        }
-    }
+    Some(module)
 }

@@ -43,23 +43,7 @@ pub fn environ<'py, K: AsRef<[u8]>>(
     log: &LogFn,
     fallback: LogFn,
 ) -> PyResult<Built<'py>> {
-    let d = PyDict::new(py);
-    for (k, v) in &req.env {
-        let k = k.as_ref();
-        // Keys are ASCII (CGI names, HTTP_ names, mod_wsgi.*): no lossy pass needed.
-        let key = match std::str::from_utf8(k) {
-            Ok(k) => std::borrow::Cow::Borrowed(k),
-            Err(_) => String::from_utf8_lossy(k),
-        };
-        let value = match std::str::from_utf8(v) {
-            // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
-            Ok(s) if v.is_ascii() => PyString::new(py, s),
-            // File-system paths in the file-system encoding, as mod_wsgi decodes them.
-            Ok(s) if is_path_key(k) => PyString::new(py, s),
-            _ => PyString::new(py, &latin1(v)),
-        };
-        d.set_item(key.as_ref(), value)?;
-    }
+    let d = cgi_dict(py, req)?;
     let (input_obj, input) = kit.input(py, Input::new(body, req.content_length()))?;
     let (errors_obj, errors) =
         kit.log(py, Log::new(Some(Arc::clone(log)), fallback, Level::Error))?;
@@ -101,6 +85,58 @@ pub fn environ<'py, K: AsRef<[u8]>>(
         input,
         errors,
     })
+}
+
+/// The CGI part of the environ as a dict: values latin-1 `str` (PEP 3333), file-system paths
+/// decoded as UTF-8 where they are.
+fn cgi_dict<'py, K: AsRef<[u8]>>(
+    py: Python<'py>,
+    req: &Request<K>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in &req.env {
+        let k = k.as_ref();
+        // Keys are ASCII (CGI names, HTTP_ names, mod_wsgi.*): no lossy pass needed.
+        let key = match std::str::from_utf8(k) {
+            Ok(k) => std::borrow::Cow::Borrowed(k),
+            Err(_) => String::from_utf8_lossy(k),
+        };
+        let value = match std::str::from_utf8(v) {
+            // ASCII (nearly every value): latin-1 and UTF-8 agree, no intermediate String.
+            Ok(s) if v.is_ascii() => PyString::new(py, s),
+            // File-system paths in the file-system encoding, as mod_wsgi decodes them.
+            Ok(s) if is_path_key(k) => PyString::new(py, s),
+            _ => PyString::new(py, &latin1(v)),
+        };
+        d.set_item(key.as_ref(), value)?;
+    }
+    Ok(d)
+}
+
+/// The environ a script of the auth phases gets (`WSGIAuthUserScript`, `WSGIAuthGroupScript`,
+/// `WSGIAccessScript`): the CGI part, `wsgi.errors` and the versions, as mod_wsgi's cut-down
+/// one; no `wsgi.input` (the body is the handler's to read). The caller ends the log.
+pub fn script_environ<'py, K: AsRef<[u8]>>(
+    py: Python<'py>,
+    kit: &Kit,
+    req: &Request<K>,
+    log: &LogFn,
+    fallback: LogFn,
+) -> PyResult<(Bound<'py, PyDict>, Held<Log>)> {
+    let d = cgi_dict(py, req)?;
+    let (errors_obj, errors) =
+        kit.log(py, Log::new(Some(Arc::clone(log)), fallback, Level::Error))?;
+    let key = |k| kit.key(py, k);
+    d.set_item(key(Key::WsgiErrors), errors_obj)?;
+    d.set_item(
+        key(Key::WsgiUrlScheme),
+        if req.meta.https { "https" } else { "http" },
+    )?;
+    d.set_item(key(Key::ModWsgiVersion), (6, 0, 5))?;
+    d.set_item(key(Key::ModRwsgiVersion), crate::VERSION)?;
+    let [a, b, c] = req.meta.apache_version;
+    d.set_item(key(Key::ApacheVersion), (a, b, c))?;
+    Ok((d, errors))
 }
 
 /// A small per-process number for the calling thread (`mod_wsgi.thread_id`).
