@@ -64,6 +64,8 @@ pub enum Code {
     /// An auth or access script cannot answer: none configured where its provider is used,
     /// Python not running in the httpd child, a missing function or a wrong return type.
     AuthScript,
+    /// A request took longer than `WSGISlowRequests`.
+    SlowRequest,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -107,6 +109,7 @@ impl Code {
             Code::AsgiTimeout => "RW0023",
             Code::AsgiLoopBlocked => "RW0024",
             Code::AuthScript => "RW0025",
+            Code::SlowRequest => "RW0026",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
@@ -116,7 +119,7 @@ impl Code {
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 32] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -143,6 +146,7 @@ impl Code {
         Code::AsgiTimeout,
         Code::AsgiLoopBlocked,
         Code::AuthScript,
+        Code::SlowRequest,
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,

@@ -21,7 +21,12 @@ def test_valid_config_passes(cfg):
         "WSGITrustedProxies 127.0.0.1 10.0.0.0/8\nWSGIEnableSendfile Off\nWSGIErrorOverride Off\n"
         "WSGIRestrictStdin On\nWSGIRestrictStdout Off\nWSGIRestrictSignal On\n"
         "WSGIPythonOptimize 1\nWSGIDontWriteBytecode On\nWSGIPythonHashSeed 42\n"
-        "WSGICallableObject application\nWSGIApplicationGroup %{GLOBAL}\n")
+        "WSGICallableObject application\nWSGIApplicationGroup %{GLOBAL}\n"
+        # Accepted as mod_wsgi 6 accepts them (no effect here, see the README).
+        "WSGIAcceptMutex fcntl\nWSGIFreeThreading Off\nWSGISlowRequests 2.5\n"
+        "WSGITelemetryService unix:/run/telemetry.sock interval=10\n"
+        "WSGITelemetryOptions +CaptureUserAgent\nWSGINewRelicConfigFile /etc/newrelic.ini\n"
+        "<Location /x>\nWSGIUserAuthoritative Off\nWSGIGroupAuthoritative On\n</Location>\n")
     assert rc == 0, out
     assert "Syntax OK" in out
 
@@ -29,6 +34,12 @@ def test_valid_config_passes(cfg):
 @pytest.mark.parametrize("fragment,directive,needle", [
     ("WSGIDispatchScript /tmp/x.py\n", "WSGIDispatchScript", "does not support yet"),
     ("WSGIDaemonProcess x bogus=1\n", "WSGIDaemonProcess", "unknown option 'bogus'"),
+    ("WSGIFreeThreading On\n", "WSGIFreeThreading", "RW0044"),
+    ("WSGIAcceptMutex spinlock\n", "WSGIAcceptMutex", "not a mutex mechanism"),
+    ("WSGISlowRequests soon\n", "WSGISlowRequests", None),
+    ("WSGITelemetryService udp:127.0.0.1:9\n", "WSGITelemetryService", "unix:"),
+    ("<Location /x>\nWSGIAuthUserScript /x.wsgi process-group=a\n</Location>\n",
+     "WSGIAuthUserScript", "application-group="),
     ("WSGIDaemonProcess x chroot=/srv\n", "WSGIDaemonProcess", "not supported yet"),
     ("WSGIScriptAlias /x\n", "WSGIScriptAlias", None),
     ("WSGIPassAuthorization maybe\n", "WSGIPassAuthorization", None),

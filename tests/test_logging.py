@@ -182,3 +182,20 @@ def application(environ, start_response):
         lines = _find(srv, needle)
         assert len(lines) == 1, lines
         assert f"[client 127.0.0.1:{port}] {needle}" in lines[0], lines[0]
+
+
+def test_slow_requests_are_logged(apache_factory, mode):
+    """WSGISlowRequests: one RW0026 warning, with the request id, for a request slower than the
+    threshold; none for a fast one."""
+    srv = apache_factory()
+    script = srv.app("response.wsgi")
+    srv.start("WSGISlowRequests 0.4\n" + srv.mount("/r", script))
+    srv.allow_log(r"RW0026")
+    assert srv.get("/r/ok").status == 200
+    assert srv.get("/r/sleep?t=0.8").status == 200
+    assert srv.wait_for_log(r"RW0026: slow request")
+    lines = [line for line in srv.error_log().splitlines() if "RW0026" in line]
+    assert len(lines) == 1, lines
+    assert re.search(r"\[rwsgi:warn\] .*\[\S+\] RW0026: slow request: GET /r/sleep\?t=0\.8 "
+                     r"took 0\.[89]\d\d s|took [1-9]\.\d+ s", lines[0]), lines[0]
+    assert "(WSGISlowRequests 0.4 s), status 200" in lines[0], lines[0]

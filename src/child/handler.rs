@@ -4,15 +4,18 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::settings::{refuse, settings};
 use super::translate::{ALIASED_NOTE, HANDLER};
 use crate::config::{DirConfig, GlobalConfig};
+use crate::error::Code;
 use crate::httpd::base::global;
 use crate::httpd::ffi::{DECLINED, OK};
 use crate::httpd::request::{FileType, Request};
 use crate::python;
 use crate::request::admission::{self, Admission, Facts, Target};
+use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
 
 /// The handler hook: DECLINED for any other handler.
@@ -92,7 +95,7 @@ fn handle(req: Request) -> c_int {
     });
     let mtime = req.file_mtime();
     let prepare = || super::environ::prepare(req, &set, dcfg, &script_name, &path_info_v, mtime);
-    match admission {
+    let rc = match admission {
         Admission::Refuse {
             status,
             code,
@@ -108,5 +111,37 @@ fn handle(req: Request) -> c_int {
             Ok(request) => super::embedded::serve(req, &g, &set, &filename, request),
             Err(rc) => rc,
         },
+    };
+    if let Some(limit) = g.slow_requests {
+        log_if_slow(req, limit, rc);
     }
+    rc
+}
+
+/// `WSGISlowRequests`: one warning for a request that took longer than `limit`, from the
+/// moment httpd read its request line to the end of its response (WebSocket sessions aside).
+fn log_if_slow(req: Request, limit: Duration, rc: c_int) {
+    if req.status() == 101 {
+        return;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let took = Duration::from_micros(u64::try_from(now - req.request_time()).unwrap_or(0));
+    if took <= limit {
+        return;
+    }
+    let c = req.cgi();
+    let status = if rc == OK { req.status() } else { rc };
+    req.log_with_id(
+        Level::Warning,
+        &format!(
+            "{}: slow request: {} {} took {:.3} s (WSGISlowRequests {} s), status {status}",
+            Code::SlowRequest.as_str(),
+            String::from_utf8_lossy(c.method.unwrap_or(b"")),
+            String::from_utf8_lossy(c.request_uri.unwrap_or(b"")),
+            took.as_secs_f64(),
+            limit.as_secs_f64()
+        ),
+    );
 }

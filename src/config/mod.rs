@@ -88,7 +88,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIDaemonProcess", Server, Implemented, c"WSGIDaemonProcess <name> [option=value ...]"),
     d(c"WSGISocketPrefix", Server, Implemented, c"WSGISocketPrefix <path-prefix>"),
     d(c"WSGISocketRotation", Server, Implemented, c"WSGISocketRotation On|Off"),
-    d(c"WSGIAcceptMutex", Server, NotYet, c"WSGIAcceptMutex Default|<mutex-type>"),
+    d(c"WSGIAcceptMutex", Server, Implemented, c"WSGIAcceptMutex Default|flock|fcntl|sysvsem|posixsem|pthread"),
     d(c"WSGIVerboseDebugging", Server, Deprecated, c"WSGIVerboseDebugging On|Off (no effect; use LogLevel rwsgi:debug)"),
     d(c"WSGIDontWriteBytecode", Server, Implemented, c"WSGIDontWriteBytecode On|Off"),
     d(c"WSGIPythonWarnings", Server, Implemented, c"WSGIPythonWarnings <warning-filter> (as python -W)"),
@@ -100,7 +100,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGISwitchInterval", Server, Implemented, c"WSGISwitchInterval <seconds>"),
     d(c"WSGIDestroyInterpreter", Server, Implemented, c"WSGIDestroyInterpreter On|Off"),
     d(c"WSGIPerInterpreterGIL", Server, Implemented, c"WSGIPerInterpreterGIL On|Off (On: Python 3.12+ builds)"),
-    d(c"WSGIFreeThreading", Server, OnlyOff, c"WSGIFreeThreading Off"),
+    d(c"WSGIFreeThreading", Server, Implemented, c"WSGIFreeThreading On|Off (On: free-threaded Python builds)"),
     d(c"<WSGIInterpreterOptions", Server, Implemented, c"<WSGIInterpreterOptions [process-group=G] [application-group=A]> ... </WSGIInterpreterOptions>"),
     d(c"WSGIRestrictEmbedded", Server, Implemented, c"WSGIRestrictEmbedded On|Off"),
     d(c"WSGIRestrictStdin", Server, Implemented, c"WSGIRestrictStdin On|Off"),
@@ -131,13 +131,13 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIGroupAuthoritative", AuthCfg, Implemented, c"WSGIGroupAuthoritative On|Off"),
     d(c"WSGIHandlerScript", ServerDir, NotYet, c"WSGIHandlerScript <handler-name> <file> [options]"),
     d(c"WSGIServerMetrics", Server, OnlyOff, c"WSGIServerMetrics Off"),
-    d(c"WSGITelemetryService", Server, NotYet, c"WSGITelemetryService unix:<path> [interval=N]"),
-    d(c"WSGISlowRequests", Server, NotYet, c"WSGISlowRequests <seconds>"),
-    d(c"WSGITelemetryOptions", Server, NotYet, c"WSGITelemetryOptions [+|-]<option> ..."),
+    d(c"WSGITelemetryService", Server, Implemented, c"WSGITelemetryService unix:<path> [interval=N]"),
+    d(c"WSGISlowRequests", Server, Implemented, c"WSGISlowRequests <seconds>"),
+    d(c"WSGITelemetryOptions", Server, Implemented, c"WSGITelemetryOptions [+|-]CaptureUserAgent|None|All ..."),
     // Removed in mod_wsgi 6.0 but common in 4.x configurations.
     d(c"WSGILazyInitialization", Server, Deprecated, c"WSGILazyInitialization On (Python always starts in the children)"),
-    d(c"WSGINewRelicConfigFile", Server, NotYet, c"WSGINewRelicConfigFile <file>"),
-    d(c"WSGINewRelicEnvironment", Server, NotYet, c"WSGINewRelicEnvironment <name>"),
+    d(c"WSGINewRelicConfigFile", Server, Deprecated, c"WSGINewRelicConfigFile <file> (removed in mod_wsgi 6; no effect)"),
+    d(c"WSGINewRelicEnvironment", Server, Deprecated, c"WSGINewRelicEnvironment <name> (removed in mod_wsgi 6; no effect)"),
     d(c"WSGIUserAuthoritative", AuthCfg, Deprecated, c"WSGIUserAuthoritative On|Off (no effect: httpd 2.4 combines authn providers itself)"),
 ];
 
@@ -226,6 +226,8 @@ pub struct GlobalConfig {
     pub import_scripts: Vec<ImportScript>,
     /// Notices to log once at start (deprecated directives used).
     pub notices: Vec<String>,
+    /// `WSGISlowRequests`: requests that take longer are logged (`RW0026`).
+    pub slow_requests: Option<std::time::Duration>,
     /// `WSGIDaemonProcess` groups, in configuration order.
     pub daemons: Vec<daemon::DaemonSpec>,
     /// `WSGISocketPrefix` (relative to ServerRoot); default `<DefaultRuntimeDir>/rwsgi`.
@@ -273,6 +275,7 @@ impl Default for GlobalConfig {
             case_sensitive: true,
             import_scripts: Vec::new(),
             notices: Vec::new(),
+            slow_requests: None,
             daemons: Vec::new(),
             socket_prefix: None,
             process_group_refs: Vec::new(),
@@ -411,6 +414,13 @@ fn flag(spec: &Directive, words: &[String]) -> Result<bool, Error> {
             spec.name(),
             format!("'{w}' is not valid; use On or Off"),
         ))
+    }
+}
+
+/// Queues a notice for the start-up log, once.
+fn notice(g: &mut GlobalConfig, msg: String) {
+    if !g.notices.contains(&msg) {
+        g.notices.push(msg);
     }
 }
 
@@ -618,10 +628,13 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             if name == "WSGIVerboseDebugging" || name == "WSGIUserAuthoritative" {
                 flag(spec, &words)?;
             }
-            let notice = format!("{name} is deprecated and has no effect; remove it");
-            if !t.global.notices.contains(&notice) {
-                t.global.notices.push(notice);
+            if name.starts_with("WSGINewRelic") {
+                one(spec, &words)?;
             }
+            notice(
+                t.global,
+                format!("{name} is deprecated and has no effect; remove it"),
+            );
             return Ok(Applied::Done);
         }
         Implemented => {}
@@ -712,6 +725,107 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             }
         }
         "WSGIDestroyInterpreter" => g.destroy_interpreter = flag(spec, &words)?,
+        "WSGIAcceptMutex" => {
+            let v = one(spec, &words)?;
+            const MECHANISMS: [&str; 6] = [
+                "default", "flock", "fcntl", "sysvsem", "posixsem", "pthread",
+            ];
+            if !MECHANISMS.contains(&v.to_ascii_lowercase().as_str()) {
+                return Err(bad(
+                    name,
+                    format!(
+                        "'{v}' is not a mutex mechanism; use Default, flock, fcntl, sysvsem, posixsem or pthread"
+                    ),
+                ));
+            }
+            if !v.eq_ignore_ascii_case("default") {
+                notice(
+                    g,
+                    format!(
+                        "WSGIAcceptMutex {v}: mod_rwsgi's daemon processes take connections from one \
+                         queue without an accept mutex; the directive has no effect"
+                    ),
+                );
+            }
+        }
+        "WSGIFreeThreading" => {
+            if flag(spec, &words)? {
+                return Err(Error::new(
+                    Code::NeedsNewerPython,
+                    format!(
+                        "WSGIFreeThreading On needs a free-threaded Python build (3.13t or later), \
+                         but mod_rwsgi is built for Python {} ({}), which has the GIL; use \
+                         WSGIFreeThreading Off",
+                        env!("RWSGI_PYTHON_VERSION"),
+                        env!("RWSGI_PYTHON_EXECUTABLE")
+                    ),
+                ));
+            }
+        }
+        "WSGITelemetryService" => {
+            let Some((target, opts)) = words.split_first() else {
+                return Err(usage(spec));
+            };
+            if !target
+                .strip_prefix("unix:")
+                .is_some_and(|p| p.starts_with('/'))
+            {
+                return Err(bad(
+                    name,
+                    format!("'{target}' is not valid; use unix:/absolute/path/of/the/socket"),
+                ));
+            }
+            for w in opts {
+                match w.split_once('=') {
+                    Some(("interval", n)) if n.parse::<u32>().is_ok_and(|n| n > 0) => {}
+                    _ => {
+                        return Err(bad(
+                            name,
+                            format!(
+                                "unknown option '{w}'; the only option is interval=SECONDS (> 0)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            notice(
+                g,
+                "WSGITelemetryService: mod_rwsgi does not send mod_wsgi's telemetry datagrams; \
+                 the directive has no effect (use WSGISlowRequests and the server-status page)"
+                    .to_string(),
+            );
+        }
+        "WSGITelemetryOptions" => {
+            if words.is_empty() {
+                return Err(usage(spec));
+            }
+            for w in &words {
+                let opt = w.trim_start_matches(['+', '-']);
+                if !["CaptureUserAgent", "None", "All"]
+                    .iter()
+                    .any(|o| o.eq_ignore_ascii_case(opt))
+                {
+                    return Err(bad(
+                        name,
+                        format!("unknown option '{w}'; use [+|-]CaptureUserAgent, None or All"),
+                    ));
+                }
+            }
+        }
+        "WSGISlowRequests" => {
+            let v = one(spec, &words)?;
+            match v.parse::<f64>() {
+                Ok(x) if x > 0.0 && x.is_finite() && x < 1e9 => {
+                    g.slow_requests = Some(std::time::Duration::from_secs_f64(x))
+                }
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("'{v}' is not valid; use seconds > 0, e.g. 2 or 0.5"),
+                    ));
+                }
+            }
+        }
         "WSGIRestrictEmbedded" => g.restrict_embedded = flag(spec, &words)?,
         "WSGIRestrictStdin" => g.restrict_stdin = flag(spec, &words)?,
         "WSGIRestrictStdout" => g.restrict_stdout = flag(spec, &words)?,
@@ -1066,6 +1180,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.msg.contains("unknown expansion '%{NOPE}'"), "{e}");
+    }
+
+    #[test]
+    fn accepted_mod_wsgi_directives() {
+        let mut c = cfg();
+        run(&mut c, "WSGIAcceptMutex", "Default").unwrap();
+        assert!(c.global.notices.is_empty());
+        run(&mut c, "WSGIAcceptMutex", "fcntl").unwrap();
+        assert!(
+            c.global.notices[0].contains("no effect"),
+            "{:?}",
+            c.global.notices
+        );
+        let e = run(&mut c, "WSGIAcceptMutex", "spin").unwrap_err();
+        assert!(e.msg.contains("'spin' is not a mutex mechanism"), "{e}");
+        run(&mut c, "WSGIFreeThreading", "Off").unwrap();
+        let e = run(&mut c, "WSGIFreeThreading", "On").unwrap_err();
+        assert_eq!(e.code, Code::NeedsNewerPython);
+        assert!(e.msg.contains("free-threaded Python build"), "{e}");
+        run(
+            &mut c,
+            "WSGITelemetryService",
+            "unix:/run/t.sock interval=5",
+        )
+        .unwrap();
+        assert!(run(&mut c, "WSGITelemetryService", "udp:1.2.3.4").is_err());
+        assert!(run(&mut c, "WSGITelemetryService", "unix:/t interval=0").is_err());
+        run(&mut c, "WSGITelemetryOptions", "+CaptureUserAgent -None").unwrap();
+        assert!(run(&mut c, "WSGITelemetryOptions", "+CaptureCookies").is_err());
+        run(&mut c, "WSGISlowRequests", "1.5").unwrap();
+        assert_eq!(
+            c.global.slow_requests,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert!(run(&mut c, "WSGISlowRequests", "0").is_err());
+        run(&mut c, "WSGINewRelicConfigFile", "/etc/newrelic.ini").unwrap();
+        assert!(run(&mut c, "WSGINewRelicEnvironment", "").is_err());
     }
 
     #[test]

@@ -251,6 +251,11 @@ impl Request {
         self.rec().header_only != 0
     }
 
+    /// The response status httpd has for the request so far (`r->status`).
+    pub fn status(&self) -> c_int {
+        self.rec().status
+    }
+
     /// When httpd read the request line (µs since the epoch).
     pub fn request_time(&self) -> i64 {
         self.rec().request_time
