@@ -32,7 +32,7 @@ def test_valid_config_passes(cfg):
 
 
 @pytest.mark.parametrize("fragment,directive,needle", [
-    ("WSGIDispatchScript /tmp/x.py\n", "WSGIDispatchScript", "does not support yet"),
+    ("WSGIDispatchScript /tmp/x.py bogus=1\n", "WSGIDispatchScript", "application-group="),
     ("WSGIDaemonProcess x bogus=1\n", "WSGIDaemonProcess", "unknown option 'bogus'"),
     ("WSGIFreeThreading On\n", "WSGIFreeThreading", "RW0044"),
     ("WSGIAcceptMutex spinlock\n", "WSGIAcceptMutex", "not a mutex mechanism"),

@@ -7,22 +7,20 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
-use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyString};
 
 use super::handler::with_facts;
+use super::hook_script::{self, Script};
 use super::settings::settings;
-use crate::config::{AuthScript, DirConfig};
+use crate::config::{DirConfig, HookScript};
 use crate::error::Code;
-use crate::httpd::base::{global, main_log};
+use crate::httpd::base::global;
 use crate::httpd::ffi::{DECLINED, HTTP_FORBIDDEN, HTTP_INTERNAL_SERVER_ERROR, OK};
 use crate::httpd::request::Request;
-use crate::python::{self, interp};
-use crate::wsgi::adapter::{Level, LogFn, log_exception};
-use crate::wsgi::build;
-use crate::wsgi::environ::{expand_group, latin1};
+use crate::wsgi::adapter::Level;
+use crate::wsgi::environ::expand_group;
 
 /// An authn provider's answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,7 +60,7 @@ impl Kind {
         }
     }
 
-    fn script(self, d: &DirConfig) -> Option<&AuthScript> {
+    fn script(self, d: &DirConfig) -> Option<&HookScript> {
         match self {
             Kind::Access => d.access_script.as_ref(),
             Kind::User => d.auth_user_script.as_ref(),
@@ -80,15 +78,9 @@ impl Kind {
     }
 }
 
-/// A script argument after the environ: text decoded as latin-1, as mod_wsgi hands over
-/// credentials (any bytes a client sends become a `str`, never an error).
-fn text_arg<'py>(py: Python<'py>, v: &[u8]) -> Bound<'py, PyAny> {
-    PyString::new(py, &latin1(v)).into_any()
-}
-
 /// Calls `function(environ, *args)` of the script `kind` configures where the request is,
-/// and reads its result with `answer` (an `Err` is a line saying what was wrong with it).
-/// `None` on any failure, which has been logged.
+/// and reads its result with `answer` (an `Err` says what was wrong with it). `None` on any
+/// failure, which has been logged.
 fn call<R>(
     req: Request,
     kind: Kind,
@@ -111,18 +103,6 @@ fn call<R>(
         );
         return None;
     };
-    if !python::ready() {
-        req.log(
-            Level::Error,
-            &format!(
-                "{}: {directive} '{}' cannot run: Python does not run in the httpd children \
-                 (WSGIRestrictEmbedded On); auth scripts always run there, as in mod_wsgi",
-                Code::AuthScript.as_str(),
-                script.path
-            ),
-        );
-        return None;
-    }
     let g = global();
     let (mut set, script_name, path_info, group) = with_facts(req, &g, |facts, sn, pi| {
         let group = expand_group(&script.application_group, facts);
@@ -134,84 +114,24 @@ fn call<R>(
     set.process_group = String::new();
     set.application_group = group.clone();
     set.callable_object = function.to_string();
-    let request = super::environ::describe(req, &set, dcfg, &script_name, &path_info, 0);
-    let which = if g.groups_plan.runs_in_main(None, "", &group) {
-        interp::Which::Main
-    } else {
-        interp::Which::Group(&group)
+    let script = Script {
+        directive,
+        path: &script.path,
+        group,
     };
-    let log: LogFn = Arc::new(move |l, m| req.log(l, m));
-    let path = script.path.as_str();
-    let mtime = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_micros()).ok());
-    let ran = interp::enter(which, |py, it| {
-        let module = python::load_module(
-            py,
-            it,
-            path,
-            mtime,
-            set.script_reloading,
-            g.case_sensitive,
-            &log,
-        )?;
-        let Ok(func) = module.getattr(function) else {
-            log(
-                Level::Error,
-                &format!(
-                    "{}: the {directive} '{path}' does not define {function}()",
-                    Code::NoCallable.as_str()
-                ),
-            );
-            return None;
-        };
-        let failed = |e: &PyErr| {
-            log_exception(
-                py,
-                e,
-                &log,
-                &format!(
-                    "{}: exception occurred in {function}() of {directive} '{path}'",
-                    Code::AppException.as_str()
-                ),
-            )
-        };
-        let (environ, errors) = match build::script_environ(py, &it.kit, &request, &log, main_log())
-        {
-            Ok(v) => v,
-            Err(e) => {
-                failed(&e);
-                return None;
-            }
-        };
-        let mut all = vec![environ.into_any()];
-        all.extend(args.iter().map(|a| text_arg(py, a)));
-        let result = PyTuple::new(py, all).and_then(|t| func.call1(t));
-        errors.get().end();
-        match result {
-            Err(e) => {
-                failed(&e);
-                None
-            }
-            Ok(v) => answer(&v)
-                .map_err(|why| {
-                    log(
-                        Level::Error,
-                        &format!(
-                            "{}: {function}() of {directive} '{path}' {why}",
-                            Code::AuthScript.as_str()
-                        ),
-                    )
-                })
-                .ok(),
-        }
-    });
-    ran.unwrap_or_else(|why| {
-        log(Level::Error, &why);
-        None
-    })
+    hook_script::run(
+        req,
+        &g,
+        dcfg,
+        &set,
+        &script_name,
+        &path_info,
+        &script,
+        |s| {
+            let v = s.call(function, args)?;
+            answer(&v).map_err(|why| s.wrong(function, &why))
+        },
+    )
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {

@@ -161,8 +161,8 @@ pub fn serve(
             500,
             Code::RequestRefused,
             &format!(
-                "no WSGIDaemonProcess defines process group '{}' (selected by WSGIProcessGroup \
-                 or process-group=)",
+                "no WSGIDaemonProcess defines process group '{}' (selected by WSGIProcessGroup, \
+                 process-group= or a WSGIDispatchScript)",
                 set.process_group
             ),
         );

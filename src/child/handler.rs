@@ -67,9 +67,15 @@ fn handle(req: Request) -> c_int {
     let no_dir_config = DirConfig::default();
     let dcfg: &DirConfig = req.dir_config().unwrap_or(&no_dir_config);
     let g = global();
-    let (set, script_name, path_info_v) = with_facts(req, &g, |facts, script_name, path_info| {
-        (settings(req, &g, dcfg, facts), script_name, path_info)
-    });
+    let (mut set, script_name, path_info_v) =
+        with_facts(req, &g, |facts, script_name, path_info| {
+            (settings(req, &g, dcfg, facts), script_name, path_info)
+        });
+    if let Some(script) = &dcfg.dispatch_script
+        && let Err(rc) = super::dispatch::apply(req, &g, dcfg, &mut set, script)
+    {
+        return rc;
+    }
     let (notes, headers_in) = (req.notes(), req.headers_in());
 
     let admission = admission::admit(&Facts {

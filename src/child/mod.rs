@@ -11,9 +11,11 @@
 pub mod asgi;
 pub mod auth;
 pub mod daemon_client;
+pub mod dispatch;
 pub mod embedded;
 pub mod environ;
 pub mod handler;
+pub mod hook_script;
 pub mod relay;
 pub mod response;
 pub mod settings;

@@ -12,6 +12,7 @@ use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
 
 /// Settings that apply to this request after the alias options override the directory's.
+#[derive(Clone)]
 pub struct RequestSettings {
     pub process_group: String,
     pub application_group: String,

@@ -61,6 +61,8 @@ pub struct Setting {
 pub struct Recorded {
     pub aliases: Vec<AliasEntry>,
     pub settings: Vec<Setting>,
+    /// A `WSGIDispatchScript` is configured: groups are chosen per request.
+    pub dispatch: bool,
 }
 
 /// Whether the requests that come through an alias run in the main interpreter.
@@ -273,7 +275,12 @@ impl Recorded {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let (sole, why) = match (alone, groups.len(), groups.first()) {
+            let (sole, why) = match (alone && !self.dispatch, groups.len(), groups.first()) {
+                (false, ..) if self.dispatch => (
+                    Sole::No,
+                    "a WSGIDispatchScript chooses process and application groups per request"
+                        .to_string(),
+                ),
                 (false, ..) => (
                     Sole::No,
                     format!(

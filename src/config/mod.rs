@@ -114,7 +114,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIApplicationInterface", FileInfo, Implemented, c"WSGIApplicationInterface auto|wsgi|asgi"),
     d(c"WSGIWebSocketMaxMessage", FileInfo, Implemented, c"WSGIWebSocketMaxMessage <bytes> (1024-1073741824)"),
     d(c"WSGIImportScript", Server, Implemented, c"WSGIImportScript <file> process-group=%{GLOBAL} application-group=<group>"),
-    d(c"WSGIDispatchScript", ServerDir, NotYet, c"WSGIDispatchScript <file> [application-group=A]"),
+    d(c"WSGIDispatchScript", ServerDir, Implemented, c"WSGIDispatchScript <file> [application-group=A]"),
     d(c"WSGIPassApacheRequest", ServerDir, OnlyOff, c"WSGIPassApacheRequest Off"),
     d(c"WSGIPassAuthorization", FileInfo, Implemented, c"WSGIPassAuthorization On|Off"),
     d(c"WSGIScriptReloading", FileInfo, Implemented, c"WSGIScriptReloading On|Off"),
@@ -300,10 +300,11 @@ impl ServerConfig {
     }
 }
 
-/// `WSGIAuthUserScript`, `WSGIAuthGroupScript`, `WSGIAccessScript`: a script whose functions an
-/// httpd child calls in the request's auth phases (always embedded, as in mod_wsgi).
+/// `WSGIAuthUserScript`, `WSGIAuthGroupScript`, `WSGIAccessScript`, `WSGIDispatchScript`: a
+/// script whose functions an httpd child calls for a request, outside the application (always
+/// embedded, as in mod_wsgi).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthScript {
+pub struct HookScript {
     pub path: String,
     /// The application group it runs in: `%{GLOBAL}` (the default, as mod_wsgi) or a name.
     pub application_group: String,
@@ -330,9 +331,11 @@ pub struct DirConfig {
     pub enable_sendfile: Option<bool>,
     /// `WSGIRestrictProcess`: the process groups that may be selected here (`""` = embedded).
     pub restrict_process: Option<Vec<String>>,
-    pub access_script: Option<AuthScript>,
-    pub auth_user_script: Option<AuthScript>,
-    pub auth_group_script: Option<AuthScript>,
+    pub access_script: Option<HookScript>,
+    /// `WSGIDispatchScript`: chooses the process group, application group and callable.
+    pub dispatch_script: Option<HookScript>,
+    pub auth_user_script: Option<HookScript>,
+    pub auth_group_script: Option<HookScript>,
     /// `WSGIGroupAuthoritative` (default On): parsed and kept; as in mod_wsgi it changes
     /// nothing under httpd 2.4, whose `<RequireAll>`/`<RequireAny>` combine authz answers.
     pub group_authoritative: Option<bool>,
@@ -361,6 +364,7 @@ impl DirConfig {
             enable_sendfile: or(&child.enable_sendfile, &parent.enable_sendfile),
             restrict_process: or(&child.restrict_process, &parent.restrict_process),
             access_script: or(&child.access_script, &parent.access_script),
+            dispatch_script: or(&child.dispatch_script, &parent.dispatch_script),
             auth_user_script: or(&child.auth_user_script, &parent.auth_user_script),
             auth_group_script: or(&child.auth_group_script, &parent.auth_group_script),
             group_authoritative: or(&child.group_authoritative, &parent.group_authoritative),
@@ -458,7 +462,7 @@ const APP_GROUP_EXPANSIONS: &[&str] = &["GLOBAL", "SERVER", "RESOURCE", "HOST"];
 /// `<file> [application-group=A]` of the auth and access script directives. The group is
 /// `%{GLOBAL}`, `%{SERVER}`, `%{HOST}`, `%{ENV:var}` or a name; `%{RESOURCE}` names the
 /// requested URL's script, which an auth phase does not have, so it is refused.
-fn auth_script(spec: &Directive, words: &[String]) -> Result<AuthScript, Error> {
+fn auth_script(spec: &Directive, words: &[String]) -> Result<HookScript, Error> {
     let name = spec.name();
     let Some((path, opts)) = words.split_first() else {
         return Err(usage(spec));
@@ -480,7 +484,7 @@ fn auth_script(spec: &Directive, words: &[String]) -> Result<AuthScript, Error> 
             }
         }
     }
-    Ok(AuthScript {
+    Ok(HookScript {
         path: path.clone(),
         application_group,
     })
@@ -972,6 +976,11 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             dcfg.websocket_max_message = Some(n);
         }
         "WSGIAccessScript" => dcfg.access_script = Some(auth_script(spec, &words)?),
+        "WSGIDispatchScript" => {
+            dcfg.dispatch_script = Some(auth_script(spec, &words)?);
+            // Groups chosen per request: the one-group rule cannot hold for any alias.
+            g.groups.dispatch = true;
+        }
         "WSGIAuthUserScript" => dcfg.auth_user_script = Some(auth_script(spec, &words)?),
         "WSGIAuthGroupScript" => dcfg.auth_group_script = Some(auth_script(spec, &words)?),
         "WSGIGroupAuthoritative" => dcfg.group_authoritative = Some(flag(spec, &words)?),
@@ -1225,7 +1234,7 @@ mod tests {
         run(&mut c, "WSGIAuthUserScript", "/srv/auth.wsgi").unwrap();
         assert_eq!(
             c.dir.auth_user_script,
-            Some(AuthScript {
+            Some(HookScript {
                 path: "/srv/auth.wsgi".into(),
                 application_group: "%{GLOBAL}".into()
             })
@@ -1269,7 +1278,7 @@ mod tests {
         assert!(run(&mut c, "WSGIUserAuthoritative", "maybe").is_err());
         // A directory inherits the scripts it does not set.
         let child = DirConfig {
-            auth_user_script: Some(AuthScript {
+            auth_user_script: Some(HookScript {
                 path: "/other.wsgi".into(),
                 application_group: "%{GLOBAL}".into(),
             }),
@@ -1313,10 +1322,10 @@ mod tests {
     #[test]
     fn not_supported_and_only_off() {
         let mut c = cfg();
-        let e = run(&mut c, "WSGIDispatchScript", "/x.py").unwrap_err();
+        let e = run(&mut c, "WSGIHandlerScript", "h /x.py").unwrap_err();
         assert_eq!(e.code, Code::NotSupported);
         assert!(e.msg.starts_with(
-            "WSGIDispatchScript is a mod_wsgi directive that mod_rwsgi does not support yet"
+            "WSGIHandlerScript is a mod_wsgi directive that mod_rwsgi does not support yet"
         ));
         run(&mut c, "WSGIDaemonProcess", "site threads=5").unwrap();
         let e = run(&mut c, "WSGIDaemonProcess", "site").unwrap_err();
