@@ -27,6 +27,16 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
 }
 
+/// A file's modification time in µs since the epoch (as httpd's `apr_time_t`), if it can be
+/// read.
+pub fn mtime_us(path: &str) -> Option<i64> {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_micros()).ok())
+}
+
 /// Puts every catchable signal back to its default action and unblocks all signals (a daemon
 /// forked from the httpd parent inherits the MPM's handlers and mask).
 pub fn reset_signals() {

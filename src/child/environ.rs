@@ -222,7 +222,10 @@ fn build_environ(
     );
     put("mod_wsgi.callable_object", set.callable_object.as_bytes());
     put("mod_wsgi.request_handler", c.handler.unwrap_or(b""));
-    put("mod_wsgi.handler_script", b"");
+    put(
+        "mod_wsgi.handler_script",
+        set.handler_script.as_deref().unwrap_or("").as_bytes(),
+    );
     put(
         "mod_wsgi.script_reloading",
         if set.script_reloading { b"1" } else { b"0" },

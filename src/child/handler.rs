@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::settings::{refuse, settings};
 use super::translate::{ALIASED_NOTE, HANDLER};
-use crate::config::{DirConfig, GlobalConfig};
+use crate::config::{DirConfig, GlobalConfig, HandlerScript};
 use crate::error::Code;
 use crate::httpd::base::global;
 use crate::httpd::ffi::{DECLINED, OK};
@@ -18,11 +18,18 @@ use crate::request::admission::{self, Admission, Facts, Target};
 use crate::wsgi::adapter::Level;
 use crate::wsgi::environ::{self, GroupFacts};
 
-/// The handler hook: DECLINED for any other handler.
+/// The handler hook: `wsgi-script`, or a `WSGIHandlerScript`'s name; DECLINED for any other.
 pub fn handler(req: Request) -> c_int {
     match req.handler() {
-        Some(h) if h == HANDLER.to_bytes() || h == b"application/x-httpd-wsgi" => handle(req),
-        _ => DECLINED,
+        Some(h) if h == HANDLER.to_bytes() || h == b"application/x-httpd-wsgi" => handle(req, None),
+        Some(h) => match req
+            .dir_config()
+            .and_then(|d| d.handler_scripts.iter().find(|s| s.name.as_bytes() == h))
+        {
+            Some(script) => handle(req, Some(script)),
+            None => DECLINED,
+        },
+        None => DECLINED,
     }
 }
 
@@ -61,7 +68,9 @@ pub(super) fn with_facts<R>(
     f(&facts, script_name, path_info)
 }
 
-fn handle(req: Request) -> c_int {
+/// Serves a `wsgi-script` request, or (`handler_script`) a `WSGIHandlerScript`'s: its
+/// `handle_request` serves the requested file, which must exist but needs no `ExecCGI`.
+fn handle(req: Request, handler_script: Option<&HandlerScript>) -> c_int {
     let path_info = req.path_info();
     let filename = String::from_utf8_lossy(req.filename().unwrap_or(b"")).into_owned();
     let no_dir_config = DirConfig::default();
@@ -69,8 +78,27 @@ fn handle(req: Request) -> c_int {
     let g = global();
     let (mut set, script_name, path_info_v) =
         with_facts(req, &g, |facts, script_name, path_info| {
-            (settings(req, &g, dcfg, facts), script_name, path_info)
+            let mut set = settings(req, &g, dcfg, facts);
+            if let Some(h) = handler_script {
+                if let Some(pg) = &h.process_group {
+                    set.process_group = environ::expand_group(pg, facts);
+                }
+                if let Some(ag) = &h.application_group {
+                    set.application_group = environ::expand_group(ag, facts);
+                }
+                if let Some(pa) = h.pass_authorization {
+                    set.pass_authorization = pa;
+                }
+                set.callable_object = "handle_request".into();
+                set.handler_script = Some(h.path.clone());
+                set.main_interpreter =
+                    g.groups_plan
+                        .runs_in_main(None, &set.process_group, &set.application_group);
+            }
+            (set, script_name, path_info)
         });
+    // The script that runs: the handler script, else the requested file.
+    let script = handler_script.map_or(filename.as_str(), |h| h.path.as_str());
     if let Some(script) = &dcfg.dispatch_script
         && let Err(rc) = super::dispatch::apply(req, &g, dcfg, &mut set, script)
     {
@@ -80,7 +108,7 @@ fn handle(req: Request) -> c_int {
 
     let admission = admission::admit(&Facts {
         aliased: notes.get(ALIASED_NOTE) == Some(HANDLER.to_bytes()),
-        exec_cgi: req.exec_cgi_allowed(),
+        exec_cgi: req.exec_cgi_allowed() || handler_script.is_some(),
         target: match req.file_type() {
             FileType::Missing => Target::Missing,
             FileType::Directory => Target::Directory,
@@ -99,7 +127,10 @@ fn handle(req: Request) -> c_int {
         restrict_embedded: g.restrict_embedded,
         python_ready: python::ready(),
     });
-    let mtime = req.file_mtime();
+    let mtime = match handler_script {
+        None => req.file_mtime(),
+        Some(h) => crate::sys::mtime_us(&h.path).unwrap_or(0),
+    };
     let prepare = || super::environ::prepare(req, &set, dcfg, &script_name, &path_info_v, mtime);
     let rc = match admission {
         Admission::Refuse {
@@ -114,7 +145,7 @@ fn handle(req: Request) -> c_int {
         }
         Admission::Daemon => super::daemon_client::serve(req, &set, dcfg, prepare),
         Admission::Embedded => match prepare() {
-            Ok(request) => super::embedded::serve(req, &g, &set, &filename, request),
+            Ok(request) => super::embedded::serve(req, &g, &set, script, request),
             Err(rc) => rc,
         },
     };

@@ -131,11 +131,7 @@ pub fn run<R>(
     } else {
         interp::Which::Group(&script.group)
     };
-    let mtime = std::fs::metadata(script.path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_micros()).ok());
+    let mtime = crate::sys::mtime_us(script.path);
     let ran = interp::enter(which, |py, it| {
         let module = python::load_module(
             py,

@@ -29,6 +29,8 @@ pub struct RequestSettings {
     pub ignore_activity: bool,
     /// `WSGIWebSocketMaxMessage` (default: `websocket::MAX_MESSAGE`).
     pub websocket_max_message: usize,
+    /// The `WSGIHandlerScript` serving the request (`mod_wsgi.handler_script`), if any.
+    pub handler_script: Option<String>,
 }
 
 pub fn settings(
@@ -87,6 +89,7 @@ pub fn settings(
         websocket_max_message: d
             .websocket_max_message
             .map_or(super::websocket::MAX_MESSAGE, |n| n as usize),
+        handler_script: None,
     }
 }
 

@@ -129,7 +129,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIAuthUserScript", AuthCfg, Implemented, c"WSGIAuthUserScript <file> [application-group=A]"),
     d(c"WSGIAuthGroupScript", AuthCfg, Implemented, c"WSGIAuthGroupScript <file> [application-group=A]"),
     d(c"WSGIGroupAuthoritative", AuthCfg, Implemented, c"WSGIGroupAuthoritative On|Off"),
-    d(c"WSGIHandlerScript", ServerDir, NotYet, c"WSGIHandlerScript <handler-name> <file> [options]"),
+    d(c"WSGIHandlerScript", ServerDir, Implemented, c"WSGIHandlerScript <handler-name> <file> [process-group=G] [application-group=A] [pass-authorization=On|Off]"),
     d(c"WSGIServerMetrics", Server, OnlyOff, c"WSGIServerMetrics Off"),
     d(c"WSGITelemetryService", Server, Implemented, c"WSGITelemetryService unix:<path> [interval=N]"),
     d(c"WSGISlowRequests", Server, Implemented, c"WSGISlowRequests <seconds>"),
@@ -310,6 +310,17 @@ pub struct HookScript {
     pub application_group: String,
 }
 
+/// `WSGIHandlerScript`: an httpd handler name whose requests the script's `handle_request`
+/// serves (as a WSGI application), the requested file being the resource it handles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerScript {
+    pub name: String,
+    pub path: String,
+    pub process_group: Option<String>,
+    pub application_group: Option<String>,
+    pub pass_authorization: Option<bool>,
+}
+
 /// Per-directory settings; `None` means "inherit".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DirConfig {
@@ -334,6 +345,8 @@ pub struct DirConfig {
     pub access_script: Option<HookScript>,
     /// `WSGIDispatchScript`: chooses the process group, application group and callable.
     pub dispatch_script: Option<HookScript>,
+    /// `WSGIHandlerScript`s defined here and above (a name defined again here wins).
+    pub handler_scripts: Vec<HandlerScript>,
     pub auth_user_script: Option<HookScript>,
     pub auth_group_script: Option<HookScript>,
     /// `WSGIGroupAuthoritative` (default On): parsed and kept; as in mod_wsgi it changes
@@ -365,6 +378,17 @@ impl DirConfig {
             restrict_process: or(&child.restrict_process, &parent.restrict_process),
             access_script: or(&child.access_script, &parent.access_script),
             dispatch_script: or(&child.dispatch_script, &parent.dispatch_script),
+            handler_scripts: child
+                .handler_scripts
+                .iter()
+                .chain(
+                    parent
+                        .handler_scripts
+                        .iter()
+                        .filter(|p| !child.handler_scripts.iter().any(|c| c.name == p.name)),
+                )
+                .cloned()
+                .collect(),
             auth_user_script: or(&child.auth_user_script, &parent.auth_user_script),
             auth_group_script: or(&child.auth_group_script, &parent.auth_group_script),
             group_authoritative: or(&child.group_authoritative, &parent.group_authoritative),
@@ -976,6 +1000,30 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             dcfg.websocket_max_message = Some(n);
         }
         "WSGIAccessScript" => dcfg.access_script = Some(auth_script(spec, &words)?),
+        "WSGIHandlerScript" => {
+            let [handler, path, opts @ ..] = &words[..] else {
+                return Err(usage(spec));
+            };
+            if handler.is_empty() || path.is_empty() {
+                return Err(usage(spec));
+            }
+            let o = alias_options(spec, opts, g)?;
+            if o.callable_object.is_some() || o.interface.is_some() {
+                return Err(bad(
+                    name,
+                    "the options are process-group=, application-group= and \
+                     pass-authorization= (the callable is always handle_request)",
+                ));
+            }
+            dcfg.handler_scripts.retain(|h| h.name != *handler);
+            dcfg.handler_scripts.push(HandlerScript {
+                name: handler.clone(),
+                path: path.clone(),
+                process_group: o.process_group,
+                application_group: o.application_group,
+                pass_authorization: o.pass_authorization,
+            });
+        }
         "WSGIDispatchScript" => {
             dcfg.dispatch_script = Some(auth_script(spec, &words)?);
             // Groups chosen per request: the one-group rule cannot hold for any alias.
@@ -1322,10 +1370,10 @@ mod tests {
     #[test]
     fn not_supported_and_only_off() {
         let mut c = cfg();
-        let e = run(&mut c, "WSGIHandlerScript", "h /x.py").unwrap_err();
+        let e = run(&mut c, "WSGIServerMetrics", "On").unwrap_err();
         assert_eq!(e.code, Code::NotSupported);
         assert!(e.msg.starts_with(
-            "WSGIHandlerScript is a mod_wsgi directive that mod_rwsgi does not support yet"
+            "WSGIServerMetrics On is not supported yet by mod_rwsgi; use WSGIServerMetrics Off or remove it"
         ));
         run(&mut c, "WSGIDaemonProcess", "site threads=5").unwrap();
         let e = run(&mut c, "WSGIDaemonProcess", "site").unwrap_err();

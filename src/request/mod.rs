@@ -170,9 +170,13 @@ impl<K: AsRef<[u8]>> Request<K> {
         String::from_utf8_lossy(self.get(key).unwrap_or(b"")).into_owned()
     }
 
-    /// The WSGI script to run (`SCRIPT_FILENAME`).
+    /// The WSGI script to run: the `WSGIHandlerScript` serving the request, else
+    /// `SCRIPT_FILENAME`.
     pub fn script(&self) -> String {
-        self.text("SCRIPT_FILENAME")
+        match self.get("mod_wsgi.handler_script") {
+            Some(h) if !h.is_empty() => String::from_utf8_lossy(h).into_owned(),
+            _ => self.text("SCRIPT_FILENAME"),
+        }
     }
 
     /// The application group's name as mod_wsgi names it (`""`: `%{GLOBAL}`).
@@ -298,6 +302,17 @@ mod tests {
             meta: RequestMeta::default(),
         };
         assert_eq!(r.script(), "/srv/app.wsgi");
+        let handled = Request {
+            env: vec![
+                ("SCRIPT_FILENAME".to_string(), b"/srv/page.tmpl".to_vec()),
+                (
+                    "mod_wsgi.handler_script".to_string(),
+                    b"/srv/render.wsgi".to_vec(),
+                ),
+            ],
+            meta: RequestMeta::default(),
+        };
+        assert_eq!(handled.script(), "/srv/render.wsgi");
         assert_eq!(r.callable_object(), "");
         assert!(!r.script_reloading());
         assert!(!r.counts_as_activity());
