@@ -276,3 +276,30 @@ WSGIScriptAlias /app "{script}"
     types = {k: (emb_types.get(k), dmn_types.get(k)) for k in sorted(keys)
              if not k.startswith("__") and emb_types.get(k) != dmn_types.get(k)}
     assert not types, f"value types differ: {types}"
+
+
+def test_pass_apache_request(apache_factory, mode):
+    """WSGIPassApacheRequest On: environ['apache.request_rec'] is a PyCapsule holding the
+    request_rec's address in embedded mode; daemon mode has no request_rec (as mod_wsgi)."""
+    srv = apache_factory()
+    script = srv.write_file("apps/capsule.wsgi", """\
+import ctypes, json
+
+def application(environ, start_response):
+    cap = environ.get("apache.request_rec")
+    out = {"type": type(cap).__name__}
+    if cap is not None:
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        out["pointer"] = bool(get(cap, None))
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(out).encode()]
+""")
+    srv.start(srv.mount("/on", script) + srv.mount("/off", script)
+              + "<Location /on>\nWSGIPassApacheRequest On\n</Location>\n")
+    on = srv.get("/on").json()
+    if mode == "embedded":
+        assert on == {"type": "PyCapsule", "pointer": True}, on
+    else:
+        assert on == {"type": "NoneType"}, on
+    assert srv.get("/off").json() == {"type": "NoneType"}

@@ -140,7 +140,14 @@ fn run(
         daemon: false,
     };
     let body = Box::new(ApacheBody(req));
-    let built = build::environ(py, &it.kit, &request, &process, body, &log, main_log());
+    let built =
+        build::environ(py, &it.kit, &request, &process, body, &log, main_log()).and_then(|b| {
+            if set.pass_apache_request {
+                let capsule = python::pointer_capsule(py, req.address())?;
+                b.environ.set_item("apache.request_rec", capsule)?;
+            }
+            Ok(b)
+        });
     let head_request = request.meta.head_request;
     recycle_environ(request.env);
     let built = match built {

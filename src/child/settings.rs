@@ -31,6 +31,8 @@ pub struct RequestSettings {
     pub websocket_max_message: usize,
     /// The `WSGIHandlerScript` serving the request (`mod_wsgi.handler_script`), if any.
     pub handler_script: Option<String>,
+    /// `WSGIPassApacheRequest` (embedded mode only, as mod_wsgi).
+    pub pass_apache_request: bool,
 }
 
 pub fn settings(
@@ -90,6 +92,7 @@ pub fn settings(
             .websocket_max_message
             .map_or(super::websocket::MAX_MESSAGE, |n| n as usize),
         handler_script: None,
+        pass_apache_request: d.pass_apache_request.unwrap_or(false),
     }
 }
 

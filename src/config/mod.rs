@@ -115,7 +115,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIWebSocketMaxMessage", FileInfo, Implemented, c"WSGIWebSocketMaxMessage <bytes> (1024-1073741824)"),
     d(c"WSGIImportScript", Server, Implemented, c"WSGIImportScript <file> process-group=%{GLOBAL} application-group=<group>"),
     d(c"WSGIDispatchScript", ServerDir, Implemented, c"WSGIDispatchScript <file> [application-group=A]"),
-    d(c"WSGIPassApacheRequest", ServerDir, OnlyOff, c"WSGIPassApacheRequest Off"),
+    d(c"WSGIPassApacheRequest", ServerDir, Implemented, c"WSGIPassApacheRequest On|Off"),
     d(c"WSGIPassAuthorization", FileInfo, Implemented, c"WSGIPassAuthorization On|Off"),
     d(c"WSGIScriptReloading", FileInfo, Implemented, c"WSGIScriptReloading On|Off"),
     d(c"WSGIErrorOverride", FileInfo, Implemented, c"WSGIErrorOverride On|Off"),
@@ -345,6 +345,8 @@ pub struct DirConfig {
     pub access_script: Option<HookScript>,
     /// `WSGIDispatchScript`: chooses the process group, application group and callable.
     pub dispatch_script: Option<HookScript>,
+    /// `WSGIPassApacheRequest`: `apache.request_rec` in an embedded request's environ.
+    pub pass_apache_request: Option<bool>,
     /// `WSGIHandlerScript`s defined here and above (a name defined again here wins).
     pub handler_scripts: Vec<HandlerScript>,
     pub auth_user_script: Option<HookScript>,
@@ -378,6 +380,7 @@ impl DirConfig {
             restrict_process: or(&child.restrict_process, &parent.restrict_process),
             access_script: or(&child.access_script, &parent.access_script),
             dispatch_script: or(&child.dispatch_script, &parent.dispatch_script),
+            pass_apache_request: or(&child.pass_apache_request, &parent.pass_apache_request),
             handler_scripts: child
                 .handler_scripts
                 .iter()
@@ -1033,6 +1036,7 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
         "WSGIAuthGroupScript" => dcfg.auth_group_script = Some(auth_script(spec, &words)?),
         "WSGIGroupAuthoritative" => dcfg.group_authoritative = Some(flag(spec, &words)?),
         "WSGIPassAuthorization" => dcfg.pass_authorization = Some(flag(spec, &words)?),
+        "WSGIPassApacheRequest" => dcfg.pass_apache_request = Some(flag(spec, &words)?),
         "WSGIScriptReloading" => dcfg.script_reloading = Some(flag(spec, &words)?),
         "WSGIErrorOverride" => dcfg.error_override = Some(flag(spec, &words)?),
         "WSGIChunkedRequest" => dcfg.chunked_request = Some(flag(spec, &words)?),

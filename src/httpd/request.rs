@@ -104,6 +104,12 @@ impl Request {
         self.0.as_ptr()
     }
 
+    /// The `request_rec`'s address, for `environ['apache.request_rec']`
+    /// (`WSGIPassApacheRequest On`): code that uses it must do so while the request runs.
+    pub fn address(&self) -> *mut std::ffi::c_void {
+        self.ptr().cast()
+    }
+
     /// A C string field of the request (or its connection/server), as bytes.
     fn field(&self, p: *const c_char) -> Option<&[u8]> {
         // SAFETY: the request's strings live in its pool (or its connection's/server's),

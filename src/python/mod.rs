@@ -674,6 +674,18 @@ pub fn load_app<'py>(
     }
 }
 
+/// A `PyCapsule` (no name, no destructor) holding `pointer`, as mod_wsgi hands the
+/// `request_rec` to applications (`apache.request_rec`). It owns nothing: what it points at
+/// must outlive its use, which is the user's contract (the request, while it runs).
+pub fn pointer_capsule<'py>(
+    py: Python<'py>,
+    pointer: *mut std::ffi::c_void,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the GIL is held (`py`); PyCapsule_New copies the pointer, with a NULL name and
+    // no destructor, and returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyCapsule_New(pointer, std::ptr::null(), None)) }
+}
+
 /// The script's module, loaded (or reloaded after a change of `mtime_us`) in `it` as mod_wsgi
 /// loads WSGI scripts; a failure is logged (`RW0005`, or `RW0042` for a script this process
 /// may not read) and is `None`.
