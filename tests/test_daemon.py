@@ -586,6 +586,33 @@ def test_request_timeout_restarts_stuck_process(apache_factory):
         assert ok(srv.get("/a/info", timeout=10))
 
 
+def test_interrupt_timeout_raises_request_timeout_in_the_stuck_thread(apache_factory):
+    """interrupt-timeout: after request-timeout mod_wsgi.RequestTimeout (a BaseException, so
+    `except Exception` does not swallow it) is raised in the request's thread; it unwinds, the
+    client gets a 504 and the process keeps serving. A request stuck outside Python (the GIL
+    held in C) cannot be interrupted: the process is restarted after interrupt-timeout."""
+    srv = server(apache_factory,
+                 "WSGIDaemonProcess it processes=1 threads=4 request-timeout=1 "
+                 "interrupt-timeout=2 graceful-timeout=1 shutdown-timeout=1", {"/a": "it"})
+    srv.allow_log(r"RW0023|RequestTimeout|Traceback|  File |    ")
+    first = get_ok(srv, "/a/info").json()["pid"]
+    r = srv.get("/a/spin?s=30", timeout=20)
+    assert r.status == 504, f"{r}\n{log_tail(srv)}"
+    assert r.elapsed < 8, r.elapsed
+    assert srv.wait_for_log(r"RW0023: daemon group 'it': worker \d+ has been running one "
+                            r"request for more than 1 s \(request-timeout\): raising "
+                            r"mod_wsgi.RequestTimeout"), log_tail(srv)
+    assert "RequestTimeout" in srv.error_log()
+    assert get_ok(srv, "/a/info").json()["pid"] == first  # no restart
+    # Holding the GIL in C: the exception cannot be delivered in time; the process restarts.
+    r = srv.get("/a/hold-gil?s=20", timeout=30)
+    assert r.status != 200, r
+    assert srv.wait_for_log(r"did not end within interrupt-timeout \(2 s\)", timeout=10), \
+        log_tail(srv)
+    assert harness.wait_for(lambda: not harness.pid_alive(first), timeout=15)
+    assert get_ok(srv, "/a/info", timeout=15).json()["pid"] != first
+
+
 def test_queue_timeout_answers_504(apache_factory):
     srv = server(apache_factory,
                  "WSGIDaemonProcess qt processes=1 threads=1 queue-timeout=1", {"/a": "qt"})

@@ -15,7 +15,7 @@ use super::settings::RequestSettings;
 use crate::config::GlobalConfig;
 use crate::error::Code;
 use crate::httpd::base::main_log;
-use crate::httpd::ffi::{HTTP_INTERNAL_SERVER_ERROR, OK};
+use crate::httpd::ffi::{HTTP_GATEWAY_TIME_OUT, HTTP_INTERNAL_SERVER_ERROR, OK};
 use crate::httpd::request::Request;
 use crate::python::{self, Interp, interp};
 use crate::request as core;
@@ -75,6 +75,7 @@ pub fn serve(
             }
             match outcome {
                 Outcome::ServerError => HTTP_INTERNAL_SERVER_ERROR,
+                Outcome::TimedOut => HTTP_GATEWAY_TIME_OUT,
                 Outcome::Done | Outcome::Aborted => OK,
             }
         }

@@ -46,7 +46,7 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("deadlock-timeout", Implemented),
     ("inactivity-timeout", Implemented),
     ("request-timeout", Implemented),
-    ("interrupt-timeout", NotYet),
+    ("interrupt-timeout", Implemented),
     ("graceful-timeout", Implemented),
     ("eviction-timeout", Implemented),
     ("restart-interval", Implemented),
@@ -815,7 +815,6 @@ mod tests {
             not_yet,
             [
                 "chroot",
-                "interrupt-timeout",
                 "send-buffer-size",
                 "receive-buffer-size",
                 "response-socket-timeout",
@@ -1203,8 +1202,6 @@ mod tests {
             ("site script-user=bob", "script-user"),
             ("site script-user=#0", "script-user"),
             ("site script-group=#100", "script-group"),
-            ("site interrupt-timeout=5", "interrupt-timeout"),
-            ("site interrupt-timeout=0.5", "interrupt-timeout"),
             ("site server-metrics=On", "server-metrics"),
         ] {
             let e = err(line);
@@ -1219,6 +1216,10 @@ mod tests {
         }
         // Values leaving the feature off are what mod_rwsgi does anyway.
         p("site interrupt-timeout=0 server-metrics=off").unwrap();
+        assert_eq!(
+            p("site interrupt-timeout=0.5").unwrap().interrupt_timeout,
+            Duration::from_millis(500)
+        );
         // Value errors win over "not supported yet", wherever they are.
         bad_value("site chroot=/jail threads=x");
         bad_value("site chroot=relative");

@@ -386,6 +386,7 @@ fn worker(
     host: &Arc<dyn crate::asgi::Host>,
 ) {
     crate::python::ensure_thread_state();
+    state.py_ident[index].store(crate::python::thread_ident(), Ordering::SeqCst);
     loop {
         let Some((token, mut peer)) = peers.take(state, Duration::from_millis(100)) else {
             if state.stopping.load(Ordering::SeqCst) && state.accepting.load(Ordering::SeqCst) == 0
@@ -420,6 +421,7 @@ fn worker(
             )
         });
         state.busy_since[index].store(0, Ordering::SeqCst);
+        state.interrupted_at[index].store(0, Ordering::SeqCst);
         let Ok(outcome) = served else {
             // The connection was closed as the panic unwound (the httpd child answers 502 or
             // aborts the response); release the worker's claim and recycle the process.

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 use crate::config::daemon::DaemonSpec;
 use crate::error::Code;
+use crate::python::interp::{self, Which};
 use crate::sys;
 use crate::wsgi::adapter::{Level, LogFn};
 
@@ -59,6 +60,48 @@ pub(super) fn start(state: &Arc<State>, spec: &DaemonSpec, log: &LogFn) {
     }
 }
 
+/// interrupt-timeout: raises `mod_wsgi.RequestTimeout` in worker `i`'s thread, from a thread
+/// of its own (the worker may hold the GIL for a long while; the monitor keeps counting and
+/// restarts the process if the request has not ended within interrupt-timeout).
+fn interrupt(state: &State, i: usize, spec: &DaemonSpec, log: &LogFn) {
+    let ident = state.py_ident[i].load(Ordering::SeqCst);
+    let group = state.running_in(ident);
+    log(
+        Level::Warning,
+        &format!(
+            "{}: daemon group '{}': worker {i} has been running one request for more than {} s \
+             (request-timeout): raising mod_wsgi.RequestTimeout in it; the process restarts if \
+             the request has not ended within interrupt-timeout ({} s)",
+            Code::AsgiTimeout.as_str(),
+            spec.name,
+            spec.request_timeout.as_secs_f32(),
+            spec.interrupt_timeout.as_secs_f32()
+        ),
+    );
+    let (log, name) = (log.clone(), spec.name.clone());
+    let _ = std::thread::Builder::new()
+        .name("rwsgi-interrupt".into())
+        .spawn(move || {
+            let run = || {
+                let which = group.as_deref().map_or(Which::Main, Which::Group);
+                interp::enter(which, |py, _| crate::python::interrupt_thread(py, ident))
+            };
+            match guard::contain(&log, &name, "the interrupt thread", run) {
+                Ok(Ok(Ok(true))) => {}
+                Ok(Ok(Ok(false))) => log(
+                    Level::Info,
+                    &format!("interrupt-timeout: worker {i}'s thread was not found"),
+                ),
+                Ok(Ok(Err(e))) => log(
+                    Level::Error,
+                    &format!("interrupt-timeout: cannot raise mod_wsgi.RequestTimeout: {e}"),
+                ),
+                Ok(Err(why)) => log(Level::Error, &why),
+                Err(()) => {}
+            }
+        });
+}
+
 /// Watches the process's clocks: restart-interval, inactivity-timeout, request-timeout,
 /// startup-timeout (graceful restarts) and deadlock-timeout (immediate exit). Runs always, so no
 /// option silently depends on another (mod_wsgi only started its monitor for some options).
@@ -84,12 +127,28 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
         if !spec.request_timeout.is_zero() {
             for (i, t) in state.busy_since.iter().enumerate() {
                 let since = t.load(Ordering::SeqCst);
-                if since > 0 && now.saturating_sub(since - 1) >= ms(spec.request_timeout) {
+                if since == 0 || now.saturating_sub(since - 1) < ms(spec.request_timeout) {
+                    continue;
+                }
+                let interrupted = state.interrupted_at[i].load(Ordering::SeqCst);
+                if spec.interrupt_timeout.is_zero() {
                     state.restart(
                         format!(
                             "request-timeout: worker {i} has been running one request for more \
                              than {} s",
                             spec.request_timeout.as_secs_f32()
+                        ),
+                        spec.graceful_timeout,
+                    );
+                } else if interrupted == 0 {
+                    state.interrupted_at[i].store(now + 1, Ordering::SeqCst);
+                    interrupt(state, i, spec, log);
+                } else if now.saturating_sub(interrupted - 1) >= ms(spec.interrupt_timeout) {
+                    state.restart(
+                        format!(
+                            "request-timeout: worker {i}'s request did not end within \
+                             interrupt-timeout ({} s) of mod_wsgi.RequestTimeout",
+                            spec.interrupt_timeout.as_secs_f32()
                         ),
                         spec.graceful_timeout,
                     );

@@ -142,6 +142,10 @@ pub(super) fn serve(
     }
     let group = req.application_group();
     let which = Which::for_request(req.meta.main_interpreter, &group);
+    state.set_running_in(
+        crate::python::thread_ident(),
+        matches!(which, Which::Group(_)).then_some(group.as_str()),
+    );
     guard::test_panic("worker");
     let mut held = Some(c);
     let ran = interp::enter(which, |py, it| {
@@ -416,10 +420,10 @@ fn run_request(
         return Ran::HandedOver;
     }
     let conn = Arc::new(std::sync::Mutex::new(c));
-    let fail = |msg: &str| {
+    let fail = |code: u16, msg: &str| {
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
         let _ = c.send(&Frame::Fail {
-            code: 500,
+            code,
             message: msg.as_bytes().to_vec(),
         });
     };
@@ -435,7 +439,7 @@ fn run_request(
         Ok(v) => v,
         Err(e) => {
             adapter::log_exception(py, &e, &log, "cannot build the environ");
-            fail("environ");
+            fail(500, "environ");
             return Ran::Wsgi { finish: None, conn };
         }
     };
@@ -449,8 +453,10 @@ fn run_request(
         head_request: req.meta.head_request,
     };
     let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
-    if outcome == Outcome::ServerError {
-        fail("application error");
+    match outcome {
+        Outcome::ServerError => fail(500, "application error"),
+        Outcome::TimedOut => fail(504, "interrupted by interrupt-timeout"),
+        Outcome::Done | Outcome::Aborted => {}
     }
     Ran::Wsgi { finish, conn }
 }

@@ -23,6 +23,14 @@ pub(super) struct State {
     born: Instant,
     /// Per worker: when its current request started (ms + 1), or 0 when idle.
     pub(super) busy_since: Vec<AtomicU64>,
+    /// Per worker: its Python thread id (interrupt-timeout raises in it).
+    pub(super) py_ident: Vec<AtomicU64>,
+    /// Per worker: when `mod_wsgi.RequestTimeout` was raised in its current request (ms + 1),
+    /// or 0.
+    pub(super) interrupted_at: Vec<AtomicU64>,
+    /// The interpreter each worker thread's request runs in, by Python thread id (`None`:
+    /// the main interpreter), for interrupt-timeout.
+    running_in: Mutex<Vec<(u64, Option<String>)>>,
     /// The last request start or end (ms).
     pub(super) last_activity: AtomicU64,
     /// The last time the GIL could be taken (ms), for deadlock-timeout.
@@ -46,12 +54,34 @@ impl State {
             accepting: AtomicUsize::new(0),
             born: Instant::now(),
             busy_since: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            py_ident: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            interrupted_at: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            running_in: Mutex::new(Vec::new()),
             last_activity: AtomicU64::new(0),
             gil_seen: AtomicU64::new(0),
             first_request: AtomicU64::new(0),
             script_loaded: AtomicBool::new(false),
             reason: Mutex::new(None),
         }
+    }
+
+    /// Notes the interpreter (`None`: main) the calling worker thread (`ident`) runs its
+    /// request in.
+    pub(super) fn set_running_in(&self, ident: u64, group: Option<&str>) {
+        let mut r = self.running_in.lock().unwrap_or_else(|p| p.into_inner());
+        match r.iter_mut().find(|(i, _)| *i == ident) {
+            Some(slot) if slot.1.as_deref() == group => {}
+            Some(slot) => slot.1 = group.map(str::to_string),
+            None => r.push((ident, group.map(str::to_string))),
+        }
+    }
+
+    /// The interpreter the thread `ident` last ran a request in (`None`: main).
+    pub(super) fn running_in(&self, ident: u64) -> Option<String> {
+        let r = self.running_in.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter()
+            .find(|(i, _)| *i == ident)
+            .and_then(|(_, g)| g.clone())
     }
 
     pub(super) fn now_ms(&self) -> u64 {

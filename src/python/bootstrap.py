@@ -76,6 +76,12 @@ def script_changed(path, mtime, case_sensitive):
     return module is not None and mtime is not None and getattr(module, "__mtime__", None) != mtime
 
 
+class RequestTimeout(BaseException):
+    """Raised in a request's thread by its daemon process when the request has run longer
+    than request-timeout and interrupt-timeout is set (mod_wsgi 6's exception, a
+    BaseException so that `except Exception` does not swallow it)."""
+
+
 class RestrictedStdin:
     """sys.stdin under WSGIRestrictStdin On."""
 

@@ -375,6 +375,8 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         m.setattr("application_group", app_group)?;
         m.setattr("maximum_processes", setup.info.maximum_processes)?;
         m.setattr("threads_per_process", setup.info.threads_per_process)?;
+        // One class per interpreter, under both module names.
+        m.setattr("RequestTimeout", boot.getattr("RequestTimeout")?)?;
         if main {
             m.setattr("FileWrapper", py.get_type::<FileWrapper>())?;
             m.setattr("Input", py.get_type::<Input>())?;
@@ -672,6 +674,27 @@ pub fn load_app<'py>(
             None
         }
     }
+}
+
+/// The calling thread's Python thread id (`threading.get_ident()`).
+pub fn thread_ident() -> u64 {
+    // SAFETY: PyThread_get_thread_ident only reads the calling thread's id.
+    let id = unsafe { ffi::PyThread_get_thread_ident() };
+    #[allow(clippy::unnecessary_cast)] // c_ulong is 32 bits on some targets
+    let id = id as u64;
+    id
+}
+
+/// Raises `mod_wsgi.RequestTimeout` in the thread `ident` of the current interpreter the next
+/// time it runs Python code (`PyThreadState_SetAsyncExc`). Whether a thread was found.
+pub fn interrupt_thread(py: Python<'_>, ident: u64) -> PyResult<bool> {
+    let class = py.import("mod_wsgi")?.getattr("RequestTimeout")?;
+    // CPython takes an `unsigned long`; pyo3 declares it `long`: the same bits.
+    let id = ident as std::ffi::c_long;
+    // SAFETY: the GIL is held (`py`) and `class` is a live exception class; the call only
+    // sets the pending exception of the matching thread state of this interpreter.
+    let n = unsafe { ffi::PyThreadState_SetAsyncExc(id, class.as_ptr()) };
+    Ok(n == 1)
 }
 
 /// A `PyCapsule` (no name, no destructor) holding `pointer`, as mod_wsgi hands the

@@ -828,6 +828,9 @@ pub enum Outcome {
     Done,
     /// Nothing was sent; httpd should answer 500 (the reason is logged).
     ServerError,
+    /// Nothing was sent and the request was interrupted by `interrupt-timeout`
+    /// (`mod_wsgi.RequestTimeout` unwound it): httpd should answer 504.
+    TimedOut,
     /// The response was cut off (error after the first byte, short body, client gone).
     Aborted,
 }
@@ -848,6 +851,14 @@ pub struct RequestIo {
 }
 
 /// Logs an exception with its full traceback, one log line per traceback line.
+/// Whether `err` is `mod_wsgi.RequestTimeout`, which a daemon process raises in a request's
+/// thread after request-timeout when interrupt-timeout is set.
+fn is_request_timeout(py: Python<'_>, err: &PyErr) -> bool {
+    py.import("mod_wsgi")
+        .and_then(|m| m.getattr("RequestTimeout"))
+        .is_ok_and(|class| err.get_type(py).is(&class))
+}
+
 pub fn log_exception(py: Python<'_>, err: &PyErr, log: &LogFn, first_line: &str) {
     log(Level::Error, first_line);
     let formatted = py.import("traceback").and_then(|tb| {
@@ -901,6 +912,8 @@ impl Driver<'_> {
         }
         if lock(&self.state).sent {
             Outcome::Aborted
+        } else if is_request_timeout(py, err) {
+            Outcome::TimedOut
         } else {
             Outcome::ServerError
         }
@@ -1185,7 +1198,7 @@ pub fn run(
     }
     // Send or abort what is still open; a 500 is left to httpd (nothing has gone out).
     let mut finish = None;
-    if outcome != Outcome::ServerError
+    if !matches!(outcome, Outcome::ServerError | Outcome::TimedOut)
         && let Some(mut sink) = st.sink.take()
     {
         if !st.sent

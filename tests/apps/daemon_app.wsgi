@@ -8,6 +8,8 @@
 #                   Content-Length promising 1 MiB)
 #   /upload         reads wsgi.input with read(65536) until EOF; JSON: length, sha256
 #   /hold-gil?s=N   holds the GIL for N seconds (libc sleep through ctypes.PyDLL)
+#   /spin?s=N       loops in Python for N seconds, swallowing every Exception (not the
+#                   BaseException mod_wsgi.RequestTimeout), then answers like /info
 import hashlib
 import json
 import os
@@ -64,6 +66,15 @@ def application(environ, start_response):
 
     if path == "/sleep":
         time.sleep(float(q.get("s", ["1"])[0]))
+        return _json(start_response, _info(environ))
+
+    if path == "/spin":
+        end = time.monotonic() + float(q.get("s", ["30"])[0])
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.01)
+            except Exception:
+                pass
         return _json(start_response, _info(environ))
 
     if path == "/hold-gil":
