@@ -613,6 +613,27 @@ def test_interrupt_timeout_raises_request_timeout_in_the_stuck_thread(apache_fac
     assert get_ok(srv, "/a/info", timeout=15).json()["pid"] != first
 
 
+def test_script_user_and_script_group(apache_factory):
+    """script-user= / script-group=: only files owned by them run in the group; others 403."""
+    uid, gid = os.getuid(), os.getgid()
+    srv = server(apache_factory,
+                 f"WSGIDaemonProcess mine processes=1 threads=2 script-user=#{uid}\n"
+                 f"WSGIDaemonProcess theirs processes=1 threads=2 script-user=#{uid + 4242}\n"
+                 f"WSGIDaemonProcess ours processes=1 threads=2 script-group=#{gid}\n"
+                 f"WSGIDaemonProcess others processes=1 threads=2 script-group=#{gid + 4242}",
+                 {"/mine": "mine", "/theirs": "theirs", "/ours": "ours", "/others": "others"})
+    srv.allow_log(r"RW0011")
+    for url in ("/mine", "/ours"):
+        assert ok(srv.get(f"{url}/info", timeout=10)), url
+    for url in ("/theirs", "/others"):
+        assert srv.get(f"{url}/info", timeout=10).status == 403, url
+    assert srv.wait_for_log(rf"RW0011: daemon group 'theirs' runs only scripts owned by "
+                            rf"script-user= \(uid {uid + 4242}\); '.*daemon_app.wsgi' is owned "
+                            rf"by uid {uid}")
+    assert srv.wait_for_log(rf"RW0011: daemon group 'others' runs only scripts owned by "
+                            rf"script-group= \(gid {gid + 4242}\)")
+
+
 def test_queue_timeout_answers_504(apache_factory):
     srv = server(apache_factory,
                  "WSGIDaemonProcess qt processes=1 threads=1 queue-timeout=1", {"/a": "qt"})

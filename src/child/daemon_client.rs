@@ -15,6 +15,7 @@ use super::environ::recycle_environ;
 use super::relay::{Peer, SpareWire, encode_request, relay};
 use super::settings::{RequestSettings, refuse};
 use crate::config::DirConfig;
+use crate::config::daemon::{DaemonSpec, GroupSpec, UserSpec};
 use crate::daemon::conn::Conn;
 use crate::error::Code;
 use crate::httpd::ffi::{HTTP_BAD_GATEWAY, HTTP_GATEWAY_TIME_OUT, HTTP_SERVICE_UNAVAILABLE};
@@ -147,6 +148,56 @@ fn bad_gateway(req: Request, group: &str, msg: &str) -> c_int {
     HTTP_BAD_GATEWAY
 }
 
+/// `script-user=` / `script-group=`: why the group may not run the requested file (its owner
+/// is not the one required; the reason, as mod_wsgi answers 403), or `None`.
+fn script_owner_problem(spec: &DaemonSpec, req: Request) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if spec.script_user.is_none() && spec.script_group.is_none() {
+        return None;
+    }
+    let file = String::from_utf8_lossy(req.filename().unwrap_or(b"")).into_owned();
+    let meta = match std::fs::metadata(&file) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot check the owner of '{file}': {e}")),
+    };
+    let group = &spec.name;
+    if let Some(u) = &spec.script_user {
+        let want = match u {
+            UserSpec::Id(uid) => Ok(*uid),
+            UserSpec::Name(n) => crate::sys::user_by_name(n).map(|u| u.uid),
+        };
+        return match want {
+            Ok(uid) if uid == meta.uid() => None,
+            Ok(uid) => Some(format!(
+                "daemon group '{group}' runs only scripts owned by script-user= (uid {uid}); \
+                 '{file}' is owned by uid {}",
+                meta.uid()
+            )),
+            Err(e) => Some(format!(
+                "daemon group '{group}': script-user= cannot be resolved: {e}"
+            )),
+        };
+    }
+    if let Some(g) = &spec.script_group {
+        let want = match g {
+            GroupSpec::Id(gid) => Ok(*gid),
+            GroupSpec::Name(n) => crate::sys::group_by_name(n),
+        };
+        return match want {
+            Ok(gid) if gid == meta.gid() => None,
+            Ok(gid) => Some(format!(
+                "daemon group '{group}' runs only scripts owned by script-group= (gid {gid}); \
+                 '{file}' has gid {}",
+                meta.gid()
+            )),
+            Err(e) => Some(format!(
+                "daemon group '{group}': script-group= cannot be resolved: {e}"
+            )),
+        };
+    }
+    None
+}
+
 /// Daemon mode: the request (`prepare` builds it once the group is known to exist), sent to
 /// its group's daemon.
 pub fn serve(
@@ -167,12 +218,15 @@ pub fn serve(
             ),
         );
     };
+    let group = &generation.groups[index];
+    if let Some(why) = script_owner_problem(&group.spec, req) {
+        return refuse(req, 403, Code::RequestRefused, &why);
+    }
     let request = match prepare() {
         Ok(v) => v,
         Err(rc) => return rc,
     };
     let timeout = Duration::from_micros(req.server_timeout_us().max(0) as u64);
-    let group = &generation.groups[index];
     run(
         req,
         group,

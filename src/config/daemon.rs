@@ -62,8 +62,8 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("response-socket-timeout", NotYet),
     ("response-flush-delay", NotYet),
     ("socket-user", Implemented),
-    ("script-user", NotYet),
-    ("script-group", NotYet),
+    ("script-user", Implemented),
+    ("script-group", Implemented),
     ("cpu-time-limit", Implemented),
     ("cpu-priority", Implemented),
     ("memory-limit", Implemented),
@@ -208,9 +208,9 @@ pub struct DaemonSpec {
     pub memory_limit: Option<u64>,
     /// `RLIMIT_AS` in bytes; `None` = no limit.
     pub virtual_memory_limit: Option<u64>,
-    /// Scripts (and their directory) must be owned by this user (exclusive with script_group).
+    /// Scripts must be owned by this user (exclusive with script_group); others get 403.
     pub script_user: Option<UserSpec>,
-    /// Scripts (and their directory) must be owned by this group (exclusive with script_user).
+    /// Scripts must be owned by this group (exclusive with script_user); others get 403.
     pub script_group: Option<GroupSpec>,
     /// `chroot()` before dropping privileges (absolute).
     pub chroot: Option<String>,
@@ -819,8 +819,6 @@ mod tests {
                 "receive-buffer-size",
                 "response-socket-timeout",
                 "response-flush-delay",
-                "script-user",
-                "script-group",
                 "server-metrics"
             ]
         );
@@ -1199,9 +1197,6 @@ mod tests {
     fn not_yet_options() {
         for (line, opt) in [
             ("site chroot=/jail", "chroot"),
-            ("site script-user=bob", "script-user"),
-            ("site script-user=#0", "script-user"),
-            ("site script-group=#100", "script-group"),
             ("site server-metrics=On", "server-metrics"),
         ] {
             let e = err(line);
@@ -1216,6 +1211,14 @@ mod tests {
         }
         // Values leaving the feature off are what mod_rwsgi does anyway.
         p("site interrupt-timeout=0 server-metrics=off").unwrap();
+        assert_eq!(
+            p("site script-user=bob").unwrap().script_user,
+            Some(UserSpec::Name("bob".into()))
+        );
+        assert_eq!(
+            p("site script-group=#100").unwrap().script_group,
+            Some(GroupSpec::Id(100))
+        );
         assert_eq!(
             p("site interrupt-timeout=0.5").unwrap().interrupt_timeout,
             Duration::from_millis(500)
