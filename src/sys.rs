@@ -408,6 +408,28 @@ pub fn unix_listen(path: &str, backlog: u32, owner: Option<(u32, u32)>) -> io::R
     Ok(fd)
 }
 
+/// `SO_SNDBUF` / `SO_RCVBUF` of a socket (0: leave it); the kernel doubles what it is given.
+/// Connections a listening socket accepts inherit its sizes.
+pub fn set_socket_buffers(fd: RawFd, send: u32, receive: u32) -> io::Result<()> {
+    for (opt, size) in [(libc::SO_SNDBUF, send), (libc::SO_RCVBUF, receive)] {
+        if size == 0 {
+            continue;
+        }
+        let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads one int from the pointer for these options.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// The filesystem path a descriptor is listening on, if it is a listening UNIX socket.
 pub fn listening_unix_path(fd: RawFd) -> Option<String> {
     // SAFETY: getsockopt/getsockname write at most the given lengths into valid buffers; an

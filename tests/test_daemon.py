@@ -634,6 +634,22 @@ def test_script_user_and_script_group(apache_factory):
                             rf"script-group= \(gid {gid + 4242}\)")
 
 
+def test_send_and_receive_buffer_size(apache_factory):
+    """send-buffer-size= / receive-buffer-size= size the group's socket (Linux doubles them)."""
+    srv = server(apache_factory,
+                 "WSGIDaemonProcess buf processes=1 threads=2 send-buffer-size=65536 "
+                 "receive-buffer-size=131072", {"/a": "buf"})
+    assert ok(srv.get("/a/info", timeout=10))
+    sizes = []
+    for sock in sockets(srv):  # the harness's own group's, and this one's
+        out = subprocess.run(["ss", "-xlm", "src", str(sock)], capture_output=True, text=True,
+                             timeout=10).stdout
+        m = re.search(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", out)
+        assert m, out
+        sizes.append((int(m.group(1)), int(m.group(2))))
+    assert len(sizes) == 2 and (2 * 131072, 2 * 65536) in sizes, sizes
+
+
 def test_queue_timeout_answers_504(apache_factory):
     srv = server(apache_factory,
                  "WSGIDaemonProcess qt processes=1 threads=1 queue-timeout=1", {"/a": "qt"})

@@ -55,8 +55,8 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("queue-timeout", Implemented),
     ("listen-backlog", Implemented),
     ("display-name", Implemented),
-    ("send-buffer-size", NotYet),
-    ("receive-buffer-size", NotYet),
+    ("send-buffer-size", Implemented),
+    ("receive-buffer-size", Implemented),
     ("header-buffer-size", Implemented),
     ("response-buffer-size", Implemented),
     ("response-socket-timeout", NotYet),
@@ -815,8 +815,6 @@ mod tests {
             not_yet,
             [
                 "chroot",
-                "send-buffer-size",
-                "receive-buffer-size",
                 "response-socket-timeout",
                 "response-flush-delay",
                 "server-metrics"
@@ -952,12 +950,9 @@ mod tests {
         assert_eq!(s.response_buffer_size, 65536);
         assert_eq!(s.response_socket_timeout, None);
         assert_eq!(s.response_flush_delay, Duration::ZERO);
-        for opt in [
-            "send-buffer-size=512",
-            "receive-buffer-size=4096",
-            "response-socket-timeout=9",
-            "response-flush-delay=0.5",
-        ] {
+        let b = p("g send-buffer-size=512 receive-buffer-size=4096").unwrap();
+        assert_eq!((b.send_buffer_size, b.receive_buffer_size), (512, 4096));
+        for opt in ["response-socket-timeout=9", "response-flush-delay=0.5"] {
             let e = p(&format!("g {opt}")).unwrap_err();
             assert_eq!(e.code, Code::NotSupported, "{opt}: {e}");
         }

@@ -197,6 +197,21 @@ pub(crate) fn start_all(pconf: Pool, s: Server, g: &GlobalConfig) -> Option<Stri
             }
         }
     }
+    for g in &groups {
+        if let Err(e) = sys::set_socket_buffers(
+            g.listener,
+            g.spec.send_buffer_size,
+            g.spec.receive_buffer_size,
+        ) {
+            return Some(format!(
+                "{}: daemon group '{}': cannot set send-buffer-size/receive-buffer-size on '{}': \
+                 {e}",
+                Code::DaemonStart.as_str(),
+                g.spec.name,
+                g.socket
+            ));
+        }
+    }
     let secret = match sys::random16() {
         Ok(b) => b,
         Err(e) => {
