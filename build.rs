@@ -137,7 +137,7 @@ fn main() {
              apr_time_now|apr_pool_userdata_(get|set)|apr_dynamic_fn_retrieve|\
              apr_proc_fork|apr_proc_other_child_(register|unregister)|ap_close_listeners|\
              ap_runtime_dir_relative|ap_register_auth_provider|ap_hook_check_access|\
-             ap_get_remote_host",
+             ap_get_remote_host|ap_get_conn_socket|apr_socket_timeout_(get|set)",
         )
         .allowlist_var(
             "MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|APLOG_.*|AP_MPMQ_.*|AP_SQ_.*|\

@@ -38,14 +38,23 @@ pub fn mtime_us(path: &str) -> Option<i64> {
 }
 
 /// Puts every catchable signal back to its default action and unblocks all signals (a daemon
-/// forked from the httpd parent inherits the MPM's handlers and mask).
+/// forked from the httpd parent inherits the MPM's handlers and mask), except SIGPIPE, which
+/// is ignored as in httpd and in Python: a write to a connection whose httpd child went away
+/// (the client stopped reading, response-socket-timeout) must fail with EPIPE, not kill the
+/// process.
 pub fn reset_signals() {
     for sig in 1..32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL for a valid signal number has no memory effects.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        let action = if sig == libc::SIGPIPE {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: installing SIG_DFL or SIG_IGN for a valid signal number has no memory
+        // effects.
+        unsafe { libc::signal(sig, action) };
     }
     // SAFETY: an empty set, initialised by sigemptyset, passed by pointer to sigprocmask.
     unsafe {

@@ -650,6 +650,31 @@ def test_send_and_receive_buffer_size(apache_factory):
     assert len(sizes) == 2 and (2 * 131072, 2 * 65536) in sizes, sizes
 
 
+def test_response_socket_timeout_gives_up_on_a_client_that_does_not_read(apache_factory):
+    """response-socket-timeout=2: a client that stops reading has its response aborted after
+    about 2 s of blocked writes, not after httpd's Timeout (20 s in the tests)."""
+    srv = server(apache_factory,
+                 "WSGIDaemonProcess rst processes=1 threads=2 response-socket-timeout=2",
+                 {"/a": "rst"})
+    assert ok(srv.get("/a/info", timeout=10))
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(f"GET /a/big?mb=256 HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        time.sleep(7)  # read nothing: the server's writes block, then time out
+        total = 0
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            total += len(data)
+    finally:
+        sock.close()
+    assert total < 64 << 20, f"{total} bytes: the response was not cut off"
+    assert ok(srv.get("/a/info", timeout=10))
+
+
 def test_queue_timeout_answers_504(apache_factory):
     srv = server(apache_factory,
                  "WSGIDaemonProcess qt processes=1 threads=1 queue-timeout=1", {"/a": "qt"})

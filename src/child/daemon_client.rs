@@ -443,7 +443,18 @@ fn run(
         sendfile: set.enable_sendfile,
         websocket_max_message: set.websocket_max_message,
     };
+    // response-socket-timeout (else socket-timeout) bounds each write to the client while
+    // the response is relayed; by default httpd's Timeout does.
+    let client_timeout = group
+        .spec
+        .response_socket_timeout
+        .or(group.spec.socket_timeout)
+        .filter(|_| websocket.is_none())
+        .and_then(|t| req.set_client_timeout(t));
     let (status, reusable) = relay(req, c, &peer, websocket.as_deref(), restore_timeout);
+    if let Some(old) = client_timeout {
+        req.restore_client_timeout(old);
+    }
     if let Some(c) = reusable {
         pool_give(&group.socket, generation, c);
     }

@@ -59,7 +59,7 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("receive-buffer-size", Implemented),
     ("header-buffer-size", Implemented),
     ("response-buffer-size", Implemented),
-    ("response-socket-timeout", NotYet),
+    ("response-socket-timeout", Implemented),
     ("response-flush-delay", NotYet),
     ("socket-user", Implemented),
     ("script-user", Implemented),
@@ -813,12 +813,7 @@ mod tests {
             .collect();
         assert_eq!(
             not_yet,
-            [
-                "chroot",
-                "response-socket-timeout",
-                "response-flush-delay",
-                "server-metrics"
-            ]
+            ["chroot", "response-flush-delay", "server-metrics"]
         );
     }
 
@@ -952,10 +947,14 @@ mod tests {
         assert_eq!(s.response_flush_delay, Duration::ZERO);
         let b = p("g send-buffer-size=512 receive-buffer-size=4096").unwrap();
         assert_eq!((b.send_buffer_size, b.receive_buffer_size), (512, 4096));
-        for opt in ["response-socket-timeout=9", "response-flush-delay=0.5"] {
-            let e = p(&format!("g {opt}")).unwrap_err();
-            assert_eq!(e.code, Code::NotSupported, "{opt}: {e}");
-        }
+        assert_eq!(
+            p("g response-socket-timeout=9")
+                .unwrap()
+                .response_socket_timeout,
+            Some(Duration::from_secs(9))
+        );
+        let e = p("g response-flush-delay=0.5").unwrap_err();
+        assert_eq!(e.code, Code::NotSupported, "{e}");
         assert_eq!(s.socket_user, Some(UserSpec::Name("apache".into())));
         assert_eq!(s.cpu_time_limit, Some(120));
         assert_eq!(s.cpu_priority, -5);

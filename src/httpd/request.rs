@@ -136,6 +136,37 @@ impl Request {
 
     // --- the client and its authentication
 
+    /// Sets the timeout of the client connection's socket for the writes that follow
+    /// (`response-socket-timeout`); returns the previous one for [`Self::restore_client_timeout`].
+    pub fn set_client_timeout(&self, timeout: std::time::Duration) -> Option<i64> {
+        let us = i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX);
+        // SAFETY: the request's live connection; ap_get_conn_socket returns its socket (or
+        // NULL), whose timeout APR reads and sets.
+        unsafe {
+            let sock = ap_get_conn_socket(self.rec().connection);
+            if sock.is_null() {
+                return None;
+            }
+            let mut old: apr_interval_time_t = 0;
+            if apr_socket_timeout_get(sock, &mut old) != APR_SUCCESS as apr_status_t {
+                return None;
+            }
+            apr_socket_timeout_set(sock, us);
+            Some(old)
+        }
+    }
+
+    /// Puts back the client socket's timeout [`Self::set_client_timeout`] replaced.
+    pub fn restore_client_timeout(&self, old: i64) {
+        // SAFETY: as in set_client_timeout.
+        unsafe {
+            let sock = ap_get_conn_socket(self.rec().connection);
+            if !sock.is_null() {
+                apr_socket_timeout_set(sock, old);
+            }
+        }
+    }
+
     /// The authenticated user (`r->user`), if any.
     pub fn user(&self) -> Option<&[u8]> {
         self.field(self.rec().user)

@@ -8,6 +8,7 @@
 #                   Content-Length promising 1 MiB)
 #   /upload         reads wsgi.input with read(65536) until EOF; JSON: length, sha256
 #   /hold-gil?s=N   holds the GIL for N seconds (libc sleep through ctypes.PyDLL)
+#   /big?mb=N       streams N MiB (1 MiB blocks)
 #   /spin?s=N       loops in Python for N seconds, swallowing every Exception (not the
 #                   BaseException mod_wsgi.RequestTimeout), then answers like /info
 import hashlib
@@ -67,6 +68,13 @@ def application(environ, start_response):
     if path == "/sleep":
         time.sleep(float(q.get("s", ["1"])[0]))
         return _json(start_response, _info(environ))
+
+    if path == "/big":
+        n = int(q.get("mb", ["64"])[0])
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(n << 20))])
+        block = b"x" * (1 << 20)
+        return (block for _ in range(n))
 
     if path == "/spin":
         end = time.monotonic() + float(q.get("s", ["30"])[0])
