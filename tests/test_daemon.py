@@ -675,6 +675,40 @@ def test_response_socket_timeout_gives_up_on_a_client_that_does_not_read(apache_
     assert ok(srv.get("/a/info", timeout=10))
 
 
+def test_response_flush_delay_holds_closely_following_blocks(apache_factory):
+    """response-flush-delay=1500: b"a" is followed 0.3 s later by b"b", so both go out
+    together once nothing more came for 1.5 s (about 1.8 s in): a client sees no body byte
+    in its first second. The default (0) flushes b"a" at once."""
+    srv = server(apache_factory,
+                 "WSGIDaemonProcess fd processes=1 threads=2 response-flush-delay=1500\n"
+                 "WSGIDaemonProcess nofd processes=1 threads=2", {"/a": "fd", "/b": "nofd"})
+    assert ok(srv.get("/a/info", timeout=10)) and ok(srv.get("/b/info", timeout=10))
+
+    def first_second(url):
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        try:
+            sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                         .encode())
+            sock.settimeout(1.0)
+            got = b""
+            try:
+                while b"\r\n\r\n" not in got or not got.split(b"\r\n\r\n", 1)[1]:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    got += data
+            except socket.timeout:
+                pass
+            return got.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in got else b""
+        finally:
+            sock.close()
+
+    assert first_second("/b/gaps").startswith(b"1\r\na"), "no delay: b'a' goes out at once"
+    assert first_second("/a/gaps") == b"", "b'a' was flushed before the delay"
+    r = srv.get("/a/gaps", timeout=15)
+    assert ok(r) and r.body == b"abc", r
+
+
 def test_queue_timeout_answers_504(apache_factory):
     srv = server(apache_factory,
                  "WSGIDaemonProcess qt processes=1 threads=1 queue-timeout=1", {"/a": "qt"})

@@ -442,6 +442,7 @@ fn run(
         error_override,
         sendfile: set.enable_sendfile,
         websocket_max_message: set.websocket_max_message,
+        flush_delay: group.spec.response_flush_delay,
     };
     // response-socket-timeout (else socket-timeout) bounds each write to the client while
     // the response is relayed; by default httpd's Timeout does.

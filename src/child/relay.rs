@@ -87,6 +87,9 @@ pub struct Peer<'a> {
     pub sendfile: bool,
     /// `WSGIWebSocketMaxMessage`: a larger client message closes the WebSocket (1009).
     pub websocket_max_message: usize,
+    /// `response-flush-delay`: how long to wait for the peer's next block before flushing a
+    /// streamed one (zero: flush at once).
+    pub flush_delay: Duration,
 }
 
 impl Peer<'_> {
@@ -328,7 +331,11 @@ pub fn relay(
                 // streams (a generator is flushed block by block, as in embedded mode). The
                 // last block, when the end of the response came with it (a small response in
                 // one write), goes out with the end: one pass of the output filters.
-                if resp.write(&data, !c.end_follows()).is_err() {
+                // response-flush-delay: a block followed within the delay by more of the
+                // response is not flushed on its own (the next one carries it out).
+                let more_soon = !peer.flush_delay.is_zero()
+                    && (c.more_buffered() || crate::sys::wait_readable(c.fd(), peer.flush_delay));
+                if resp.write(&data, !c.end_follows() && !more_soon).is_err() {
                     // The client went away: stop relaying; the peer sees the closed socket.
                     return (OK, None);
                 }

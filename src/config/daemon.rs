@@ -60,7 +60,7 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("header-buffer-size", Implemented),
     ("response-buffer-size", Implemented),
     ("response-socket-timeout", Implemented),
-    ("response-flush-delay", NotYet),
+    ("response-flush-delay", Implemented),
     ("socket-user", Implemented),
     ("script-user", Implemented),
     ("script-group", Implemented),
@@ -198,7 +198,8 @@ pub struct DaemonSpec {
     pub response_buffer_size: u64,
     /// Timeout for writes to the client while relaying; `None` = `socket_timeout`.
     pub response_socket_timeout: Option<Duration>,
-    /// Wait this long for more daemon data before flushing (default 5 ms; zero = no wait).
+    /// Wait this long for more daemon data before flushing a streamed block (default 0: flush
+    /// at once; mod_wsgi's default is 5 ms).
     pub response_flush_delay: Duration,
     /// `RLIMIT_CPU` soft limit in seconds; `None` = no limit.
     pub cpu_time_limit: Option<u64>,
@@ -266,7 +267,7 @@ impl DaemonSpec {
             header_buffer_size: 0,
             response_buffer_size: 0,
             response_socket_timeout: None,
-            response_flush_delay: Duration::from_millis(5),
+            response_flush_delay: Duration::ZERO,
             cpu_time_limit: None,
             cpu_priority: 0,
             memory_limit: None,
@@ -811,10 +812,7 @@ mod tests {
             .filter(|(_, s)| *s == NotYet)
             .map(|(n, _)| *n)
             .collect();
-        assert_eq!(
-            not_yet,
-            ["chroot", "response-flush-delay", "server-metrics"]
-        );
+        assert_eq!(not_yet, ["chroot", "server-metrics"]);
     }
 
     #[test]
@@ -835,7 +833,7 @@ mod tests {
         assert_eq!(s.graceful_timeout, Duration::from_secs(15));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(s.connect_timeout, Duration::from_secs(15));
-        assert_eq!(s.response_flush_delay, Duration::from_millis(5));
+        assert_eq!(s.response_flush_delay, Duration::ZERO);
         assert_eq!(s.listen_backlog, 100);
         assert_eq!(s.socket_timeout, None);
         assert_eq!(s.response_socket_timeout, None);
@@ -953,8 +951,12 @@ mod tests {
                 .response_socket_timeout,
             Some(Duration::from_secs(9))
         );
-        let e = p("g response-flush-delay=0.5").unwrap_err();
-        assert_eq!(e.code, Code::NotSupported, "{e}");
+        assert_eq!(
+            p("g response-flush-delay=0.5")
+                .unwrap()
+                .response_flush_delay,
+            Duration::from_micros(500)
+        );
         assert_eq!(s.socket_user, Some(UserSpec::Name("apache".into())));
         assert_eq!(s.cpu_time_limit, Some(120));
         assert_eq!(s.cpu_priority, -5);

@@ -9,6 +9,7 @@
 #   /upload         reads wsgi.input with read(65536) until EOF; JSON: length, sha256
 #   /hold-gil?s=N   holds the GIL for N seconds (libc sleep through ctypes.PyDLL)
 #   /big?mb=N       streams N MiB (1 MiB blocks)
+#   /gaps           streams b"a", 0.3 s later b"b", 3 s later b"c"
 #   /spin?s=N       loops in Python for N seconds, swallowing every Exception (not the
 #                   BaseException mod_wsgi.RequestTimeout), then answers like /info
 import hashlib
@@ -75,6 +76,16 @@ def application(environ, start_response):
                                   ("Content-Length", str(n << 20))])
         block = b"x" * (1 << 20)
         return (block for _ in range(n))
+
+    if path == "/gaps":
+        def gen():
+            yield b"a"
+            time.sleep(0.3)
+            yield b"b"
+            time.sleep(3)
+            yield b"c"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
 
     if path == "/spin":
         end = time.monotonic() + float(q.get("s", ["30"])[0])
