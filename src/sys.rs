@@ -281,6 +281,17 @@ pub fn drop_privileges(
     Ok(())
 }
 
+/// Confines the process to `dir` (`chroot`, then `chdir("/")`); needs root.
+pub fn chroot(dir: &str) -> io::Result<()> {
+    let c = cstr(dir)?;
+    // SAFETY: chroot and chdir with valid NUL-terminated paths.
+    unsafe {
+        check(libc::chroot(c.as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+    }
+    Ok(())
+}
+
 /// Asks the kernel to send SIGTERM when the parent dies, then checks the parent is still
 /// `parent` (it may have died before the request). Must run after the privilege drop, which
 /// clears the setting.

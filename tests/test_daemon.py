@@ -16,8 +16,10 @@ from __future__ import annotations
 import grp
 import hashlib
 import os
+import pathlib
 import pwd
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -707,6 +709,59 @@ def test_response_flush_delay_holds_closely_following_blocks(apache_factory):
     assert first_second("/a/gaps") == b"", "b'a' was flushed before the delay"
     r = srv.get("/a/gaps", timeout=15)
     assert ok(r) and r.body == b"abc", r
+
+
+def _python_jail(root) -> str:
+    """A chroot jail holding this Python's standard library at its own path (/usr/lib/pythonX.Y,
+    tests and tools left out), so a daemon can start Python inside it."""
+    import sysconfig
+    jail = root / "jail"
+    stdlib = sysconfig.get_paths()["stdlib"]
+    skip = shutil.ignore_patterns("test", "tests", "idlelib", "tkinter", "turtledemo",
+                                  "ensurepip", "lib2to3", "__pycache__", "dist-packages",
+                                  "site-packages")
+    shutil.copytree(stdlib, str(jail) + stdlib, ignore=skip, symlinks=True)
+    return str(jail)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
+def test_chroot_runs_the_daemon_inside_its_jail(apache_factory):
+    """chroot=: the daemon processes run confined to the jail (the script and Python's
+    standard library are found inside it); a jail without Python fails the daemon's start
+    with RW0004 naming the jail, and its requests get 503, while other groups serve."""
+    srv = apache_factory(mode="daemon")
+    jail = _python_jail(srv.root)
+    empty = srv.root / "empty-jail"
+    empty.mkdir()
+    script = srv.write_file("apps/jailed.wsgi", """\
+import json, os
+def application(environ, start_response):
+    body = json.dumps({"root_entries": sorted(os.listdir("/")), "cwd": os.getcwd(),
+                       "uid": os.getuid()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+""")
+    # The httpd child checks the script on the host; the daemon loads it inside the jail.
+    inside = pathlib.Path(jail + str(script))
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(script, inside)
+    srv.start(f"WSGIDaemonProcess jailed processes=1 threads=2 chroot={jail}\n"
+              f"WSGIDaemonProcess nopython processes=1 threads=2 chroot={empty} "
+              "connect-timeout=2\n"
+              + srv.mount("/j", script, process_group="jailed")
+              + srv.mount("/n", script, process_group="nopython")
+              + srv.mount("/ok", script))
+    srv.allow_log(r"RW0013|RW0014|RW0016|RW0004|Fatal Python error|encodings|"
+                  r"Python runtime state|Current thread|sys.path|  |^$|Traceback|"
+                  r"ModuleNotFoundError|isolated|executable|prefix|Failed|import")
+    r = get_ok(srv, "/j/x", timeout=20)
+    got = r.json()
+    assert got["root_entries"] == ["tmp", "usr"], got  # the jail's own root
+    assert got["uid"] != 0
+    assert ok(srv.get("/ok/x"))
+    assert srv.get("/n/x", timeout=30).status == 503
+    assert srv.wait_for_log(r"RW0004: daemon group 'nopython': cannot initialise Python: .* "
+                            r"The process runs in chroot=.*empty-jail: the jail must hold Python")
 
 
 def test_queue_timeout_answers_504(apache_factory):

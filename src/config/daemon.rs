@@ -31,7 +31,7 @@ pub const OPTIONS: &[(&str, OptionSupport)] = &[
     ("processes", Implemented),
     ("threads", Implemented),
     ("umask", Implemented),
-    ("chroot", NotYet),
+    ("chroot", Implemented),
     ("home", Implemented),
     ("lang", Implemented),
     ("locale", Implemented),
@@ -812,7 +812,7 @@ mod tests {
             .filter(|(_, s)| *s == NotYet)
             .map(|(n, _)| *n)
             .collect();
-        assert_eq!(not_yet, ["chroot", "server-metrics"]);
+        assert_eq!(not_yet, ["server-metrics"]);
     }
 
     #[test]
@@ -1191,10 +1191,7 @@ mod tests {
 
     #[test]
     fn not_yet_options() {
-        for (line, opt) in [
-            ("site chroot=/jail", "chroot"),
-            ("site server-metrics=On", "server-metrics"),
-        ] {
+        for (line, opt) in [("site server-metrics=On", "server-metrics")] {
             let e = err(line);
             assert_eq!(e.code, Code::NotSupported, "{line}");
             assert_eq!(
@@ -1221,6 +1218,10 @@ mod tests {
         );
         // Value errors win over "not supported yet", wherever they are.
         bad_value("site chroot=/jail threads=x");
+        assert_eq!(
+            p("site chroot=/jail").unwrap().chroot.as_deref(),
+            Some("/jail")
+        );
         bad_value("site chroot=relative");
         bad_value("site script-group=");
         bad_value("site interrupt-timeout=-1");

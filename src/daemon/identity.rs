@@ -97,6 +97,24 @@ pub(super) fn assume(spec: &DaemonSpec, httpd_uid: u32, httpd_gid: u32, log: &Lo
                 ),
             );
         }
+        // chroot=: every name is resolved (and the group list read) before the jail hides
+        // /etc; the privileges are dropped inside it.
+        let supplementary = match (&spec.chroot, supplementary) {
+            (Some(_), None) => Some(sys::groups_of(&user.name, gid)),
+            (_, s) => s,
+        };
+        if let Some(dir) = &spec.chroot
+            && let Err(e) = sys::chroot(dir)
+        {
+            fatal(
+                log,
+                &format!(
+                    "{}: daemon group '{name}': chroot={dir}: {e}; the application is not \
+                     started",
+                    Code::DaemonStart.as_str()
+                ),
+            );
+        }
         if let Err(e) = sys::drop_privileges(user.uid, gid, supplementary.as_deref(), &user.name) {
             fatal(
                 log,
@@ -110,6 +128,14 @@ pub(super) fn assume(spec: &DaemonSpec, httpd_uid: u32, httpd_gid: u32, log: &Lo
             );
         }
         spec.home.clone().unwrap_or(user.home)
+    } else if let Some(dir) = &spec.chroot {
+        fatal(
+            log,
+            &format!(
+                "{}: daemon group '{name}': chroot={dir} needs httpd to be started as root",
+                Code::DaemonStart.as_str()
+            ),
+        )
     } else {
         spec.home.clone().unwrap_or_else(|| "/".into())
     }

@@ -35,10 +35,18 @@ pub(super) fn start(
     }
     g.restrict_embedded = false;
     if let Err(e) = init_python(&g) {
+        let fix = match &spec.chroot {
+            Some(jail) => format!(
+                "The process runs in chroot={jail}: the jail must hold Python {}'s standard \
+                 library at the path it has outside (python-home= names it inside the jail)",
+                crate::python::BUILD_VERSION
+            ),
+            None => "Check python-home".to_string(),
+        };
         fatal(
             log,
             &format!(
-                "{}: daemon group '{name}': cannot initialise Python: {e}. Check python-home",
+                "{}: daemon group '{name}': cannot initialise Python: {e}. {fix}",
                 Code::PythonInit.as_str()
             ),
         );
