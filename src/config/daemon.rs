@@ -164,7 +164,8 @@ pub struct DaemonSpec {
     pub restart_interval: Duration,
     /// Recycle a process after this long without activity.
     pub inactivity_timeout: Duration,
-    /// Per-thread fail-safe, fires at `request_timeout * (1 + ln(threads))`.
+    /// Per-thread fail-safe for WSGI requests, which fires at
+    /// [`DaemonSpec::wsgi_request_timeout`]; an ASGI request is cancelled at this value.
     pub request_timeout: Duration,
     /// Grace given to a `RequestTimeout` injected into a stuck thread before escalating.
     pub interrupt_timeout: Duration,
@@ -227,6 +228,14 @@ pub struct DaemonSpec {
 }
 
 impl DaemonSpec {
+    /// How long one WSGI request may run before request-timeout acts: mod_wsgi 6's
+    /// `request-timeout × (1 + ln(threads))`, so a process with more threads tolerates a
+    /// longer request before it is interrupted or recycled.
+    pub fn wsgi_request_timeout(&self) -> Duration {
+        let threads = f64::from(self.threads.max(1));
+        self.request_timeout.mul_f64(1.0 + threads.ln())
+    }
+
     /// A group with every option at mod_wsgi's default.
     pub fn new(name: impl Into<String>) -> Self {
         DaemonSpec {
@@ -1187,6 +1196,16 @@ mod tests {
         }
         assert_eq!(p("g umask=022").unwrap().umask, Some(0o22));
         assert_eq!(p("g umask=0002").unwrap().umask, Some(0o2));
+    }
+
+    #[test]
+    fn request_timeout_scales_with_threads_as_mod_wsgi_6() {
+        let s = p("site threads=1 request-timeout=10").unwrap();
+        assert_eq!(s.wsgi_request_timeout(), Duration::from_secs(10));
+        let s = p("site threads=15 request-timeout=60").unwrap();
+        let t = s.wsgi_request_timeout().as_secs_f64();
+        assert!((t - 60.0 * (1.0 + 15f64.ln())).abs() < 0.001, "{t}");
+        assert!(p("site").unwrap().wsgi_request_timeout().is_zero());
     }
 
     #[test]

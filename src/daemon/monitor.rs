@@ -60,6 +60,17 @@ pub(super) fn start(state: &Arc<State>, spec: &DaemonSpec, log: &LogFn) {
     }
 }
 
+/// The WSGI request limit as a log line says it: `2.4 s (request-timeout=1 x (1 + ln 4
+/// threads))`.
+fn timeout_text(spec: &DaemonSpec) -> String {
+    format!(
+        "{:.1} s (request-timeout={} x (1 + ln {} threads))",
+        spec.wsgi_request_timeout().as_secs_f64(),
+        spec.request_timeout.as_secs_f64(),
+        spec.threads.max(1)
+    )
+}
+
 /// interrupt-timeout: raises `mod_wsgi.RequestTimeout` in worker `i`'s thread, from a thread
 /// of its own (the worker may hold the GIL for a long while; the monitor keeps counting and
 /// restarts the process if the request has not ended within interrupt-timeout).
@@ -69,12 +80,12 @@ fn interrupt(state: &State, i: usize, spec: &DaemonSpec, log: &LogFn) {
     log(
         Level::Warning,
         &format!(
-            "{}: daemon group '{}': worker {i} has been running one request for more than {} s \
-             (request-timeout): raising mod_wsgi.RequestTimeout in it; the process restarts if \
-             the request has not ended within interrupt-timeout ({} s)",
+            "{}: daemon group '{}': worker {i} has been running one request for more than {}: \
+             raising mod_wsgi.RequestTimeout in it; the process restarts if the request has not \
+             ended within interrupt-timeout ({} s)",
             Code::AsgiTimeout.as_str(),
             spec.name,
-            spec.request_timeout.as_secs_f32(),
+            timeout_text(spec),
             spec.interrupt_timeout.as_secs_f32()
         ),
     );
@@ -125,9 +136,10 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
             state.restart("inactivity-timeout reached".into(), Duration::ZERO);
         }
         if !spec.request_timeout.is_zero() {
+            let limit = spec.wsgi_request_timeout();
             for (i, t) in state.busy_since.iter().enumerate() {
                 let since = t.load(Ordering::SeqCst);
-                if since == 0 || now.saturating_sub(since - 1) < ms(spec.request_timeout) {
+                if since == 0 || now.saturating_sub(since - 1) < ms(limit) {
                     continue;
                 }
                 let interrupted = state.interrupted_at[i].load(Ordering::SeqCst);
@@ -135,8 +147,8 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
                     state.restart(
                         format!(
                             "request-timeout: worker {i} has been running one request for more \
-                             than {} s",
-                            spec.request_timeout.as_secs_f32()
+                             than {}",
+                            timeout_text(spec)
                         ),
                         spec.graceful_timeout,
                     );
