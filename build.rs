@@ -119,7 +119,8 @@ fn main() {
             "module|command_rec|cmd_parms|request_rec|server_rec|conn_rec|process_rec|\
              apr_table_entry_t|apr_array_header_t|apr_finfo_t|ap_filter_t|ap_filter_rec_t|\
              core_dir_config|apr_sockaddr_t|apr_bucket_brigade|apr_file_t|ap_regex_t|ap_regmatch_t|\
-             apr_proc_t|unixd_config_rec|authn_provider|authz_provider|authn_status|authz_status",
+             apr_proc_t|unixd_config_rec|authn_provider|authz_provider|authn_status|authz_status|\
+             worker_score|process_score|global_score",
         )
         .allowlist_function(
             "ap_hook_(handler|child_init|post_config|translate_name|pre_config|check_config|test_config)|\
@@ -137,7 +138,8 @@ fn main() {
              apr_time_now|apr_pool_userdata_(get|set)|apr_dynamic_fn_retrieve|\
              apr_proc_fork|apr_proc_other_child_(register|unregister)|ap_close_listeners|\
              ap_runtime_dir_relative|ap_register_auth_provider|ap_hook_check_access|\
-             ap_get_remote_host|ap_get_conn_socket|apr_socket_timeout_(get|set)",
+             ap_get_remote_host|ap_get_conn_socket|apr_socket_timeout_(get|set)|\
+             ap_exists_scoreboard_image|ap_get_scoreboard_(global|process|worker_from_indexes)",
         )
         .allowlist_var(
             "MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|APLOG_.*|AP_MPMQ_.*|AP_SQ_.*|\

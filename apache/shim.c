@@ -6,6 +6,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "util_filter.h"
+#include "scoreboard.h"
 #include "apr_buckets.h"
 #include "apr_portable.h"
 #include <stdint.h>
@@ -199,3 +200,6 @@ apr_size_t rwsgi_shim_sizeof_conn_rec(void) { return sizeof(conn_rec); }
 apr_size_t rwsgi_shim_sizeof_sockaddr(void) { return sizeof(apr_sockaddr_t); }
 apr_size_t rwsgi_shim_sizeof_finfo(void) { return sizeof(apr_finfo_t); }
 apr_size_t rwsgi_shim_sizeof_table_entry(void) { return sizeof(apr_table_entry_t); }
+apr_size_t rwsgi_shim_sizeof_worker_score(void) { return sizeof(worker_score); }
+apr_size_t rwsgi_shim_sizeof_process_score(void) { return sizeof(process_score); }
+apr_size_t rwsgi_shim_sizeof_global_score(void) { return sizeof(global_score); }

@@ -8,6 +8,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "mod_auth.h"
+#include "scoreboard.h"
 #include "ap_mpm.h"
 #include "ap_mmn.h"
 #include "util_filter.h"

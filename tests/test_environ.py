@@ -303,3 +303,42 @@ def application(environ, start_response):
     else:
         assert on == {"type": "NoneType"}, on
     assert srv.get("/off").json() == {"type": "NoneType"}
+
+
+def test_server_metrics(apache_factory, mode):
+    """WSGIServerMetrics On (embedded) / server-metrics=On (a daemon group):
+    mod_wsgi.server_metrics() returns httpd's scoreboard as mod_wsgi does, where the request
+    being served shows as a worker writing ('W') its request line; otherwise None. As in
+    mod_wsgi, a daemon process forked at the server's first start has no scoreboard (httpd
+    creates it after the configuration is read); after a graceful restart it has."""
+    srv = apache_factory()
+    script = srv.write_file("apps/metrics.wsgi", """\
+import json, mod_wsgi, os
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"pid": os.getpid(), "metrics": mod_wsgi.server_metrics()}).encode()]
+""")
+    if mode == "embedded":
+        conf = "WSGIServerMetrics On\n" + srv.mount("/m", script) + srv.mount("/off", script)
+        conf += "<Location /off>\nWSGIApplicationGroup %{GLOBAL}\n</Location>\n"
+    else:
+        conf = ("WSGIDaemonProcess metered processes=1 threads=2 server-metrics=On\n"
+                + srv.mount("/m", script, process_group="metered")
+                + srv.mount("/off", script))
+    srv.start("ExtendedStatus On\n" + conf)
+    if mode == "daemon":
+        srv.graceful()
+    got = srv.get("/m/x?probe=1").json()["metrics"]
+    assert got is not None
+    assert got["server_limit"] >= 1 and got["thread_limit"] >= 1, got
+    assert got["running_time"] >= 0 and got["current_time"] >= got["restart_time"], got
+    assert len(got["processes"]) == got["server_limit"], got
+    workers = [w for p in got["processes"] for w in p["workers"]]
+    assert any(w["status"] == "W" and w["request"].startswith("GET /m/x?probe=1")
+               for w in workers), [(w["status"], w["request"]) for w in workers]
+    assert all(set(w) >= {"thread_num", "access_count", "bytes_served", "client", "vhost"}
+               for w in workers)
+    if mode == "daemon":
+        # The harness's own group has no server-metrics=.
+        assert srv.get("/off/x").json()["metrics"] is None

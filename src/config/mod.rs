@@ -130,7 +130,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d(c"WSGIAuthGroupScript", AuthCfg, Implemented, c"WSGIAuthGroupScript <file> [application-group=A]"),
     d(c"WSGIGroupAuthoritative", AuthCfg, Implemented, c"WSGIGroupAuthoritative On|Off"),
     d(c"WSGIHandlerScript", ServerDir, Implemented, c"WSGIHandlerScript <handler-name> <file> [process-group=G] [application-group=A] [pass-authorization=On|Off]"),
-    d(c"WSGIServerMetrics", Server, OnlyOff, c"WSGIServerMetrics Off"),
+    d(c"WSGIServerMetrics", Server, Implemented, c"WSGIServerMetrics On|Off"),
     d(c"WSGITelemetryService", Server, Implemented, c"WSGITelemetryService unix:<path> [interval=N]"),
     d(c"WSGISlowRequests", Server, Implemented, c"WSGISlowRequests <seconds>"),
     d(c"WSGITelemetryOptions", Server, Implemented, c"WSGITelemetryOptions [+|-]CaptureUserAgent|None|All ..."),
@@ -226,6 +226,9 @@ pub struct GlobalConfig {
     pub import_scripts: Vec<ImportScript>,
     /// Notices to log once at start (deprecated directives used).
     pub notices: Vec<String>,
+    /// `WSGIServerMetrics` (embedded mode; a daemon group's `server-metrics=`):
+    /// `mod_wsgi.server_metrics()` returns the scoreboard.
+    pub server_metrics: bool,
     /// `WSGISlowRequests`: requests that take longer are logged (`RW0026`).
     pub slow_requests: Option<std::time::Duration>,
     /// `WSGIDaemonProcess` groups, in configuration order.
@@ -276,6 +279,7 @@ impl Default for GlobalConfig {
             import_scripts: Vec::new(),
             notices: Vec::new(),
             slow_requests: None,
+            server_metrics: false,
             daemons: Vec::new(),
             socket_prefix: None,
             process_group_refs: Vec::new(),
@@ -756,6 +760,7 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             }
         }
         "WSGIDestroyInterpreter" => g.destroy_interpreter = flag(spec, &words)?,
+        "WSGIServerMetrics" => g.server_metrics = flag(spec, &words)?,
         "WSGIAcceptMutex" => {
             let v = one(spec, &words)?;
             const MECHANISMS: [&str; 6] = [
@@ -1372,13 +1377,10 @@ mod tests {
     }
 
     #[test]
-    fn not_supported_and_only_off() {
+    fn flags_deprecated_and_daemons() {
         let mut c = cfg();
-        let e = run(&mut c, "WSGIServerMetrics", "On").unwrap_err();
-        assert_eq!(e.code, Code::NotSupported);
-        assert!(e.msg.starts_with(
-            "WSGIServerMetrics On is not supported yet by mod_rwsgi; use WSGIServerMetrics Off or remove it"
-        ));
+        run(&mut c, "WSGIServerMetrics", "On").unwrap();
+        assert!(c.global.server_metrics);
         run(&mut c, "WSGIDaemonProcess", "site threads=5").unwrap();
         let e = run(&mut c, "WSGIDaemonProcess", "site").unwrap_err();
         assert!(e.msg.contains("defined twice"), "{e}");

@@ -34,6 +34,8 @@ pub(super) fn start(
         g.switch_interval = spec.switch_interval;
     }
     g.restrict_embedded = false;
+    // mod_wsgi.server_metrics(): the group's server-metrics=, not WSGIServerMetrics.
+    g.server_metrics = spec.server_metrics;
     if let Err(e) = init_python(&g) {
         let fix = match &spec.chroot {
             Some(jail) => format!(

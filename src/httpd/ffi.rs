@@ -73,4 +73,7 @@ unsafe extern "C" {
     pub fn rwsgi_shim_sizeof_sockaddr() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_finfo() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_table_entry() -> apr_size_t;
+    pub fn rwsgi_shim_sizeof_worker_score() -> apr_size_t;
+    pub fn rwsgi_shim_sizeof_process_score() -> apr_size_t;
+    pub fn rwsgi_shim_sizeof_global_score() -> apr_size_t;
 }

@@ -474,6 +474,21 @@ fn layout_mismatch() -> Option<String> {
                 rwsgi_shim_sizeof_table_entry(),
                 size_of::<apr_table_entry_t>(),
             ),
+            (
+                "worker_score",
+                rwsgi_shim_sizeof_worker_score(),
+                size_of::<worker_score>(),
+            ),
+            (
+                "process_score",
+                rwsgi_shim_sizeof_process_score(),
+                size_of::<process_score>(),
+            ),
+            (
+                "global_score",
+                rwsgi_shim_sizeof_global_score(),
+                size_of::<global_score>(),
+            ),
         ]
     };
     let wrong: Vec<String> = c_sizes

@@ -377,6 +377,7 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         m.setattr("threads_per_process", setup.info.threads_per_process)?;
         // One class per interpreter, under both module names.
         m.setattr("RequestTimeout", boot.getattr("RequestTimeout")?)?;
+        m.setattr("server_metrics", wrap_pyfunction!(server_metrics, &m)?)?;
         if main {
             m.setattr("FileWrapper", py.get_type::<FileWrapper>())?;
             m.setattr("Input", py.get_type::<Input>())?;
@@ -674,6 +675,53 @@ pub fn load_app<'py>(
             None
         }
     }
+}
+
+/// `mod_wsgi.server_metrics()`: httpd's scoreboard as mod_wsgi returns it (the server's limits
+/// and times, each child process and its workers' mod_status letter, counts, client, request
+/// and virtual host) under `WSGIServerMetrics On` (a daemon group's `server-metrics=On`);
+/// `None` otherwise.
+#[pyfunction]
+fn server_metrics(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let on = PROCESS.get().is_some_and(|s| s.g.server_metrics);
+    let Some(sb) = on.then(crate::httpd::scoreboard::snapshot).flatten() else {
+        return Ok(py.None());
+    };
+    let d = PyDict::new(py);
+    d.set_item("server_limit", sb.server_limit)?;
+    d.set_item("thread_limit", sb.thread_limit)?;
+    d.set_item("running_generation", sb.running_generation)?;
+    d.set_item("restart_time", sb.restart_time)?;
+    d.set_item("current_time", sb.current_time)?;
+    d.set_item("running_time", sb.running_time)?;
+    let processes = pyo3::types::PyList::empty(py);
+    for p in &sb.processes {
+        let pd = PyDict::new(py);
+        pd.set_item("process_num", p.process_num)?;
+        pd.set_item("pid", p.pid)?;
+        pd.set_item("generation", p.generation)?;
+        pd.set_item("quiescing", p.quiescing)?;
+        let workers = pyo3::types::PyList::empty(py);
+        for w in &p.workers {
+            let wd = PyDict::new(py);
+            wd.set_item("thread_num", w.thread_num)?;
+            wd.set_item("generation", w.generation)?;
+            wd.set_item("status", w.status.to_string())?;
+            wd.set_item("access_count", w.access_count)?;
+            wd.set_item("bytes_served", w.bytes_served)?;
+            wd.set_item("start_time", w.start_time)?;
+            wd.set_item("stop_time", w.stop_time)?;
+            wd.set_item("last_used", w.last_used)?;
+            wd.set_item("client", &w.client)?;
+            wd.set_item("request", &w.request)?;
+            wd.set_item("vhost", &w.vhost)?;
+            workers.append(wd)?;
+        }
+        pd.set_item("workers", workers)?;
+        processes.append(pd)?;
+    }
+    d.set_item("processes", processes)?;
+    Ok(d.into_any().unbind())
 }
 
 /// The calling thread's Python thread id (`threading.get_ident()`).
