@@ -61,8 +61,8 @@ pub enum Code {
     AsgiTimeout,
     /// An ASGI event loop has not run for seconds (a blocking call in a coroutine).
     AsgiLoopBlocked,
-    /// An auth or access script cannot answer: none configured where its provider is used,
-    /// Python not running in the httpd child, a missing function or a wrong return type.
+    /// An auth, access or dispatch script cannot answer: none configured where its provider
+    /// is used, Python not running in the httpd child, or a wrong return type.
     AuthScript,
     /// A request took longer than `WSGISlowRequests`.
     SlowRequest,

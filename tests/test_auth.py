@@ -192,3 +192,24 @@ def test_access_script(asrv):
     assert asrv.wait_for_log(r"RW0025: allow_access\(\) of WSGIAccessScript .* must return "
                              r"True, False or None, not str")
     assert curl(asrv, "/app/access?ok")[0] == 200
+
+
+@pytest.mark.embedded_only  # about httpd's own files: the application's mode plays no part
+def test_htaccess_protects_static_files(apache_factory):
+    """The auth directives work from .htaccess (AllowOverride AuthConfig) and protect any
+    URL, here a static file Apache serves itself."""
+    srv = apache_factory(modules=["auth_basic", "authz_user"])
+    auth = srv.app("auth_scripts.wsgi")
+    srv.write_file("htdocs/private/page.txt", "private page\n")
+    srv.write_file("htdocs/private/.htaccess",
+                   f"AuthType Basic\nAuthName \"rwsgi htaccess\"\nAuthBasicProvider wsgi\n"
+                   f"WSGIAuthUserScript {auth}\nRequire valid-user\n")
+    srv.start(f"<Directory {srv.root}/htdocs/private>\n    AllowOverride AuthConfig\n"
+              "</Directory>\n")
+    srv.allow_log(r"AUTH-SAW|AH01617|AH01618")
+    assert curl(srv, "/private/page.txt")[0] == 401
+    out = subprocess.run(["curl", "-s", "-u", "alice:secret", "--max-time", "20",
+                          f"http://127.0.0.1:{srv.port}/private/page.txt"],
+                         capture_output=True, timeout=60)
+    assert out.stdout == b"private page\n", out
+    assert curl(srv, "/private/page.txt", "-u", "alice:nope")[0] == 401

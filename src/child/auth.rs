@@ -9,10 +9,10 @@
 use std::ffi::c_int;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyString};
+use pyo3::types::{PyBool, PyString};
 
 use super::handler::with_facts;
-use super::hook_script::{self, Script};
+use super::hook_script::{self, Script, latin1_answer, type_name};
 use super::settings::settings;
 use crate::config::{DirConfig, HookScript};
 use crate::error::Code;
@@ -134,13 +134,6 @@ fn call<R>(
     )
 }
 
-fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// `check_password(environ, user, password)`: True, False, None (no such user) or the user
 /// name to use (a `str`, which becomes `REMOTE_USER`).
 pub fn check_password(req: Request, user: &[u8], password: &[u8]) -> Authn {
@@ -176,17 +169,8 @@ pub fn get_realm_hash(req: Request, user: &[u8], realm: &[u8]) -> Authn {
         if v.is_none() {
             return Ok(None);
         }
-        if let Ok(b) = v.cast::<PyBytes>() {
-            return Ok(Some(b.as_bytes().to_vec()));
-        }
-        if let Ok(s) = v.cast::<PyString>() {
-            let text = s.to_cow().map_err(|e| format!("returned a bad str: {e}"))?;
-            return text
-                .chars()
-                .map(|c| u8::try_from(u32::from(c)).ok())
-                .collect::<Option<Vec<u8>>>()
-                .map(Some)
-                .ok_or_else(|| "returned a str with characters outside latin-1".to_string());
+        if let Some(hash) = latin1_answer(v)? {
+            return Ok(Some(hash));
         }
         Err(format!(
             "must return None or the hash as bytes or str, not {}",
@@ -218,22 +202,14 @@ pub fn check_groups(req: Request, require_line: &[u8]) -> Authz {
         })?;
         for item in iter {
             let item = item.map_err(|e| format!("raised while iterated: {e}"))?;
-            if let Ok(b) = item.cast::<PyBytes>() {
-                out.push(b.as_bytes().to_vec());
-            } else if let Ok(s) = item.cast::<PyString>() {
-                out.push(
-                    s.to_cow()
-                        .map_err(|e| format!("returned a bad str: {e}"))?
-                        .chars()
-                        .map(|c| u8::try_from(u32::from(c)).ok())
-                        .collect::<Option<Vec<u8>>>()
-                        .ok_or("returned a group name with characters outside latin-1")?,
-                );
-            } else {
-                return Err(format!(
-                    "must return group names as str or bytes, not {}",
-                    type_name(&item)
-                ));
+            match latin1_answer(&item)? {
+                Some(name) => out.push(name),
+                None => {
+                    return Err(format!(
+                        "must return group names as str or bytes, not {}",
+                        type_name(&item)
+                    ));
+                }
             }
         }
         Ok(out)

@@ -6,10 +6,9 @@
 use std::ffi::c_int;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
 
 use super::handler::with_facts;
-use super::hook_script::{self, Script};
+use super::hook_script::{self, Script, latin1_answer, type_name};
 use super::settings::RequestSettings;
 use crate::config::{DirConfig, GlobalConfig, HookScript};
 use crate::httpd::ffi::HTTP_INTERNAL_SERVER_ERROR;
@@ -20,23 +19,10 @@ const FUNCTIONS: [&str; 3] = ["process_group", "application_group", "callable_ob
 
 /// A function's answer as text: `str` (latin-1) or `bytes`, as mod_wsgi takes them.
 fn text(v: &Bound<'_, PyAny>) -> Result<String, String> {
-    if let Ok(b) = v.cast::<PyBytes>() {
-        return Ok(b.as_bytes().iter().map(|&c| char::from(c)).collect());
+    match latin1_answer(v)? {
+        Some(b) => Ok(b.iter().map(|&c| char::from(c)).collect()),
+        None => Err(format!("must return None or a str, not {}", type_name(v))),
     }
-    if let Ok(s) = v.cast::<PyString>() {
-        let t = s.to_cow().map_err(|e| format!("returned a bad str: {e}"))?;
-        if t.chars().any(|c| u32::from(c) > 0xff) {
-            return Err("returned a str with characters outside latin-1".into());
-        }
-        return Ok(t.into_owned());
-    }
-    Err(format!(
-        "must return None or a str, not {}",
-        v.get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| "?".into())
-    ))
 }
 
 /// Runs the dispatch script and applies its answers to `set` (expanded as the directives'

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::settings::RequestSettings;
 use crate::config::{DirConfig, GlobalConfig};
@@ -95,6 +95,33 @@ impl<'py> Loaded<'py, '_> {
         );
         Failed
     }
+}
+
+/// A script's answer that must be text: `bytes`, or a `str` of latin-1 characters (as mod_wsgi
+/// takes user names, hashes, group names), as bytes; `Ok(None)` when it is neither. `Err` says
+/// what is wrong with a `str`.
+pub fn latin1_answer(v: &Bound<'_, PyAny>) -> Result<Option<Vec<u8>>, String> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(Some(b.as_bytes().to_vec()));
+    }
+    let Ok(s) = v.cast::<PyString>() else {
+        return Ok(None);
+    };
+    s.to_cow()
+        .map_err(|e| format!("returned a bad str: {e}"))?
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .map(Some)
+        .ok_or_else(|| "returned a str with characters outside latin-1".to_string())
+}
+
+/// The type name of a script's answer, for the line saying it is wrong.
+pub fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Loads `script` in its group's interpreter and hands it to `f` with an environ built from
