@@ -11,9 +11,8 @@ use std::ffi::c_int;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyString};
 
-use super::handler::with_facts;
 use super::hook_script::{self, Script, latin1_answer, type_name};
-use super::settings::settings;
+use super::settings::{settings, with_facts};
 use crate::config::{DirConfig, HookScript};
 use crate::error::Code;
 use crate::httpd::base::global;

@@ -7,9 +7,8 @@ use std::ffi::c_int;
 
 use pyo3::prelude::*;
 
-use super::handler::with_facts;
 use super::hook_script::{self, Script, latin1_answer, type_name};
-use super::settings::RequestSettings;
+use super::settings::{RequestSettings, with_facts};
 use crate::config::{DirConfig, GlobalConfig, HookScript};
 use crate::httpd::ffi::HTTP_INTERNAL_SERVER_ERROR;
 use crate::httpd::request::Request;

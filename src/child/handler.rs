@@ -6,9 +6,9 @@
 use std::ffi::c_int;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::settings::{refuse, settings};
+use super::settings::{refuse, settings, with_facts};
 use super::translate::{ALIASED_NOTE, HANDLER};
-use crate::config::{DirConfig, GlobalConfig, HandlerScript};
+use crate::config::{DirConfig, HandlerScript};
 use crate::error::Code;
 use crate::httpd::base::global;
 use crate::httpd::ffi::{DECLINED, OK};
@@ -16,7 +16,7 @@ use crate::httpd::request::{FileType, Request};
 use crate::python;
 use crate::request::admission::{self, Admission, Facts, Target};
 use crate::wsgi::adapter::Level;
-use crate::wsgi::environ::{self, GroupFacts};
+use crate::wsgi::environ;
 
 /// The handler hook: `wsgi-script`, or a `WSGIHandlerScript`'s name; DECLINED for any other.
 pub fn handler(req: Request) -> c_int {
@@ -31,41 +31,6 @@ pub fn handler(req: Request) -> c_int {
         },
         None => DECLINED,
     }
-}
-
-/// Calls `f` with what `%{...}` expansions need to know about the request, and its
-/// SCRIPT_NAME and PATH_INFO as mod_wsgi splits them.
-pub(super) fn with_facts<R>(
-    req: Request,
-    g: &GlobalConfig,
-    f: impl FnOnce(&GroupFacts<'_>, Vec<u8>, Vec<u8>) -> R,
-) -> R {
-    let uri = req.uri().unwrap_or(b"");
-    let (script_name, path_info) = environ::script_name_and_path_info(uri, req.path_info());
-    let server_hostname = String::from_utf8_lossy(req.server_hostname().unwrap_or(b""));
-    let hostname = req.hostname().map(String::from_utf8_lossy);
-    // mod_wsgi names %{RESOURCE} groups by the lower-cased SCRIPT_NAME when case-insensitive.
-    let group_script_name = if g.case_sensitive {
-        script_name.clone()
-    } else {
-        script_name.to_ascii_lowercase()
-    };
-    let (notes, subprocess_env) = (req.notes(), req.subprocess_env());
-    let env_lookup = |k: &str| -> Option<String> {
-        notes
-            .get_str(k)
-            .or_else(|| subprocess_env.get_str(k))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .or_else(|| std::env::var(k).ok())
-    };
-    let facts = GroupFacts {
-        server_hostname: &server_hostname,
-        server_port: req.server_port(),
-        hostname: hostname.as_deref(),
-        script_name: &group_script_name,
-        env: &env_lookup,
-    };
-    f(&facts, script_name, path_info)
 }
 
 /// Serves a `wsgi-script` request, or (`handler_script`) a `WSGIHandlerScript`'s: its

@@ -1,5 +1,6 @@
 //! The settings that apply to one request (the alias options over the directory's, `%{...}`
-//! expanded, and whether its application group runs in the main interpreter) and the refusal
+//! expanded, and whether its application group runs in the main interpreter), the facts those
+//! expansions read (`with_facts`, shared with the auth and dispatch scripts) and the refusal
 //! helper the request path shares. Runs in the httpd child.
 #![forbid(unsafe_code)]
 
@@ -94,6 +95,41 @@ pub fn settings(
         handler_script: None,
         pass_apache_request: d.pass_apache_request.unwrap_or(false),
     }
+}
+
+/// Calls `f` with what `%{...}` expansions need to know about the request, and its
+/// SCRIPT_NAME and PATH_INFO as mod_wsgi splits them.
+pub fn with_facts<R>(
+    req: Request,
+    g: &GlobalConfig,
+    f: impl FnOnce(&GroupFacts<'_>, Vec<u8>, Vec<u8>) -> R,
+) -> R {
+    let uri = req.uri().unwrap_or(b"");
+    let (script_name, path_info) = environ::script_name_and_path_info(uri, req.path_info());
+    let server_hostname = String::from_utf8_lossy(req.server_hostname().unwrap_or(b""));
+    let hostname = req.hostname().map(String::from_utf8_lossy);
+    // mod_wsgi names %{RESOURCE} groups by the lower-cased SCRIPT_NAME when case-insensitive.
+    let group_script_name = if g.case_sensitive {
+        script_name.clone()
+    } else {
+        script_name.to_ascii_lowercase()
+    };
+    let (notes, subprocess_env) = (req.notes(), req.subprocess_env());
+    let env_lookup = |k: &str| -> Option<String> {
+        notes
+            .get_str(k)
+            .or_else(|| subprocess_env.get_str(k))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .or_else(|| std::env::var(k).ok())
+    };
+    let facts = GroupFacts {
+        server_hostname: &server_hostname,
+        server_port: req.server_port(),
+        hostname: hostname.as_deref(),
+        script_name: &group_script_name,
+        env: &env_lookup,
+    };
+    f(&facts, script_name, path_info)
 }
 
 /// Logs why a request is refused and returns the status to answer.
