@@ -777,10 +777,9 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
             if !v.eq_ignore_ascii_case("default") {
                 notice(
                     g,
-                    format!(
-                        "WSGIAcceptMutex {v}: mod_rwsgi's daemon processes take connections from one \
-                         queue without an accept mutex; the directive has no effect"
-                    ),
+                    "WSGIAcceptMutex: mod_rwsgi's daemon processes take connections from one \
+                     queue without an accept mutex; the directive has no effect"
+                        .to_string(),
                 );
             }
         }
