@@ -94,7 +94,9 @@ fn handle(req: Request, handler_script: Option<&HandlerScript>) -> c_int {
     });
     let mtime = match handler_script {
         None => req.file_mtime(),
-        Some(h) => crate::sys::mtime_us(&h.path).unwrap_or(0),
+        // Only reloading reads it: no stat per request without it.
+        Some(h) if set.script_reloading => crate::sys::mtime_us(&h.path).unwrap_or(0),
+        Some(_) => 0,
     };
     let prepare = || super::environ::prepare(req, &set, dcfg, &script_name, &path_info_v, mtime);
     let rc = match admission {

@@ -158,7 +158,11 @@ pub fn run<R>(
     } else {
         interp::Which::Group(&script.group)
     };
-    let mtime = crate::sys::mtime_us(script.path);
+    // The script's mtime matters only for reloading (a stat per request otherwise saved).
+    let mtime = set
+        .script_reloading
+        .then(|| crate::sys::mtime_us(script.path))
+        .flatten();
     let ran = interp::enter(which, |py, it| {
         let module = python::load_module(
             py,

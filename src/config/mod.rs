@@ -34,8 +34,6 @@ pub enum Context {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Support {
     Implemented,
-    /// Accepted only with the value that matches what mod_rwsgi does anyway (`Off`).
-    OnlyOff,
     /// Recognised, but `apachectl -t` fails: the feature is not implemented yet.
     NotYet,
     /// Accepted for old configurations; has no effect (as in mod_wsgi 6).
@@ -639,18 +637,6 @@ pub fn apply(spec: &Directive, raw: &str, t: Targets<'_>) -> Result<Applied, Err
                      remove it from the configuration (see the README's directive reference)"
                 ),
             ));
-        }
-        OnlyOff => {
-            return if flag(spec, &words)? {
-                Err(Error::new(
-                    Code::NotSupported,
-                    format!(
-                        "{name} On is not supported yet by mod_rwsgi; use {name} Off or remove it"
-                    ),
-                ))
-            } else {
-                Ok(Applied::Done)
-            };
         }
         Deprecated => {
             if name == "WSGILazyInitialization" && !flag(spec, &words)? {

@@ -2,7 +2,7 @@
 //! code in any process) that reads README.md and checks its "Directive reference" and
 //! "`WSGIDaemonProcess` options" tables against [`DIRECTIVES`] and [`daemon::OPTIONS`]: one row
 //! per directive and per option, the context each directive is registered with, and whether it
-//! is implemented, accepted only as `Off`, deprecated or still refused (`RW0002`).
+//! is implemented, deprecated or still refused (`RW0002`).
 #![forbid(unsafe_code)]
 
 use super::{Context, DIRECTIVES, Support, daemon};
@@ -66,8 +66,7 @@ fn status_fits(support: Support, status: &str) -> bool {
     let not_yet = s.contains("not yet");
     match support {
         Support::Implemented => !not_yet,
-        Support::NotYet => not_yet && !s.contains("`off` accepted"),
-        Support::OnlyOff => not_yet && s.contains("`off` accepted"),
+        Support::NotYet => not_yet,
         Support::Deprecated => !not_yet && s.contains("notice"),
     }
 }

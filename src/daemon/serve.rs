@@ -142,10 +142,13 @@ pub(super) fn serve(
     }
     let group = req.application_group();
     let which = Which::for_request(req.meta.main_interpreter, &group);
-    state.set_running_in(
-        crate::python::thread_ident(),
-        matches!(which, Which::Group(_)).then_some(group.as_str()),
-    );
+    // Only interrupt-timeout needs to know which interpreter the thread is in.
+    if !ctx.spec.interrupt_timeout.is_zero() {
+        state.set_running_in(
+            crate::python::thread_ident(),
+            matches!(which, Which::Group(_)).then_some(group.as_str()),
+        );
+    }
     guard::test_panic("worker");
     let mut held = Some(c);
     let ran = interp::enter(which, |py, it| {

@@ -548,9 +548,6 @@ pub fn directive(data: &[u8]) {
                     spec.support != Support::NotYet,
                     "{name} is not supported yet but was accepted"
                 );
-                if spec.support == Support::OnlyOff {
-                    assert_eq!(flag_word(raw), Some(false), "{name} {raw:?}");
-                }
                 if name == "WSGIDaemonProcess" {
                     assert_eq!(c.global.daemons.len(), before_daemons + 1);
                 }

@@ -60,12 +60,11 @@ fn secs(t: apr_time_t) -> f64 {
 
 /// Text of a fixed-size C char array in the scoreboard (latin-1, up to its NUL).
 fn text(field: &[c_char]) -> String {
-    let bytes: Vec<u8> = field
+    field
         .iter()
         .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    bytes.iter().map(|&b| char::from(b)).collect()
+        .map(|&c| char::from(c as u8))
+        .collect()
 }
 
 /// The scoreboard as it is now, or `None` when this process has none.
