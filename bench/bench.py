@@ -61,9 +61,15 @@ class Server:
     # mod_proxy_http in front of uvicorn) or "uvicorn" (uvicorn alone); `daemon` holds the
     # process count for the uvicorn ones ("workers=N").
     asgi: str | None = None
+    # rwsgi-express servers: its start-server arguments (the configuration it generates, MPM
+    # sizing included, is what is measured); the app is mounted at /app and the static files
+    # at /static.
+    express: str | None = None
 
     @property
     def mode(self) -> str:
+        if self.express is not None:
+            return "express"
         if self.asgi in ("proxy", "uvicorn", "granian"):
             return self.asgi
         if self.module is None:
@@ -92,7 +98,18 @@ SERVERS = [
     Server("uvicorn-w1", None, "workers=1", asgi="uvicorn"),
     # granian (Rust HTTP server, ASGI interface) alone: the other reference the issue names.
     Server("granian-w1", None, "workers=1", asgi="granian"),
+    # rwsgi-express's generated configuration as a new user gets it (issue 18: errors are the
+    # point here): the default MPM, event, and a static file through the same configuration.
+    Server("express-daemon-p2t10", "rwsgi", None, express="--processes 2 --threads 10"),
+    Server("express-embedded-p2t10", "rwsgi", None,
+           express="--processes 2 --threads 10 --embedded-mode"),
+    Server("express-event-daemon-p2t10", "rwsgi", None,
+           express="--processes 2 --threads 10 --server-mpm event"),
+    Server("express-static", None, None, express="--processes 2 --threads 10"),
 ]
+# The workloads the rwsgi-express servers run.
+EXPRESS_WORKLOADS = {"hello-c32", "hello-c256"}
+EXPRESS_BIN = Path(os.environ.get("RWSGI_EXPRESS", str(REPO / "target" / "release" / "rwsgi-express")))
 # The workloads the ASGI servers run (and the one only they run).
 ASGI_WORKLOADS = {"hello-c32", "hello-c256", "body64k", "echo1m", "stream64k", "ws-echo"}
 
@@ -278,6 +295,14 @@ def asgi_venv() -> Path:
     return dest
 
 
+def app_answers(port: int) -> bool:
+    """Whether a server on `port` answers the hello at /app/hello with a 200."""
+    try:
+        return harness.http_request(port, "GET", "/app/hello", timeout=2).status == 200
+    except OSError:
+        return False
+
+
 class Uvicorn:
     """uvicorn (or granian, `kind`) from asgi_venv serving the share's app_asgi.py on a port of
     its own, as www-data, `workers` processes; stopped by PID."""
@@ -301,19 +326,43 @@ class Uvicorn:
         self.proc = subprocess.Popen(cmd, user="www-data", group="www-data", extra_groups=[],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-        ok = harness.wait_for(lambda: self.proc.poll() is not None or self._answers(), 30, 0.1)
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or app_answers(self.port), 30, 0.1)
         if not ok or self.proc.poll() is not None:
             self.stop()
             raise RuntimeError(f"uvicorn did not start: {' '.join(cmd)}")
 
-    def _answers(self) -> bool:
-        try:
-            return harness.http_request(self.port, "GET", "/app/hello", timeout=2).status == 200
-        except OSError:
-            return False
 
     def stop(self):
         harness.stop_process(self.proc, timeout=20)
+
+
+class ExpressServer:
+    """rwsgi-express start-server (EXPRESS_BIN) serving the share's app.wsgi at /app and its
+    data directory at /static, in a server root of its own; stopped by PID (SIGINT, as a
+    terminal's Ctrl-C: rwsgi-express then stops Apache and everything it started)."""
+
+    def __init__(self, share: Path, server: Server, rwsgi_so: Path):
+        self.port = harness.free_port()
+        self.root = share / f"express-{server.name}"
+        cmd = [str(EXPRESS_BIN), "start-server", str(share / "app.wsgi"), "--host", "127.0.0.1",
+               "--port", str(self.port), "--server-root", str(self.root), "--module",
+               str(rwsgi_so), "--mount-point", "/app", "--url-alias", "/static",
+               str(share / "data"), *server.express.split()]
+        self.log = share / f"express-{server.name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, process_group=0)
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or app_answers(self.port), 30, 0.2)
+        if not ok or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"rwsgi-express did not start: {' '.join(cmd)}\n"
+                               f"{self.log.read_text(errors='replace')}")
+
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        harness.stop_process(self.proc, timeout=60)
 
 
 # ------------------------------------------------------------------------------ /proc readers
@@ -472,7 +521,10 @@ def cells_for(selection: list[str]) -> list[Cell]:
     out = []
     for w in WORKLOADS:
         for s in SERVERS:
-            if s.asgi is not None:
+            if s.express is not None:
+                if w.name not in EXPRESS_WORKLOADS:
+                    continue
+            elif s.asgi is not None:
                 if w.name not in ASGI_WORKLOADS:
                     continue
             elif w.name == "stream64k" or w.name in WS_WORKLOADS:
@@ -487,8 +539,22 @@ def cells_for(selection: list[str]) -> list[Cell]:
     return out
 
 
+def request_path(server: Server, w: Workload) -> str:
+    """The URL path a workload fetches from a server: the app's, or the static file's."""
+    if server.module is None and server.asgi is None:
+        return ("/static" if server.express is not None else "") + w.static_path
+    return "/app" + w.app_path
+
+
 def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: Path,
                      seconds: float, warmup: float, log) -> None:
+    if server.express is not None:
+        x = ExpressServer(share, server, rwsgi_so)
+        try:
+            run_cells(server, cells, x.port, [x.proc.pid], seconds, warmup, log)
+        finally:
+            x.stop()
+        return
     alone = server.asgi in ("uvicorn", "granian")
     upstream = (Uvicorn(share, server.daemon, server.asgi if alone else "uvicorn")
                 if server.asgi in ("proxy", "uvicorn", "granian") else None)
@@ -509,29 +575,7 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
                                                if is_daemon(p)], timeout=20)
             if not found:
                 raise RuntimeError(f"{server.name}: no daemon process appeared\n{srv.error_log()}")
-        for cell in cells:
-            w = cell.workload
-            static = server.module is None and server.asgi is None
-            path = w.static_path if static else "/app" + w.app_path
-            check_response(port, w, path)
-            run = run_ws if w.name in WS_WORKLOADS else run_wrk
-            if warmup > 0:
-                run(port, w, path, warmup)
-            before = sum(tree_cpu_ticks(r) for r in roots)
-            switched = sum(tree_switches(r) for r in roots)
-            res = run(port, w, path, seconds)
-            after = sum(tree_cpu_ticks(r) for r in roots)
-            res["switches"] = sum(tree_switches(r) for r in roots) - switched
-            res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
-            res["memory"] = memory(roots)
-            cell.runs.append(res)
-            rps = res["requests"] / (res["duration_us"] / 1e6)
-            cpu = res["cpu_us"] / max(1, res["requests"])
-            errs = sum(v for k, v in res.items() if k.startswith("err_"))
-            log(f"  {cell.name:38s} {rps:10.0f} req/s  p99 {res['p99_us'] / 1000:7.2f} ms  "
-                f"{cpu:8.1f} us CPU/req  "
-                f"{res['switches'] / max(1, res['requests']):5.2f} switches/req"
-                + (f"  ERRORS {errs}" if errs else ""))
+        run_cells(server, cells, port, roots, seconds, warmup, log)
         bad = srv.log_violations() if srv is not None else []
         if bad:
             log(f"  !! {server.name}: error log has {len(bad)} bad lines, first: {bad[0]}")
@@ -543,6 +587,33 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
             srv.cleanup()
         if upstream is not None:
             upstream.stop()
+
+
+def run_cells(server: Server, cells: list[Cell], port: int, roots: list[int], seconds: float,
+              warmup: float, log) -> None:
+    """Each cell's run against a started server whose processes descend from `roots`."""
+    for cell in cells:
+        w = cell.workload
+        path = request_path(server, w)
+        check_response(port, w, path)
+        run = run_ws if w.name in WS_WORKLOADS else run_wrk
+        if warmup > 0:
+            run(port, w, path, warmup)
+        before = sum(tree_cpu_ticks(r) for r in roots)
+        switched = sum(tree_switches(r) for r in roots)
+        res = run(port, w, path, seconds)
+        after = sum(tree_cpu_ticks(r) for r in roots)
+        res["switches"] = sum(tree_switches(r) for r in roots) - switched
+        res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
+        res["memory"] = memory(roots)
+        cell.runs.append(res)
+        rps = res["requests"] / (res["duration_us"] / 1e6)
+        cpu = res["cpu_us"] / max(1, res["requests"])
+        errs = sum(v for k, v in res.items() if k.startswith("err_"))
+        log(f"  {cell.name:38s} {rps:10.0f} req/s  p99 {res['p99_us'] / 1000:7.2f} ms  "
+            f"{cpu:8.1f} us CPU/req  "
+            f"{res['switches'] / max(1, res['requests']):5.2f} switches/req"
+            + (f"  ERRORS {errs}" if errs else ""))
 
 
 # ----------------------------------------------------------------------------------- report
@@ -738,8 +809,25 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
             continue
         for s in SERVERS:
             v = get(w.name, s.name)
-            if s.module and v:
+            if s.module and s.express is None and v:
                 out.append(f"| {w.name} | {s.name} | {v['rps'] / st['rps']:.2f} |")
+    express_rows = []
+    for c in cells:
+        if c.server.express is None or not c.runs:
+            continue
+        tot = {k: sum(r.get(k, 0) for r in c.runs)
+               for k in ("requests", "err_connect", "err_read", "err_write", "err_timeout",
+                         "err_status")}
+        express_rows.append(f"| {c.workload.name} | {c.server.name} | {tot['requests']} | "
+                            f"{tot['err_connect']} | {tot['err_read']} | {tot['err_write']} | "
+                            f"{tot['err_timeout']} | {tot['err_status']} |")
+    if express_rows:
+        out += ["", "rwsgi-express's generated configuration: wrk's socket errors, summed over "
+                "the runs (read: a connection closed under a request wrk had sent; status: "
+                "a non-2xx answer). `express-static` is a static file through the same "
+                "configuration.", "",
+                "| workload | server | requests | connect | read | write | timeout | status |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"] + express_rows
     out += ["", "## Targets (issues 6 and 13)", "", "| goal | measured | result |", "| --- | --- | --- |"]
     for label, wname, a_name, b_name, metric, op, thr in TARGETS:
         a, b = get(wname, a_name), get(wname, b_name)
@@ -767,6 +855,19 @@ def serve(name: str) -> int:
               file=sys.stderr)
         return 2
     share = make_share()
+    if server.express is not None:
+        x = ExpressServer(share, server, harness.SO_PATH)
+        print(f"serving {name} on http://127.0.0.1:{x.port}/ (app under /app, static files "
+              f"under /static); rwsgi-express pid {x.proc.pid}; server root {x.root}",
+              flush=True)
+        try:
+            sys.stdin.readline()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            x.stop()
+            shutil.rmtree(share, ignore_errors=True)
+        return 0
     srv = BenchApache(server, share, harness.SO_PATH)
     try:
         srv.start()

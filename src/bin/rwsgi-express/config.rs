@@ -81,7 +81,8 @@ fn load(plan: &Plan, name: &str, file: &str) -> String {
     )
 }
 
-/// Apache process/thread sizing, as mod_wsgi-express computes it.
+/// Apache process/thread sizing: capacity as mod_wsgi-express computes it, all of it started
+/// up front and never retired for being idle.
 pub struct Sizing {
     pub server_limit: u32,
     pub threads_per_child: u32,
@@ -130,18 +131,21 @@ pub fn sizing(o: &Options) -> Sizing {
         10
     };
     let server_limit = clients.div_ceil(tpc);
-    let frac = |f: f64, n: u32| (f * f64::from(n)) as u32;
+    // Every child is started up front and none is ever retired for being idle: a child the
+    // parent retires closes its kept-alive connections, and a request the client was sending
+    // on one of them fails (mod_wsgi-express starts one child and retires above 60 %, which
+    // under steady load starts and retires children all the time).
     Sizing {
         server_limit,
         threads_per_child: tpc,
-        start_servers: frac(0.2, server_limit).max(1),
-        min_spare_threads: tpc.max(frac(0.2, server_limit) * tpc),
-        max_spare_threads: tpc.max(frac(0.6, server_limit) * tpc),
+        start_servers: server_limit,
+        min_spare_threads: tpc,
+        max_spare_threads: server_limit * tpc,
         max_request_workers: server_limit * tpc,
         prefork_max: clients,
-        prefork_start: frac(0.05, clients).max(1),
-        prefork_min_spare: frac(0.05, clients).max(1),
-        prefork_max_spare: frac(0.1, clients).max(1),
+        prefork_start: clients,
+        prefork_min_spare: 1,
+        prefork_max_spare: clients,
     }
 }
 
@@ -164,18 +168,26 @@ fn mpm_config(plan: &Plan) -> String {
         mins = z.min_spare_threads,
         maxs = z.max_spare_threads,
     );
-    // Idle keep-alive connections cost the event MPM no thread; elsewhere they pin one.
-    let keepalive_requests = |mpm: Mpm| match (mpm, o.embedded) {
-        (Mpm::Event, _) => 0,
-        (_, true) => 100,
-        (_, false) => 500,
+    // Idle keep-alive connections cost the event MPM no thread; elsewhere they pin one, and
+    // MaxKeepAliveRequests is what frees a busy connection's thread for the connections
+    // waiting in the listen backlog (an orderly `Connection: close`, which every client
+    // handles): 100 keeps a waiting client's turn within about a second at full load.
+    let keepalive_requests = |mpm: Mpm| match mpm {
+        Mpm::Event => 0,
+        Mpm::Worker | Mpm::Prefork => 100,
     };
     format!(
         "# The MPM ({mpm}), unless one is compiled into httpd.\n\
          <IfModule !mpm_event_module>\n<IfModule !mpm_worker_module>\n\
          <IfModule !mpm_prefork_module>\n    LoadModule {name} {path}\n</IfModule>\n\
          </IfModule>\n</IfModule>\n\
-         <IfModule mpm_event_module>\n{threaded}    MaxKeepAliveRequests {ke}\n</IfModule>\n\
+         <IfModule mpm_event_module>\n{threaded}    MaxKeepAliveRequests {ke}\n    \
+         # httpd's default, written down: a child accepts connections up to ThreadsPerChild\n    \
+         # plus 2 per idle thread. Whatever the factor, when all of a child's threads are busy\n    \
+         # the event MPM closes its idle kept-alive connections and drops a request that\n    \
+         # arrives on one. Headroom (--max-clients well above the peak number of clients)\n    \
+         # makes that rare, not impossible; the worker MPM never does it.\n    \
+         AsyncRequestWorkerFactor 2\n</IfModule>\n\
          <IfModule mpm_worker_module>\n{threaded}    MaxKeepAliveRequests {kw}\n</IfModule>\n\
          <IfModule mpm_prefork_module>\n    ServerLimit {pm}\n    StartServers {ps}\n    \
          MaxRequestWorkers {pm}\n    MinSpareServers {pmin}\n    MaxSpareServers {pmax}\n    \
@@ -562,7 +574,9 @@ mod tests {
             "WSGIPassAuthorization On",
             "WSGIScriptAlias \"/\" \"/srv/app/app.wsgi\" process-group=127.0.0.1:8123 \
              application-group=%{GLOBAL} callable-object=application",
-            "LoadModule mpm_event_module \"/usr/lib/apache2/modules/mod_mpm_event.so\"",
+            "LoadModule mpm_worker_module \"/usr/lib/apache2/modules/mod_mpm_worker.so\"",
+            "    StartServers 3\n    ThreadsPerChild 12\n    MaxRequestWorkers 36\n    \
+             MinSpareThreads 12\n    MaxSpareThreads 36\n",
             "LoadModule rwsgi_module \"/m/mod_rwsgi.so\"",
             "ErrorLog \"/dev/stderr\"",
             "<Files \"robots.txt\">",
@@ -593,7 +607,7 @@ mod tests {
     }
 
     #[test]
-    fn sizing_follows_mod_wsgi_express() {
+    fn sizing_is_mod_wsgi_express_capacity_started_up_front() {
         // 1 process x 5 threads: 10 + max(10, 7) = 20 clients, 10 threads per child.
         let z = sizing(&options("start-server a"));
         assert_eq!((z.server_limit, z.threads_per_child), (2, 10));
@@ -601,6 +615,13 @@ mod tests {
         // 4 x 10: 10 + 60 = 70 clients: 70 / (3 + 1) = 17 threads per child, 5 children.
         let z = sizing(&options("start-server a --processes 4 --threads 10"));
         assert_eq!((z.server_limit, z.threads_per_child), (5, 17));
+        // All of it started up front, and never retired for being idle.
+        assert_eq!((z.start_servers, z.max_spare_threads), (5, 85));
+        assert_eq!(z.max_request_workers, 85);
+        assert_eq!(
+            (z.prefork_start, z.prefork_max_spare, z.prefork_max),
+            (70, 70, 70)
+        );
         let z = sizing(&options(
             "start-server a --embedded-mode --processes 2 --threads 3",
         ));

@@ -127,7 +127,8 @@ pub const SPECS: &[Spec] = &[
         "Processes",
         "--server-mpm",
         &["event|worker|prefork"],
-        "Apache MPM to load. Default: event.",
+        "Apache MPM to load. Default: worker (event closes kept-alive connections whenever \
+         all of a child's threads are busy; worker never does).",
     ),
     opt(
         "Processes",
@@ -498,8 +499,8 @@ fn build(script: String, seen: &[(&'static Spec, Vec<String>)]) -> Result<Option
         },
     };
     let mpm = match one(seen, "--server-mpm") {
-        None | Some("event") => Mpm::Event,
-        Some("worker") => Mpm::Worker,
+        Some("event") => Mpm::Event,
+        None | Some("worker") => Mpm::Worker,
         Some("prefork") => Mpm::Prefork,
         Some(v) => {
             return Err(format!(
@@ -760,7 +761,7 @@ mod tests {
         assert_eq!(o.mount_point, "/");
         assert_eq!(o.callable_object, "application");
         assert_eq!(o.log_level, "warn");
-        assert_eq!(o.mpm, Mpm::Event);
+        assert_eq!(o.mpm, Mpm::Worker);
         let t = &o.timeouts;
         assert_eq!(
             (
