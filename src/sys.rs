@@ -684,6 +684,30 @@ pub fn pids() -> (u32, u32) {
     unsafe { (libc::getpid() as u32, libc::getppid() as u32) }
 }
 
+/// This process's CPU time (user, system, in seconds) and peak resident size (bytes).
+pub fn resource_usage() -> (f64, f64, u64) {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is a valid, writable rusage; RUSAGE_SELF cannot fail with it.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0.0, 0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let max_rss = u64::try_from(ru.ru_maxrss)
+        .unwrap_or(0)
+        .saturating_mul(1024);
+    (secs(ru.ru_utime), secs(ru.ru_stime), max_rss)
+}
+
+/// This process's resident size now (bytes), from /proc/self/statm.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(u64::try_from(page).ok()?))
+}
+
 /// 16 random bytes from the kernel.
 pub fn random16() -> io::Result<[u8; 16]> {
     use std::io::Read;

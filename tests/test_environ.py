@@ -342,3 +342,48 @@ def application(environ, start_response):
     if mode == "daemon":
         # The harness's own group has no server-metrics=.
         assert srv.get("/off/x").json()["metrics"] is None
+
+
+def test_process_metrics(apache_factory, mode):
+    """mod_wsgi.process_metrics() is None until mod_wsgi.start_recording_metrics() (mod_wsgi
+    6's opt-in), then counts this process's requests that start from that moment: each
+    sequential request sees every earlier one (the one that turned recording on is not
+    counted), itself as the one active request, and per-thread counts that add up; CPU and
+    memory figures are the process's own."""
+    srv = apache_factory()
+    script = srv.write_file("apps/pmetrics.wsgi", """\
+import json, mod_wsgi, os
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/start":
+        mod_wsgi.start_recording_metrics()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"pid": os.getpid(), "metrics": mod_wsgi.process_metrics()}).encode()]
+""")
+    if mode == "embedded":
+        conf = srv.mount("/m", script)
+    else:
+        conf = ("WSGIDaemonProcess pm processes=1 threads=2\n"
+                + srv.mount("/m", script, process_group="pm"))
+    srv.start(conf)
+    assert srv.get("/m/before").json()["metrics"] is None
+    first = srv.get("/m/start").json()
+    m = first["metrics"]
+    assert m is not None and m["pid"] == first["pid"], first
+    assert (m["request_count"], m["active_requests"], m["threads"]) == (0, 0, []), m
+    assert m["memory_rss"] > 0 and m["memory_max_rss"] >= m["memory_rss"], m
+    assert m["cpu_time"] > 0 and m["current_time"] >= m["restart_time"] > 1.0e9, m
+    seen = 0
+    for _ in range(6):
+        got = srv.get("/m/again").json()
+        if got["pid"] != first["pid"]:
+            # Another httpd child (embedded mode): recording is per process.
+            assert got["metrics"] is None, got
+            continue
+        g = got["metrics"]
+        assert g["request_count"] == seen and g["active_requests"] == 1, g
+        assert sum(t["request_count"] for t in g["threads"]) == seen, g
+        assert g["request_threads"] == len(g["threads"]) == min(seen, len(g["threads"])), g
+        seen += 1
+        assert g["request_busy_time"] >= 0 and g["running_time"] >= 0, g
+    assert seen >= 2 or mode == "embedded"

@@ -340,6 +340,7 @@ pub fn start_process(
 /// and stderr to the error log, `logging` routing, the restrictions and `WSGIPythonPath`; in a
 /// daemon process also its group name and `home=`.
 pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
+    crate::request::metrics::mark_process_start();
     let setup = PROCESS.get().ok_or_else(|| {
         pyo3::exceptions::PyRuntimeError::new_err("mod_rwsgi: process not set up")
     })?;
@@ -378,6 +379,11 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         // One class per interpreter, under both module names.
         m.setattr("RequestTimeout", boot.getattr("RequestTimeout")?)?;
         m.setattr("server_metrics", wrap_pyfunction!(server_metrics, &m)?)?;
+        m.setattr(
+            "start_recording_metrics",
+            wrap_pyfunction!(start_recording_metrics, &m)?,
+        )?;
+        m.setattr("process_metrics", wrap_pyfunction!(process_metrics, &m)?)?;
         if main {
             m.setattr("FileWrapper", py.get_type::<FileWrapper>())?;
             m.setattr("Input", py.get_type::<Input>())?;
@@ -675,6 +681,49 @@ pub fn load_app<'py>(
             None
         }
     }
+}
+
+/// `mod_wsgi.start_recording_metrics()`: turns on this process's request counters (mod_wsgi 6's
+/// opt-in; idempotent, process-wide, whichever interpreter calls it).
+#[pyfunction]
+fn start_recording_metrics() {
+    crate::request::metrics::start_recording();
+}
+
+/// `mod_wsgi.process_metrics()`: this process's cumulative figures as mod_wsgi 6 returns them
+/// (requests since recording started, busy time, CPU, memory, per-thread counts), or `None`
+/// until `start_recording_metrics()` has been called.
+#[pyfunction]
+fn process_metrics(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let Some(s) = crate::request::metrics::snapshot() else {
+        return Ok(py.None());
+    };
+    let (user, system, max_rss) = crate::sys::resource_usage();
+    let d = PyDict::new(py);
+    d.set_item("pid", crate::sys::pids().0)?;
+    d.set_item("request_busy_time", s.request_busy_time)?;
+    d.set_item("request_count", s.request_count)?;
+    let rss = crate::sys::resident_bytes().unwrap_or(0);
+    // The kernel updates the peak lazily: never report it below the current size.
+    d.set_item("memory_max_rss", max_rss.max(rss))?;
+    d.set_item("memory_rss", rss)?;
+    d.set_item("cpu_user_time", user)?;
+    d.set_item("cpu_system_time", system)?;
+    d.set_item("cpu_time", user + system)?;
+    d.set_item("restart_time", s.restart_time)?;
+    d.set_item("current_time", s.restart_time + s.running_time)?;
+    d.set_item("running_time", s.running_time as u64)?;
+    d.set_item("request_threads", s.threads.len())?;
+    d.set_item("active_requests", s.active_requests)?;
+    let threads = pyo3::types::PyList::empty(py);
+    for (thread_id, request_count) in s.threads {
+        let t = PyDict::new(py);
+        t.set_item("thread_id", thread_id)?;
+        t.set_item("request_count", request_count)?;
+        threads.append(t)?;
+    }
+    d.set_item("threads", threads)?;
+    Ok(d.into_any().unbind())
 }
 
 /// `mod_wsgi.server_metrics()`: httpd's scoreboard as mod_wsgi returns it (the server's limits

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod metrics;
 
 /// Which application interface the configuration asks for (`WSGIApplicationInterface`,
 /// `application-interface=`): `Auto` looks at the callable (ASGI 3 when it is a coroutine

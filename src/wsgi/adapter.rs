@@ -1076,6 +1076,8 @@ pub fn run(
     environ: Bound<'_, PyDict>,
     io: RequestIo,
 ) -> (Outcome, Option<Finish>) {
+    // Counted for mod_wsgi.process_metrics() until this function returns.
+    let _running = crate::request::metrics::begin();
     let RequestIo {
         sink,
         input,
