@@ -203,3 +203,23 @@ apr_size_t rwsgi_shim_sizeof_table_entry(void) { return sizeof(apr_table_entry_t
 apr_size_t rwsgi_shim_sizeof_worker_score(void) { return sizeof(worker_score); }
 apr_size_t rwsgi_shim_sizeof_process_score(void) { return sizeof(process_score); }
 apr_size_t rwsgi_shim_sizeof_global_score(void) { return sizeof(global_score); }
+
+/* mod_status's optional status_hook (a macro-built registration): `fn` adds mod_rwsgi's
+ * section to server-status. Harmless when mod_status is not loaded (never called). */
+#include "mod_status.h"
+void rwsgi_shim_hook_status(int (*fn)(request_rec *, int))
+{
+    APR_OPTIONAL_HOOK(ap, status_hook, fn, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+/* Writes `len` bytes of a server-status section (mod_status's own way: ap_rwrite). */
+int rwsgi_shim_rwrite(request_rec *r, const char *data, apr_size_t len)
+{
+    return ap_rwrite(data, (int)len, r);
+}
+
+/* The AP_STATUS_SHORT flag (`?auto`). */
+int rwsgi_shim_status_short(void)
+{
+    return AP_STATUS_SHORT;
+}

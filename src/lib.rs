@@ -4,6 +4,7 @@
 //! Loaded by the httpd parent (configuration) and run in every httpd child (requests).
 
 pub mod asgi;
+pub mod board;
 pub mod config;
 pub mod diag;
 pub mod error;

@@ -708,6 +708,80 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages.saturating_mul(u64::try_from(page).ok()?))
 }
 
+/// Zeroed memory shared with every process forked after it is made (an anonymous
+/// `MAP_SHARED` mapping), seen as atomic 64-bit words; unmapped (in this process) when dropped.
+pub struct SharedWords {
+    ptr: *mut std::sync::atomic::AtomicU64,
+    len: usize,
+}
+
+// SAFETY: the words are atomics and the mapping lives until drop; sharing the handle between
+// threads only shares atomic access to them.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above: every access goes through `&AtomicU64`.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    pub fn new(len: usize) -> io::Result<SharedWords> {
+        let bytes = len
+            .max(1)
+            .checked_mul(8)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh anonymous mapping with no address hint; the kernel zero-fills it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedWords {
+            ptr: p.cast(),
+            len: len.max(1),
+        })
+    }
+}
+
+impl std::ops::Deref for SharedWords {
+    type Target = [std::sync::atomic::AtomicU64];
+    fn deref(&self) -> &Self::Target {
+        // SAFETY: `ptr` is a live, page-aligned mapping of `len` zero-initialised u64 words
+        // (a valid AtomicU64 bit pattern) until drop; only atomic access is handed out.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length and no reference to it
+        // outlives `self` (the slice borrows it).
+        unsafe { libc::munmap(self.ptr.cast(), self.len * 8) };
+    }
+}
+
+/// Whether process `pid` exists (a process of another user counts: EPERM).
+pub fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// 16 random bytes from the kernel.
 pub fn random16() -> io::Result<[u8; 16]> {
     use std::io::Read;

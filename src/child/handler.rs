@@ -6,6 +6,7 @@
 use std::ffi::c_int;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::observe;
 use super::settings::{refuse, settings, with_facts};
 use super::translate::{ALIASED_NOTE, HANDLER};
 use crate::config::{DirConfig, HandlerScript};
@@ -22,6 +23,8 @@ use crate::wsgi::environ;
 pub fn handler(req: Request) -> c_int {
     match req.handler() {
         Some(h) if h == HANDLER.to_bytes() || h == b"application/x-httpd-wsgi" => handle(req, None),
+        Some(h) if h == observe::METRICS_HANDLER => observe::metrics(req),
+        Some(h) if h == observe::HEALTH_HANDLER => observe::health(req),
         Some(h) => match req
             .dir_config()
             .and_then(|d| d.handler_scripts.iter().find(|s| s.name.as_bytes() == h))
@@ -99,6 +102,11 @@ fn handle(req: Request, handler_script: Option<&HandlerScript>) -> c_int {
         Some(_) => 0,
     };
     let prepare = || super::environ::prepare(req, &set, dcfg, &script_name, &path_info_v, mtime);
+    let record = match admission {
+        Admission::Daemon => observe::record_of(&set.process_group),
+        _ => None,
+    };
+    observe::started(record);
     let rc = match admission {
         Admission::Refuse {
             status,
@@ -116,6 +124,7 @@ fn handle(req: Request, handler_script: Option<&HandlerScript>) -> c_int {
             Err(rc) => rc,
         },
     };
+    observe::ended(req, record, rc);
     if let Some(limit) = g.slow_requests {
         log_if_slow(req, limit, rc);
     }

@@ -16,6 +16,7 @@ pub mod embedded;
 pub mod environ;
 pub mod handler;
 pub mod hook_script;
+pub mod observe;
 pub mod relay;
 pub mod response;
 pub mod settings;
@@ -37,6 +38,7 @@ static MAX_DAEMONS: AtomicI32 = AtomicI32::new(1);
 /// Records what the MPM says about this child (for `wsgi.multithread`/`multiprocess` and
 /// `mod_wsgi.threads_per_process`/`maximum_processes`).
 pub(crate) fn init_process_info() {
+    crate::board::pin();
     let (threads, daemons) = mpm_sizes();
     MAX_THREADS.store(threads, Ordering::Relaxed);
     MAX_DAEMONS.store(daemons, Ordering::Relaxed);

@@ -46,6 +46,8 @@ pub struct Launch {
     pub other_listeners: Vec<std::os::fd::RawFd>,
     pub secret: [u8; 16],
     pub generation: u32,
+    /// This process's place on the board: (group index, process index).
+    pub slot: (usize, usize),
     /// The previous generation's credentials (its httpd children may still be serving).
     pub previous: Option<([u8; 16], u32)>,
     /// The httpd parent's pid (for the parent-death check).
@@ -79,6 +81,7 @@ fn fatal(log: &LogFn, msg: &str) -> ! {
 /// Runs a daemon process; never returns.
 pub fn run(l: Launch) -> ! {
     guard::test_panic("start");
+    crate::board::pin();
     sys::reset_signals();
     (l.close_httpd_listeners)();
     for fd in &l.other_listeners {
@@ -132,7 +135,7 @@ pub fn run(l: Launch) -> ! {
     ];
     sys::block_signals(&signals);
     let threads = spec.threads.max(1);
-    let state = Arc::new(State::new(threads as usize));
+    let state = Arc::new(State::new(threads as usize, l.slot));
     let ctx = Arc::new(Ctx {
         spec: spec.clone(),
         global: g,
@@ -165,6 +168,9 @@ pub fn run(l: Launch) -> ! {
         );
     }
     monitor::start(&state, &spec, &log);
+    if let Some(b) = crate::board::pinned() {
+        b.ready(l.slot.0, l.slot.1, threads as usize);
+    }
     log(
         Level::Info,
         &format!(
@@ -194,6 +200,9 @@ pub fn run(l: Launch) -> ! {
         Level::Info,
         &format!("daemon process of group '{name}' stopping: {why}"),
     );
+    if let Some(b) = crate::board::pinned() {
+        b.stopping(l.slot.0, l.slot.1, crate::board::Reason::of_message(&why));
+    }
     // Open WebSockets close now (1012), so the drain below is not spent waiting for them.
     crate::asgi::going_away();
     let deadline = Instant::now() + grace;

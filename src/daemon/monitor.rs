@@ -118,10 +118,27 @@ fn interrupt(state: &State, i: usize, spec: &DaemonSpec, log: &LogFn) {
 /// option silently depends on another (mod_wsgi only started its monitor for some options).
 fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
     let ms = |d: Duration| d.as_millis() as u64;
+    let board = crate::board::pinned();
+    let mut tick: u64 = 0;
     loop {
         std::thread::sleep(Duration::from_millis(200));
         if state.stopping.load(Ordering::SeqCst) {
             return;
+        }
+        // The board's view of this process: busy threads and requests every tick, the
+        // resident size every second.
+        if let Some(b) = board {
+            tick += 1;
+            let busy =
+                state.active.load(Ordering::Relaxed) + state.asgi_active.load(Ordering::Relaxed);
+            let rss = (tick % 5 == 1).then(sys::resident_bytes).flatten();
+            b.mirror(
+                state.slot.0,
+                state.slot.1,
+                busy as u64,
+                state.served.load(Ordering::Relaxed),
+                rss,
+            );
         }
         guard::test_panic("monitor");
         let now = state.now_ms();
@@ -193,6 +210,13 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
                     spec.deadlock_timeout.as_secs()
                 ),
             );
+            if let Some(b) = board {
+                b.stopping(
+                    state.slot.0,
+                    state.slot.1,
+                    crate::board::Reason::DeadlockTimeout,
+                );
+            }
             sys::exit_now(1);
         }
     }

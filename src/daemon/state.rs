@@ -40,11 +40,13 @@ pub(super) struct State {
     pub(super) script_loaded: AtomicBool,
     /// Why this process is stopping, and how long it may drain (set before SIGUSR2).
     pub(super) reason: Mutex<Option<(String, Duration)>>,
+    /// This process's place on the board: (group index, process index).
+    pub(super) slot: (usize, usize),
 }
 
 impl State {
     /// The state of a process that starts serving now with `workers` worker threads.
-    pub(super) fn new(workers: usize) -> Self {
+    pub(super) fn new(workers: usize, slot: (usize, usize)) -> Self {
         State {
             stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
@@ -62,6 +64,7 @@ impl State {
             first_request: AtomicU64::new(0),
             script_loaded: AtomicBool::new(false),
             reason: Mutex::new(None),
+            slot,
         }
     }
 

@@ -76,4 +76,15 @@ unsafe extern "C" {
     pub fn rwsgi_shim_sizeof_worker_score() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_process_score() -> apr_size_t;
     pub fn rwsgi_shim_sizeof_global_score() -> apr_size_t;
+    pub fn rwsgi_shim_hook_status(
+        f: Option<
+            unsafe extern "C" fn(*mut request_rec, std::os::raw::c_int) -> std::os::raw::c_int,
+        >,
+    );
+    pub fn rwsgi_shim_rwrite(
+        r: *mut request_rec,
+        data: *const std::os::raw::c_char,
+        len: apr_size_t,
+    ) -> std::os::raw::c_int;
+    pub fn rwsgi_shim_status_short() -> std::os::raw::c_int;
 }

@@ -354,6 +354,7 @@ unsafe extern "C" fn register_hooks(p: *mut apr_pool_t) {
                 APR_HOOK_MIDDLE,
             );
             ap_hook_handler(Some(handler), ptr::null(), ptr::null(), APR_HOOK_MIDDLE);
+            rwsgi_shim_hook_status(Some(status_hook));
             // mod_wsgi's auth hooks: the access script after mod_ssl's checks, the `wsgi`
             // authn provider (AuthBasicProvider / AuthDigestProvider) and the `wsgi-group`
             // authz provider (Require wsgi-group).
@@ -688,6 +689,21 @@ unsafe extern "C" fn handler(r: *mut request_rec) -> c_int {
             return DECLINED;
         };
         crate::child::handler::handler(req)
+    })
+}
+
+/// mod_status's hook: mod_rwsgi's section of server-status (`?auto`: machine-readable lines).
+unsafe extern "C" fn status_hook(r: *mut request_rec, flags: c_int) -> c_int {
+    guard("status_hook", OK as c_int, || {
+        // SAFETY: mod_status hands this hook its live request, used only while it runs.
+        let Some(req) = (unsafe { request::Request::from_raw(r) }) else {
+            return OK as c_int;
+        };
+        // SAFETY: a constant from mod_status.h.
+        let short = flags & unsafe { rwsgi_shim_status_short() } != 0;
+        let text = crate::child::observe::status_section(short);
+        req.rwrite(text.as_bytes());
+        OK as c_int
     })
 }
 

@@ -298,6 +298,23 @@ impl Request {
         self.rec().request_time
     }
 
+    /// Writes `data` into the response the way mod_status's own sections do (`ap_rwrite`).
+    pub fn rwrite(&self, data: &[u8]) {
+        // SAFETY: the live request, on its handler's thread; `data` outlives the call (httpd
+        // copies it into its buffer).
+        unsafe { rwsgi_shim_rwrite(self.ptr(), data.as_ptr().cast(), data.len()) };
+    }
+
+    /// Response body bytes httpd has sent so far (`r->bytes_sent`).
+    pub fn bytes_sent(&self) -> u64 {
+        u64::try_from(self.rec().bytes_sent).unwrap_or(0)
+    }
+
+    /// Request body bytes read so far (`r->read_length`).
+    pub fn read_length(&self) -> u64 {
+        u64::try_from(self.rec().read_length).unwrap_or(0)
+    }
+
     /// What the target file is, from httpd's stat.
     pub fn file_type(&self) -> FileType {
         let t = self.rec().finfo.filetype;

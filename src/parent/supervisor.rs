@@ -69,6 +69,8 @@ struct Slot {
     pconf: Pool,
     server: Server,
     group: usize,
+    /// The process's index in its group (its board slot).
+    process: usize,
     /// 0 once the process is gone or being stopped.
     pid: std::cell::Cell<i32>,
     started: Instant,
@@ -148,6 +150,7 @@ pub(crate) fn socket_plan(pconf: Pool, g: &GlobalConfig) -> Result<Vec<SocketPla
 /// Returns an error message for the operator, or `None`.
 pub(crate) fn start_all(pconf: Pool, s: Server, g: &GlobalConfig) -> Option<String> {
     *STOPPING.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    install_board(pconf, s, g);
     if g.daemons.is_empty() {
         *GENERATION.lock().unwrap_or_else(|p| p.into_inner()) = None;
         return None;
@@ -241,14 +244,41 @@ pub(crate) fn start_all(pconf: Pool, s: Server, g: &GlobalConfig) -> Option<Stri
     // have been stopped by their own cleanups).
     pconf.on_cleanup("remove_sockets", remove_sockets);
     for (gi, grp) in groups.iter().enumerate() {
-        for _ in 0..grp.spec.processes {
-            spawn(pconf, s, gi, 0, Duration::ZERO);
+        for p in 0..grp.spec.processes as usize {
+            spawn(pconf, s, gi, p, 0, Duration::ZERO);
         }
     }
     // Registered after the daemons' own cleanups, so it runs first: signal every daemon at
     // once and wait for them together (not one shutdown-timeout after another).
     pconf.on_cleanup("stop daemons", stop_all);
     None
+}
+
+/// Shares a fresh board with everything this generation forks (the previous generation's
+/// processes keep theirs until they exit); its memory is unmapped here when pconf goes.
+fn install_board(pconf: Pool, s: Server, g: &GlobalConfig) {
+    let layout = crate::board::Layout::new(
+        g.daemons
+            .iter()
+            .map(|d| crate::board::GroupShape {
+                name: d.name.clone(),
+                processes: d.processes as usize,
+                threads: d.threads as usize,
+            })
+            .collect(),
+    );
+    let board = match sys::SharedWords::new(layout.words) {
+        Ok(mem) => crate::board::Board::new(layout, Box::new(mem)),
+        Err(e) => {
+            s.log(
+                APLOG_WARNING,
+                &format!("mod_rwsgi: no shared memory for metrics and server-status: {e}"),
+            );
+            None
+        }
+    };
+    drop(crate::board::install(board));
+    pconf.on_cleanup("board", || drop(crate::board::install(None)));
 }
 
 /// Records this generation's secret and returns the previous generation's credentials. httpd
@@ -365,7 +395,14 @@ pub(crate) fn child_init_close() {
     }
 }
 
-fn spawn(pconf: Pool, s: Server, group: usize, quick_deaths: u32, backoff: Duration) {
+fn spawn(
+    pconf: Pool,
+    s: Server,
+    group: usize,
+    process: usize,
+    quick_deaths: u32,
+    backoff: Duration,
+) {
     let Some(gen_) = generation() else { return };
     let Some(grp) = gen_.groups.get(group).cloned() else {
         return;
@@ -374,7 +411,7 @@ fn spawn(pconf: Pool, s: Server, group: usize, quick_deaths: u32, backoff: Durat
         Ok(Forked::Child(in_child)) => {
             // Nothing may unwind from here into the httpd code that forked this process.
             daemon::guard::forked_entry(&crate::httpd::base::main_log(), &grp.spec.name, || {
-                start_forked(in_child, &gen_, &grp, s, backoff)
+                start_forked(in_child, &gen_, &grp, (group, process), s, backoff)
             })
         }
         Ok(Forked::Parent(child)) => child,
@@ -391,6 +428,9 @@ fn spawn(pconf: Pool, s: Server, group: usize, quick_deaths: u32, backoff: Durat
         }
     };
     let pid = child.pid();
+    if let Some(b) = crate::board::installed() {
+        b.spawned(group, process, pid as u32, sys::unix_now());
+    }
     LIVE.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((pid, group));
@@ -398,6 +438,7 @@ fn spawn(pconf: Pool, s: Server, group: usize, quick_deaths: u32, backoff: Durat
         pconf,
         server: s,
         group,
+        process,
         pid: std::cell::Cell::new(pid),
         started: Instant::now(),
         quick_deaths,
@@ -406,7 +447,14 @@ fn spawn(pconf: Pool, s: Server, group: usize, quick_deaths: u32, backoff: Durat
 }
 
 /// The body of a freshly forked daemon process: what it inherits, then the daemon's run.
-fn start_forked(in_child: InChild, gen_: &Generation, grp: &Group, s: Server, backoff: Duration) {
+fn start_forked(
+    in_child: InChild,
+    gen_: &Generation,
+    grp: &Group,
+    slot: (usize, usize),
+    s: Server,
+    backoff: Duration,
+) {
     let g = global();
     let (uid, gid) = httpd_identity();
     let others: Vec<RawFd> = gen_
@@ -425,6 +473,7 @@ fn start_forked(in_child: InChild, gen_: &Generation, grp: &Group, s: Server, ba
         other_listeners: others,
         secret: gen_.secret,
         generation: gen_.number,
+        slot,
         previous: gen_.previous,
         parent: sys::pids().1,
         httpd_uid: uid,
@@ -460,6 +509,13 @@ fn maintenance(slot: &Slot, oc: &OtherChild, reason: Reason, status: c_int) {
             let failed = status == daemon::EXIT_STARTUP_FAILED
                 || slot.started.elapsed() < Duration::from_secs(2);
             let deaths = if failed { slot.quick_deaths + 1 } else { 0 };
+            if let Some(b) = crate::board::installed() {
+                b.exited(
+                    slot.group,
+                    slot.process,
+                    status == daemon::EXIT_STARTUP_FAILED,
+                );
+            }
             let backoff = if deaths <= 1 {
                 Duration::ZERO
             } else {
@@ -482,7 +538,14 @@ fn maintenance(slot: &Slot, oc: &OtherChild, reason: Reason, status: c_int) {
                     }
                 ),
             );
-            spawn(slot.pconf, slot.server, slot.group, deaths, backoff);
+            spawn(
+                slot.pconf,
+                slot.server,
+                slot.group,
+                slot.process,
+                deaths,
+                backoff,
+            );
         }
         Reason::Restart => {
             *STOPPING.lock().unwrap_or_else(|p| p.into_inner()) = true;

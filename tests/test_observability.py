@@ -1,0 +1,230 @@
+"""Integration tests of the operators' view (issue 15): the `rwsgi-metrics` handler (checked
+with prometheus_client's own text-format parser, from the pinned framework venv), the
+`rwsgi-health` handler, and the shared-memory board behind them across daemon deaths and
+graceful restarts. Real Apache, both modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import harness
+from test_daemon import daemon_pids
+from test_frameworks import venv  # noqa: F401  (the session fixture)
+
+APP = """\
+import time
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/missing":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"no"]
+    if path == "/slow":
+        time.sleep(0.3)
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello " + body]
+"""
+
+HANDLERS = """\
+<Location /metrics>
+    SetHandler rwsgi-metrics
+    Require all granted
+</Location>
+<Location /health>
+    SetHandler rwsgi-health
+    Require all granted
+</Location>
+<Location /private-metrics>
+    SetHandler rwsgi-metrics
+    Require all denied
+</Location>
+"""
+
+PARSE = """\
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append([fam.type, s.name, s.labels, s.value])
+print(json.dumps(out))
+"""
+
+
+def scrape(srv: harness.Apache, venv_dir) -> list:
+    r = srv.get("/metrics")
+    assert r.status == 200, r.status
+    assert r.headers.get("Content-Type", "").startswith("text/plain; version=0.0.4")
+    p = subprocess.run([str(venv_dir / "bin" / "python"), "-c", PARSE], input=r.text,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"prometheus_client refused the output:\n{p.stderr}\n{r.text}"
+    return json.loads(p.stdout)
+
+
+def value(samples: list, name: str, **labels) -> float:
+    got = [s[3] for s in samples if s[1] == name and all(s[2].get(k) == v
+                                                       for k, v in labels.items())]
+    assert len(got) == 1, (name, labels, got)
+    return got[0]
+
+
+def test_metrics_count_exactly_the_requests_sent(apache_factory, mode, venv):
+    srv = apache_factory()
+    script = srv.write_file("apps/obs.wsgi", APP)
+    srv.start(srv.mount("/app", script) + HANDLERS)
+    group, m = ("", "embedded") if mode == "embedded" else (harness.DAEMON_GROUP, "daemon")
+    before = scrape(srv, venv)
+    base = value(before, "rwsgi_requests_total", group=group, mode=m, code="2xx")
+    base4 = value(before, "rwsgi_requests_total", group=group, mode=m, code="4xx")
+    for _ in range(5):
+        assert srv.get("/app/x").status == 200
+    assert srv.request("POST", "/app/x", body=b"y" * 1000).status == 200
+    assert srv.get("/app/missing").status == 404
+    assert srv.get("/app/slow").status == 200
+    after = scrape(srv, venv)
+    assert value(after, "rwsgi_requests_total", group=group, mode=m, code="2xx") == base + 7
+    assert value(after, "rwsgi_requests_total", group=group, mode=m, code="4xx") == base4 + 1
+    assert value(after, "rwsgi_request_bytes_total", group=group, mode=m) >= 1000
+    assert value(after, "rwsgi_response_bytes_total", group=group, mode=m) >= 8 * 6
+    count = value(after, "rwsgi_request_duration_seconds_count", group=group, mode=m)
+    assert count == base + base4 + 8
+    # The slow request is in a bucket above 0.25 s, and the sum covers it.
+    assert value(after, "rwsgi_request_duration_seconds_bucket", group=group, mode=m,
+                 le="0.25") <= count - 1
+    assert value(after, "rwsgi_request_duration_seconds_sum", group=group, mode=m) >= 0.3
+    # The scrape itself is not an application request.
+    assert value(after, "rwsgi_requests_in_flight", group=group, mode=m) == 0
+    if mode == "daemon":
+        assert value(after, "rwsgi_daemon_processes", group=group, state="ready") == 2
+        busy = value(after, "rwsgi_daemon_threads", group=group, state="busy")
+        idle = value(after, "rwsgi_daemon_threads", group=group, state="idle")
+        assert busy + idle == 20
+        assert value(after, "rwsgi_daemon_restarts_total", group=group, reason="crash") == 0
+    # The handlers obey the location's Require like any other content.
+    assert srv.get("/private-metrics").status == 403
+
+
+def test_health_follows_the_daemon_groups(apache_factory, mode):
+    """200 while every daemon group has a ready process; 503 naming the group and why while
+    its only process is replaced (its start-up is slowed by an imported script), then 200."""
+    srv = apache_factory()
+    script = srv.write_file("apps/obs.wsgi", APP)
+    slow = srv.write_file("apps/slow_start.py", "import time\ntime.sleep(3)\n")
+    conf = srv.mount("/app", script) + HANDLERS
+    if mode == "daemon":
+        conf = ("WSGIDaemonProcess lonely processes=1 threads=2 display-name=lonely\n"
+                f"WSGIImportScript {slow} process-group=lonely application-group=%{{GLOBAL}}\n"
+                + srv.mount("/lonely", script, process_group="lonely") + conf)
+    srv.start(conf)
+    if mode == "embedded":
+        # No daemon group: nothing to wait for.
+        r = srv.get("/health")
+        assert r.status == 200 and "ok: no daemon groups" in r.text, r.text
+        return
+    assert harness.wait_for(lambda: srv.get("/health").status == 200, timeout=20), \
+        srv.get("/health").text
+    r = srv.get("/health?group=lonely")
+    assert r.status == 200 and "ok: group 'lonely': 1 of 1 processes ready" in r.text
+    assert srv.get("/health?group=nope").status == 503
+    (pid,) = daemon_pids(srv, "lonely")
+    srv.allow_log(r"exited \(exit status or signal 9\)")
+    os.kill(pid, signal.SIGKILL)
+    # Within one supervision tick the group has no ready process.
+    assert harness.wait_for(lambda: srv.get("/health").status == 503, timeout=5)
+    r = srv.get("/health")
+    assert "unavailable: group 'lonely': no process ready" in r.text, r.text
+    assert "ok: group '" + harness.DAEMON_GROUP + "'" in r.text, r.text
+    # The replacement becomes ready once its import script is done.
+    assert harness.wait_for(lambda: srv.get("/health").status == 200, timeout=20)
+    assert srv.get("/health").text.count("ok: group") == 2
+
+
+def test_restarts_are_counted_by_reason(apache_factory, mode, venv):
+    """Daemon restarts by reason; a server without daemon groups has no daemon families."""
+    srv = apache_factory()
+    script = srv.write_file("apps/obs.wsgi", APP)
+    if mode == "embedded":
+        srv.start(srv.mount("/app", script) + HANDLERS)
+        assert srv.get("/app/x").status == 200
+        names = {s[1] for s in scrape(srv, venv)}
+        assert "rwsgi_requests_total" in names
+        assert not [n for n in names if n.startswith("rwsgi_daemon_")], names
+        return
+    srv.start("WSGIDaemonProcess recycled processes=1 threads=1 maximum-requests=2 "
+              "display-name=recycled\n"
+              + srv.mount("/r", script, process_group="recycled") + HANDLERS)
+    for _ in range(4):
+        assert srv.get("/r/x").status == 200
+    srv.allow_log(r"exited \(exit status or signal 9\)")
+
+    def counted(reason: str, n: int):
+        return value(scrape(srv, venv), "rwsgi_daemon_restarts_total", group="recycled",
+                     reason=reason) >= n
+
+    assert harness.wait_for(lambda: counted("maximum-requests", 2), timeout=20)
+    assert harness.wait_for(lambda: daemon_pids(srv, "recycled"), timeout=20)
+    (pid,) = daemon_pids(srv, "recycled")
+    os.kill(pid, signal.SIGKILL)
+    assert harness.wait_for(lambda: counted("crash", 1), timeout=20)
+
+
+def test_no_shared_memory_growth_across_graceful_restarts(apache_factory, mode):
+    srv = apache_factory()
+    script = srv.write_file("apps/obs.wsgi", APP)
+    srv.start(srv.mount("/app", script) + HANDLERS)
+
+    def shared_maps() -> int:
+        maps = open(f"/proc/{srv.parent_pid}/maps").read().splitlines()
+        return sum(1 for line in maps if "/dev/zero (deleted)" in line)
+
+    assert srv.get("/app/x").status == 200
+    first = shared_maps()
+    assert first >= 1
+    for _ in range(10):
+        srv.graceful()
+    assert srv.get("/app/x").status == 200
+    assert srv.get("/metrics").status == 200
+    assert shared_maps() == first
+
+
+def test_server_status_has_a_section(apache_factory, mode):
+    """mod_status's page carries mod_rwsgi's section (HTML and `?auto` lines): requests per
+    mode, and per daemon process its pid, state and restarts; a killed daemon shows up as a
+    restart with reason crash, and its replacement with a new pid."""
+    srv = apache_factory(modules=["status"])
+    script = srv.write_file("apps/obs.wsgi", APP)
+    srv.start(srv.mount("/app", script)
+              + "<Location /server-status>\n    SetHandler server-status\n"
+                "    Require all granted\n</Location>\n")
+    for _ in range(3):
+        assert srv.get("/app/x").status == 200
+    html = srv.get("/server-status").text
+    assert "<h2>mod_rwsgi</h2>" in html, html
+    auto = srv.get("/server-status?auto").text
+    if mode == "embedded":
+        assert "RwsgiEmbeddedRequests: 3\n" in auto, auto
+        assert "RwsgiGroup" not in auto
+        return
+    group = harness.DAEMON_GROUP
+    assert f"RwsgiGroup{group}Requests: 3\n" in auto, auto
+    assert f"<h3>Daemon group {group}</h3>" in html, html
+    pids = sorted(daemon_pids(srv))
+    for pid in pids:
+        assert f"pid={pid} state=ready" in auto, auto
+    srv.allow_log(r"exited \(exit status or signal 9\)")
+    os.kill(pids[0], signal.SIGKILL)
+
+    def replaced():
+        a = srv.get("/server-status?auto").text
+        return a if (f"pid={pids[0]} " not in a and "last_exit=crash" in a
+                     and a.count("state=ready") == 2) else None
+
+    auto = harness.wait_for(replaced, timeout=20)
+    assert auto, srv.get("/server-status?auto").text
+    assert f"RwsgiGroup{group}Restarts: 1\n" in auto, auto
+    assert "restarts=1 last_exit=crash" in auto, auto
