@@ -427,6 +427,26 @@ def test_processes_threads_and_mpm(express, mode):
     x.stop()
 
 
+def test_server_status_and_metrics_pages(express, mode):
+    """--server-status and --metrics turn on the operators' pages at their documented URLs,
+    in front of an application mounted at /."""
+    x = express("--server-status", "--metrics", mode=mode)
+    for _ in range(3):
+        assert x.get("/app").status == 200
+    m = x.get("/rwsgi-metrics")
+    assert m.status == 200, m.text
+    want = ('rwsgi_requests_total{group="",mode="embedded",code="2xx"} 3' if mode == "embedded"
+            else 'mode="daemon",code="2xx"} 3')
+    assert want in m.text, m.text
+    h = x.get("/rwsgi-health")
+    assert h.status == 200 and h.text.startswith("ok: "), h.text
+    auto = x.get("/server-status?auto").text
+    assert "RwsgiEmbeddedRequests:" in auto, auto
+    if mode == "daemon":
+        assert "state=ready" in auto, auto
+    x.stop()
+
+
 # ----------------------------------------------------------------- keep-alive under load (issue 18)
 
 HELLO = '''\

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -228,3 +229,73 @@ def test_server_status_has_a_section(apache_factory, mode):
     assert auto, srv.get("/server-status?auto").text
     assert f"RwsgiGroup{group}Restarts: 1\n" in auto, auto
     assert "restarts=1 last_exit=crash" in auto, auto
+
+
+def test_grafana_dashboard_queries_families_the_handler_serves(apache_factory, mode, venv):
+    """conf/grafana/rwsgi-dashboard.json: every metric its panels query is one the handler
+    serves (in daemon mode all of them exist; embedded mode has no daemon families)."""
+    dash = json.loads((harness.REPO / "conf" / "grafana" / "rwsgi-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(dash["panels"]) >= 4 and exprs
+    wanted = {m for e in exprs for m in re.findall(r"\brwsgi_[a-z_]+", e)}
+    srv = apache_factory()
+    script = srv.write_file("apps/obs.wsgi", APP)
+    srv.start(srv.mount("/app", script) + HANDLERS)
+    assert srv.get("/app/x").status == 200
+
+    def missing() -> set:
+        served = {s[1] for s in scrape(srv, venv)}
+        gone = {m for m in wanted if m not in served}
+        if mode == "embedded":
+            gone = {m for m in gone if not m.startswith("rwsgi_daemon_")}
+        return gone
+
+    # The daemons sample their resident size once a second: wait for the first sample.
+    assert harness.wait_for(lambda: not missing(), timeout=10), missing()
+
+
+def test_server_status_shows_a_running_request_and_its_time(apache_factory, mode):
+    """A slow request shows in server-status while it runs, with a running time that grows:
+    in daemon mode on mod_rwsgi's per-thread line (request line, client, request id), in
+    embedded mode in mod_status's own worker table (the request runs in the httpd child)."""
+    import threading
+    srv = apache_factory(modules=["status"])
+    script = srv.write_file("apps/sleepy.wsgi", """\
+import time
+
+def application(environ, start_response):
+    time.sleep(float(environ["QUERY_STRING"] or 0))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+""")
+    srv.start("ExtendedStatus On\n" + srv.mount("/app", script)
+              + "<Location /server-status>\n    SetHandler server-status\n"
+                "    Require all granted\n</Location>\n")
+    done = []
+    t = threading.Thread(target=lambda: done.append(srv.get("/app/slow?3", timeout=30).status))
+    t.start()
+    try:
+        if mode == "embedded":
+            assert harness.wait_for(
+                lambda: "GET /app/slow?3" in srv.get("/server-status").text, timeout=5)
+            return
+        line = re.compile(r'RwsgiGroup\S+Process\d+Thread\d+: time=([0-9.]+) '
+                          r'request="GET /app/slow\?3" client=127\.0\.0\.1:\d+ id=\S+')
+
+        def seen():
+            m = line.search(srv.get("/server-status?auto").text)
+            return float(m.group(1)) if m else None
+
+        first = harness.wait_for(seen, timeout=5)
+        assert first is not None, srv.get("/server-status?auto").text
+        time.sleep(0.6)
+        second = seen()
+        assert second is not None and second >= first + 0.5, (first, second)
+        html = srv.get("/server-status").text
+        assert "<td>GET /app/slow?3</td>" in html, html
+    finally:
+        t.join(timeout=30)
+    assert done == [200]
+    # Done: the thread is idle again.
+    assert harness.wait_for(lambda: "Thread" not in srv.get("/server-status?auto").text
+                            or mode == "embedded", timeout=5)

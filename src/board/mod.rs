@@ -153,6 +153,17 @@ const S_RSS: usize = 8;
 const S_PENDING_REASON: usize = 9; // what the process said before it exits (Reason + 1)
 const SLOT_WORDS: usize = 10;
 
+// A daemon worker thread's slot, after its process slot: what it runs now. Written only by
+// that thread, under a sequence word (odd while it writes), so a reader retries a torn read.
+const T_SEQ: usize = 0;
+const T_SINCE_MS: usize = 1; // when the current request started (ms since the epoch), 0: idle
+const T_SERVED: usize = 2;
+const T_TEXT: usize = 3; // length, then the bytes
+const TEXT_WORDS: usize = 32;
+const THREAD_WORDS: usize = T_TEXT + TEXT_WORDS;
+/// Bytes of a thread's request text kept (method, URL, client, request id).
+pub const TEXT_BYTES: usize = (TEXT_WORDS - 1) * 8;
+
 /// One daemon group as the board lays it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupShape {
@@ -173,13 +184,15 @@ impl Layout {
     /// At most this many process slots per group (a larger `processes=` shares the last ones'
     /// counters is never needed: the configuration caps processes well below).
     pub const MAX_PROCESSES: usize = 4096;
+    /// Worker threads per process with a slot of their own on the board.
+    pub const MAX_THREADS: usize = 1024;
 
     pub fn new(groups: Vec<GroupShape>) -> Layout {
         let mut starts = vec![0];
         let mut at = RECORD_HEAD;
         for g in &groups {
             starts.push(at);
-            at += RECORD_HEAD + g.processes.min(Self::MAX_PROCESSES) * SLOT_WORDS;
+            at += RECORD_HEAD + g.processes.min(Self::MAX_PROCESSES) * stride(g);
         }
         Layout {
             groups,
@@ -199,7 +212,15 @@ impl Layout {
     fn slot(&self, group: usize, process: usize) -> Option<usize> {
         let g = self.groups.get(group)?;
         (process < g.processes.min(Self::MAX_PROCESSES))
-            .then(|| self.starts[group + 1] + RECORD_HEAD + process * SLOT_WORDS)
+            .then(|| self.starts[group + 1] + RECORD_HEAD + process * stride(g))
+    }
+
+    fn thread(&self, group: usize, process: usize, thread: usize) -> Option<usize> {
+        let threads = self.groups.get(group)?.threads.min(Self::MAX_THREADS);
+        (thread < threads)
+            .then(|| self.slot(group, process))
+            .flatten()
+            .map(|s| s + SLOT_WORDS + thread * THREAD_WORDS)
     }
 }
 
@@ -229,6 +250,11 @@ pub fn pin() {
 /// The board this process pinned.
 pub fn pinned() -> Option<&'static Board> {
     PINNED.get().map(|b| &**b)
+}
+
+/// Words one process slot takes: its own, then one slot per worker thread.
+fn stride(g: &GroupShape) -> usize {
+    SLOT_WORDS + g.threads.min(Layout::MAX_THREADS) * THREAD_WORDS
 }
 
 /// The board over some shared words (`sys::SharedWords` in the server; a `Vec` in tests).
@@ -368,6 +394,92 @@ impl Board {
         }
     }
 
+    /// A daemon worker thread starts a request (`text`: what server-status shows of it,
+    /// cut to `TEXT_BYTES`) at `now_ms` (ms since the epoch).
+    pub fn thread_busy(
+        &self,
+        group: usize,
+        process: usize,
+        thread: usize,
+        now_ms: u64,
+        text: &[u8],
+    ) {
+        let Some(t) = self.layout.thread(group, process, thread) else {
+            return;
+        };
+        let text = &text[..text.len().min(TEXT_BYTES)];
+        let seq = self.begin_write(t);
+        self.w(t + T_SINCE_MS)
+            .store(now_ms.max(1), Ordering::Relaxed);
+        self.w(t + T_TEXT)
+            .store(text.len() as u64, Ordering::Relaxed);
+        for (i, chunk) in text.chunks(8).enumerate() {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.w(t + T_TEXT + 1 + i)
+                .store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        self.end_write(t, seq);
+    }
+
+    /// The thread's request has ended.
+    pub fn thread_idle(&self, group: usize, process: usize, thread: usize) {
+        if let Some(t) = self.layout.thread(group, process, thread) {
+            let seq = self.begin_write(t);
+            self.w(t + T_SINCE_MS).store(0, Ordering::Relaxed);
+            let served = self.w(t + T_SERVED).load(Ordering::Relaxed);
+            self.w(t + T_SERVED).store(served + 1, Ordering::Relaxed);
+            self.end_write(t, seq);
+        }
+    }
+
+    /// A thread slot's only writer (its thread) makes the sequence odd before it writes (plain
+    /// stores: one writer, and no locked instruction per request)...
+    fn begin_write(&self, t: usize) -> u64 {
+        let seq = self.w(t + T_SEQ).load(Ordering::Relaxed) | 1;
+        self.w(t + T_SEQ).store(seq, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        seq
+    }
+
+    /// ...and even again after, published with Release.
+    fn end_write(&self, t: usize, seq: u64) {
+        self.w(t + T_SEQ).store(seq + 1, Ordering::Release);
+    }
+
+    /// One thread's slot, read consistently (a few retries while its writer is at work;
+    /// `None` if it kept changing).
+    fn read_thread(&self, t: usize) -> Option<ThreadView> {
+        for _ in 0..8 {
+            let before = self.w(t + T_SEQ).load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let since = self.w(t + T_SINCE_MS).load(Ordering::Relaxed);
+            let served = self.w(t + T_SERVED).load(Ordering::Relaxed);
+            let len = (self.w(t + T_TEXT).load(Ordering::Relaxed) as usize).min(TEXT_BYTES);
+            let mut text = Vec::with_capacity(len);
+            for i in 0..len.div_ceil(8) {
+                let b = self
+                    .w(t + T_TEXT + 1 + i)
+                    .load(Ordering::Relaxed)
+                    .to_le_bytes();
+                text.extend_from_slice(&b);
+            }
+            text.truncate(len);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.w(t + T_SEQ).load(Ordering::Relaxed) == before {
+                return Some(ThreadView {
+                    since_ms: since,
+                    served,
+                    text: String::from_utf8_lossy(&text).into_owned(),
+                });
+            }
+        }
+        None
+    }
+
     // ---- readers
 
     /// Everything on the board now (each word read once; not one atomic snapshot).
@@ -396,8 +508,8 @@ impl Board {
                 threads: g.threads,
                 record: record(self.layout.starts[gi + 1]),
                 processes: (0..g.processes.min(Layout::MAX_PROCESSES))
-                    .filter_map(|p| self.layout.slot(gi, p))
-                    .map(|s| ProcessView {
+                    .filter_map(|p| self.layout.slot(gi, p).map(|s| (p, s)))
+                    .map(|(p, s)| ProcessView {
                         pid: self.get(s + S_PID) as u32,
                         state: ProcState::from_word(self.get(s + S_STATE)),
                         started: self.get(s + S_STARTED),
@@ -407,6 +519,14 @@ impl Board {
                         restarts: self.get(s + S_RESTARTS),
                         last_reason: Reason::from_word(self.get(s + S_REASON)),
                         rss: self.get(s + S_RSS),
+                        workers: (0..g.threads.min(Layout::MAX_THREADS))
+                            .map(|t| {
+                                self.layout
+                                    .thread(gi, p, t)
+                                    .and_then(|w| self.read_thread(w))
+                                    .unwrap_or_default()
+                            })
+                            .collect(),
                     })
                     .collect(),
             })
@@ -450,6 +570,19 @@ pub struct ProcessView {
     pub restarts: u64,
     pub last_reason: Option<Reason>,
     pub rss: u64,
+    /// Its worker threads now, by index.
+    pub workers: Vec<ThreadView>,
+}
+
+/// A daemon worker thread as the board last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadView {
+    /// When its current request started (ms since the epoch); 0: idle.
+    pub since_ms: u64,
+    /// Requests it has finished.
+    pub served: u64,
+    /// The request it runs or last ran: `METHOD URL`, client and request id, tab-separated.
+    pub text: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -495,7 +628,10 @@ mod tests {
     #[test]
     fn records_and_slots_do_not_overlap() {
         let l = Layout::new(shapes());
-        assert_eq!(l.words, RECORD_HEAD * 3 + SLOT_WORDS * 3);
+        assert_eq!(
+            l.words,
+            RECORD_HEAD * 3 + SLOT_WORDS * 3 + THREAD_WORDS * (2 * 3 + 1)
+        );
         let b = test_board(shapes());
         b.spawned(0, 1, 42, 7);
         b.spawned(1, 0, 43, 8);
@@ -606,6 +742,39 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_word(r as u64 + 1), Some(r));
         }
+    }
+
+    #[test]
+    fn thread_slots_show_the_running_request() {
+        let b = test_board(shapes());
+        let long = format!("GET /{}\t127.0.0.1:5\tid1", "x".repeat(400));
+        b.thread_busy(0, 1, 2, 5_000, long.as_bytes());
+        b.thread_busy(0, 1, 0, 6_000, b"POST /a\t::1:9\tid2");
+        let s = b.snapshot();
+        let w = &s.groups[0].processes[1].workers;
+        assert_eq!(w.len(), 3);
+        assert_eq!(
+            (w[0].since_ms, w[0].text.as_str()),
+            (6_000, "POST /a\t::1:9\tid2")
+        );
+        assert_eq!(w[1], ThreadView::default());
+        assert_eq!(w[2].text.len(), TEXT_BYTES);
+        assert!(w[2].text.starts_with("GET /xxx"));
+        // Neighbours untouched: the other process's threads and group b.
+        assert!(
+            s.groups[0].processes[0]
+                .workers
+                .iter()
+                .all(|t| t.since_ms == 0)
+        );
+        assert_eq!(s.groups[1].processes[0].pid, 0);
+        b.thread_idle(0, 1, 0);
+        let w = &b.snapshot().groups[0].processes[1].workers;
+        assert_eq!((w[0].since_ms, w[0].served), (0, 1));
+        assert_eq!(w[0].text, "POST /a\t::1:9\tid2"); // the last request stays readable
+        // Out of range: ignored.
+        b.thread_busy(0, 1, 3, 1, b"x");
+        b.thread_idle(1, 0, 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::{DURATION_BUCKETS, ProcState, RecordView, Snapshot};
+use super::{DURATION_BUCKETS, ProcState, ProcessView, RecordView, Snapshot, ThreadView};
 
 /// A label value escaped for the text format (backslash, quote, newline).
 fn esc(v: &str) -> String {
@@ -243,7 +243,7 @@ pub fn health(s: &Snapshot, groups: &[String], alive: impl Fn(u32) -> bool) -> (
 
 /// A daemon process's server-status fields: pid, state, uptime, threads, busy, served,
 /// restarts, last exit.
-fn fields(p: &super::ProcessView, now: u64) -> [String; 8] {
+fn fields(p: &ProcessView, now: u64) -> [String; 8] {
     let uptime = if p.started == 0 {
         0
     } else {
@@ -261,8 +261,28 @@ fn fields(p: &super::ProcessView, now: u64) -> [String; 8] {
     ]
 }
 
-/// The server-status section: `auto` gives `key: value` lines, otherwise HTML.
-pub fn status(s: &Snapshot, now: u64, auto: bool) -> String {
+/// The worker threads of a process that run a request now (WSGI; an ASGI request runs on the
+/// process's event loop, not a worker thread), with their index.
+fn running(p: &ProcessView) -> impl Iterator<Item = (usize, &ThreadView)> {
+    p.workers
+        .iter()
+        .enumerate()
+        .filter(move |(_, w)| p.pid != 0 && w.since_ms != 0)
+}
+
+/// A thread's request text: request line, client, request id.
+fn parts(text: &str) -> (&str, &str, &str) {
+    let mut it = text.splitn(3, '\t');
+    (
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+    )
+}
+
+/// The server-status section: `auto` gives `key: value` lines, otherwise HTML. `now_ms` is
+/// `now` in milliseconds (for the running requests' times).
+pub fn status(s: &Snapshot, now: u64, now_ms: u64, auto: bool) -> String {
     let mut out = String::new();
     let e = &s.embedded;
     if auto {
@@ -282,6 +302,15 @@ pub fn status(s: &Snapshot, now: u64, auto: bool) -> String {
                      served={} restarts={} last_exit={}",
                     f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]
                 );
+                for (t, w) in running(p) {
+                    let (request, client, id) = parts(&w.text);
+                    let _ = writeln!(
+                        out,
+                        "RwsgiGroup{n}Process{i}Thread{t}: time={:.3} request=\"{request}\" \
+                         client={client} id={id}",
+                        now_ms.saturating_sub(w.since_ms) as f64 / 1000.0
+                    );
+                }
             }
         }
         return out;
@@ -331,6 +360,35 @@ pub fn status(s: &Snapshot, now: u64, auto: bool) -> String {
             let _ = writeln!(out, "<tr><td>{i}</td>{cells}</tr>");
         }
         out.push_str("</table>\n");
+        let busy: Vec<String> = g
+            .processes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                running(p).map(move |(t, w)| {
+                    let (request, client, id) = parts(&w.text);
+                    format!(
+                        "<tr><td>{i}</td><td>{t}</td><td>{:.3}</td><td>{}</td><td>{}</td>\
+                         <td>{}</td></tr>",
+                        now_ms.saturating_sub(w.since_ms) as f64 / 1000.0,
+                        h(request),
+                        h(client),
+                        h(id)
+                    )
+                })
+            })
+            .collect();
+        if !busy.is_empty() {
+            out.push_str(
+                "<table border=\"0\"><tr><th>Process</th><th>Thread</th><th>Time s</th>\
+                 <th>Request</th><th>Client</th><th>Request id</th></tr>\n",
+            );
+            for row in busy {
+                out.push_str(&row);
+                out.push('\n');
+            }
+            out.push_str("</table>\n");
+        }
     }
     out
 }
@@ -430,13 +488,23 @@ mod tests {
         let b = board();
         b.spawned(0, 0, 9, 10);
         b.ready(0, 0, 4);
-        let auto = status(&b.snapshot(), 15, true);
+        b.thread_busy(0, 0, 2, 12_500, b"GET /slow?x=<1>\t127.0.0.1:40000\tabc");
+        let auto = status(&b.snapshot(), 15, 15_000, true);
         assert!(auto.contains(
             "RwsgiGroupsiteProcess0: pid=9 state=ready uptime=5 threads=4 busy=0 served=0 \
              restarts=0 last_exit=none\n"
         ));
-        let html = status(&b.snapshot(), 15, false);
+        assert!(auto.contains(
+            "RwsgiGroupsiteProcess0Thread2: time=2.500 request=\"GET /slow?x=<1>\" \
+             client=127.0.0.1:40000 id=abc\n"
+        ));
+        let html = status(&b.snapshot(), 15, 15_000, false);
         assert!(html.contains("<h3>Daemon group site</h3>"));
         assert!(html.contains("<td>9</td><td>ready</td>"));
+        assert!(html.contains(
+            "<td>0</td><td>2</td><td>2.500</td><td>GET /slow?x=&lt;1&gt;</td><td>127.0.0.1:40000</td>"
+        ));
+        b.thread_idle(0, 0, 2);
+        assert!(!status(&b.snapshot(), 15, 15_000, true).contains("Thread"));
     }
 }

@@ -83,7 +83,12 @@ fn answer(req: Request, status: u16, reason: &str, content_type: &str, body: &st
 /// mod_rwsgi's section of mod_status's server-status page (`short`: `?auto` lines).
 pub fn status_section(short: bool) -> String {
     match board::pinned() {
-        Some(b) => board::render::status(&b.snapshot(), crate::sys::unix_now(), short),
+        Some(b) => board::render::status(
+            &b.snapshot(),
+            crate::sys::unix_now(),
+            crate::sys::unix_now_ms(),
+            short,
+        ),
         None => String::new(),
     }
 }

@@ -387,6 +387,7 @@ fn worker(
 ) {
     crate::python::ensure_thread_state();
     state.py_ident[index].store(crate::python::thread_ident(), Ordering::SeqCst);
+    super::state::WORKER_INDEX.set(Some(index));
     loop {
         let Some((token, mut peer)) = peers.take(state, Duration::from_millis(100)) else {
             if state.stopping.load(Ordering::SeqCst) && state.accepting.load(Ordering::SeqCst) == 0

@@ -150,6 +150,8 @@ pub(super) fn serve(
         );
     }
     guard::test_panic("worker");
+    // server-status shows what this worker runs until the request is done here.
+    let _note = super::state::BoardNote::new(state, &req.status_text());
     let mut held = Some(c);
     let ran = interp::enter(which, |py, it| {
         let c = held

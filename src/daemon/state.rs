@@ -8,6 +8,37 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
+thread_local! {
+    /// The worker index of the calling thread (its board slot), if it is a worker.
+    pub(super) static WORKER_INDEX: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// What the board shows of the request the calling worker thread runs, for as long as this
+/// lives (server-status's per-thread lines).
+pub(super) struct BoardNote<'a> {
+    state: &'a State,
+    index: usize,
+}
+
+impl<'a> BoardNote<'a> {
+    /// Notes `text` (request line, client, request id) for the calling worker, if it is one.
+    pub(super) fn new(state: &'a State, text: &[u8]) -> Option<BoardNote<'a>> {
+        let board = crate::board::pinned()?;
+        let index = WORKER_INDEX.get()?;
+        board.thread_busy(state.slot.0, state.slot.1, index, sys::unix_now_ms(), text);
+        Some(BoardNote { state, index })
+    }
+}
+
+impl Drop for BoardNote<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = crate::board::pinned() {
+            b.thread_idle(self.state.slot.0, self.state.slot.1, self.index);
+        }
+    }
+}
+
 /// Shared counters of one daemon process.
 pub(super) struct State {
     pub(super) stopping: AtomicBool,

@@ -206,6 +206,23 @@ impl<K: AsRef<[u8]>> Request<K> {
         self.get("mod_wsgi.ignore_activity") != Some(b"1")
     }
 
+    /// What server-status shows of the request: `METHOD URI`, `IP:PORT` of the client and the
+    /// request id, tab-separated.
+    pub fn status_text(&self) -> Vec<u8> {
+        let part = |k: &str| self.get(k).unwrap_or(b"");
+        let mut t = Vec::with_capacity(128);
+        t.extend_from_slice(part("REQUEST_METHOD"));
+        t.push(b' ');
+        t.extend_from_slice(part("REQUEST_URI"));
+        t.push(b'\t');
+        t.extend_from_slice(part("REMOTE_ADDR"));
+        t.push(b':');
+        t.extend_from_slice(part("REMOTE_PORT"));
+        t.push(b'\t');
+        t.extend_from_slice(part("mod_wsgi.request_id"));
+        t
+    }
+
     /// httpd's id of the request (for log lines).
     pub fn request_id(&self) -> String {
         self.text("mod_wsgi.request_id")
@@ -264,6 +281,26 @@ mod tests {
             queue_start: i64::MAX,
             apache_version: [2, 4, 71],
         }
+    }
+
+    #[test]
+    fn status_text_has_the_request_line_client_and_id() {
+        let env = |pairs: &[(&str, &str)]| Request {
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            meta: RequestMeta::default(),
+        };
+        let r = env(&[
+            ("REQUEST_METHOD", "GET"),
+            ("REMOTE_PORT", "5"),
+            ("REQUEST_URI", "/a?b"),
+            ("REMOTE_ADDR", "::1"),
+            ("mod_wsgi.request_id", "Zx1"),
+        ]);
+        assert_eq!(r.status_text(), b"GET /a?b\t::1:5\tZx1");
+        assert_eq!(env(&[]).status_text(), b" \t:\t");
     }
 
     #[test]

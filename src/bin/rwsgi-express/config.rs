@@ -317,6 +317,31 @@ fn split(path: &str) -> (&str, &str) {
     }
 }
 
+/// `--server-status` and `--metrics`: the operators' pages, local clients only (the health
+/// check answers anyone: a load balancer asks from elsewhere, and it tells only readiness).
+fn observability(plan: &Plan) -> String {
+    let o = plan.o;
+    let mut s = String::new();
+    if o.server_status || o.metrics {
+        s.push_str(&load(plan, "authz_host_module", "mod_authz_host.so"));
+    }
+    if o.server_status {
+        s.push_str(&load(plan, "status_module", "mod_status.so"));
+        s.push_str(
+            "ExtendedStatus On\n<Location /server-status>\n    SetHandler server-status\n    \
+             Require local\n</Location>\n",
+        );
+    }
+    if o.metrics {
+        s.push_str(
+            "<Location /rwsgi-metrics>\n    SetHandler rwsgi-metrics\n    Require local\n\
+             </Location>\n<Location /rwsgi-health>\n    SetHandler rwsgi-health\n    \
+             Require all granted\n</Location>\n",
+        );
+    }
+    s
+}
+
 /// The whole httpd.conf.
 pub fn httpd_conf(plan: &Plan) -> String {
     let o = plan.o;
@@ -381,6 +406,7 @@ pub fn httpd_conf(plan: &Plan) -> String {
         docroot = q(&plan.root(DOCROOT))
     ));
     s.push_str(&aliases(plan));
+    s.push_str(&observability(plan));
     s.push('\n');
     if o.embedded {
         s.push_str(&embedded_python(plan));
@@ -587,6 +613,24 @@ mod tests {
         assert!(!c.contains("WSGIImportScript"));
         // The longer alias comes first.
         assert!(c.find("Alias \"/static/x\"").unwrap() < c.find("Alias \"/static\"").unwrap());
+    }
+
+    #[test]
+    fn server_status_and_metrics_pages() {
+        let c = httpd_conf(&plan(&options("start-server app.wsgi")));
+        assert!(!c.contains("server-status") && !c.contains("rwsgi-metrics"));
+        let c = httpd_conf(&plan(&options(
+            "start-server app.wsgi --server-status --metrics",
+        )));
+        for want in [
+            "LoadModule status_module \"/usr/lib/apache2/modules/mod_status.so\"",
+            "LoadModule authz_host_module \"/usr/lib/apache2/modules/mod_authz_host.so\"",
+            "<Location /server-status>\n    SetHandler server-status\n    Require local\n",
+            "<Location /rwsgi-metrics>\n    SetHandler rwsgi-metrics\n    Require local\n",
+            "<Location /rwsgi-health>\n    SetHandler rwsgi-health\n    Require all granted\n",
+        ] {
+            assert!(c.contains(want), "missing {want:?} in\n{c}");
+        }
     }
 
     #[test]

@@ -229,6 +229,20 @@ pub const SPECS: &[Spec] = &[
         "Write an access log (to stdout when running in the foreground).",
     ),
     opt(
+        "Logging",
+        "--server-status",
+        FLAG,
+        "Serve Apache's server-status page, with mod_rwsgi's section, at /server-status \
+         (local clients only).",
+    ),
+    opt(
+        "Logging",
+        "--metrics",
+        FLAG,
+        "Serve Prometheus metrics at /rwsgi-metrics (local clients only) and the health \
+         check at /rwsgi-health (anyone).",
+    ),
+    opt(
         "Server",
         "--server-root",
         &["DIRECTORY"],
@@ -336,6 +350,8 @@ pub struct Options {
     pub limit_request_body: u64,
     pub log_level: String,
     pub access_log: bool,
+    pub server_status: bool,
+    pub metrics: bool,
     pub server_root: Option<String>,
     pub setup_only: bool,
     pub user: Option<String>,
@@ -572,6 +588,8 @@ fn build(script: String, seen: &[(&'static Spec, Vec<String>)]) -> Result<Option
         limit_request_body: number(seen, "--limit-request-body", 10_485_760, 0, 2_147_483_647)?,
         log_level: one(seen, "--log-level").unwrap_or("warn").to_string(),
         access_log: flag(seen, "--access-log"),
+        server_status: flag(seen, "--server-status"),
+        metrics: flag(seen, "--metrics"),
         server_root: one(seen, "--server-root").map(str::to_string),
         setup_only: flag(seen, "--setup-only"),
         user: one(seen, "--user").map(str::to_string),
