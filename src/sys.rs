@@ -1,11 +1,11 @@
 //! Thin safe wrappers over the few POSIX calls daemon mode needs (signals, privilege drop,
-//! parent-death signal, resource limits, UNIX listening sockets, reaping, passing descriptors
-//! with `SCM_RIGHTS`, user and group lookups). Part of the FFI layer: every `unsafe` block here
-//! is documented. Used by the httpd parent (sockets, reaping, start-up checks), the httpd
-//! children (receiving descriptors; `current_identity` to explain a script they cannot read),
-//! the daemon processes (everything else), and rwsgi-express, which compiles this file in (user
-//! lookups, signals, and the calls it alone uses to supervise Apache, marked
-//! `allow(dead_code)` since the module does not use them).
+//! parent-death signal, resource limits, UNIX listening sockets, reaping, passing descriptors with
+//! `SCM_RIGHTS`, user and group lookups, the board's shared memory, resource usage). Part of the
+//! FFI layer: every `unsafe` block here is documented. Used by the httpd parent (sockets, reaping,
+//! start-up checks), the httpd children (receiving descriptors; `current_identity` to explain a
+//! script they cannot read), the daemon processes (everything else), and rwsgi-express, which
+//! compiles this file in (user lookups, signals, and the calls it alone uses to supervise Apache,
+//! marked `allow(dead_code)` since the module does not use them).
 
 use std::ffi::{CStr, CString};
 use std::io;

@@ -1,6 +1,8 @@
 //! The `wsgi-script` handler: works out the settings that apply to the request (alias options
 //! over the directory's), asks the admission rules (`request::admission`) what to do, and
-//! runs the request embedded or sends it to its daemon group. Runs in the httpd child.
+//! runs the request embedded or sends it to its daemon group (counting it on the board); the
+//! operators' handlers (`rwsgi-metrics`, `rwsgi-health`) are `observe.rs`'s. Runs in the httpd
+//! child.
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;

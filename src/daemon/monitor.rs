@@ -1,4 +1,5 @@
-//! The process's clocks: the monitor thread, which restarts the process when
+//! The process's clocks: the monitor thread, which copies the process's busy threads, requests
+//! and resident size to the board, and restarts the process when
 //! restart-interval, inactivity-timeout, request-timeout or startup-timeout is reached (and
 //! exits it at once on deadlock-timeout), and the GIL probe thread that feeds the
 //! deadlock-timeout check. Runs in the daemon process.

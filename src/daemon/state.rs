@@ -1,5 +1,6 @@
-//! The counters and clocks one daemon process's threads share (`State`), and the one way any of
-//! them asks the process to stop (`State::restart`). Runs in the daemon process.
+//! The counters and clocks one daemon process's threads share (`State`), the one way any of
+//! them asks the process to stop (`State::restart`), and what a worker shows on the board while
+//! it runs a request (`BoardNote`). Runs in the daemon process.
 #![forbid(unsafe_code)]
 
 use std::sync::Mutex;
