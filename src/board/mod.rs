@@ -181,8 +181,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// At most this many process slots per group (a larger `processes=` shares the last ones'
-    /// counters is never needed: the configuration caps processes well below).
+    /// At most this many process slots per group; processes beyond them are not on the board.
     pub const MAX_PROCESSES: usize = 4096;
     /// Worker threads per process with a slot of their own on the board.
     pub const MAX_THREADS: usize = 1024;

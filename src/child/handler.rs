@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::observe;
 use super::settings::{refuse, settings, with_facts};
@@ -139,10 +139,7 @@ fn log_if_slow(req: Request, limit: Duration, rc: c_int) {
     if req.status() == 101 {
         return;
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    let took = Duration::from_micros(u64::try_from(now - req.request_time()).unwrap_or(0));
+    let took = observe::since_request_line(req);
     if took <= limit {
         return;
     }

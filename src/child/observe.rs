@@ -14,10 +14,12 @@ use crate::httpd::request::{Output, Request};
 pub const METRICS_HANDLER: &[u8] = b"rwsgi-metrics";
 pub const HEALTH_HANDLER: &[u8] = b"rwsgi-health";
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
+/// How long ago httpd read the request line.
+pub fn since_request_line(req: Request) -> std::time::Duration {
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    std::time::Duration::from_micros(u64::try_from(now - req.request_time()).unwrap_or(0))
 }
 
 /// The board record a request counts under: embedded mode (`None`) or its daemon group.
@@ -50,7 +52,7 @@ pub fn ended(req: Request, record: Option<usize>, rc: c_int) {
             status: u16::try_from(status).unwrap_or(500),
             bytes_in: req.read_length(),
             bytes_out: req.bytes_sent(),
-            micros: u64::try_from(now_us() - req.request_time()).unwrap_or(0),
+            micros: u64::try_from(since_request_line(req).as_micros()).unwrap_or(u64::MAX),
         },
     );
 }
