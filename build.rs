@@ -69,6 +69,21 @@ fn python_query(python: &str, code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Whether the dynamic loader searches `dir` without an rpath (Debian: /lib, /usr/lib and their
+/// multiarch subdirectories).
+fn loader_default_dir(dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    ["/lib", "/usr/lib", "/lib64", "/usr/lib64"]
+        .iter()
+        .any(|base| {
+            dir == *base
+                || dir
+                    .strip_prefix(base)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|sub| !sub.contains('/') && sub.ends_with("-linux-gnu"))
+        })
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=apache/wrapper.h");
     println!("cargo:rerun-if-changed=apache/shim.c");
@@ -183,13 +198,31 @@ fn main() {
     if lines.len() < 5 {
         fail(&format!("unexpected answer from `{python}`: {info}"));
     }
-    let (exe, version, libdir, ldlib, prefix) = (lines[0], lines[1], lines[2], lines[3], lines[4]);
+    let (exe, version, config_libdir, ldlib, prefix) =
+        (lines[0], lines[1], lines[2], lines[3], lines[4]);
+    // A copied or moved installation (e.g. pyenv's build staged where Apache's user can read it)
+    // still reports the LIBDIR it was configured with; its own `<prefix>/lib` comes first.
+    let own_libdir = format!("{prefix}/lib");
+    let libdir = if Path::new(&own_libdir).join(ldlib).exists() {
+        own_libdir.as_str()
+    } else {
+        config_libdir
+    };
     if !Path::new(libdir).join(ldlib).exists() {
         fail(&format!(
             "{libdir}/{ldlib} not found: install the Debian package libpython{version}-dev \
              (python3-dev), the shared libpython that Apache will load"
         ));
     }
+    // A libpython outside the loader's default directories (pyenv, /opt, /usr/local builds) is
+    // found at load time through an rpath, so httpd needs no LD_LIBRARY_PATH.
+    if !loader_default_dir(libdir) {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
+        println!("cargo:rustc-link-search=native={libdir}");
+    }
+    println!(
+        "cargo:warning=mod_rwsgi links Python {version}: {libdir}/{ldlib} (interpreter {exe})"
+    );
     println!("cargo:rustc-env=RWSGI_PYTHON_EXECUTABLE={exe}");
     println!("cargo:rustc-env=RWSGI_PYTHON_VERSION={version}");
     // Own-GIL sub-interpreters (`Py_NewInterpreterFromConfig`, PEP 684) exist from 3.12 on.

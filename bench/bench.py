@@ -51,7 +51,8 @@ DISPLAY_NAME = "benchd"  # daemon process name (both modules), to tell daemons f
 @dataclass(frozen=True)
 class Server:
     name: str
-    module: str | None  # "rwsgi", "wsgi", "base" (mod_rwsgi --baseline build) or None (static)
+    module: str | None  # "rwsgi", "wsgi", "base" (mod_rwsgi --baseline build), "py3.12.1" (a
+    #                     --python-module build for another Python) or None (static)
     daemon: str | None  # WSGIDaemonProcess options, None for embedded
     # The application group of /app: %{GLOBAL} (the main interpreter), or a named group that
     # shares the process with a second one (so it runs in a sub-interpreter).
@@ -121,6 +122,17 @@ BASELINE_SERVERS = [
     Server("base-daemon-p2t15", "base", "processes=2 threads=15"),
 ]
 BASELINE_SO: Path | None = None
+
+# With --python-module VERSION=SO (scripts/bench.sh --python X.Y builds them): mod_rwsgi built for
+# another Python, served as py<VERSION>-* servers with the hello workloads, so the cost of a
+# Python upgrade shows in the same run as the system Python's rwsgi-* rows.
+PYTHON_SOS: dict[str, Path] = {}
+PYTHON_WORKLOADS = {"hello-c32", "hello-c4"}
+
+
+def python_servers(version: str) -> list[Server]:
+    return [Server(f"py{version}-embedded", f"py{version}", None),
+            Server(f"py{version}-daemon-p2t15", f"py{version}", "processes=2 threads=15")]
 
 
 @dataclass(frozen=True)
@@ -211,7 +223,8 @@ class BenchApache(harness.Apache):
                     f"application-group=%{{GLOBAL}}\n")
         if s.module is None:
             return ""
-        so = {"rwsgi": self.rwsgi_so, "base": BASELINE_SO}.get(s.module, MOD_WSGI_SO)
+        so = {"rwsgi": self.rwsgi_so, "base": BASELINE_SO,
+              **{f"py{v}": p for v, p in PYTHON_SOS.items()}}.get(s.module, MOD_WSGI_SO)
         name = "wsgi_module" if s.module == "wsgi" else "rwsgi_module"
         lines = [f"LoadModule {name} {so}",
                  f"WSGISocketPrefix {self.root}/run/wsgi",
@@ -533,6 +546,8 @@ def cells_for(selection: list[str]) -> list[Cell]:
                 continue
             if s.sub and not w.name.startswith("hello"):
                 continue
+            if (s.module or "").startswith("py") and w.name not in PYTHON_WORKLOADS:
+                continue
             c = Cell(w, s)
             if not selection or any(sel in (w.name, s.name, c.name) for sel in selection):
                 out.append(c)
@@ -648,6 +663,7 @@ def environment(rwsgi_so: Path) -> dict:
         "mod_wsgi": _sh(["dpkg-query", "-W", "-f=${Version}", "libapache2-mod-wsgi-py3"]),
         "mod_rwsgi": rev,
         "mod_rwsgi_so": str(rwsgi_so),
+        "other_pythons": {v: str(p) for v, p in PYTHON_SOS.items()},
         "wrk": _sh([WRK, "-v"]).splitlines()[0] if _sh([WRK, "-v"]) else "unknown",
     }
 
@@ -710,12 +726,16 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
     for k in ("host", "nproc", "cpu", "kernel", "apache", "python", "mod_wsgi", "mod_rwsgi",
               "wrk"):
         out.append(f"| {k} | {env[k]} |")
+    for version, so in env.get("other_pythons", {}).items():
+        out.append(f"| mod_rwsgi for Python {version} | {so} |")
     la = ", ".join(f"{x:.2f}" for x in env["load_at_start"])
     out.append(f"| load average at start | {la} |")
     out.append(f"| method | {args.repeats} runs × {args.duration:g} s per cell "
                f"({args.file_repeats} for file64m), {args.warmup:g} s warm-up each, "
                f"servers alternated per round; total {elapsed / 60:.1f} min |")
-    out += ["", "Command: `scripts/bench.sh" + "".join(f" {s}" for s in args.cells) + "`", ""]
+    pythons = "".join(f" --python {v}" for v in PYTHON_SOS)
+    out += ["", f"Command: `scripts/bench.sh{pythons}" + "".join(f" {s}" for s in args.cells) + "`",
+            ""]
     out += ["## Results", "",
             "req/s: median (min–max) of the runs; latency: median of the runs' p50/p99; CPU: "
             "server process tree (httpd parent, children, daemons) utime+stime per request, "
@@ -789,6 +809,24 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                 "of both servers:", "",
                 "| workload | mod_rwsgi | reference | req/s ratio | CPU/req ratio | p99 ratio |",
                 "| --- | --- | --- | --- | --- | --- |"] + asgi_rows
+    py_rows = []
+    system = _sh(["/usr/bin/python3", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+    for w in WORKLOADS:
+        for mode in ("embedded", "daemon-p2t15"):
+            base = get(w.name, f"rwsgi-{mode}")
+            for version in PYTHON_SOS:
+                a = get(w.name, f"py{version}-{mode}")
+                if not a:
+                    continue
+                ratio = (f"{a['rps'] / base['rps']:.2f} | {a['cpu_us'] / base['cpu_us']:.2f}"
+                         if base else "– | –")
+                py_rows.append(f"| {w.name} | {mode} | {version} | {a['rps']:.0f} | "
+                               f"{a['cpu_us']:.0f} | {ratio} |")
+    if py_rows:
+        out += ["", f"mod_rwsgi built for other Pythons (--python-module), against the system "
+                f"Python's build ({system}, the rwsgi-* rows), same mode:", "",
+                "| workload | mode | Python | req/s | CPU µs/req | req/s ratio | CPU/req ratio |",
+                "| --- | --- | --- | --- | --- | --- | --- |"] + py_rows
     sub_rows = []
     for w in WORKLOADS:
         for mode in ("embedded", "daemon-p1t15"):
@@ -916,7 +954,19 @@ def main() -> int:
     ap.add_argument("--serve", metavar="SERVER",
                     help="start one server, print its port and PIDs, and keep it running until "
                          "Enter or Ctrl-C (for profiling with perf or callgrind)")
+    ap.add_argument("--python-module", metavar="VERSION=SO", action="append", default=[],
+                    help="mod_rwsgi built for another Python (scripts/bench.sh --python X.Y "
+                         "builds it): adds py<VERSION>-embedded and -daemon-p2t15 servers "
+                         "(hello workloads) and a table against the system Python's rows")
     args = ap.parse_args()
+    for item in args.python_module:
+        version, _, so = item.partition("=")
+        if not so or not Path(so).is_file():
+            print(f"--python-module {item}: expected VERSION=/path/to/libmod_rwsgi.so",
+                  file=sys.stderr)
+            return 2
+        PYTHON_SOS[version] = Path(so).resolve()
+        SERVERS.extend(python_servers(version))
     if args.baseline:
         global BASELINE_SO
         BASELINE_SO = Path(args.baseline).resolve()

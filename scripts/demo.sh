@@ -2,9 +2,14 @@
 # Builds mod_rwsgi and rwsgi-express, then serves the demo WSGI app (conf/demo/demo.wsgi) with
 # `rwsgi-express start-server` in the foreground on http://127.0.0.1:${PORT:-8000}/ (daemon
 # mode, logs and access log on the terminal; Ctrl-C stops it). Installs missing packages first.
+# PYTHON=3.13 (or an interpreter path) builds and serves with that Python (scripts/python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+if [ -n "${PYTHON:-}" ]; then
+  PYO3_PYTHON="$(bash scripts/python.sh "$PYTHON")"
+  export PYO3_PYTHON
+fi
 cargo build --release
 
 PORT="${PORT:-8000}"

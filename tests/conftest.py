@@ -5,6 +5,8 @@ Run (as root, Apache children drop to www-data):
 
 Environment:
   RWSGI_SO        path of libmod_rwsgi.so (default <repo>/target/release/libmod_rwsgi.so)
+  RWSGI_PYTHON    the interpreter that module was built for (default /usr/bin/python3); the
+                  session stops at once when the module links another Python X.Y
   RWSGI_MPMS      comma list of MPMs for thread-sensitive tests (default event,worker,prefork)
   RWSGI_MODES     comma list of modes (default embedded,daemon)
   RWSGI_LOG_DIR   where logs of failing tests are saved (default /tmp/rwsgi-test-logs)
@@ -48,6 +50,20 @@ def pytest_configure(config):
         "daemon_only: the test is about a daemon process itself (its options, its death), so "
         "it is not repeated in embedded mode",
     )
+
+
+def pytest_sessionstart(session):
+    """A module built for another Python than RWSGI_PYTHON would fail most tests one by one;
+    say it once instead."""
+    if not harness.SO_PATH.is_file():
+        return  # the tests that need the module say so (harness.check_so)
+    built = harness.module_python()
+    wanted = harness.app_python_version()
+    if built != wanted:
+        pytest.exit(f"{harness.SO_PATH} links Python {built[0]}.{built[1]} but RWSGI_PYTHON "
+                    f"({harness.APP_PYTHON}) is {wanted[0]}.{wanted[1]}: build with "
+                    f"PYO3_PYTHON={harness.APP_PYTHON} or set RWSGI_PYTHON to the module's "
+                    "interpreter (scripts/test.sh does both from PYTHON=)", returncode=2)
 
 
 def pytest_generate_tests(metafunc):

@@ -31,6 +31,10 @@ APPS_SRC = TESTS_DIR / "apps"
 APACHE_BIN = os.environ.get("RWSGI_APACHE", "/usr/sbin/apache2")
 MODULES_DIR = Path(os.environ.get("RWSGI_APACHE_MODULES", "/usr/lib/apache2/modules"))
 SO_PATH = Path(os.environ.get("RWSGI_SO", str(REPO / "target" / "release" / "libmod_rwsgi.so")))
+# The interpreter the module under test was built for (scripts/test.sh sets it with PYTHON=): the
+# tests make their virtual environments with it and expect its version in what the apps report.
+# pytest itself runs under /usr/bin/python3 whatever the module's Python is.
+APP_PYTHON = os.environ.get("RWSGI_PYTHON", "/usr/bin/python3")
 
 # RWSGI_COREDUMP=1: children dump core into <ServerRoot>/cores (kept with the saved logs).
 COREDUMP = bool(os.environ.get("RWSGI_COREDUMP"))
@@ -120,6 +124,13 @@ class ModuleMissing(HarnessError):
     pass
 
 
+def mpms(*wanted: str) -> list[str]:
+    """The MPMs among `wanted` that RWSGI_MPMS allows (every MPM by default), for the tests that
+    pick their own MPMs; the first wanted one when RWSGI_MPMS allows none of them."""
+    allowed = [m.strip() for m in os.environ.get("RWSGI_MPMS", "event,worker,prefork").split(",")]
+    return [m for m in wanted if m in allowed] or [wanted[0]]
+
+
 def so_path() -> Path:
     return SO_PATH
 
@@ -131,6 +142,19 @@ def module_python() -> tuple[int, int]:
     if not m:
         raise HarnessError(f"{SO_PATH} links no libpython:\n{out}")
     return int(m.group(1)), int(m.group(2))
+
+
+def app_python_version() -> tuple[int, int]:
+    """(major, minor) of APP_PYTHON."""
+    out = subprocess.run([APP_PYTHON, "-c", "import sys; print(*sys.version_info[:2])"],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def app_python_prefix() -> str:
+    """sys.prefix of APP_PYTHON (/usr for Debian's)."""
+    return subprocess.run([APP_PYTHON, "-c", "import sys; print(sys.prefix)"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
 
 
 def check_so() -> Path:

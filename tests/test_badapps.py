@@ -238,7 +238,7 @@ def _endless_and_leave(srv, tag: str):
         s.close()
 
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 def test_endless_generator_stops_when_the_client_leaves(apache_factory, mode, mpm):
     """The client reads a little of an endless response and leaves. The server must notice,
     stop iterating and call close(); repeated more times than the server has threads, so a

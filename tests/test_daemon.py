@@ -715,11 +715,13 @@ def test_response_flush_delay_holds_closely_following_blocks(apache_factory):
 
 
 def _python_jail(root) -> str:
-    """A chroot jail holding this Python's standard library at its own path (/usr/lib/pythonX.Y,
-    tests and tools left out), so a daemon can start Python inside it."""
-    import sysconfig
+    """A chroot jail holding the module's Python's standard library at its own path
+    (/usr/lib/pythonX.Y for Debian's; tests and tools left out), so a daemon can start Python
+    inside it."""
     jail = root / "jail"
-    stdlib = sysconfig.get_paths()["stdlib"]
+    stdlib = subprocess.run([harness.APP_PYTHON, "-c",
+                             "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
     skip = shutil.ignore_patterns("test", "tests", "idlelib", "tkinter", "turtledemo",
                                   "ensurepip", "lib2to3", "__pycache__", "dist-packages",
                                   "site-packages")
@@ -759,7 +761,10 @@ def application(environ, start_response):
                   r"ModuleNotFoundError|isolated|executable|prefix|Failed|import")
     r = get_ok(srv, "/j/x", timeout=20)
     got = r.json()
-    assert got["root_entries"] == ["tmp", "usr"], got  # the jail's own root
+    # The jail's own root: the script's directory (/tmp/...) and the standard library's (/usr
+    # for Debian's Python, a staged copy's own top directory otherwise).
+    top = harness.app_python_prefix().split("/")[1]
+    assert got["root_entries"] == sorted({"tmp", top}), got
     assert got["uid"] != 0
     assert ok(srv.get("/ok/x"))
     assert srv.get("/n/x", timeout=30).status == 503

@@ -14,7 +14,7 @@ import pytest
 
 import harness
 
-BUILD = "%d.%d" % sys.version_info[:2]  # the tests run under the build's /usr/bin/python3
+BUILD = "%d.%d" % harness.app_python_version()  # the Python the module is built for
 
 APP = """\
 import sys
@@ -46,7 +46,7 @@ def _what(mode):
 def test_venv_of_the_build_python_works_without_warning(apache_factory, mode):
     srv = apache_factory()
     venv = srv.root / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
+    subprocess.run([harness.APP_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
     os.chmod(venv, 0o755)
     script = srv.write_file("apps/prefix.wsgi", APP)
@@ -107,6 +107,40 @@ def test_venv_of_another_python_names_both_versions(apache_factory, mode):
     assert len(lines) == 1, out
     assert "version = 3.9.2" in lines[0] and f"Python {BUILD}" in lines[0], lines[0]
     assert str(venv) in lines[0]
+
+
+def _another_python() -> str | None:
+    """An installed interpreter of another X.Y than the build's: Debian's when the module is
+    built for another Python, else one scripts/python.sh staged (scripts/test.sh stages the
+    RWSGI_EXTRA_PYTHONS before the first suite runs)."""
+    staged = sorted(harness.REPO.glob("target/python/*/bin/python3.[0-9]*"))
+    for cand in ["/usr/bin/python3", *map(str, staged)]:
+        out = subprocess.run([cand, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip() != BUILD:
+            return cand
+    return None
+
+
+def test_real_venv_of_another_installed_python_is_refused(apache_factory, mode):
+    """A venv made by a real interpreter of another X.Y (not a hand-written pyvenv.cfg) fails
+    `apachectl -t` with one RW0040 line naming both versions."""
+    other = _another_python()
+    if other is None:
+        pytest.skip("only one Python X.Y on this machine (scripts/python.sh 3.12 stages another)")
+    srv = apache_factory()
+    venv = srv.root / "venv-other"
+    subprocess.run([other, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    os.chmod(venv, 0o755)
+    version = subprocess.run([other, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    script = srv.write_file("apps/prefix.wsgi", APP)
+    rc, out = srv.configtest(_home_conf(srv, mode, venv, script))
+    assert rc != 0, out
+    lines = _lines(out, "RW0040")
+    assert len(lines) == 1, out
+    assert f"version = {version}" in lines[0] and f"built for Python {BUILD}" in lines[0], lines[0]
+    assert str(venv) in lines[0] and _what(mode) in lines[0], lines[0]
 
 
 def _private_dir(srv, parent=None):
@@ -273,7 +307,7 @@ def test_python_home_the_user_cannot_read_is_reported(apache_factory, mode):
     srv = apache_factory()
     d = _private_dir(srv)
     venv = d / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
+    subprocess.run([harness.APP_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
     script = srv.write_file("apps/prefix.wsgi", APP)
     rc, out = srv.configtest(_home_conf(srv, mode, venv, script))

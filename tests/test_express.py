@@ -524,7 +524,7 @@ def test_runs_as_an_ordinary_user(express, workdir, mode):
 
 def test_python_home_runs_the_app_in_a_virtual_environment(express, workdir, mode):
     venv = workdir / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
+    subprocess.run([harness.APP_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
     for dirpath, dirs, files in os.walk(venv):  # readable by the server's user, whatever umask
         os.chmod(dirpath, 0o755)

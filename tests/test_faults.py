@@ -213,7 +213,7 @@ def test_segfaulting_app_daemon_mode_kills_only_its_daemon(apache_factory):
 
 
 @pytest.mark.embedded_only
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 def test_segfaulting_app_embedded_mode_child_dies_server_serves(apache_factory, mode, mpm):
     """Embedded mode runs the application inside the httpd child, so a segfault kills that
     child (and any request it was serving): the client sees the connection dropped, Apache
@@ -334,7 +334,7 @@ def test_client_disconnect_mid_64mib_upload_raises_in_app(apache_factory, mode):
 
 # --------------------------------------------------------------------------- slow client
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 def test_slow_reader_does_not_block_other_requests(apache_factory, mode, mpm):
     srv = serve(apache_factory, mode, mpm=mpm)
     size = 32 * MIB  # more than loopback socket buffers hold
@@ -379,7 +379,7 @@ def test_slow_reader_does_not_block_other_requests(apache_factory, mode, mpm):
 
 # --------------------------------------------------------------------------- graceful x10
 
-@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "worker", "prefork"))
 def test_ten_graceful_restarts_under_load_fail_no_request(apache_factory, mode, mpm):
     """Two clients on fresh connections and two on kept-alive ones (a kept connection that
     the server closed before any byte of the answer is retried: that is HTTP keep-alive's
@@ -476,7 +476,7 @@ def dev_shm() -> set[str]:
         return set()
 
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 def test_stop_leaves_no_process_socket_or_ipc(apache_factory, mode, mpm):
     """Every process of the server (parent, httpd children, daemons, anything they started)
     is gone after stop, as are the daemon sockets, the pid file and any System V IPC object or

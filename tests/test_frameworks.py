@@ -2,8 +2,9 @@
 tests/frameworks/requirements.txt) served by mod_rwsgi in embedded and daemon mode, each answer
 compared with the same application served by gunicorn.
 
-The frameworks live in a venv of /usr/bin/python3 (the Python Apache loads), created once and
-reused (/tmp/rwsgi-venv-cache/<hash of the requirements and the Python version>, readable by
+The frameworks live in a venv of the Python the module is built for (harness.APP_PYTHON,
+/usr/bin/python3 by default), created once and reused (/tmp/rwsgi-venv-cache/<hash of the
+requirements and the Python's version and prefix>, readable by
 www-data), that Apache enters through `WSGIPythonHome` (embedded) or `python-home=` (the daemon
 group). gunicorn, installed in the same venv, runs as www-data (the user the application runs
 as under Apache too) on a 127.0.0.1 socket the test binds and hands over, and is stopped by its
@@ -45,7 +46,6 @@ import harness
 # through conftest's per-test `mode` parametrisation.
 FW_SRC = harness.TESTS_DIR / "frameworks"
 REQUIREMENTS = FW_SRC / "requirements.txt"
-SYSTEM_PYTHON = "/usr/bin/python3"
 VENV_CACHE = Path(os.environ.get("RWSGI_VENV_CACHE", "/tmp/rwsgi-venv-cache"))
 MODES = [m.strip() for m in os.environ.get("RWSGI_MODES", "embedded,daemon").split(",") if m.strip()]
 MPMS = [m.strip() for m in os.environ.get("RWSGI_MPMS", "event,worker,prefork").split(",") if m.strip()]
@@ -79,7 +79,8 @@ ENTRIES = {  # framework -> (mod_rwsgi script in <site>/app, gunicorn's module:c
 # --------------------------------------------------------------------------- the venv
 
 def _venv_key() -> str:
-    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version)"],
+    # The interpreter's place too: a staged copy of a Python (scripts/python.sh) is another venv.
+    version = subprocess.run([harness.APP_PYTHON, "-c", "import sys; print(sys.version, sys.prefix)"],
                              capture_output=True, text=True, check=True).stdout
     return hashlib.sha256(REQUIREMENTS.read_bytes() + version.encode()).hexdigest()[:16]
 
@@ -99,8 +100,8 @@ def _run_or_fail(cmd, what: str, timeout: float, **kw):
 
 @pytest.fixture(scope="session")
 def venv() -> Path:
-    """A venv of /usr/bin/python3 with the pinned frameworks; built once, reused while the
-    requirements and the Python version stay the same. A lock serialises concurrent runs.
+    """A venv of the module's Python (harness.APP_PYTHON) with the pinned frameworks; built once,
+    reused while the requirements and the Python stay the same. A lock serialises concurrent runs.
     A failure is remembered, so the other tests fail with the same message at once."""
     if _VENV_FAILURE:
         pytest.fail(_VENV_FAILURE[0], pytrace=False)
@@ -124,7 +125,7 @@ def _build_venv() -> Path:
         if not done.exists():
             shutil.rmtree(dest, ignore_errors=True)
             # Built in place: a venv's scripts name their own path, so it cannot be moved.
-            _run_or_fail([SYSTEM_PYTHON, "-m", "venv", str(dest)],
+            _run_or_fail([harness.APP_PYTHON, "-m", "venv", str(dest)],
                          "creating the framework venv (Debian package python3-venv; "
                          "scripts/deps.sh installs it)", 300)
             _run_or_fail([str(dest / "bin" / "python"), "-m", "pip", "install", "--no-input",
@@ -504,10 +505,12 @@ def test_flask_runs_from_the_venv(pair, venv):
     r = a.get(f"{MOUNT}/runtime", timeout=REQ_TIMEOUT)
     assert r.status == 200, r
     info = r.json()
-    assert info["prefix"] == str(venv) and info["base_prefix"] == "/usr"
+    base = subprocess.run([harness.APP_PYTHON, "-c", "import sys; print(sys.base_prefix)"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert info["prefix"] == str(venv) and info["base_prefix"] == base
     assert info["flask"].startswith(str(venv) + "/lib/")
     # the venv alone: Debian's dist-packages are not on the path
-    py = f"python{sys.version_info.major}.{sys.version_info.minor}"  # /usr/bin/python3's
+    py = "python%d.%d" % harness.app_python_version()
     assert info["site_packages"] == [f"{venv}/lib/{py}/site-packages"]
     assert info["executable"].startswith(f"{venv}/bin/python") and info["child_prefix"] == str(venv)
     assert info["argv"] == ["mod_wsgi"]

@@ -8,7 +8,7 @@ import harness
 pytestmark = pytest.mark.embedded_only
 
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 def test_plain_apache_start_graceful_stop(apache_factory, mpm):
     srv = apache_factory(mpm=mpm, load_module=False)
     srv.start()

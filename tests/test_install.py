@@ -256,7 +256,7 @@ def test_rwsgi_conf_commented_defaults_are_valid(apache_factory, mode):
     # home (checked at -t: RW0040/RW0041), pointed at the build's own prefix; the socket prefix
     # is pointed at this server's run directory.
     real = {"WSGISocketPrefix": f"WSGISocketPrefix {srv.root}/run/rwsgi",
-            "WSGIPythonHome": "WSGIPythonHome /usr"}
+            "WSGIPythonHome": f"WSGIPythonHome {harness.app_python_prefix()}"}
     lines = [real.get(ln.split()[0], ln) for ln in lines]
     rc, out = srv.configtest("\n".join(lines) + "\n")
     assert rc == 0 and "Syntax OK" in out, out

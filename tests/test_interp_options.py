@@ -217,7 +217,8 @@ def test_per_interpreter_gil_on_needs_312(apache_factory, mode, fragment):
     assert len(lines) == 1, out
     line = lines[0]
     assert re.search(r"RW0044: WSGIPerInterpreterGIL On needs Python 3\.12 or later", line), line
-    assert re.search(r"built for Python 3\.11 \(/usr/bin/python3(\.11)?\)", line), line
+    build = "%d.%d" % harness.app_python_version()
+    assert re.search(rf"built for Python {re.escape(build)} \(/\S+python3", line), line
     assert "WSGIPerInterpreterGIL Off" in line, line
 
 

@@ -34,7 +34,7 @@ def test_python_never_initialised_in_parent(apache_factory):
     assert srv.get("/w").json()["pid"] != srv.parent_pid
 
 
-@pytest.mark.parametrize("mpm", ["event", "prefork"])
+@pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 def test_many_graceful_restarts_parent_does_not_grow(apache_factory, mpm):
     srv = apache_factory(mpm=mpm)
     script = srv.app("where.wsgi")
@@ -84,7 +84,7 @@ def test_logs_go_to_the_virtual_hosts_error_log(apache_factory):
 def test_python_home_virtualenv(apache_factory):
     srv = apache_factory()
     venv = srv.root / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([harness.APP_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3.*")) / "site-packages"
     (site / "venvmarker.py").write_text("VALUE = 'from-venv'\n")
     for dirpath, dirs, files in os.walk(venv):
@@ -97,7 +97,7 @@ def test_python_home_virtualenv(apache_factory):
     srv.start(f"WSGIPythonHome {venv}\n" + srv.mount("/w", script))
     info = srv.get("/w").json()
     assert info["prefix"] == str(venv)
-    assert info["base_prefix"] == "/usr"
+    assert info["base_prefix"] == harness.app_python_prefix()
     assert info["marker"] == "from-venv"
 
 

@@ -5,6 +5,7 @@ start costs only its own requests."""
 
 import concurrent.futures
 import os
+import re
 
 import pytest
 
@@ -28,7 +29,7 @@ ServerLimit 1
 MaxRequestWorkers 1
 """
 
-THREAD_MPMS = pytest.mark.parametrize("mpm", ["event", "prefork"])
+THREAD_MPMS = pytest.mark.parametrize("mpm", harness.mpms("event", "prefork"))
 
 
 def _server(apache_factory, mode, mpm="event", **kw):
@@ -214,6 +215,31 @@ def test_stop_and_graceful_with_sub_interpreters_alive(apache_factory, mode, mpm
     if mode == "embedded":
         names = sorted(p.name.split("-")[0] for p in marks.iterdir())
         assert "one" in names and "two" in names, names
+
+
+@pytest.mark.embedded_only
+def test_groups_sharing_a_single_phase_extension_end_cleanly(apache_factory, mode):
+    """Two groups import ctypes, whose C part (_ctypes) is a single-phase extension on 3.11 and
+    3.12: CPython copies the first importer's module dict into the second interpreter. Ending
+    the first interpreter before the second crashed the exiting child on CPython 3.12.0-3.12.6
+    (gh-116510); mod_rwsgi ends sub-interpreters newest first, so the child exits cleanly on
+    every Python (the harness fails the test on a 'Segmentation fault' line)."""
+    srv = _server(apache_factory, mode)
+    app = srv.write_file("apps/ctypes.wsgi", (
+        "import ctypes, json\n"
+        "def application(environ, start_response):\n"
+        "    get = ctypes.pythonapi.Py_IsInitialized\n"
+        "    get.restype = ctypes.c_int\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    body = [environ['mod_wsgi.application_group'], get()]\n"
+        "    return [json.dumps(body).encode()]\n"))
+    srv.start(_one_child(srv) + srv.mount("/first", app, application_group="first")
+              + srv.mount("/second", app, application_group="second"))
+    assert srv.get("/first").json() == ["first", 1]
+    assert srv.get("/second").json() == ["second", 1]
+    srv.stop()
+    log = srv.error_log()
+    assert not re.search(r"exit signal|Segmentation fault|Fatal Python error", log), log
 
 
 def test_interpreter_limit(apache_factory, mode):

@@ -288,9 +288,14 @@ unsafe fn new_interpreter(own_gil: bool) -> *mut ffi::PyThreadState {
 
 /// Ends every sub-interpreter (their `atexit` callbacks run) before the main interpreter is
 /// finalised. Runs at process exit on one thread, after the request threads are gone.
+///
+/// Newest first: an interpreter that imports a single-phase extension module (`_ctypes`) after
+/// an older one gets a copy of the older one's module dict, whose objects live in the older
+/// interpreter. Ending the older one first crashes CPython 3.12.0-3.12.6 (gh-116510).
 pub fn end_all() {
     let subs: Vec<Arc<Sub>> = registry()
         .drain(..)
+        .rev()
         .filter_map(|(_, slot)| slot.get().and_then(|r| r.as_ref().ok().cloned()))
         .collect();
     if subs.is_empty() {
