@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark driver (tool, run by scripts/bench.sh): mod_rwsgi side by side with mod_wsgi and
-Apache's static file serving, and for ASGI with uvicorn behind Apache's mod_proxy_http and
-uvicorn and granian alone, on loopback with wrk.
+Apache's static file serving; for WSGI with the stacks users run instead (gunicorn behind
+Apache's mod_proxy_http, uWSGI behind mod_proxy_uwsgi) and gunicorn, uWSGI and granian alone;
+for ASGI with uvicorn behind Apache's mod_proxy_http and uvicorn and granian alone; on loopback
+with wrk.
 
 Every server is a private Apache (event MPM, one configuration template; only the module lines
 differ) started through tests/harness.py's Apache lifecycle (own ServerRoot, pid file, stop by
@@ -11,8 +13,8 @@ req/s, p50/p99 latency, server CPU (utime+stime of the httpd parent, its childre
 from /proc/<pid>/stat deltas) per request, and PSS (/proc/<pid>/smaps_rollup) after the run.
 Writes a markdown report (plus raw JSON) to bench/results/ and prints its path.
 
-Only the standard library and wrk are used, plus uvicorn for the ASGI reference servers (a
-venv built once from bench/requirements-asgi.txt, PyPI needed the first time).
+Only the standard library and wrk are used, plus the reference servers (a venv built once from
+bench/requirements-peers.txt, PyPI needed the first time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -66,11 +69,19 @@ class Server:
     # sizing included, is what is measured); the app is mounted at /app and the static files
     # at /static.
     express: str | None = None
+    # WSGI peers (the stacks users run instead of a WSGI module): "gunicorn" (sync workers, or
+    # gthread with threads=N), "uwsgi" or "granian" serving bench/app.wsgi at /app, behind
+    # Apache (`proxied`: mod_proxy_http, mod_proxy_uwsgi for uWSGI) or alone; `daemon` holds
+    # their process options ("workers=4", "processes=2 threads=15").
+    peer: str | None = None
+    proxied: bool = False
 
     @property
     def mode(self) -> str:
         if self.express is not None:
             return "express"
+        if self.peer is not None:
+            return "peer-proxied" if self.proxied else "peer-alone"
         if self.asgi in ("proxy", "uvicorn", "granian"):
             return self.asgi
         if self.module is None:
@@ -107,7 +118,20 @@ SERVERS = [
     Server("express-event-daemon-p2t10", "rwsgi", None,
            express="--processes 2 --threads 10 --server-mpm event"),
     Server("express-static", None, None, express="--processes 2 --threads 10"),
+    # What users run instead (issue 16): Apache in front of gunicorn (sync workers, 2 x cores;
+    # gthread with the daemon cells' processes x threads) and of uWSGI (the daemon cells'
+    # processes x threads), and the same servers alone, with granian's WSGI interface, for what
+    # Apache itself costs.
+    Server("proxy-gunicorn-sync-w4", None, "workers=4", peer="gunicorn", proxied=True),
+    Server("proxy-gunicorn-gthread-w2t15", None, "workers=2 threads=15", peer="gunicorn",
+           proxied=True),
+    Server("proxy-uwsgi-p2t15", None, "processes=2 threads=15", peer="uwsgi", proxied=True),
+    Server("gunicorn-sync-w4", None, "workers=4", peer="gunicorn"),
+    Server("uwsgi-p2t15", None, "processes=2 threads=15", peer="uwsgi"),
+    Server("granian-wsgi-w2", None, "workers=2 threads=15", peer="granian"),
 ]
+# The workloads the WSGI peers run.
+PEER_WORKLOADS = {"hello-c32", "hello-c256", "body64k", "echo1m"}
 # The workloads the rwsgi-express servers run.
 EXPRESS_WORKLOADS = {"hello-c32", "hello-c256"}
 EXPRESS_BIN = Path(os.environ.get("RWSGI_EXPRESS", str(REPO / "target" / "release" / "rwsgi-express")))
@@ -206,6 +230,15 @@ class BenchApache(harness.Apache):
 
     def module_lines(self) -> str:
         s = self.server
+        if s.peer == "uwsgi":
+            mods = [("proxy_module", "mod_proxy.so"), ("proxy_uwsgi_module", "mod_proxy_uwsgi.so")]
+            return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
+                f"ProxyPass /app uwsgi://127.0.0.1:{self.upstream}/app\n")
+        if s.peer is not None:
+            mods = [("proxy_module", "mod_proxy.so"), ("proxy_http_module", "mod_proxy_http.so")]
+            return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
+                f"ProxyPass /app http://127.0.0.1:{self.upstream}/app\n"
+                f"ProxyPassReverse /app http://127.0.0.1:{self.upstream}/app\n")
         if s.asgi == "proxy":
             mods = [("proxy_module", "mod_proxy.so"), ("proxy_http_module", "mod_proxy_http.so")]
             return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
@@ -277,6 +310,8 @@ def make_share() -> Path:
     os.chmod(share, 0o755)
     (share / "data").mkdir(mode=0o755)
     shutil.copy(BENCH_DIR / "app.wsgi", share / "app.wsgi")
+    # gunicorn and granian import a module: the same file under an importable name.
+    shutil.copy(BENCH_DIR / "app.wsgi", share / "app_wsgi.py")
     shutil.copy(BENCH_DIR / "app_asgi.py", share / "app_asgi.py")
     (share / "data" / "hello.txt").write_bytes(b"Hello, world!")
     (share / "data" / "64k.bin").write_bytes(b"x" * 65536)
@@ -284,28 +319,39 @@ def make_share() -> Path:
     with open(share / "data" / "64m.bin", "wb") as f:
         for _ in range(64):
             f.write(block)
-    for p in [share / "app.wsgi", share / "app_asgi.py", *(share / "data").iterdir()]:
+    for p in [share / "app.wsgi", share / "app_wsgi.py", share / "app_asgi.py",
+              *(share / "data").iterdir()]:
         os.chmod(p, 0o644)
     return share
 
 
-ASGI_REQUIREMENTS = BENCH_DIR / "requirements-asgi.txt"
+PEER_REQUIREMENTS = BENCH_DIR / "requirements-peers.txt"
 
 
-def asgi_venv() -> Path:
-    """A venv of /usr/bin/python3 with uvicorn (bench/requirements-asgi.txt), built once."""
+def peer_venv() -> Path:
+    """A venv of /usr/bin/python3 with the reference servers (bench/requirements-peers.txt),
+    built once."""
     import hashlib
-    key = hashlib.sha256(ASGI_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    key = hashlib.sha256(PEER_REQUIREMENTS.read_bytes()).hexdigest()[:16]
     dest = Path(f"/tmp/rwsgi-bench-venv-{key}")
     if not (dest / ".complete").exists():
         shutil.rmtree(dest, ignore_errors=True)
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(dest)], check=True)
         subprocess.run([str(dest / "bin" / "pip"), "install", "--no-input", "--quiet",
-                        "--disable-pip-version-check", "-r", str(ASGI_REQUIREMENTS)], check=True)
+                        "--disable-pip-version-check", "-r", str(PEER_REQUIREMENTS)], check=True)
         for d, _, files in os.walk(dest):
             os.chmod(d, 0o755)
         (dest / ".complete").write_text("")
     return dest
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def app_answers(port: int) -> bool:
@@ -317,7 +363,7 @@ def app_answers(port: int) -> bool:
 
 
 class Uvicorn:
-    """uvicorn (or granian, `kind`) from asgi_venv serving the share's app_asgi.py on a port of
+    """uvicorn (or granian, `kind`) from peer_venv serving the share's app_asgi.py on a port of
     its own, as www-data, `workers` processes; stopped by PID."""
 
     def __init__(self, share: Path, options: str, kind: str = "uvicorn"):
@@ -325,7 +371,7 @@ class Uvicorn:
         # A port of its own, not --fd: uvicorn takes a passed descriptor for a UNIX socket and
         # then never sets TCP_NODELAY (every response waits 40 ms for a delayed ACK).
         self.port = harness.free_port()
-        venv = asgi_venv()
+        venv = peer_venv()
         if kind == "granian":
             cmd = [str(venv / "bin" / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
                    "--port", str(self.port), "--working-dir", str(share), "--workers",
@@ -347,6 +393,61 @@ class Uvicorn:
 
     def stop(self):
         harness.stop_process(self.proc, timeout=20)
+
+
+class PeerServer:
+    """A WSGI peer (gunicorn, uWSGI or granian from peer_venv) serving the share's app at /app
+    on a port of its own, as www-data; stopped by PID (SIGTERM then SIGKILL, then any worker
+    left in its process group)."""
+
+    def __init__(self, share: Path, server: Server):
+        opts = dict(o.split("=") for o in server.daemon.split())
+        self.port = harness.free_port()
+        venv = peer_venv()
+        addr = f"127.0.0.1:{self.port}"
+        backlog = str(min(1024, int(Path("/proc/sys/net/core/somaxconn").read_text())))
+        if server.peer == "gunicorn":
+            cmd = [str(venv / "bin" / "gunicorn"), "--bind", addr, "--workers", opts["workers"],
+                   "--chdir", str(share), "--backlog", backlog, "--log-level", "warning",
+                   # gunicorn takes SCRIPT_NAME from its environment and strips it from the path.
+                   "--env", "SCRIPT_NAME=/app"]
+            if "threads" in opts:
+                cmd += ["--worker-class", "gthread", "--threads", opts["threads"]]
+            cmd += ["app_wsgi:application"]
+        elif server.peer == "uwsgi":
+            # Behind Apache: the uwsgi protocol (mod_proxy_uwsgi); alone: HTTP/1.1 with
+            # keep-alive (http11-socket), as wrk's connections expect.
+            sock = ["--socket", addr] if server.proxied else ["--http11-socket", addr]
+            cmd = [str(venv / "bin" / "uwsgi"), *sock, "--master", "--processes",
+                   opts["processes"], "--threads", opts["threads"], "--mount",
+                   f"/app={share / 'app.wsgi'}", "--manage-script-name", "--listen", backlog,
+                   "--disable-logging", "--die-on-term", "--need-app"]
+        else:
+            cmd = [str(venv / "bin" / "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--working-dir", str(share), "--workers",
+                   opts["workers"], "--blocking-threads", opts["threads"], "--url-path-prefix",
+                   "/app", "--log-level", "warning", "--backlog", backlog, "app_wsgi:application"]
+        self.log = share / f"peer-{server.name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, user="www-data", group="www-data", extra_groups=[],
+                                         stdout=out, stderr=subprocess.STDOUT, process_group=0,
+                                         env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+                                              "LANG": "C.UTF-8"})
+        # Behind Apache, uWSGI speaks the uwsgi protocol: wait for its port only.
+        probe = ((lambda: port_open(self.port)) if server.peer == "uwsgi"
+                 and server.proxied else (lambda: app_answers(self.port)))
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or probe(), 60, 0.2)
+        if not ok or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"{server.peer} did not start: {' '.join(cmd)}\n"
+                               f"{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self):
+        harness.stop_process(self.proc, timeout=20)
+        try:  # workers a killed master left behind (its process group is the master's PID)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class ExpressServer:
@@ -457,13 +558,14 @@ def pss_kib(pid: int) -> int | None:
     return None
 
 
-def memory(roots: list[int]) -> dict:
+def memory(roots: list[int], app_roots: list[int]) -> dict:
     daemons, others = [], []
+    apps = {p for root in app_roots for p in process_tree(root)}
     for pid in (p for root in roots for p in process_tree(root)):
         kib = pss_kib(pid)
         if kib is None:
             continue
-        (daemons if is_daemon(pid) else others).append(kib)
+        (daemons if is_daemon(pid) or pid in apps else others).append(kib)
     return {"daemons_kib": sorted(daemons), "httpd_kib": sum(others),
             "total_kib": sum(daemons) + sum(others)}
 
@@ -537,12 +639,15 @@ def cells_for(selection: list[str]) -> list[Cell]:
             if s.express is not None:
                 if w.name not in EXPRESS_WORKLOADS:
                     continue
+            elif s.peer is not None:
+                if w.name not in PEER_WORKLOADS:
+                    continue
             elif s.asgi is not None:
                 if w.name not in ASGI_WORKLOADS:
                     continue
             elif w.name == "stream64k" or w.name in WS_WORKLOADS:
                 continue
-            if s.module is None and s.asgi is None and w.static_path is None:
+            if s.module is None and s.asgi is None and s.peer is None and w.static_path is None:
                 continue
             if s.sub and not w.name.startswith("hello"):
                 continue
@@ -556,7 +661,7 @@ def cells_for(selection: list[str]) -> list[Cell]:
 
 def request_path(server: Server, w: Workload) -> str:
     """The URL path a workload fetches from a server: the app's, or the static file's."""
-    if server.module is None and server.asgi is None:
+    if server.module is None and server.asgi is None and server.peer is None:
         return ("/static" if server.express is not None else "") + w.static_path
     return "/app" + w.app_path
 
@@ -570,9 +675,14 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
         finally:
             x.stop()
         return
-    alone = server.asgi in ("uvicorn", "granian")
-    upstream = (Uvicorn(share, server.daemon, server.asgi if alone else "uvicorn")
-                if server.asgi in ("proxy", "uvicorn", "granian") else None)
+    alone = server.asgi in ("uvicorn", "granian") or (server.peer is not None
+                                                      and not server.proxied)
+    if server.peer is not None:
+        upstream = PeerServer(share, server)
+    elif server.asgi in ("proxy", "uvicorn", "granian"):
+        upstream = Uvicorn(share, server.daemon, server.asgi if alone else "uvicorn")
+    else:
+        upstream = None
     srv = None
     try:
         roots = []
@@ -590,7 +700,8 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
                                                if is_daemon(p)], timeout=20)
             if not found:
                 raise RuntimeError(f"{server.name}: no daemon process appeared\n{srv.error_log()}")
-        run_cells(server, cells, port, roots, seconds, warmup, log)
+        apps = [upstream.proc.pid] if server.peer is not None else []
+        run_cells(server, cells, port, roots, seconds, warmup, log, apps)
         bad = srv.log_violations() if srv is not None else []
         if bad:
             log(f"  !! {server.name}: error log has {len(bad)} bad lines, first: {bad[0]}")
@@ -604,9 +715,15 @@ def run_server_round(server: Server, cells: list[Cell], share: Path, rwsgi_so: P
             upstream.stop()
 
 
+# Seconds between the end of a measured run and reading the processes' PSS.
+REST_BEFORE_PSS = 1.5
+
+
 def run_cells(server: Server, cells: list[Cell], port: int, roots: list[int], seconds: float,
-              warmup: float, log) -> None:
-    """Each cell's run against a started server whose processes descend from `roots`."""
+              warmup: float, log, app_roots: list[int] | None = None) -> None:
+    """Each cell's run against a started server whose processes descend from `roots`; the
+    processes under `app_roots` (a WSGI peer's) are its application processes, whose PSS is
+    reported as the daemons' is."""
     for cell in cells:
         w = cell.workload
         path = request_path(server, w)
@@ -620,7 +737,10 @@ def run_cells(server: Server, cells: list[Cell], port: int, roots: list[int], se
         after = sum(tree_cpu_ticks(r) for r in roots)
         res["switches"] = sum(tree_switches(r) for r in roots) - switched
         res["cpu_us"] = (after - before) * 1_000_000 // CLK_TCK
-        res["memory"] = memory(roots)
+        # PSS at rest: servers may give memory back once idle (mod_rwsgi's daemons trim their
+        # heap within about a second of their last request), so every server gets the same pause.
+        time.sleep(REST_BEFORE_PSS)
+        res["memory"] = memory(roots, app_roots or [])
         cell.runs.append(res)
         rps = res["requests"] / (res["duration_us"] / 1e6)
         cpu = res["cpu_us"] / max(1, res["requests"])
@@ -632,6 +752,45 @@ def run_cells(server: Server, cells: list[Cell], port: int, roots: list[int], se
 
 
 # ----------------------------------------------------------------------------------- report
+
+def plot(cells: list[Cell], out: Path) -> list[Path]:
+    """One chart per workload next to the results file (<out>-<workload>.png): req/s and CPU
+    µs per request of each server, medians with the runs' range. Needs matplotlib (Debian's
+    python3-matplotlib, which scripts/bench.sh installs); without it, no charts."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib not available (python3-matplotlib): no charts", file=sys.stderr)
+        return []
+    charts = []
+    for w in WORKLOADS:
+        rows = [(c.server.name, summarize(c)) for c in cells if c.workload == w and c.runs]
+        if not rows:
+            continue
+        names = [n for n, _ in rows]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
+        y = list(range(len(rows)))
+        colours = ["tab:blue" if n.startswith(("rwsgi", "py3", "express")) else "tab:gray"
+                   for n in names]
+        rps = [r["rps"] for _, r in rows]
+        err = [[r["rps"] - r["rps_min"] for _, r in rows],
+               [r["rps_max"] - r["rps"] for _, r in rows]]
+        ax1.barh(y, rps, xerr=err, color=colours)
+        ax1.set_xlabel("requests/s (higher is better)")
+        ax1.set_yticks(y, names, fontsize=8)
+        ax1.invert_yaxis()
+        ax2.barh(y, [r["cpu_us"] for _, r in rows], color=colours)
+        ax2.set_xlabel("CPU µs per request, whole stack (lower is better)")
+        fig.suptitle(f"{w.name}: {w.description}", fontsize=10)
+        fig.tight_layout()
+        path = out.with_name(f"{out.stem}-{w.name}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        charts.append(path)
+    return charts
+
 
 def _sh(cmd: list[str]) -> str:
     try:
@@ -740,8 +899,8 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
             "req/s: median (min–max) of the runs; latency: median of the runs' p50/p99; CPU: "
             "server process tree (httpd parent, children, daemons) utime+stime per request, "
             "median; switches: context switches (voluntary and involuntary) of all the tree's "
-            "threads per request, median; PSS after the last run: each daemon process, and the "
-            "whole tree.", ""]
+            "threads per request, median; PSS 1.5 s after the last run (at rest): each daemon "
+            "process, and the whole tree.", ""]
     for w in WORKLOADS:
         rows = [(c, summ[c.name]) for c in cells if c.workload == w and summ[c.name]]
         if not rows:
@@ -809,6 +968,30 @@ def report(cells: list[Cell], env: dict, args, elapsed: float) -> str:
                 "of both servers:", "",
                 "| workload | mod_rwsgi | reference | req/s ratio | CPU/req ratio | p99 ratio |",
                 "| --- | --- | --- | --- | --- | --- |"] + asgi_rows
+    peer_rows = []
+    peers = [s.name for s in SERVERS if s.peer is not None]
+    for w in WORKLOADS:
+        for mine in ("rwsgi-daemon-p2t15", "rwsgi-embedded"):
+            a = get(w.name, mine)
+            for ref in peers:
+                b = get(w.name, ref)
+                if not (a and b):
+                    continue
+                mib = lambda x: sum(x["daemons_mib"]) or x["total_mib"]  # noqa: E731
+                peer_rows.append(f"| {w.name} | {mine} | {ref} | {a['rps'] / b['rps']:.2f} | "
+                                 f"{a['cpu_us'] / b['cpu_us']:.2f} | "
+                                 f"{b['cpu_us']:.0f} → {a['cpu_us']:.0f} | "
+                                 f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f} | "
+                                 f"{mib(b):.1f} → {mib(a):.1f} |")
+    if peer_rows:
+        out += ["", "WSGI: mod_rwsgi / the stacks users run instead (Apache's mod_proxy_http in "
+                "front of gunicorn, mod_proxy_uwsgi in front of uWSGI) and those servers alone; "
+                "CPU counts every process of both (Apache and the app server); memory: PSS of "
+                "the application processes (daemons, or the app server's processes; embedded: "
+                "the whole httpd tree):", "",
+                "| workload | mod_rwsgi | reference | req/s ratio | CPU/req ratio | "
+                "CPU µs/req (ref → this) | p99 ratio | app PSS MiB (ref → this) |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"] + peer_rows
     py_rows = []
     system = _sh(["/usr/bin/python3", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
     for w in WORKLOADS:
@@ -998,7 +1181,7 @@ def main() -> int:
     env = environment(rwsgi_so)
     servers = [s for s in SERVERS if any(c.server == s for c in cells)]
     rounds = max(args.repeats, args.file_repeats)
-    per_run = args.duration + args.warmup + 0.5
+    per_run = args.duration + args.warmup + 0.5 + REST_BEFORE_PSS
     est = sum((args.repeats if c.workload.name != "file64m" else args.file_repeats) * per_run
               for c in cells) + rounds * len(servers) * 5
     print(f"bench: {len(cells)} cells on {len(servers)} servers, {rounds} rounds, "
@@ -1031,6 +1214,9 @@ def main() -> int:
         suffix = f"-{args.suffix}" if args.suffix else ""
         out = BENCH_DIR / "results" / f"{day}-{host}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    charts = plot(cells, out)
+    if charts:
+        text += "\n## Charts\n\n" + "".join(f"![{c.stem}]({c.name})\n\n" for c in charts)
     out.write_text(text)
     raw = {"environment": env, "cells": {c.name: c.runs for c in cells}}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")

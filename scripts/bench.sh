@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the benchmark (bench/bench.py): mod_rwsgi vs mod_wsgi vs Apache static files, on
-# 127.0.0.1 with wrk. Tool run on the benchmark host (as root: Apache children drop to
+# Runs the benchmark (bench/bench.py): mod_rwsgi vs mod_wsgi, Apache static files and the stacks
+# users run instead (gunicorn, uWSGI, uvicorn, granian; alone or behind Apache's proxy modules),
+# on 127.0.0.1 with wrk. Tool run on the benchmark host (as root: Apache children drop to
 # www-data). Arguments select cells by workload, server or workload/server name (none: all);
 # `scripts/bench.sh --list` lists them, `--help` shows the options.
 #   --python X.Y   (repeatable) also build mod_rwsgi for that Python (scripts/python.sh finds
@@ -8,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/deps.sh wrk
+# wrk drives the load; matplotlib draws the charts next to the results file.
+bash scripts/deps.sh wrk python3-matplotlib
 args=()
 pythons=()
 while [ $# -gt 0 ]; do

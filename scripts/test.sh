@@ -56,7 +56,7 @@ cargo build --release
 export RWSGI_SO="$PWD/target/release/libmod_rwsgi.so"
 export RWSGI_EXPRESS="$PWD/target/release/rwsgi-express"
 
-echo "==> integration tests against Python $("$PYO3_PYTHON" -V 2>&1) (real Apache on 127.0.0.1)"
+echo "==> integration tests against $("$PYO3_PYTHON" -V 2>&1) (real Apache on 127.0.0.1)"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests "$@"
 
 # The other Pythons: only what depends on the Python runs again. The other steps above (fmt,

@@ -1,6 +1,7 @@
 //! Thin safe wrappers over the few POSIX calls daemon mode needs (signals, privilege drop,
 //! parent-death signal, resource limits, UNIX listening sockets, reaping, passing descriptors with
-//! `SCM_RIGHTS`, user and group lookups, the board's shared memory, resource usage). Part of the
+//! `SCM_RIGHTS`, user and group lookups, the board's shared memory, resource usage, heap
+//! trimming). Part of the
 //! FFI layer: every `unsafe` block here is documented. Used by the httpd parent (sockets, reaping,
 //! start-up checks), the httpd children (receiving descriptors; `current_identity` to explain a
 //! script they cannot read), the daemon processes (everything else), and rwsgi-express, which
@@ -706,6 +707,16 @@ pub fn resident_bytes() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages.saturating_mul(u64::try_from(page).ok()?))
+}
+
+/// Gives the heap's free pages back to the system (glibc's `malloc_trim(0)`, every arena): what
+/// large request and response bodies used stays in glibc's arenas after they are freed
+/// (their size raises glibc's mmap threshold, so later ones come from the arenas too).
+/// Returns whether any memory was released.
+#[allow(dead_code)] // rwsgi-express compiles this file in and has no heap to trim
+pub fn trim_heap() -> bool {
+    // SAFETY: malloc_trim has no preconditions; it takes each arena's lock itself.
+    unsafe { libc::malloc_trim(0) == 1 }
 }
 
 /// Zeroed memory shared with every process forked after it is made (an anonymous

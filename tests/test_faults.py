@@ -247,8 +247,9 @@ def test_hung_app_is_recycled_by_request_timeout(apache_factory):
     hung: list[harness.Response] = []
     t = run_clients(1, lambda i: hung.append(srv.get("/f/hang?tag=h", timeout=60)))
     marker = srv.state / "hang-h"
-    assert harness.wait_for_file(marker, timeout=10), log_tail(srv)
-    hung_pid = int(marker.read_text().split()[0])
+    text = harness.wait_for_record(marker, timeout=10)
+    assert text, log_tail(srv)
+    hung_pid = int(text.split()[0])
     others = []
     for _ in range(300):  # until the hung request ends (bounded: 300 x 0.1 s + requests)
         if hung:
@@ -287,10 +288,12 @@ def test_client_disconnect_mid_64mib_response_closes_app_iterable(apache_factory
         finally:
             rst_close(s)
         rec = srv.state / f"close-{tag}"
-        assert harness.wait_for_file(rec, timeout=30), \
+        # The whole line: the file exists from the app's open() on, before its write.
+        text = harness.wait_for_record(rec, timeout=30)
+        assert text, \
             f"close() of the iterable was not called after the client left\n{log_tail(srv)}"
-        m = re.match(r"closed after (\d+) pieces", rec.read_text())
-        assert m and int(m.group(1)) < size // 65536, rec.read_text()
+        m = re.match(r"closed after (\d+) pieces", text)
+        assert m and int(m.group(1)) < size // 65536, text
         bad = all_ok(srv, "/f/pid", 5)
         assert not bad, f"after disconnect {i}: {bad[:3]}\n{log_tail(srv)}"
     figure(f"disconnect-mid-response-{mode}",
@@ -318,9 +321,8 @@ def test_client_disconnect_mid_64mib_upload_raises_in_app(apache_factory, mode):
         finally:
             rst_close(s)
         rec = srv.state / f"upload-{tag}"
-        assert harness.wait_for_file(rec, timeout=30), \
-            f"the application never saw the upload end\n{log_tail(srv)}"
-        line = rec.read_text().strip()
+        line = (harness.wait_for_record(rec, timeout=30) or "").strip()
+        assert line, f"the application never saw the upload end\n{log_tail(srv)}"
         m = re.match(r"error (\w+) oserror=(\w+) (\d+)$", line)
         assert m, f"the application did not get an error: {line!r}"
         assert m.group(2) == "True", f"not an OSError: {line!r}"

@@ -114,6 +114,26 @@ fn interrupt(state: &State, i: usize, spec: &DaemonSpec, log: &LogFn) {
         });
 }
 
+/// When the monitor gives freed heap back to the system: once the process is idle (no request
+/// running at a tick) after serving requests since the last trim, at most once a second. Under
+/// load that is rare and bounded; an idle process is trimmed within a tick of its last request.
+#[derive(Default)]
+struct HeapTrim {
+    served_at_last: u64,
+    tick_at_last: u64,
+}
+
+impl HeapTrim {
+    fn due(&mut self, tick: u64, busy: usize, served: u64) -> bool {
+        if busy != 0 || served == self.served_at_last || tick < self.tick_at_last + 5 {
+            return false;
+        }
+        self.served_at_last = served;
+        self.tick_at_last = tick;
+        true
+    }
+}
+
 /// Watches the process's clocks: restart-interval, inactivity-timeout, request-timeout,
 /// startup-timeout (graceful restarts) and deadlock-timeout (immediate exit). Runs always, so no
 /// option silently depends on another (mod_wsgi only started its monitor for some options).
@@ -121,25 +141,23 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
     let ms = |d: Duration| d.as_millis() as u64;
     let board = crate::board::pinned();
     let mut tick: u64 = 0;
+    let mut trim = HeapTrim::default();
     loop {
         std::thread::sleep(Duration::from_millis(200));
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
+        tick += 1;
+        let busy = state.active.load(Ordering::Relaxed) + state.asgi_active.load(Ordering::Relaxed);
+        let served = state.served.load(Ordering::Relaxed);
         // The board's view of this process: busy threads and requests every tick, the
         // resident size every second.
         if let Some(b) = board {
-            tick += 1;
-            let busy =
-                state.active.load(Ordering::Relaxed) + state.asgi_active.load(Ordering::Relaxed);
             let rss = (tick % 5 == 1).then(sys::resident_bytes).flatten();
-            b.mirror(
-                state.slot.0,
-                state.slot.1,
-                busy as u64,
-                state.served.load(Ordering::Relaxed),
-                rss,
-            );
+            b.mirror(state.slot.0, state.slot.1, busy as u64, served, rss);
+        }
+        if trim.due(tick, busy, served) {
+            sys::trim_heap();
         }
         guard::test_panic("monitor");
         let now = state.now_ms();
