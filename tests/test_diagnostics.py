@@ -8,7 +8,6 @@ in embedded and daemon mode (daemon mode puts the setting on its own WSGIDaemonP
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 

@@ -219,11 +219,11 @@ def test_stop_and_graceful_with_sub_interpreters_alive(apache_factory, mode, mpm
 
 @pytest.mark.embedded_only
 def test_groups_sharing_a_single_phase_extension_end_cleanly(apache_factory, mode):
-    """Two groups import ctypes, whose C part (_ctypes) is a single-phase extension on 3.11 and
+    """Two groups import ctypes, whose C part (_ctypes) is a single-phase extension module on
     3.12: CPython copies the first importer's module dict into the second interpreter. Ending
-    the first interpreter before the second crashed the exiting child on CPython 3.12.0-3.12.6
-    (gh-116510); mod_rwsgi ends sub-interpreters newest first, so the child exits cleanly on
-    every Python (the harness fails the test on a 'Segmentation fault' line)."""
+    the first interpreter before the second crashed the exiting child on CPython 3.12.1 (fixed in
+    3.12.7, gh-116510); mod_rwsgi ends sub-interpreters newest first, so the child exits
+    cleanly on every Python (the harness fails the test on a 'Segmentation fault' line)."""
     srv = _server(apache_factory, mode)
     app = srv.write_file("apps/ctypes.wsgi", (
         "import ctypes, json\n"

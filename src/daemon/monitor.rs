@@ -1,8 +1,8 @@
 //! The process's clocks: the monitor thread, which copies the process's busy threads, requests
-//! and resident size to the board, and restarts the process when
-//! restart-interval, inactivity-timeout, request-timeout or startup-timeout is reached (and
-//! exits it at once on deadlock-timeout), and the GIL probe thread that feeds the
-//! deadlock-timeout check. Runs in the daemon process.
+//! and resident size to the board, gives freed heap back to the system when the process is
+//! idle, and restarts the process when restart-interval, inactivity-timeout, request-timeout or
+//! startup-timeout is reached (and exits it at once on deadlock-timeout), and the GIL probe
+//! thread that feeds the deadlock-timeout check. Runs in the daemon process.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -116,7 +116,8 @@ fn interrupt(state: &State, i: usize, spec: &DaemonSpec, log: &LogFn) {
 
 /// When the monitor gives freed heap back to the system: once the process is idle (no request
 /// running at a tick) after serving requests since the last trim, at most once a second. Under
-/// load that is rare and bounded; an idle process is trimmed within a tick of its last request.
+/// load that is rare and bounded; an idle process is trimmed within about a second of its last
+/// request.
 #[derive(Default)]
 struct HeapTrim {
     served_at_last: u64,
