@@ -48,22 +48,35 @@ def test_script_reloading_on(apache_factory, mode):
 
 
 def test_script_reloading_off(apache_factory, mode):
-    srv = apache_factory()
+    """With WSGIScriptReloading Off a process that loaded v1 keeps serving v1 after the file
+    changes. All requests go over one kept-alive connection, so they reach one httpd child
+    (embedded) and, through its kept daemon connection and the group's single process, one
+    daemon process: every answer must come from the same process and say v1."""
+    import http.client
+    srv = apache_factory(daemon_options="processes=1 threads=10")
     script = srv.write_file("apps/reload.wsgi", _versioned_app("v1"))
     srv.start(srv.mount("/app", script) + "WSGIScriptReloading Off\n")
-    loaded = set()
-    for _ in range(3):
-        v, pid = _version_pid(srv.get("/app"))
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+
+    def get():
+        c.request("GET", "/app")
+        r = c.getresponse()
+        body = r.read().decode()
+        assert r.status == 200, (r.status, body)
+        v, pid = body.split()
+        return v, int(pid)
+
+    try:
+        v, first = get()
         assert v == "v1"
-        loaded.add(pid)
-    _rewrite(script, _versioned_app("v2"))
-    checked = 0
-    for _ in range(8):
-        v, pid = _version_pid(srv.get("/app"))
-        if pid in loaded:  # a process that already loaded v1 must keep it
-            assert v == "v1"
-            checked += 1
-    assert checked, "no request reached a process that had loaded v1"
+        _rewrite(script, _versioned_app("v2"))
+        for _ in range(5):
+            assert get() == ("v1", first)
+    finally:
+        c.close()
+    # Processes started after the change (a graceful restart) load the file as it is now.
+    srv.graceful(probe_path="/app")
+    assert _version_pid(srv.get("/app"))[0] == "v2"
 
 
 def test_script_reload_after_syntax_error_recovers(apache_factory, mode):
