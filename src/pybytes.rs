@@ -39,6 +39,26 @@ impl BytesWriter {
         n
     }
 
+    /// Receives at most `max` bytes from the UNIX stream socket `sock` straight into the
+    /// unwritten part (descriptors that arrive with them go to `fds`); the count, `Ok(0)` at
+    /// the end of the stream. Nothing is zeroed first.
+    #[cfg(not(fuzzing))]
+    pub fn recv_from(
+        &mut self,
+        sock: std::os::fd::RawFd,
+        max: usize,
+        fds: &mut Vec<std::os::fd::OwnedFd>,
+    ) -> std::io::Result<usize> {
+        let len = max.min(self.remaining());
+        // SAFETY: `pos..pos + len` lies within the buffer, which nothing else references;
+        // recvmsg writes exactly the count it returns, and only that count is committed.
+        unsafe {
+            let n = crate::sys::recv_with_fds_raw(sock, self.ptr.add(self.pos), len, fds)?;
+            self.commit_raw(n.min(len));
+            Ok(n)
+        }
+    }
+
     /// The unwritten part as an initialised slice (zeroed on first use), for a reader that
     /// needs one; then [`commit`](Self::commit) what it wrote.
     pub fn spare_zeroed(&mut self) -> &mut [u8] {

@@ -709,6 +709,17 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages.saturating_mul(u64::try_from(page).ok()?))
 }
 
+/// Caps the number of glibc malloc arenas this process creates (`M_ARENA_MAX`), before its
+/// threads start. glibc gives each thread its own arena up to 8 per core, and `malloc_trim`
+/// cannot shrink the top of a thread arena: after a large body each arena kept about its
+/// size resident (15 worker threads: 15 MiB). Returns whether glibc took the setting.
+#[allow(dead_code)] // rwsgi-express compiles this file in and never calls it
+pub fn limit_heap_arenas(n: u32) -> bool {
+    let n = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt has no preconditions; M_ARENA_MAX only bounds arenas created later.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+}
+
 /// Gives the heap's free pages back to the system (glibc's `malloc_trim(0)`, every arena): what
 /// large request and response bodies used stays in glibc's arenas after they are freed
 /// (their size raises glibc's mmap threshold, so later ones come from the arenas too).
@@ -953,13 +964,55 @@ pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<()> {
 /// timeout); descriptors that arrive with them are appended to `fds` (close-on-exec).
 /// `Ok(0)` is the end of the stream.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    // SAFETY: `buf` is live and writable for its length during the call.
+    unsafe { recv_with_fds_raw(sock, buf.as_mut_ptr(), buf.len(), fds) }
+}
+
+/// As [`recv_with_fds`], appending at most `max` bytes to `out` (its spare capacity, reserved
+/// here, is written by the kernel: nothing is zeroed first).
+pub fn recv_append(
+    sock: RawFd,
+    out: &mut Vec<u8>,
+    max: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    out.reserve(max);
+    let spare = out.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: the spare capacity is live and writable for `len` bytes; recvmsg initialises
+    // exactly the count it returns, and only that count becomes part of the vector.
+    unsafe {
+        let n = recv_with_fds_raw(sock, spare.as_mut_ptr().cast(), len, fds)?;
+        out.set_len(out.len() + n.min(len));
+        Ok(n)
+    }
+}
+
+/// Room for the ancillary data of [`MAX_RECV_FDS`] descriptors, in `u64` words (aligned as
+/// `cmsghdr` needs).
+const RECV_CONTROL_WORDS: usize = 8;
+
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes for the duration of the call. On `Ok(n)`,
+/// exactly the first `n` bytes were written.
+pub unsafe fn recv_with_fds_raw(
+    sock: RawFd,
+    buf: *mut u8,
+    len: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
     let fd_len = std::mem::size_of::<libc::c_int>() as libc::c_uint;
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(fd_len * MAX_RECV_FDS as libc::c_uint) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
+    // On the stack: this runs for every read of every connection.
+    let mut control = [0u64; RECV_CONTROL_WORDS];
+    assert!(
+        space <= std::mem::size_of_val(&control),
+        "control buffer too small"
+    );
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+        iov_base: buf.cast(),
+        iov_len: len,
     };
     // SAFETY: an all-zero msghdr is a valid empty message.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -967,8 +1020,8 @@ pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io:
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: `msg` points at the caller's writable buffer and our control buffer, both live
-    // for the call.
+    // SAFETY: `msg` points at the caller's writable buffer (the caller's contract) and our
+    // control buffer, both live for the call.
     let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());

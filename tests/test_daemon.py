@@ -850,3 +850,52 @@ def test_large_request_body_streams_to_daemon(apache_factory):
     r = srv.request("POST", "/a/upload", body=small, chunked=True, chunk_size=40_000, timeout=30)
     assert ok(r), r
     assert r.json()["sha256"] == hashlib.sha256(small).hexdigest()
+
+
+def _thread_arenas(pid: int) -> int:
+    """glibc's thread arenas in a process's address space: an anonymous read-write mapping
+    starting on a 64 MiB boundary (HEAP_MAX_SIZE on 64-bit) that is either the whole 64 MiB or
+    followed by the inaccessible rest of that reservation."""
+    heap = 64 << 20
+    maps = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            p = line.split()
+            lo, hi = (int(x, 16) for x in p[0].split("-"))
+            maps.append((lo, hi, p[1], len(p) == 5))
+    n = 0
+    for i, (lo, hi, perm, anon) in enumerate(maps):
+        if not (anon and perm == "rw-p" and lo % heap == 0 and hi - lo <= heap):
+            continue
+        rest = maps[i + 1] if i + 1 < len(maps) else None
+        if hi - lo == heap or (rest and rest[0] == hi and rest[1] == lo + heap
+                               and rest[2] == "---p" and rest[3]):
+            n += 1
+    return n
+
+
+def test_daemon_threads_share_two_heap_arenas(apache_factory):
+    """A daemon process caps glibc's malloc arenas at two (the main one and one for all its
+    threads), so memory freed after large bodies does not stay resident once per thread: the
+    arena count stays at one thread arena however many threads served uploads at once."""
+    srv = server(apache_factory, "WSGIDaemonProcess arenas processes=1 threads=8",
+                 {"/a": "arenas"})
+    body = os.urandom(1 << 20)
+    results: list = []
+
+    def upload():
+        results.append(srv.request("POST", "/a/upload", body=body, timeout=60))
+
+    for _ in range(2):
+        threads = [threading.Thread(target=upload) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+    assert len(results) == 16 and all(ok(r) for r in results), results
+    pids = daemon_pids(srv, default_comm("arenas"))
+    assert len(pids) == 1, pids
+    arenas = _thread_arenas(pids.pop())
+    # At least one: the check really finds thread arenas (the workers allocate off the main
+    # thread); at most one: the cap.
+    assert arenas == 1, arenas

@@ -111,12 +111,31 @@ pub fn relay(
     mut c: Conn,
     peer: &Peer<'_>,
     websocket: Option<&str>,
+    restore_timeout: bool,
+) -> (c_int, Option<Conn>) {
+    let mut scratch = c.take_scratch();
+    let (status, kept) = relay_with(req, c, peer, websocket, restore_timeout, &mut scratch);
+    let kept = kept.map(|mut c| {
+        c.keep_scratch(scratch);
+        c
+    });
+    (status, kept)
+}
+
+/// `relay`, with the connection's buffer for body bytes: each block of the request body
+/// (`ReadBody`) and of the response (`Chunk`) is filled into it in place, and is done with
+/// before the next frame is read.
+fn relay_with(
+    req: Request,
+    mut c: Conn,
+    peer: &Peer<'_>,
+    websocket: Option<&str>,
     mut restore_timeout: bool,
+    scratch: &mut Vec<u8>,
 ) -> (c_int, Option<Conn>) {
     let timeout = peer.timeout;
     let mut resp = ApacheResponse::new(req, peer.sendfile);
     let mut head_sent = false;
-    let mut body_buf: Vec<u8> = Vec::new();
     // WSGIErrorOverride On: an error status from the application is answered by httpd itself
     // (ErrorDocument), its body discarded.
     let mut overridden: Option<c_int> = None;
@@ -145,12 +164,21 @@ pub fn relay(
                 }
             }
         }
-        let received = c.recv();
+        // A `Chunk` comes straight from the socket into `scratch` (nothing zeroed); any other
+        // frame is decoded.
+        scratch.clear();
+        let received = c.recv_data_to(protocol::kind::CHUNK, scratch, false);
         if std::mem::take(&mut restore_timeout) {
             c.set_timeouts(timeout);
         }
         let frame = match received {
-            Ok(f) => f,
+            Ok(Ok(_)) => None,
+            // One the frame buffer decoded (an empty block).
+            Ok(Err(Frame::Chunk(data))) => {
+                scratch.extend_from_slice(&data);
+                None
+            }
+            Ok(Err(f)) => Some(f),
             Err(e) => {
                 let timed_out = matches!(
                     e.kind(),
@@ -193,37 +221,61 @@ pub fn relay(
                 return (peer.bad_gateway(req, &what), None);
             }
         };
+        let Some(frame) = frame else {
+            if overridden.is_some() {
+                continue;
+            }
+            if !head_sent {
+                return (
+                    peer.bad_gateway(req, "body data before the response head"),
+                    None,
+                );
+            }
+            // Flushed: the peer only sends a block on its own when the application streams
+            // (a generator is flushed block by block, as in embedded mode). The last block,
+            // when the end of the response came with it (a small response in one write),
+            // goes out with the end: one pass of the output filters. response-flush-delay: a
+            // block followed within the delay by more of the response is not flushed on its
+            // own (the next one carries it out).
+            let more_soon = !peer.flush_delay.is_zero()
+                && (c.more_buffered() || crate::sys::wait_readable(c.fd(), peer.flush_delay));
+            if resp.write(scratch, !c.end_follows() && !more_soon).is_err() {
+                // The client went away: stop relaying; the peer sees the closed socket.
+                return (OK, None);
+            }
+            continue;
+        };
         match frame {
             Frame::ReadBody { max } => {
                 // A large request (the application asked for that many bytes of a body of
                 // known length) is filled in one frame, so a large body costs few round trips;
                 // up to 64 KiB, whatever part has arrived is sent at once (streaming input).
-                // The buffer is reused.
+                // It is filled into `scratch` in place (nothing zeroed first).
                 let want = (max as usize).clamp(1, protocol::MAX_CHUNK);
                 let fill_all = want > 64 * 1024;
-                let mut buf = std::mem::take(&mut body_buf);
-                buf.resize(want, 0);
-                let mut n = 0;
+                let buf = &mut *scratch;
+                buf.clear();
                 let mut failed = false;
-                while n < want && (n == 0 || fill_all) {
-                    match req.read_body(&mut buf[n..]) {
+                while buf.len() < want && (buf.is_empty() || fill_all) {
+                    let room = want - buf.len();
+                    match req.read_body_append(buf, room) {
                         Ok(0) => break,
-                        Ok(k) => n += k,
+                        Ok(_) => {}
                         Err(_) => {
                             failed = true;
                             break;
                         }
                     }
                 }
+                let n = buf.len();
                 let sent = if failed {
                     c.send(&Frame::Abort)
                 } else if n == 0 {
                     c.send(&Frame::BodyEnd)
                 } else {
                     // Written from the buffer itself (no copy into the send buffer).
-                    c.send_data(protocol::kind::BODY, &buf[..n])
+                    c.send_data(protocol::kind::BODY, buf)
                 };
-                body_buf = buf;
                 if let Err(e) = sent {
                     let msg = format!("sending the request body failed: {e}");
                     return (peer.bad_gateway(req, &msg), None);
@@ -316,29 +368,8 @@ pub fn relay(
                     return (OK, None);
                 }
             }
-            Frame::Chunk(_) if overridden.is_some() => {}
             Frame::End if overridden.is_some() => {
                 return (overridden.unwrap_or(OK), Some(c));
-            }
-            Frame::Chunk(data) => {
-                if !head_sent {
-                    return (
-                        peer.bad_gateway(req, "body data before the response head"),
-                        None,
-                    );
-                }
-                // Flushed: the peer only sends a block on its own when the application
-                // streams (a generator is flushed block by block, as in embedded mode). The
-                // last block, when the end of the response came with it (a small response in
-                // one write), goes out with the end: one pass of the output filters.
-                // response-flush-delay: a block followed within the delay by more of the
-                // response is not flushed on its own (the next one carries it out).
-                let more_soon = !peer.flush_delay.is_zero()
-                    && (c.more_buffered() || crate::sys::wait_readable(c.fd(), peer.flush_delay));
-                if resp.write(&data, !c.end_follows() && !more_soon).is_err() {
-                    // The client went away: stop relaying; the peer sees the closed socket.
-                    return (OK, None);
-                }
             }
             Frame::End => {
                 if !head_sent {

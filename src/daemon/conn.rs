@@ -29,10 +29,84 @@ pub struct Conn {
     timeout: Option<std::time::Duration>,
     /// An I/O or framing error happened: the connection must not be reused.
     broken: bool,
+    /// The httpd child's buffer for request-body and response bytes (see `take_scratch`).
+    scratch: Vec<u8>,
 }
 
 fn proto_err(e: protocol::ProtocolError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Where [`Conn::recv_data_to`] puts a data frame's payload: filled in order, straight from
+/// the socket, without being zeroed first.
+pub trait PayloadDst {
+    /// Bytes that still fit.
+    fn room(&self) -> usize;
+    /// Makes room for `n` more bytes (within `room`).
+    fn reserve(&mut self, _n: usize) {}
+    /// Appends bytes that already arrived (at most `room`).
+    fn put(&mut self, data: &[u8]);
+    /// One receive of at most `max` bytes (within `room`) from the socket; descriptors that
+    /// arrive with them go to `fds`. `Ok(0)`: the end of the stream.
+    fn recv(&mut self, sock: RawFd, max: usize, fds: &mut Vec<OwnedFd>) -> io::Result<usize>;
+}
+
+/// A slice filled from its start.
+struct SliceDst<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl PayloadDst for SliceDst<'_> {
+    fn room(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn put(&mut self, data: &[u8]) {
+        self.buf[self.pos..self.pos + data.len()].copy_from_slice(data);
+        self.pos += data.len();
+    }
+
+    fn recv(&mut self, sock: RawFd, max: usize, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        let end = self.pos + max.min(self.room());
+        let n = crate::sys::recv_with_fds(sock, &mut self.buf[self.pos..end], fds)?;
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A vector appended to, up to one data frame's bound.
+impl PayloadDst for Vec<u8> {
+    fn room(&self) -> usize {
+        protocol::MAX_CHUNK.saturating_sub(self.len())
+    }
+
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve_exact(self, n);
+    }
+
+    fn put(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
+
+    fn recv(&mut self, sock: RawFd, max: usize, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        crate::sys::recv_append(sock, self, max, fds)
+    }
+}
+
+/// A new `bytes` object's unwritten part (a large `wsgi.input.read(n)`).
+impl PayloadDst for crate::pybytes::BytesWriter {
+    fn room(&self) -> usize {
+        self.remaining()
+    }
+
+    fn put(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
+
+    fn recv(&mut self, sock: RawFd, max: usize, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+        self.recv_from(sock, max, fds)
+    }
 }
 
 impl Conn {
@@ -44,7 +118,20 @@ impl Conn {
             fds: Vec::new(),
             timeout: None,
             broken: false,
+            scratch: Vec::new(),
         }
+    }
+
+    /// The buffer the httpd child's relay fills with request-body and response bytes, kept
+    /// with the connection between requests ([`keep_scratch`](Self::keep_scratch)) as a large
+    /// frame buffer is: a 1 MiB body then reuses its pages instead of faulting in fresh ones
+    /// every request.
+    pub fn take_scratch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    pub fn keep_scratch(&mut self, v: Vec<u8>) {
+        self.scratch = v;
     }
 
     /// Sets the read and write timeouts of the socket (no system call when they are already
@@ -145,6 +232,9 @@ impl Conn {
         if self.out.capacity() <= IDLE_SMALL || self.out.capacity() > IDLE_LARGE {
             self.out = Vec::new();
         }
+        if self.scratch.capacity() <= IDLE_SMALL {
+            self.scratch = Vec::new();
+        }
     }
 
     /// Gives all buffer memory back before the connection waits idle, large buffers too: for
@@ -153,6 +243,7 @@ impl Conn {
     pub fn release_all(&mut self) {
         self.buf.release_small(usize::MAX);
         self.out = Vec::new();
+        self.scratch = Vec::new();
     }
 
     /// Whether the connection can carry another request: no error, nothing half-read or
@@ -225,15 +316,15 @@ impl Conn {
     }
 
     /// Receives the next frame, except that a data frame of `data_kind` (`Body` or `Chunk`)
-    /// with at most `dst.len()` bytes goes straight into `dst`: `Ok(Ok(n))`. The part of its
+    /// with at most `dst.room()` bytes goes straight into `dst`: `Ok(Ok(n))`. The part of its
     /// payload not yet read is read from the socket into `dst` directly (no copy through the
-    /// frame buffer, no vector per frame). Any other frame is `Ok(Err(frame))`, as `recv` gives
-    /// it. With `expect_large`, a read that starts a frame takes only its header first, so a
-    /// large payload never passes through the frame buffer at all.
-    pub fn recv_data_into(
+    /// frame buffer, no vector per frame, nothing zeroed). Any other frame is `Ok(Err(frame))`,
+    /// as `recv` gives it. With `expect_large`, a read that starts a frame takes only its header
+    /// first, so a large payload never passes through the frame buffer at all.
+    pub fn recv_data_to<D: PayloadDst + ?Sized>(
         &mut self,
         data_kind: u8,
-        dst: &mut [u8],
+        dst: &mut D,
         expect_large: bool,
     ) -> io::Result<Result<usize, Frame>> {
         let r = self.recv_data_inner(data_kind, dst, expect_large);
@@ -243,17 +334,25 @@ impl Conn {
         r
     }
 
-    fn recv_data_inner(
+    fn recv_data_inner<D: PayloadDst + ?Sized>(
         &mut self,
         data_kind: u8,
-        dst: &mut [u8],
+        dst: &mut D,
         expect_large: bool,
     ) -> io::Result<Result<usize, Frame>> {
         loop {
-            if let Some(n) = self.buf.begin_data(data_kind, dst.len()) {
-                let mut got = self.buf.take_raw(&mut dst[..n]);
+            if let Some(n) = self.buf.begin_data(data_kind, dst.room()) {
+                dst.reserve(n);
+                let mut got = {
+                    let arrived = self.buf.take_raw_slice(n);
+                    dst.put(arrived);
+                    arrived.len()
+                };
+                let sock = self.stream.as_raw_fd();
                 while got < n {
-                    got += self.read_socket(&mut dst[got..n], "connection closed mid-frame")?;
+                    got += retrying("connection closed mid-frame", || {
+                        dst.recv(sock, n - got, &mut self.fds)
+                    })?;
                 }
                 return Ok(Ok(n));
             }
@@ -342,24 +441,27 @@ impl Conn {
         self.buf.commit(n);
         Ok(())
     }
-
-    /// One read from the socket into `buf` (descriptors that come with it are kept).
-    fn read_socket(&mut self, buf: &mut [u8], eof: &'static str) -> io::Result<usize> {
-        read_socket_into(&self.stream, &mut self.fds, buf, eof)
-    }
 }
 
-/// One read from `stream` into `buf`, retried after a signal (e.g. prefork's graceful-restart
-/// signal); descriptors that arrive with the bytes go to `fds`. EOF is `UnexpectedEof` with
-/// `eof` as its message.
+/// One read from `stream` into `buf` (see `retrying`); descriptors that arrive with the bytes
+/// go to `fds`.
 fn read_socket_into(
     stream: &UnixStream,
     fds: &mut Vec<OwnedFd>,
     buf: &mut [u8],
     eof: &'static str,
 ) -> io::Result<usize> {
+    retrying(eof, || {
+        crate::sys::recv_with_fds(stream.as_raw_fd(), buf, fds)
+    })
+}
+
+/// Runs one receive, again after a signal (e.g. prefork's graceful-restart signal); the end
+/// of the stream is `UnexpectedEof` with `eof` as its message. Every read of a connection
+/// goes through here.
+fn retrying(eof: &'static str, mut recv: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
-        match crate::sys::recv_with_fds(stream.as_raw_fd(), buf, fds) {
+        match recv() {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, eof)),
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -382,19 +484,18 @@ impl DaemonBody {
     pub fn new(conn: Arc<Mutex<Conn>>) -> Self {
         DaemonBody { conn, done: false }
     }
-}
 
-impl BodySource for DaemonBody {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.done || buf.is_empty() {
+    /// One `ReadBody` of at most `dst.room()` bytes (and `MAX_CHUNK`), answered into `dst`.
+    fn read_to<D: PayloadDst + ?Sized>(&mut self, dst: &mut D) -> io::Result<usize> {
+        let want = dst.room().min(protocol::MAX_CHUNK);
+        if self.done || want == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(protocol::MAX_CHUNK);
         let mut c = lock(&self.conn);
         c.send(&Frame::ReadBody { max: want as u32 })?;
-        // The body bytes go from the socket into `buf` (for a large read, the `bytes` object
+        // The body bytes go from the socket into `dst` (for a large read, the `bytes` object
         // handed to the application) without an intermediate copy.
-        let frame = match c.recv_data_into(protocol::kind::BODY, &mut buf[..want], want >= LARGE)? {
+        let frame = match c.recv_data_to(protocol::kind::BODY, dst, want >= LARGE)? {
             Ok(n) => return Ok(n),
             Err(frame) => frame,
         };
@@ -418,8 +519,18 @@ impl BodySource for DaemonBody {
     }
 }
 
+impl BodySource for DaemonBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_to(&mut SliceDst { buf, pos: 0 })
+    }
+
+    fn read_into(&mut self, out: &mut crate::pybytes::BytesWriter) -> io::Result<usize> {
+        self.read_to(out)
+    }
+}
+
 /// A body read of at least this many bytes reads frame headers on their own first (see
-/// `Conn::recv_data_into`).
+/// `Conn::recv_data_to`).
 const LARGE: usize = 64 * 1024;
 
 /// Queued response bytes are written once they reach this much.
@@ -579,5 +690,77 @@ mod tests {
         assert!(!rx.reusable());
         assert!(rx.take_fd().is_some());
         assert!(rx.reusable());
+    }
+
+    #[test]
+    fn data_frames_go_straight_into_their_destination() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Conn::new(a), Conn::new(b));
+        let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = std::thread::spawn(move || {
+            tx.send_data(protocol::kind::CHUNK, &big).unwrap();
+            tx.send(&Frame::Chunk(Vec::new())).unwrap();
+            tx.send_data(protocol::kind::CHUNK, b"small").unwrap();
+            tx.send_data(protocol::kind::BODY, b"0123456789").unwrap();
+            tx.send(&Frame::End).unwrap();
+            big
+        });
+        // Into a vector, in both read modes; an empty block is decoded as a frame.
+        let mut v = Vec::new();
+        assert_eq!(
+            rx.recv_data_to(protocol::kind::CHUNK, &mut v, true)
+                .unwrap()
+                .unwrap(),
+            600_000
+        );
+        let big = writer.join().unwrap();
+        assert!(v == big, "the large payload arrived intact");
+        v.clear();
+        assert_eq!(
+            rx.recv_data_to(protocol::kind::CHUNK, &mut v, false)
+                .unwrap(),
+            Err(Frame::Chunk(Vec::new()))
+        );
+        assert_eq!(
+            rx.recv_data_to(protocol::kind::CHUNK, &mut v, false)
+                .unwrap(),
+            Ok(5)
+        );
+        assert_eq!(v, b"small");
+        // A slice too small for the payload: the frame is decoded whole instead.
+        let mut small = [0u8; 4];
+        let mut dst = SliceDst {
+            buf: &mut small,
+            pos: 0,
+        };
+        assert_eq!(
+            rx.recv_data_to(protocol::kind::BODY, &mut dst, false)
+                .unwrap(),
+            Err(Frame::Body(b"0123456789".to_vec()))
+        );
+        // Another kind than the one asked for is decoded too.
+        assert_eq!(
+            rx.recv_data_to(protocol::kind::BODY, &mut v, false)
+                .unwrap(),
+            Err(Frame::End)
+        );
+        assert!(rx.reusable());
+    }
+
+    #[test]
+    fn a_data_frame_cut_short_is_an_error_and_breaks_the_connection() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut rx = Conn::new(b);
+        let mut wire = Vec::new();
+        protocol::encode(&Frame::Chunk(vec![7u8; 100_000]), &mut wire).unwrap();
+        let mut a = a;
+        a.write_all(&wire[..50_000]).unwrap();
+        drop(a);
+        let mut v = Vec::new();
+        let e = rx
+            .recv_data_to(protocol::kind::CHUNK, &mut v, false)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(!rx.reusable());
     }
 }

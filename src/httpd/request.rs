@@ -426,6 +426,27 @@ impl Request {
         })
     }
 
+    /// Reads the next part of the body (at most `max` bytes) onto the end of `out`, into its
+    /// spare capacity (nothing is zeroed first); the count, `Ok(0)` at the end.
+    pub fn read_body_append(&self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        out.reserve(max);
+        let spare = out.spare_capacity_mut();
+        let len = spare.len().min(max);
+        // SAFETY: ap_get_client_block writes at most `len` bytes into the vector's spare
+        // capacity and returns how many it wrote (or -1, counted as nothing); exactly that
+        // count becomes part of the vector.
+        unsafe {
+            let n = body_read_count(rwsgi_shim_read_body(
+                self.ptr(),
+                spare.as_mut_ptr().cast(),
+                len,
+            ))?
+            .min(len);
+            out.set_len(out.len() + n);
+            Ok(n)
+        }
+    }
+
     /// Reads the next part of the body into the unwritten part of a new `bytes` object.
     pub fn read_body_into(&self, out: &mut crate::pybytes::BytesWriter) -> io::Result<usize> {
         // SAFETY: ap_get_client_block writes at most `len` bytes at `p` (the writer's spare

@@ -125,8 +125,8 @@ impl FrameBuffer {
     /// next frame's header has arrived, its kind is `data_kind` and its payload is 1..=`max`
     /// bytes (`max` at most `MAX_CHUNK`, the protocol's bound for data frames), consumes the
     /// header and returns the payload length. The caller must then take exactly that many
-    /// bytes: first [`take_raw`](Self::take_raw) (what has arrived), then the rest straight
-    /// from the stream, before anything else is decoded.
+    /// bytes: first [`take_raw_slice`](Self::take_raw_slice) (what has arrived), then the
+    /// rest straight from the stream, before anything else is decoded.
     pub fn begin_data(&mut self, data_kind: u8, max: usize) -> Option<usize> {
         if self.next_kind() != Some(data_kind) || max_payload_len(data_kind) != Some(MAX_CHUNK) {
             return None;
@@ -140,12 +140,13 @@ impl FrameBuffer {
         Some(payload)
     }
 
-    /// Moves up to `dst.len()` buffered bytes into `dst`; the count (see `begin_data`).
-    pub fn take_raw(&mut self, dst: &mut [u8]) -> usize {
-        let n = dst.len().min(self.buffered());
-        dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+    /// Takes up to `max` buffered bytes, borrowed from the buffer until its next use (see
+    /// `begin_data`).
+    pub fn take_raw_slice(&mut self, max: usize) -> &[u8] {
+        let n = max.min(self.buffered());
+        let at = self.start;
         self.consume(n);
-        n
+        &self.buf[at..at + n]
     }
 
     fn consume(&mut self, n: usize) {
@@ -281,11 +282,11 @@ mod tests {
             "nothing consumed by a refusal"
         );
         assert_eq!(fb.begin_data(kind::CHUNK, MAX_CHUNK), Some(100_000));
-        let mut dst = vec![0u8; 100_000];
-        assert_eq!(fb.take_raw(&mut dst), 1000);
+        let mut dst = fb.take_raw_slice(100_000).to_vec();
+        assert_eq!(dst.len(), 1000);
         assert!(fb.is_empty());
         // The rest "from the stream", then decoding resumes at the next frame.
-        dst[1000..].copy_from_slice(&wire[HEADER_LEN + 1000..HEADER_LEN + 100_000]);
+        dst.extend_from_slice(&wire[HEADER_LEN + 1000..HEADER_LEN + 100_000]);
         assert_eq!(dst, payload);
         fb.extend(&wire[HEADER_LEN + 100_000..]);
         assert_eq!(fb.next_frame(), Ok(Some(Frame::End)));
