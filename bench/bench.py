@@ -28,7 +28,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -228,22 +227,25 @@ class BenchApache(harness.Apache):
         # uvicorn's port, for the mod_proxy_http server
         self.upstream = upstream
 
+    @staticmethod
+    def proxy_lines(module: str, url: str, options: str = "") -> str:
+        """mod_proxy and `module` (proxy_http, proxy_uwsgi) loaded, /app passed to `url`."""
+        mods = [("proxy_module", "mod_proxy.so"), (f"{module}_module", f"mod_{module}.so")]
+        lines = "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods)
+        lines += f"ProxyPass /app {url} {options}".rstrip() + "\n"
+        if url.startswith("http://"):
+            lines += f"ProxyPassReverse /app {url}\n"
+        return lines
+
     def module_lines(self) -> str:
         s = self.server
         if s.peer == "uwsgi":
-            mods = [("proxy_module", "mod_proxy.so"), ("proxy_uwsgi_module", "mod_proxy_uwsgi.so")]
-            return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
-                f"ProxyPass /app uwsgi://127.0.0.1:{self.upstream}/app\n")
+            return self.proxy_lines("proxy_uwsgi", f"uwsgi://127.0.0.1:{self.upstream}/app")
         if s.peer is not None:
-            mods = [("proxy_module", "mod_proxy.so"), ("proxy_http_module", "mod_proxy_http.so")]
-            return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
-                f"ProxyPass /app http://127.0.0.1:{self.upstream}/app\n"
-                f"ProxyPassReverse /app http://127.0.0.1:{self.upstream}/app\n")
+            return self.proxy_lines("proxy_http", f"http://127.0.0.1:{self.upstream}/app")
         if s.asgi == "proxy":
-            mods = [("proxy_module", "mod_proxy.so"), ("proxy_http_module", "mod_proxy_http.so")]
-            return "".join(f"LoadModule {n} {harness.MODULES_DIR / f}\n" for n, f in mods) + (
-                f"ProxyPass /app http://127.0.0.1:{self.upstream}/app upgrade=websocket\n"
-                f"ProxyPassReverse /app http://127.0.0.1:{self.upstream}/app\n")
+            return self.proxy_lines("proxy_http", f"http://127.0.0.1:{self.upstream}/app",
+                                    "upgrade=websocket")
         if s.asgi == "rwsgi" and s.daemon is None:
             return (f"LoadModule rwsgi_module {self.rwsgi_so}\n"
                     f"WSGIScriptAlias /app {self.share}/app_asgi.py "
@@ -345,15 +347,6 @@ def peer_venv() -> Path:
     return dest
 
 
-def port_open(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:`port`."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def app_answers(port: int) -> bool:
     """Whether a server on `port` answers the hello at /app/hello with a 200."""
     try:
@@ -434,7 +427,7 @@ class PeerServer:
                                          env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin",
                                               "LANG": "C.UTF-8"})
         # Behind Apache, uWSGI speaks the uwsgi protocol: wait for its port only.
-        probe = ((lambda: port_open(self.port)) if server.peer == "uwsgi"
+        probe = ((lambda: harness.port_accepts(self.port)) if server.peer == "uwsgi"
                  and server.proxied else (lambda: app_answers(self.port)))
         ok = harness.wait_for(lambda: self.proc.poll() is not None or probe(), 60, 0.2)
         if not ok or self.proc.poll() is not None:

@@ -175,6 +175,16 @@ def free_port() -> int:
         s.close()
 
 
+def port_accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    except OSError:
+        return False
+    s.close()
+    return True
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Stops a server this process started (by its PID: SIGTERM, then SIGKILL)."""
     if proc.poll() is None:
@@ -813,12 +823,7 @@ DocumentRoot {r}/htdocs
             return None
 
     def _port_accepts(self) -> bool:
-        try:
-            s = socket.create_connection(("127.0.0.1", self.port), timeout=1.0)
-        except OSError:
-            return False
-        s.close()
-        return True
+        return port_accepts(self.port)
 
     def child_pids(self) -> list[int]:
         pid = self.parent_pid or self._read_pid()
