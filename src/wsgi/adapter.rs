@@ -9,14 +9,45 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pyo3::PyClass;
 use pyo3::exceptions::{PyIOError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pyclass::boolean_struct::True;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-pub use super::front::Held;
-use super::front::{Key, Kit};
 use super::headers::{self, Head};
 use crate::error::Code;
+
+/// A request object the Rust side keeps a handle on (to end it with the request): inside a
+/// Python object of mod_rwsgi's own class (main interpreter), or shared with the closure a
+/// sub-interpreter's shim calls.
+pub enum Held<T: PyClass<Frozen = True> + Sync> {
+    Py(Py<T>),
+    Rust(Arc<T>),
+}
+
+impl<T: PyClass<Frozen = True> + Sync> Held<T> {
+    pub fn get(&self) -> &T {
+        match self {
+            Held::Py(p) => p.get(),
+            Held::Rust(a) => a,
+        }
+    }
+}
+
+/// What the request driver ([`run`]) needs from the interpreter's kit (`front::Kit`): the
+/// `start_response` object over a request's state, whether a result is a
+/// `wsgi.file_wrapper`, and the interned name `close`.
+pub trait Front {
+    fn start_response<'py>(
+        &self,
+        py: Python<'py>,
+        start: StartResponse,
+    ) -> PyResult<Bound<'py, PyAny>>;
+    /// The file-like object of a `wsgi.file_wrapper` result, if `result` is one.
+    fn file_wrapper_file<'py>(&self, result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>>;
+    fn close_name<'a, 'py>(&'a self, py: Python<'py>) -> &'a Bound<'py, PyString>;
+}
 
 /// Log levels the application side uses (mapped onto httpd's by the httpd layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -850,7 +881,6 @@ pub struct RequestIo {
     pub head_request: bool,
 }
 
-/// Logs an exception with its full traceback, one log line per traceback line.
 /// Whether `err` is `mod_wsgi.RequestTimeout`, which a daemon process raises in a request's
 /// thread after request-timeout when interrupt-timeout is set.
 fn is_request_timeout(py: Python<'_>, err: &PyErr) -> bool {
@@ -859,6 +889,7 @@ fn is_request_timeout(py: Python<'_>, err: &PyErr) -> bool {
         .is_ok_and(|class| err.get_type(py).is(&class))
 }
 
+/// Logs an exception with its full traceback, one log line per traceback line.
 pub fn log_exception(py: Python<'_>, err: &PyErr, log: &LogFn, first_line: &str) {
     log(Level::Error, first_line);
     let formatted = py.import("traceback").and_then(|tb| {
@@ -1071,7 +1102,7 @@ impl Drop for Finish {
 /// `Finish` (none when the outcome is a 500 that httpd answers: nothing has gone out).
 pub fn run(
     py: Python<'_>,
-    kit: &Kit,
+    kit: &dyn Front,
     app: &Bound<'_, PyAny>,
     environ: Bound<'_, PyDict>,
     io: RequestIo,
@@ -1121,7 +1152,7 @@ pub fn run(
             let plain =
                 result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
             if !plain
-                && let Ok(true) = result.hasattr(kit.key(py, Key::Close))
+                && let Ok(true) = result.hasattr(kit.close_name(py))
                 && let Err(e) = result.call_method0("close")
             {
                 // Logged, and nothing else: the body was produced (or an earlier failure

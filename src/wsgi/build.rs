@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::adapter::{BodySource, Input, Level, Log, LogFn};
+use super::adapter::{BodySource, Held, Input, Level, Log, LogFn};
 use super::environ::latin1;
-use super::front::{Held, Key, Kit};
+use super::front::{Key, Kit};
 use crate::request::{Request, is_path_key};
 
 /// What the environ says about the process running the application.

@@ -3,7 +3,8 @@
 //! `wsgi.file_wrapper`. The main interpreter uses mod_rwsgi's own classes (`#[pyclass]`, the
 //! fast path); a sub-interpreter may not (pyo3's class objects are process-wide), so it gets
 //! thin Python classes from its own `bootstrap.py` over per-request Rust closures. Both drive
-//! the same Rust objects (`adapter::Input`, `Log`, `StartResponse`). Runs in the httpd child
+//! the same Rust objects (`adapter::Input`, `Log`, `StartResponse`); the request driver
+//! (`adapter::run`) reaches the kit through `adapter::Front`. Runs in the httpd child
 //! (embedded mode) and in daemon processes.
 #![forbid(unsafe_code)]
 
@@ -14,24 +15,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::True;
 use pyo3::types::{PyCFunction, PyDict, PyModule, PyString, PyTuple};
 
-use super::adapter::{FileWrapper, Input, Log, StartResponse};
-
-/// A request object the Rust side keeps a handle on (to end it with the request): inside a
-/// Python object of mod_rwsgi's own class (main interpreter), or shared with the closure a
-/// sub-interpreter's shim calls.
-pub enum Held<T: PyClass<Frozen = True> + Sync> {
-    Py(Py<T>),
-    Rust(Arc<T>),
-}
-
-impl<T: PyClass<Frozen = True> + Sync> Held<T> {
-    pub fn get(&self) -> &T {
-        match self {
-            Held::Py(p) => p.get(),
-            Held::Rust(a) => a,
-        }
-    }
-}
+use super::adapter::{FileWrapper, Held, Input, Log, StartResponse};
 
 /// The environ keys and attribute names the request path sets or looks up on every request,
 /// created once per interpreter (a `str` belongs to the interpreter that made it).
@@ -280,4 +264,22 @@ where
             }
         },
     )
+}
+
+impl super::adapter::Front for Kit {
+    fn start_response<'py>(
+        &self,
+        py: Python<'py>,
+        start: StartResponse,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Kit::start_response(self, py, start)
+    }
+
+    fn file_wrapper_file<'py>(&self, result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        Kit::file_wrapper_file(self, result)
+    }
+
+    fn close_name<'a, 'py>(&'a self, py: Python<'py>) -> &'a Bound<'py, PyString> {
+        self.key(py, Key::Close)
+    }
 }
