@@ -66,6 +66,8 @@ pub enum Code {
     AuthScript,
     /// A request took longer than `WSGISlowRequests`.
     SlowRequest,
+    /// A `mod_wsgi.subscribe_events`/`subscribe_shutdown` subscriber raised an exception.
+    EventSubscriber,
     /// `WSGIPythonHome`/`python-home=` is a Python of another X.Y than the build's.
     PythonHomeVersion,
     /// `WSGIPythonHome`/`python-home=` is not a Python prefix or virtual environment.
@@ -110,6 +112,7 @@ impl Code {
             Code::AsgiLoopBlocked => "RW0024",
             Code::AuthScript => "RW0025",
             Code::SlowRequest => "RW0026",
+            Code::EventSubscriber => "RW0027",
             Code::PythonHomeVersion => "RW0040",
             Code::PythonHomeInvalid => "RW0041",
             Code::PathAccess => "RW0042",
@@ -119,7 +122,7 @@ impl Code {
     }
 
     /// Every code, for the README consistency test.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::BadDirective,
         Code::NotSupported,
         Code::ModWsgiLoaded,
@@ -147,6 +150,7 @@ impl Code {
         Code::AsgiLoopBlocked,
         Code::AuthScript,
         Code::SlowRequest,
+        Code::EventSubscriber,
         Code::PythonHomeVersion,
         Code::PythonHomeInvalid,
         Code::PathAccess,

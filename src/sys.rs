@@ -700,6 +700,23 @@ pub fn resource_usage() -> (f64, f64, u64) {
     (secs(ru.ru_utime), secs(ru.ru_stime), max_rss)
 }
 
+/// The calling thread's CPU time so far (user, system), in microseconds.
+pub fn thread_cpu_us() -> (u64, u64) {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is a valid, writable rusage; RUSAGE_THREAD is supported on Linux >= 2.6.26.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| {
+        u64::try_from(t.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    (us(ru.ru_utime), us(ru.ru_stime))
+}
+
 /// This process's resident size now (bytes), from /proc/self/statm.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

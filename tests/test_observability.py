@@ -315,3 +315,70 @@ def application(environ, start_response):
         # Done: the thread is idle again.
         assert harness.wait_for(lambda: "Thread" not in srv.get("/server-status?auto").text,
                                 timeout=5)
+
+
+GC_APP = """\
+import gc
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/gc":
+        for _ in range(3):
+            gc.collect()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"""
+
+
+def test_queue_waits_gc_and_websockets_are_on_the_metrics_page(apache_factory, mode, venv):
+    """The figures beyond the request counts: a daemon group's queue-wait histogram counts
+    each request a daemon took; each live daemon process reports Python's collections by
+    generation; WebSocket sessions (open now, opened) and whole messages each way are counted
+    per mode/group."""
+    srv = apache_factory()
+    wsgi = srv.write_file("apps/gc.wsgi", GC_APP)
+    asgi = srv.app("asgi_app.py")
+    srv.start(srv.mount("/app", wsgi)
+              + srv.mount("/api", asgi, application_group="%{GLOBAL}") + HANDLERS)
+    group, m = ("", "embedded") if mode == "embedded" else (harness.DAEMON_GROUP, "daemon")
+    for _ in range(4):
+        assert srv.get("/app/x").status == 200
+    assert srv.get("/app/gc").status == 200
+    ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=m1")
+    assert ws.accept_ok(), (ws.status, ws.headers.items)
+    for text in ("one", "two"):
+        ws.send_text(text)
+        assert ws.recv_message() == (0x1, text.encode())
+    during = scrape(srv, venv)
+    assert value(during, "rwsgi_websocket_sessions_open", group=group, mode=m) == 1
+    ws.close(1000, "done")
+    assert ws.recv()[0] == 0x8
+    ws.shutdown()
+
+    def settled():
+        s = scrape(srv, venv)
+        closed = value(s, "rwsgi_websocket_sessions_open", group=group, mode=m) == 0
+        if mode == "daemon":
+            gc_seen = sum(x[3] for x in s if x[1] == "rwsgi_daemon_python_gc_collections_total"
+                          and x[2]["generation"] == "2") >= 3
+            return s if closed and gc_seen else None
+        return s if closed else None
+
+    after = harness.wait_for(settled, timeout=10)
+    assert after, scrape(srv, venv)
+    assert value(after, "rwsgi_websocket_sessions_total", group=group, mode=m) == 1
+    assert value(after, "rwsgi_websocket_messages_total", group=group, mode=m,
+                 direction="in") == 2
+    assert value(after, "rwsgi_websocket_messages_total", group=group, mode=m,
+                 direction="out") == 2
+    families = {x[1] for x in after}
+    if mode == "embedded":
+        assert not any(f.startswith("rwsgi_queue_wait") for f in families), families
+        return
+    # Every request a daemon took: the five WSGI ones, the WebSocket's handshake, and none
+    # of the scrapes (they are answered by the httpd child).
+    waited = value(after, "rwsgi_queue_wait_seconds_count", group=group)
+    assert waited == 6, waited
+    assert value(after, "rwsgi_queue_wait_seconds_bucket", group=group, le="+Inf") == waited
+    assert 0 <= value(after, "rwsgi_queue_wait_seconds_sum", group=group) < 6 * 5
+    collected = [x for x in after if x[1] == "rwsgi_daemon_python_gc_collected_total"]
+    assert len(collected) == 2, collected  # one per live process of the group

@@ -72,6 +72,24 @@ impl Reason {
         Reason::ALL.iter().copied().find(|r| *r as u64 + 1 == w)
     }
 
+    /// mod_wsgi's `shutdown_reason` for a process stopping for this reason (the
+    /// `process_stopping` event); mod_rwsgi's own label where mod_wsgi has none.
+    pub fn shutdown_reason(self) -> &'static str {
+        match self {
+            Reason::MaximumRequests => "maximum_requests",
+            Reason::RestartInterval => "restart_interval",
+            Reason::InactivityTimeout => "inactivity_timeout",
+            Reason::RequestTimeout => "request_timeout",
+            Reason::StartupTimeout => "startup_timeout",
+            Reason::DeadlockTimeout => "deadlock_timeout",
+            Reason::ScriptChanged => "script_reload",
+            Reason::Crash => "crash",
+            Reason::StartupFailed => "startup_failed",
+            Reason::Panic => "panic",
+            Reason::Other => "other",
+        }
+    }
+
     /// The reason behind one of the daemon's own restart messages (`State::restart`).
     pub fn of_message(msg: &str) -> Reason {
         let starts = |p: &str| msg.starts_with(p);
@@ -138,7 +156,15 @@ const R_IN_FLIGHT: usize = 7;
 const R_BUCKETS: usize = 8; // DURATION_BUCKETS.len() + 1 words (the last is +Inf)
 const R_DURATION_SUM_US: usize = R_BUCKETS + DURATION_BUCKETS.len() + 1;
 const R_RESTARTS: usize = R_DURATION_SUM_US + 1; // Reason::ALL.len() words
-const RECORD_HEAD: usize = R_RESTARTS + Reason::ALL.len();
+// Daemon groups: how long requests waited for a daemon thread (the same buckets).
+const R_QUEUE_BUCKETS: usize = R_RESTARTS + Reason::ALL.len();
+const R_QUEUE_SUM_US: usize = R_QUEUE_BUCKETS + DURATION_BUCKETS.len() + 1;
+// WebSocket sessions: opened, open now, messages from and to clients.
+const R_WS_OPENED: usize = R_QUEUE_SUM_US + 1;
+const R_WS_OPEN: usize = R_WS_OPENED + 1;
+const R_WS_IN: usize = R_WS_OPEN + 1;
+const R_WS_OUT: usize = R_WS_IN + 1;
+const RECORD_HEAD: usize = R_WS_OUT + 1;
 
 // A daemon process slot, after its group's record head.
 const S_PID: usize = 0;
@@ -151,7 +177,9 @@ const S_RESTARTS: usize = 6;
 const S_REASON: usize = 7; // Reason + 1, or 0
 const S_RSS: usize = 8;
 const S_PENDING_REASON: usize = 9; // what the process said before it exits (Reason + 1)
-const SLOT_WORDS: usize = 10;
+const S_GC: usize = 10; // 3 words: Python's collections per generation
+const S_GC_COLLECTED: usize = 13; // objects Python's collector freed
+const SLOT_WORDS: usize = 14;
 
 // A daemon worker thread's slot, after its process slot: what it runs now. Written only by
 // that thread, under a sequence word (odd while it writes), so a reader retries a torn read.
@@ -326,6 +354,46 @@ impl Board {
         self.add(r + R_DURATION_SUM_US, served.micros);
     }
 
+    /// A WebSocket session of embedded mode (`None`) or daemon group `group` opens.
+    pub fn websocket_opened(&self, group: Option<usize>) {
+        if let Some(r) = self.layout.record(group) {
+            self.add(r + R_WS_OPENED, 1);
+            self.add(r + R_WS_OPEN, 1);
+        }
+    }
+
+    /// The session `websocket_opened` counted has ended.
+    pub fn websocket_closed(&self, group: Option<usize>) {
+        if let Some(r) = self.layout.record(group) {
+            let _ = self
+                .w(r + R_WS_OPEN)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        }
+    }
+
+    /// A whole WebSocket message went from the client to the application (`inbound`) or back.
+    pub fn websocket_message(&self, group: Option<usize>, inbound: bool) {
+        if let Some(r) = self.layout.record(group) {
+            self.add(r + if inbound { R_WS_IN } else { R_WS_OUT }, 1);
+        }
+    }
+
+    // ---- daemon process: requests it takes
+
+    /// A request of daemon group `group` waited `micros` for a daemon thread.
+    pub fn queue_waited(&self, group: usize, micros: u64) {
+        let Some(r) = self.layout.record(Some(group)) else {
+            return;
+        };
+        let secs = micros as f64 / 1e6;
+        let b = DURATION_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.add(r + R_QUEUE_BUCKETS + b, 1);
+        self.add(r + R_QUEUE_SUM_US, micros);
+    }
+
     // ---- httpd parent: daemon processes start and end
 
     /// The parent forked process `process` of `group` as `pid`.
@@ -335,6 +403,10 @@ impl Board {
             self.set(s + S_BUSY, 0);
             self.set(s + S_SERVED, 0);
             self.set(s + S_RSS, 0);
+            for i in 0..3 {
+                self.set(s + S_GC + i, 0);
+            }
+            self.set(s + S_GC_COLLECTED, 0);
             self.set(s + S_STARTED, now);
             self.set(s + S_PID, u64::from(pid));
             self.set(s + S_STATE, ProcState::Starting as u64);
@@ -382,6 +454,16 @@ impl Board {
             if let Some(rss) = rss {
                 self.set(s + S_RSS, rss);
             }
+        }
+    }
+
+    /// Python's garbage collector in the process: collections per generation, objects freed.
+    pub fn mirror_gc(&self, group: usize, process: usize, collections: [u64; 3], collected: u64) {
+        if let Some(s) = self.layout.slot(group, process) {
+            for (i, n) in collections.iter().enumerate() {
+                self.set(s + S_GC + i, *n);
+            }
+            self.set(s + S_GC_COLLECTED, collected);
         }
     }
 
@@ -492,6 +574,14 @@ impl Board {
                 .map(|i| self.get(r + R_BUCKETS + i))
                 .collect(),
             duration_sum_us: self.get(r + R_DURATION_SUM_US),
+            queue_buckets: (0..=DURATION_BUCKETS.len())
+                .map(|i| self.get(r + R_QUEUE_BUCKETS + i))
+                .collect(),
+            queue_sum_us: self.get(r + R_QUEUE_SUM_US),
+            websocket_opened: self.get(r + R_WS_OPENED),
+            websocket_open: self.get(r + R_WS_OPEN),
+            websocket_in: self.get(r + R_WS_IN),
+            websocket_out: self.get(r + R_WS_OUT),
             restarts: Reason::ALL
                 .iter()
                 .map(|x| (*x, self.get(r + R_RESTARTS + *x as usize)))
@@ -518,6 +608,8 @@ impl Board {
                         restarts: self.get(s + S_RESTARTS),
                         last_reason: Reason::from_word(self.get(s + S_REASON)),
                         rss: self.get(s + S_RSS),
+                        gc: std::array::from_fn(|i| self.get(s + S_GC + i)),
+                        gc_collected: self.get(s + S_GC_COLLECTED),
                         workers: (0..g.threads.min(Layout::MAX_THREADS))
                             .map(|t| {
                                 self.layout
@@ -548,6 +640,14 @@ pub struct RecordView {
     /// Per bucket of `DURATION_BUCKETS`, then +Inf (not cumulative).
     pub buckets: Vec<u64>,
     pub duration_sum_us: u64,
+    /// Daemon groups: waits for a daemon thread, per bucket of `DURATION_BUCKETS` then +Inf.
+    pub queue_buckets: Vec<u64>,
+    pub queue_sum_us: u64,
+    /// WebSocket sessions opened so far and open now; whole messages in and out.
+    pub websocket_opened: u64,
+    pub websocket_open: u64,
+    pub websocket_in: u64,
+    pub websocket_out: u64,
     pub restarts: Vec<(Reason, u64)>,
 }
 
@@ -569,6 +669,9 @@ pub struct ProcessView {
     pub restarts: u64,
     pub last_reason: Option<Reason>,
     pub rss: u64,
+    /// Python's collections per generation and objects freed (sampled every second).
+    pub gc: [u64; 3],
+    pub gc_collected: u64,
     /// Its worker threads now, by index.
     pub workers: Vec<ThreadView>,
 }
@@ -646,6 +749,41 @@ mod tests {
         b.spawned(5, 0, 1, 1);
         b.spawned(0, 9, 1, 1);
         b.request_ended(Some(9), Served::default());
+    }
+
+    #[test]
+    fn queue_waits_websockets_and_gc_are_counted_where_they_belong() {
+        let b = test_board(shapes());
+        b.queue_waited(1, 3_000);
+        b.queue_waited(1, 90_000_000);
+        b.queue_waited(7, 1);
+        b.websocket_opened(None);
+        b.websocket_opened(Some(0));
+        b.websocket_message(Some(0), true);
+        b.websocket_message(Some(0), true);
+        b.websocket_message(Some(0), false);
+        b.websocket_closed(Some(0));
+        b.websocket_closed(Some(0));
+        b.spawned(0, 1, 42, 7);
+        b.mirror_gc(0, 1, [10, 2, 1], 55);
+        let s = b.snapshot();
+        let q = &s.groups[1].record;
+        assert_eq!(q.queue_buckets[0], 1);
+        assert_eq!(q.queue_buckets[DURATION_BUCKETS.len()], 1);
+        assert_eq!(q.queue_sum_us, 90_003_000);
+        assert_eq!(s.groups[0].record.queue_buckets.iter().sum::<u64>(), 0);
+        let w = &s.groups[0].record;
+        assert_eq!((w.websocket_opened, w.websocket_open), (1, 0));
+        assert_eq!((w.websocket_in, w.websocket_out), (2, 1));
+        assert_eq!(
+            (s.embedded.websocket_opened, s.embedded.websocket_open),
+            (1, 1)
+        );
+        assert_eq!(s.groups[0].processes[1].gc, [10, 2, 1]);
+        assert_eq!(s.groups[0].processes[1].gc_collected, 55);
+        // A new process in the slot starts from zero.
+        b.spawned(0, 1, 43, 9);
+        assert_eq!(b.snapshot().groups[0].processes[1].gc, [0; 3]);
     }
 
     #[test]

@@ -14,6 +14,21 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One histogram's samples: `buckets` per bucket of `DURATION_BUCKETS` then +Inf (not
+/// cumulative), `sum_us` their total in microseconds.
+fn histogram(out: &mut String, name: &str, labels: &str, buckets: &[u64], sum_us: u64) {
+    let mut cumulative = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        cumulative += n;
+        let le = DURATION_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+}
+
 /// Prometheus text format 0.0.4 of everything on the board. `now` is seconds since the epoch.
 pub fn prometheus(s: &Snapshot, now: u64) -> String {
     let mut out = String::new();
@@ -42,43 +57,36 @@ pub fn prometheus(s: &Snapshot, now: u64) -> String {
          response.\n# TYPE rwsgi_request_duration_seconds histogram\n",
     );
     for (g, m, r) in &records {
-        let mut cumulative = 0;
-        for (i, n) in r.buckets.iter().enumerate() {
-            cumulative += n;
-            let le = DURATION_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "rwsgi_request_duration_seconds_bucket{{{},le=\"{le}\"}} {cumulative}",
-                labels(g, m)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "rwsgi_request_duration_seconds_sum{{{}}} {}",
-            labels(g, m),
-            r.duration_sum_us as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "rwsgi_request_duration_seconds_count{{{}}} {cumulative}",
-            labels(g, m)
-        );
+        let name = "rwsgi_request_duration_seconds";
+        histogram(&mut out, name, &labels(g, m), &r.buckets, r.duration_sum_us);
     }
-    for (name, help, get) in [
+    for (name, kind, help, get) in [
         (
             "rwsgi_request_bytes_total",
+            "counter",
             "Request body bytes read.",
             (|r: &RecordView| r.bytes_in) as fn(&RecordView) -> u64,
         ),
         (
             "rwsgi_response_bytes_total",
+            "counter",
             "Response body bytes sent.",
             |r: &RecordView| r.bytes_out,
         ),
+        (
+            "rwsgi_websocket_sessions_total",
+            "counter",
+            "WebSocket sessions opened.",
+            |r: &RecordView| r.websocket_opened,
+        ),
+        (
+            "rwsgi_websocket_sessions_open",
+            "gauge",
+            "WebSocket sessions open now.",
+            |r: &RecordView| r.websocket_open,
+        ),
     ] {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
         for (g, m, r) in &records {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(g, m), get(r));
         }
@@ -95,8 +103,30 @@ pub fn prometheus(s: &Snapshot, now: u64) -> String {
             r.in_flight
         );
     }
+    out.push_str(
+        "# HELP rwsgi_websocket_messages_total Whole WebSocket messages, from clients (in) \
+         and to them (out).\n# TYPE rwsgi_websocket_messages_total counter\n",
+    );
+    for (g, m, r) in &records {
+        for (direction, n) in [("in", r.websocket_in), ("out", r.websocket_out)] {
+            let _ = writeln!(
+                out,
+                "rwsgi_websocket_messages_total{{{},direction=\"{direction}\"}} {n}",
+                labels(g, m)
+            );
+        }
+    }
     if s.groups.is_empty() {
         return out;
+    }
+    out.push_str(
+        "# HELP rwsgi_queue_wait_seconds Time a request waited for a daemon thread.\n\
+         # TYPE rwsgi_queue_wait_seconds histogram\n",
+    );
+    for g in &s.groups {
+        let (r, labels) = (&g.record, format!("group=\"{}\"", esc(&g.name)));
+        let name = "rwsgi_queue_wait_seconds";
+        histogram(&mut out, name, &labels, &r.queue_buckets, r.queue_sum_us);
     }
     out.push_str(
         "# HELP rwsgi_daemon_processes Daemon process slots by state.\n\
@@ -162,6 +192,43 @@ pub fn prometheus(s: &Snapshot, now: u64) -> String {
                     esc(&g.name),
                     p.pid,
                     p.rss
+                );
+            }
+        }
+    }
+    out.push_str(
+        "# HELP rwsgi_daemon_python_gc_collections_total Python garbage collections in each \
+         live daemon process, by generation (sampled every second).\n\
+         # TYPE rwsgi_daemon_python_gc_collections_total counter\n",
+    );
+    for g in &s.groups {
+        for (i, p) in g.processes.iter().enumerate() {
+            if p.pid == 0 {
+                continue;
+            }
+            for (generation, n) in p.gc.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "rwsgi_daemon_python_gc_collections_total{{group=\"{}\",process=\"{i}\",\
+                     generation=\"{generation}\"}} {n}",
+                    esc(&g.name)
+                );
+            }
+        }
+    }
+    out.push_str(
+        "# HELP rwsgi_daemon_python_gc_collected_total Objects Python's garbage collector \
+         freed in each live daemon process (sampled every second).\n\
+         # TYPE rwsgi_daemon_python_gc_collected_total counter\n",
+    );
+    for g in &s.groups {
+        for (i, p) in g.processes.iter().enumerate() {
+            if p.pid != 0 {
+                let _ = writeln!(
+                    out,
+                    "rwsgi_daemon_python_gc_collected_total{{group=\"{}\",process=\"{i}\"}} {}",
+                    esc(&g.name),
+                    p.gc_collected
                 );
             }
         }

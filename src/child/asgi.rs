@@ -297,6 +297,7 @@ fn respond(
         error_override: false,
         sendfile: set.enable_sendfile,
         websocket_max_message: set.websocket_max_message,
+        record: None,
         flush_delay: Duration::ZERO,
     };
     let (status, kept) = relay(req, conn, &peer, websocket, false);

@@ -261,6 +261,10 @@ fn run(
     // The handshake goes only on a new connection; a kept one carries just the request.
     let mut hello = Vec::new();
     let mut wire = SpareWire::take();
+    // Queued for the daemon from now (`mod_wsgi.queue_start`, stamped where mod_wsgi stamps
+    // it: before connecting to the daemon).
+    let mut request = request;
+    request.meta.queue_start = crate::request::metrics::now_us();
     let (encoded, request) = encode_request(request, &mut wire.0);
     recycle_environ(request.env);
     let encoded = encoded.and_then(|_| {
@@ -442,6 +446,11 @@ fn run(
         error_override,
         sendfile: set.enable_sendfile,
         websocket_max_message: set.websocket_max_message,
+        record: if websocket.is_some() {
+            super::observe::record_of(name)
+        } else {
+            None
+        },
         flush_delay: group.spec.response_flush_delay,
     };
     // response-socket-timeout (else socket-timeout) bounds each write to the client while

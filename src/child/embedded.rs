@@ -171,6 +171,8 @@ fn run(
         script: script.to_string(),
         stream_flush: true,
         head_request,
+        stamps: built.stamps,
+        events: it.events(py),
     };
     let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
     Ran::Wsgi(outcome, finish)

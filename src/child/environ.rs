@@ -59,6 +59,7 @@ pub fn describe(
         server_id: req.server_id() as u64,
         script_mtime: mtime,
         request_start: started,
+        // Stamped again when the request is handed to a daemon (`daemon_client`).
         queue_start: started,
         apache_version: running_apache_version(),
     };

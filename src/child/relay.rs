@@ -87,6 +87,8 @@ pub struct Peer<'a> {
     pub sendfile: bool,
     /// `WSGIWebSocketMaxMessage`: a larger client message closes the WebSocket (1009).
     pub websocket_max_message: usize,
+    /// The board record its WebSocket sessions count under (`observe::record_of`).
+    pub record: Option<usize>,
     /// `response-flush-delay`: how long to wait for the peer's next block before flushing a
     /// streamed one (zero: flush at once).
     pub flush_delay: Duration,
@@ -421,6 +423,7 @@ fn relay_with(
                     subprotocol: &subprotocol,
                     headers: &headers,
                     max_message: peer.websocket_max_message,
+                    record: peer.record,
                 };
                 return match super::websocket::run(req, &mut c, &accepted) {
                     super::websocket::Ended::Clean => (OK, Some(c)),

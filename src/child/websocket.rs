@@ -66,19 +66,32 @@ pub fn upgrade<K: AsRef<[u8]>>(env: &[(K, Vec<u8>)]) -> Upgrade {
 /// WebSocket sessions this child is relaying now (each holds a worker thread).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts one open session for its life.
-struct Open;
+/// Counts one open session for its life (here, and on the board under its record).
+struct Open(Option<usize>);
 
 impl Open {
-    fn new() -> Open {
+    fn new(record: Option<usize>) -> Open {
         OPEN.fetch_add(1, Ordering::SeqCst);
-        Open
+        if let Some(b) = crate::board::pinned() {
+            b.websocket_opened(record);
+        }
+        Open(record)
+    }
+
+    /// A whole message went from the client (`inbound`) or to it.
+    fn message(&self, inbound: bool) {
+        if let Some(b) = crate::board::pinned() {
+            b.websocket_message(self.0, inbound);
+        }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Ordering::SeqCst);
+        if let Some(b) = crate::board::pinned() {
+            b.websocket_closed(self.0);
+        }
     }
 }
 
@@ -138,6 +151,8 @@ pub enum Ended {
 }
 
 struct Session<'a> {
+    /// Counts the session and its messages.
+    open: Open,
     daemon: &'a mut Conn,
     client: crate::httpd::request::Tunnel,
     /// The client can still be read from (no close frame from it, no EOF).
@@ -204,6 +219,7 @@ impl Session<'_> {
                 for f in protocol::ws_message_frames(text, &data) {
                     self.daemon.queue(&f)?;
                 }
+                self.open.message(true);
             }
             Event::Ping(payload) => self.send_client(frame::PONG, &payload, true),
             Event::Pong(_) => {}
@@ -306,11 +322,12 @@ pub struct Accepted<'a> {
     pub subprotocol: &'a [u8],
     pub headers: &'a [(Vec<u8>, Vec<u8>)],
     pub max_message: usize,
+    /// The board record the session counts under (embedded mode: `None`).
+    pub record: Option<usize>,
 }
 
 /// Answers the handshake (101) and relays until the daemon ends the session.
 pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
-    let _open = Open::new();
     let accept = handshake::accept(a.key);
     let client = req.switch_to_websocket(
         &accept,
@@ -319,6 +336,7 @@ pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
     );
     let client_fd = client.client_fd();
     let mut s = Session {
+        open: Open::new(a.record),
         daemon,
         client,
         client_open: client_fd.is_some(),
@@ -401,6 +419,9 @@ pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
                 s.continuing = !fin;
                 if s.client_open || !s.close_sent {
                     s.send_client(opcode, &data, fin);
+                    if fin {
+                        s.open.message(false);
+                    }
                 }
             }
             Frame::WsClose { code, reason } => {

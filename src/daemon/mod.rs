@@ -206,9 +206,20 @@ pub fn run(l: Launch) -> ! {
         Level::Info,
         &format!("daemon process of group '{name}' stopping: {why}"),
     );
+    let reason = crate::board::Reason::of_message(&why);
     if let Some(b) = crate::board::pinned() {
-        b.stopping(l.slot.0, l.slot.1, crate::board::Reason::of_message(&why));
+        b.stopping(l.slot.0, l.slot.1, reason);
     }
+    // mod_wsgi's process_stopping event, published while the requests drain (as mod_wsgi
+    // does); waited for before the exit, within the grace period or shutdown-timeout.
+    let shutdown_reason = match sig {
+        libc::SIGUSR2 => reason.shutdown_reason(),
+        libc::SIGUSR1 if !spec.eviction_timeout.is_zero() => "eviction_signal",
+        libc::SIGUSR1 => "graceful_signal",
+        _ => "shutdown_signal",
+    };
+    let published = publish_stopping(&log, &name, shutdown_reason);
+    let publish_deadline = Instant::now() + grace.max(spec.shutdown_timeout);
     // Open WebSockets close now (1012), so the drain below is not spent waiting for them.
     crate::asgi::going_away();
     let deadline = Instant::now() + grace;
@@ -221,6 +232,9 @@ pub fn run(l: Launch) -> ! {
     {
         std::thread::sleep(Duration::from_millis(10));
     }
+    if let Some(done) = published {
+        let _ = done.recv_timeout(publish_deadline.saturating_duration_since(Instant::now()));
+    }
     // ASGI applications' lifespan shutdown, once their requests are done.
     crate::asgi::stop_all(spec.shutdown_timeout);
     log(
@@ -232,4 +246,25 @@ pub fn run(l: Launch) -> ! {
         ),
     );
     sys::exit_now(0)
+}
+
+/// Publishes `process_stopping` (with mod_wsgi's `shutdown_reason`) in every interpreter, on
+/// a thread of its own so a subscriber that hangs cannot hold up the stop; the receiver says
+/// when it is done (`None`: no thread could be started).
+fn publish_stopping(
+    log: &LogFn,
+    group: &str,
+    reason: &'static str,
+) -> Option<std::sync::mpsc::Receiver<()>> {
+    let (done, waiter) = std::sync::mpsc::channel();
+    let (log, group) = (log.clone(), group.to_string());
+    std::thread::Builder::new()
+        .name("rwsgi-stopping".into())
+        .spawn(move || {
+            let publish = || crate::python::process_stopping(reason);
+            let _ = guard::contain(&log, &group, "the process_stopping event", publish);
+            let _ = done.send(());
+        })
+        .ok()?;
+    Some(waiter)
 }

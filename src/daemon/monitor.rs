@@ -156,6 +156,10 @@ fn monitor(state: &State, spec: &DaemonSpec, log: &LogFn) {
         if let Some(b) = board {
             let rss = (tick % 5 == 1).then(sys::resident_bytes).flatten();
             b.mirror(state.slot.0, state.slot.1, busy as u64, served, rss);
+            if tick % 5 == 1 {
+                let (collections, collected) = crate::request::metrics::gc_counts();
+                b.mirror_gc(state.slot.0, state.slot.1, collections, collected);
+            }
         }
         if trim.due(tick, busy, served) {
             sys::trim_heap();

@@ -232,6 +232,13 @@ pub(super) fn admit(c: &mut Conn, req: &Request<Vec<u8>>, ctx: &Ctx, state: &Sta
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
+    // How long it waited for this thread, for the board's queue-wait histogram.
+    if let Some(b) = crate::board::pinned()
+        && req.meta.queue_start > 0
+    {
+        let waited = crate::request::metrics::now_us() - req.meta.queue_start;
+        b.queue_waited(state.slot.0, u64::try_from(waited).unwrap_or(0));
+    }
     if !ctx.spec.queue_timeout.is_zero() {
         let queued = req.meta.queue_start_secs();
         let now = std::time::SystemTime::now()
@@ -456,6 +463,8 @@ fn run_request(
         script,
         stream_flush: true,
         head_request: req.meta.head_request,
+        stamps: built.stamps,
+        events: it.events(py),
     };
     let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
     match outcome {

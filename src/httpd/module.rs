@@ -661,6 +661,17 @@ unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
                 Some(apr_pool_cleanup_null),
             )
         };
+        // Registered last, so it runs first: mod_wsgi's process_stopping event, before
+        // anything of Python is torn down (also under WSGIDestroyInterpreter Off).
+        // SAFETY: as above.
+        unsafe {
+            apr_pool_cleanup_register(
+                pchild,
+                ptr::null(),
+                Some(stopping_cleanup),
+                Some(apr_pool_cleanup_null),
+            )
+        };
         crate::child::bootstrap(&g);
     })
 }
@@ -816,6 +827,18 @@ unsafe extern "C" fn asgi_exit_cleanup(_data: *mut c_void) -> apr_status_t {
         crate::child::asgi::exit();
         APR_SUCCESS as apr_status_t
     })
+}
+
+unsafe extern "C" fn stopping_cleanup(_data: *mut c_void) -> apr_status_t {
+    guard(
+        "process_stopping event",
+        APR_SUCCESS as apr_status_t,
+        || {
+            // mod_wsgi's shutdown_reason in an httpd child: empty (httpd decides why it exits).
+            python::process_stopping("");
+            APR_SUCCESS as apr_status_t
+        },
+    )
 }
 
 unsafe extern "C" fn finalize_cleanup(_data: *mut c_void) -> apr_status_t {

@@ -162,6 +162,130 @@ def install_logging(write):
     return LogHandler
 
 
+def count_collections(count):
+    """Calls `count(generation, collected)` after each garbage collection of this interpreter
+    (the figures the board shows per daemon process)."""
+    import gc
+
+    def counted(phase, info):
+        if phase == "stop":
+            count(info["generation"], info["collected"])
+
+    gc.callbacks.append(counted)
+
+
+# mod_wsgi's events (`mod_wsgi.subscribe_events`, `mod_wsgi.subscribe_shutdown`): the
+# subscribers of this interpreter, and the helpers the request driver calls while it has any.
+# A subscriber is called as `callback(name, **event)`; a dict it returns is merged into the
+# event the next subscriber sees (as mod_wsgi does). What one raises is logged, never passed on.
+
+event_callbacks = []
+shutdown_callbacks = []
+# Set by mod_rwsgi: write(levelno, text) to the error log, and the log code of a failure.
+report = None
+EVENT_CODE = ""
+
+
+def subscribe_events(callback):
+    """Calls `callback(name, **event)` for request_started, response_started,
+    request_finished, request_exception and process_stopping. Returns it (a decorator)."""
+    event_callbacks.append(callback)
+    return callback
+
+
+def subscribe_shutdown(callback):
+    """Calls `callback("process_stopping", shutdown_reason=...)` before the process exits."""
+    shutdown_callbacks.append(callback)
+    return callback
+
+
+def publish(name, event):
+    subscribers = list(event_callbacks)
+    if name == "process_stopping":
+        subscribers += shutdown_callbacks
+    for callback in subscribers:
+        try:
+            merged = callback(name, **event)
+        except Exception:
+            if report is not None:
+                import traceback
+
+                report(
+                    40,
+                    "%s: a subscriber of mod_wsgi event '%s' (%r) raised an exception:\n%s"
+                    % (EVENT_CODE, name, callback, traceback.format_exc().rstrip()),
+                )
+        else:
+            if isinstance(merged, dict):
+                event.update(merged)
+    return event
+
+
+def request_started(application, environ, data):
+    """Publishes request_started; returns the application to call (a subscriber may wrap it by
+    returning {"application_object": wrapper}) and what the later events of the request need."""
+    request_id = environ.get("mod_wsgi.request_id")
+    event = {
+        "thread_id": environ.get("mod_wsgi.thread_id"),
+        "daemon_connects": 1 if environ.get("mod_wsgi.queue_start") else 0,
+        "daemon_restarts": 0,
+        "server_pid": os.getppid(),
+        "request_start": environ.get("mod_wsgi.request_start"),
+        "queue_start": environ.get("mod_wsgi.queue_start"),
+        "daemon_start": environ.get("mod_wsgi.daemon_start"),
+        "application_object": application,
+        "callable_object": environ.get("mod_wsgi.callable_object", "application"),
+        "request_environ": environ,
+        "application_start": environ.get("mod_wsgi.application_start"),
+        "request_data": data,
+    }
+    if request_id:
+        event["request_id"] = request_id
+    publish("request_started", event)
+    return event.get("application_object", application), (request_id, data)
+
+
+def wrap_start_response(start_response, context):
+    """start_response publishing response_started first (a subscriber may change the
+    headers list it is given)."""
+    request_id, data = context
+
+    def start_response_with_events(status, response_headers, exc_info=None):
+        event = {
+            "response_status": status,
+            "response_headers": response_headers,
+            "exception_info": exc_info,
+            "request_data": data,
+        }
+        if request_id:
+            event["request_id"] = request_id
+        publish("response_started", event)
+        return start_response(status, response_headers, exc_info)
+
+    return start_response_with_events
+
+
+def request_exception(context, exc_type, exc_value, exc_tb):
+    request_id, data = context
+    event = {"exception_info": (exc_type, exc_value, exc_tb), "request_data": data}
+    if request_id:
+        event["request_id"] = request_id
+    publish("request_exception", event)
+
+
+def request_finished(context, facts):
+    request_id, data = context
+    if request_id:
+        facts["request_id"] = request_id
+    facts["request_data"] = data
+    publish("request_finished", facts)
+
+
+def process_stopping(reason):
+    if event_callbacks or shutdown_callbacks:
+        publish("process_stopping", {"shutdown_reason": reason})
+
+
 # The request objects of a sub-interpreter. mod_rwsgi's own classes (Rust, pyo3) exist once per
 # process and belong to the main interpreter; an application group in a sub-interpreter gets
 # these instead, defined in its own interpreter, each over a Rust callable `f(op, arg)` made for

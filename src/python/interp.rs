@@ -101,6 +101,22 @@ pub fn enter<R>(which: Which<'_>, f: impl FnOnce(Python<'_>, &Interp) -> R) -> R
     }
 }
 
+/// Runs `f` in every interpreter this process has: the main one, then each sub-interpreter
+/// that was created (none is created here). The caller must not be attached.
+pub fn each(mut f: impl FnMut(Python<'_>, &Interp)) {
+    if main_interp().is_some() {
+        let _ = enter(Which::Main, &mut f);
+    }
+    let names: Vec<String> = registry()
+        .iter()
+        .filter(|(_, slot)| matches!(slot.get(), Some(Ok(_))))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in names {
+        let _ = enter(Which::Group(&name), &mut f);
+    }
+}
+
 /// An interpreter's state, if it exists already (never creates one; no GIL needed): for
 /// checks that only matter where a script was loaded before.
 pub fn existing(which: Which<'_>) -> Option<Existing> {

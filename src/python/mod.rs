@@ -39,6 +39,36 @@ pub struct Interp {
     bootstrap: Py<PyModule>,
     scripts: std::sync::Mutex<Vec<CachedScript>>,
     pub kit: Kit,
+    /// Its `mod_wsgi.subscribe_events` subscribers (the bootstrap's list).
+    event_callbacks: Py<pyo3::types::PyList>,
+}
+
+impl Interp {
+    /// The bootstrap module while this interpreter has event subscribers: a request then
+    /// publishes its events through it (`adapter::RequestIo::events`).
+    pub fn events(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        (!self.event_callbacks.bind(py).is_empty()).then(|| self.bootstrap.clone_ref(py).into_any())
+    }
+
+    /// Publishes `process_stopping` with mod_wsgi's `shutdown_reason` to this interpreter's
+    /// subscribers (`subscribe_events` and `subscribe_shutdown`).
+    pub fn process_stopping(&self, py: Python<'_>, reason: &str, log: &LogFn) {
+        if let Err(e) = self
+            .bootstrap
+            .bind(py)
+            .call_method1("process_stopping", (reason,))
+        {
+            log_exception(
+                py,
+                &e,
+                log,
+                &format!(
+                    "{}: publishing mod_wsgi event 'process_stopping' failed",
+                    Code::EventSubscriber.as_str()
+                ),
+            );
+        }
+    }
 }
 
 /// The main interpreter's state (`None` before the bootstrap).
@@ -241,6 +271,19 @@ pub fn finalize() {
     }
 }
 
+/// Publishes mod_wsgi's `process_stopping` event, with `reason` as its `shutdown_reason`, in
+/// every interpreter of this process (their subscribers of `subscribe_events` and
+/// `subscribe_shutdown`). Call once, when the process starts to stop, not attached.
+pub fn process_stopping(reason: &str) {
+    let Some(setup) = PROCESS.get() else {
+        return;
+    };
+    if !ready() {
+        return;
+    }
+    interp::each(|py, it| it.process_stopping(py, reason, &setup.log));
+}
+
 /// Process-wide values the bootstrap publishes as `mod_wsgi.*` attributes.
 #[derive(Clone, Copy)]
 pub struct ProcessInfo {
@@ -384,6 +427,16 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
             wrap_pyfunction!(start_recording_metrics, &m)?,
         )?;
         m.setattr("process_metrics", wrap_pyfunction!(process_metrics, &m)?)?;
+        m.setattr("request_metrics", wrap_pyfunction!(request_metrics, &m)?)?;
+        m.setattr("request_data", wrap_pyfunction!(request_data, &m)?)?;
+        for name in [
+            "subscribe_events",
+            "subscribe_shutdown",
+            "event_callbacks",
+            "shutdown_callbacks",
+        ] {
+            m.setattr(name, boot.getattr(name)?)?;
+        }
         if main {
             m.setattr("FileWrapper", py.get_type::<FileWrapper>())?;
             m.setattr("Input", py.get_type::<Input>())?;
@@ -411,7 +464,22 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
             .0,
     )?;
     // Python `logging` records nobody else handles go to the error log at their own level.
+    let count = pyo3::types::PyCFunction::new_closure(
+        py,
+        None,
+        None,
+        |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+            crate::request::metrics::gc_collected(
+                args.get_item(0)?.extract()?,
+                args.get_item(1)?.extract()?,
+            );
+            Ok(())
+        },
+    )?;
+    boot.getattr("count_collections")?.call1((count,))?;
     let write = log_function(py, logging)?;
+    boot.setattr("report", &write)?;
+    boot.setattr("EVENT_CODE", Code::EventSubscriber.as_str())?;
     let handler = boot.getattr("install_logging")?.call1((write,))?;
     modules
         .get_item("mod_rwsgi")?
@@ -460,11 +528,16 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         boot.getattr("add_site_dirs_first")?
             .call1((layer.clone(),))?;
     }
+    let event_callbacks = boot
+        .getattr("event_callbacks")?
+        .cast_into::<pyo3::types::PyList>()?
+        .unbind();
     Ok(Interp {
         name: app_group.to_string(),
         bootstrap: boot.unbind(),
         scripts: std::sync::Mutex::new(Vec::new()),
         kit,
+        event_callbacks,
     })
 }
 
@@ -687,7 +760,126 @@ pub fn load_app<'py>(
 /// opt-in; idempotent, process-wide, whichever interpreter calls it).
 #[pyfunction]
 fn start_recording_metrics() {
-    crate::request::metrics::start_recording();
+    let (user, system, _) = crate::sys::resource_usage();
+    crate::request::metrics::start_recording((user, system));
+}
+
+/// `mod_wsgi.request_data()`: the current request's scratch dict (the events' `request_data`).
+#[pyfunction]
+fn request_data(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    crate::wsgi::adapter::request_data(py)
+}
+
+/// `mod_wsgi.request_metrics()`: what this process did since the previous call (or since
+/// `start_recording_metrics()`), with mod_wsgi 6's keys: rates, per-phase means, minimums,
+/// maximums and histograms, status classes, bytes, CPU and memory, per-thread lists. `None`
+/// until recording has started. mod_rwsgi does not measure GIL waits: `gil_wait_*` are `None`.
+#[pyfunction]
+fn request_metrics(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    use crate::request::metrics::Phase;
+    let (user, system, max_rss) = crate::sys::resource_usage();
+    let Some(r) = crate::request::metrics::drain((user, system)) else {
+        return Ok(py.None());
+    };
+    let daemon = PROCESS.get().is_some_and(|s| !s.process_name().is_empty());
+    let maximum = PROCESS
+        .get()
+        .map_or(1, |s| s.info.threads_per_process.max(1) as usize)
+        .max(r.threads.len());
+    let d = PyDict::new(py);
+    d.set_item("pid", crate::sys::pids().0)?;
+    d.set_item("start_time", r.start_time)?;
+    d.set_item("stop_time", r.stop_time)?;
+    d.set_item("sample_period", r.sample_period)?;
+    let cpu = r.cpu_user_utilization + r.cpu_system_utilization;
+    for (k, v) in [
+        ("cpu_user_utilization", r.cpu_user_utilization),
+        ("cpu_user_time", r.cpu_user_utilization),
+        ("cpu_system_utilization", r.cpu_system_utilization),
+        ("cpu_system_time", r.cpu_system_utilization),
+        ("cpu_utilization", cpu),
+        ("cpu_time", cpu),
+    ] {
+        d.set_item(k, v)?;
+    }
+    let rss = crate::sys::resident_bytes().unwrap_or(0);
+    d.set_item("memory_max_rss", max_rss.max(rss))?;
+    d.set_item("memory_rss", rss)?;
+    d.set_item("request_threads_maximum", maximum)?;
+    d.set_item("request_threads_started", r.threads.len())?;
+    let active = r
+        .threads
+        .iter()
+        .filter(|t| t.completed > 0 || t.current_elapsed > 0.0)
+        .count();
+    d.set_item("request_threads_active", active)?;
+    d.set_item(
+        "capacity_utilization",
+        r.request_busy_time / r.sample_period / maximum as f64,
+    )?;
+    d.set_item("request_count", r.request_count)?;
+    d.set_item(
+        "request_throughput",
+        r.request_count as f64 / r.sample_period,
+    )?;
+    for (i, n) in r.status.iter().enumerate() {
+        d.set_item(format!("status_{}xx", i + 1), n)?;
+    }
+    d.set_item("input_bytes", r.input_bytes)?;
+    d.set_item("input_reads", r.input_reads)?;
+    d.set_item("output_bytes", r.output_bytes)?;
+    d.set_item("output_writes", r.output_writes)?;
+    for (phase, t) in &r.phases {
+        let name = phase.name();
+        // The queue and daemon phases exist in daemon processes only (None elsewhere).
+        let here = daemon || !matches!(phase, Phase::Queue | Phase::Daemon);
+        if here {
+            d.set_item(name, t.mean())?;
+        } else {
+            d.set_item(name, py.None())?;
+        }
+        let (min, max) = match t.min_max_us().filter(|_| here) {
+            Some((a, b)) => (
+                a.into_pyobject(py)?.into_any(),
+                b.into_pyobject(py)?.into_any(),
+            ),
+            None => (py.None().into_bound(py), py.None().into_bound(py)),
+        };
+        d.set_item(format!("{name}_min_us"), min)?;
+        d.set_item(format!("{name}_max_us"), max)?;
+        d.set_item(format!("{name}_buckets"), t.buckets.to_vec())?;
+    }
+    for k in [
+        "gil_wait_time",
+        "gil_wait_count",
+        "gil_wait_time_min_us",
+        "gil_wait_time_max_us",
+    ] {
+        d.set_item(k, py.None())?;
+    }
+    // Per-thread lists, indexed by mod_rwsgi's thread number - 1, `maximum` long.
+    let mut completed = vec![0u64; maximum];
+    let mut busy = vec![0.0f64; maximum];
+    let mut cpu_time = vec![0.0f64; maximum];
+    let mut elapsed = vec![0.0f64; maximum];
+    let mut longest = vec![0.0f64; maximum];
+    for t in &r.threads {
+        let i = (t.thread as usize).saturating_sub(1);
+        if i < maximum {
+            completed[i] = t.completed;
+            busy[i] = t.busy_time;
+            cpu_time[i] = t.cpu_time;
+            elapsed[i] = t.current_elapsed;
+            longest[i] = t.max_duration;
+        }
+    }
+    d.set_item("request_threads_completed", completed.clone())?;
+    d.set_item("request_threads_buckets", completed)?;
+    d.set_item("request_threads_busy_time", busy)?;
+    d.set_item("request_threads_cpu_time", cpu_time)?;
+    d.set_item("request_threads_current_elapsed", elapsed)?;
+    d.set_item("request_threads_max_duration", longest)?;
+    Ok(d.into_any().unbind())
 }
 
 /// `mod_wsgi.process_metrics()`: this process's cumulative figures as mod_wsgi 6 returns them

@@ -61,8 +61,8 @@ pub struct RequestMeta {
     pub script_mtime: i64,
     /// When httpd read the request line.
     pub request_start: i64,
-    /// When the request was queued for the application (`mod_wsgi.queue_start` in daemon mode);
-    /// the httpd child stamps it with `request_start`, as mod_wsgi 6 reports it.
+    /// When the request was queued for the application (`mod_wsgi.queue_start` in daemon mode):
+    /// the httpd child stamps it before it hands the request to a daemon, as mod_wsgi 6 does.
     pub queue_start: i64,
     /// The running Apache's version, for `apache.version`.
     pub apache_version: [u16; 3],
@@ -136,11 +136,6 @@ impl RequestMeta {
             queue_start: u64_at(25) as i64,
             apache_version: [u16_at(33), u16_at(35), u16_at(37)],
         })
-    }
-
-    /// `request_start` as float epoch seconds (how mod_wsgi reports its timings).
-    pub fn request_start_secs(&self) -> f64 {
-        self.request_start as f64 / 1e6
     }
 
     /// `queue_start` as float epoch seconds.

@@ -8,6 +8,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use pyo3::PyClass;
 use pyo3::exceptions::{PyIOError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -136,6 +137,18 @@ struct InputState {
     eof: bool,
     /// Set when the request has ended: the object must not touch httpd any more.
     ended: bool,
+    /// Reads from the source, the bytes they returned and the time they took (for metrics).
+    reads: u64,
+    read_bytes: u64,
+    read_us: u64,
+}
+
+impl InputState {
+    fn count_read(&mut self, began: Instant, n: usize) {
+        self.reads += 1;
+        self.read_bytes += n as u64;
+        self.read_us += u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    }
 }
 
 /// `wsgi.input`: a stream over the request body.
@@ -155,8 +168,17 @@ impl Input {
                 pos: 0,
                 eof: false,
                 ended: false,
+                reads: 0,
+                read_bytes: 0,
+                read_us: 0,
             }),
         }
+    }
+
+    /// Reads from the source so far, the bytes they returned and the microseconds they took.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let st = lock(&self.state);
+        (st.reads, st.read_bytes, st.read_us)
     }
 
     /// Detaches the object from the request once it has ended.
@@ -188,8 +210,10 @@ impl Input {
             }
         };
         let mut chunk = vec![0u8; want.clamp(1, READ_CHUNK)];
+        let began = Instant::now();
         let res = py.detach(|| source.read(&mut chunk));
         let mut st = lock(&self.state);
+        st.count_read(began, res.as_ref().map_or(0, |n| *n));
         if !st.ended {
             st.source = Some(source);
         }
@@ -242,6 +266,7 @@ impl Input {
         };
         let (buffered, from_source) = buffered;
         let total = (buffered + from_source) as usize;
+        let began = Instant::now();
         // The object is filled in place, not zeroed first; if the body ends early it holds
         // only what was read.
         let made = crate::pybytes::bytes_filled(py, total, |out| {
@@ -270,6 +295,7 @@ impl Input {
         };
         let mut st = lock(&self.state);
         let from_source_got = (filled as u64).saturating_sub(buffered);
+        st.count_read(began, from_source_got as usize);
         st.remaining = st.remaining.map(|r| r.saturating_sub(from_source_got));
         if !st.ended {
             st.source = Some(source);
@@ -433,6 +459,16 @@ struct ResponseState {
     /// Bytes dropped because the application exceeded its own Content-Length.
     dropped: u64,
     ended: bool,
+    /// Writes handed to the sink and the microseconds they took (for metrics).
+    writes: u64,
+    write_us: u64,
+}
+
+impl ResponseState {
+    fn count_write(&mut self, began: Instant) {
+        self.writes += 1;
+        self.write_us += u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    }
 }
 
 /// The `start_response` callable handed to the application.
@@ -502,12 +538,14 @@ fn send_body(
         (sink, data)
     };
     // A write the sink only buffers keeps the GIL: no hand-over to another thread and back.
+    let began = Instant::now();
     let res = if sink.buffers(data.len(), flush) {
         sink.write(data, flush)
     } else {
         py.detach(|| sink.write(data, flush))
     };
     let mut st = lock(state);
+    st.count_write(began);
     st.sink = Some(sink);
     match res {
         Ok(()) => {
@@ -879,6 +917,132 @@ pub struct RequestIo {
     pub stream_flush: bool,
     /// A HEAD request: a declared Content-Length with no body is the normal answer.
     pub head_request: bool,
+    /// When the request passed each point (for `mod_wsgi.request_metrics()`).
+    pub stamps: crate::request::metrics::Stamps,
+    /// The interpreter's `bootstrap` module when it has event subscribers (`Interp::events`).
+    pub events: Option<Py<PyAny>>,
+}
+
+thread_local! {
+    /// Whether this thread runs a request now, and its `mod_wsgi.request_data()` dict once
+    /// asked for (it belongs to the interpreter the request runs in).
+    static REQUEST_DATA: std::cell::RefCell<(bool, Option<Py<PyDict>>)> =
+        const { std::cell::RefCell::new((false, None)) };
+}
+
+/// `mod_wsgi.request_data()`: a dict for the request this thread runs, the same for the whole
+/// request (the events' `request_data`); an error outside a request.
+pub fn request_data(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    REQUEST_DATA.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d.0 {
+            return Err(PyRuntimeError::new_err("no active request for thread"));
+        }
+        Ok(d.1
+            .get_or_insert_with(|| PyDict::new(py).unbind())
+            .bind(py)
+            .clone())
+    })
+}
+
+/// Marks the thread as running a request while it lives; drops the request's data after
+/// (still attached to the request's interpreter).
+struct InRequest;
+
+impl InRequest {
+    fn enter() -> InRequest {
+        REQUEST_DATA.with(|d| d.borrow_mut().0 = true);
+        InRequest
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        let data = REQUEST_DATA.with(|d| {
+            let mut d = d.borrow_mut();
+            d.0 = false;
+            d.1.take()
+        });
+        drop(data);
+    }
+}
+
+/// The request's events, while its interpreter has subscribers: the bootstrap's helpers and
+/// what `request_started` gave back for the later ones.
+struct Events<'py> {
+    boot: Bound<'py, PyAny>,
+    context: Bound<'py, PyAny>,
+}
+
+impl<'py> Events<'py> {
+    /// Publishes request_started; returns the events of the request and the application to
+    /// call (a subscriber may have wrapped it). `None` (logged) if the helper itself failed.
+    fn start(
+        py: Python<'py>,
+        boot: Bound<'py, PyAny>,
+        app: &Bound<'py, PyAny>,
+        environ: &Bound<'py, PyDict>,
+        log: &LogFn,
+    ) -> Option<(Events<'py>, Bound<'py, PyAny>)> {
+        let started = request_data(py).and_then(|data| {
+            boot.call_method1("request_started", (app, environ, data))?
+                .extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()
+        });
+        match started {
+            Ok((app, context)) => Some((Events { boot, context }, app)),
+            Err(e) => {
+                Events::failed(py, &e, log, "request_started");
+                None
+            }
+        }
+    }
+
+    fn failed(py: Python<'_>, err: &PyErr, log: &LogFn, name: &str) {
+        let msg = format!(
+            "{}: publishing mod_wsgi event '{name}' failed",
+            Code::EventSubscriber.as_str()
+        );
+        log_exception(py, err, log, &msg);
+    }
+
+    /// start_response publishing response_started (the original if wrapping fails).
+    fn start_response(
+        &self,
+        py: Python<'py>,
+        sr: Bound<'py, PyAny>,
+        log: &LogFn,
+    ) -> Bound<'py, PyAny> {
+        match self
+            .boot
+            .call_method1("wrap_start_response", (&sr, &self.context))
+        {
+            Ok(wrapped) => wrapped,
+            Err(e) => {
+                Events::failed(py, &e, log, "response_started");
+                sr
+            }
+        }
+    }
+
+    fn exception(&self, py: Python<'_>, err: &PyErr, log: &LogFn) {
+        let tb = err
+            .traceback(py)
+            .map(|t| t.into_any())
+            .unwrap_or_else(|| py.None().into_bound(py));
+        let args = (&self.context, err.get_type(py), err.value(py), tb);
+        if let Err(e) = self.boot.call_method1("request_exception", args) {
+            Events::failed(py, &e, log, "request_exception");
+        }
+    }
+
+    fn finished(&self, py: Python<'py>, facts: Bound<'py, PyDict>, log: &LogFn) {
+        if let Err(e) = self
+            .boot
+            .call_method1("request_finished", (&self.context, facts))
+        {
+            Events::failed(py, &e, log, "request_finished");
+        }
+    }
 }
 
 /// Whether `err` is `mod_wsgi.RequestTimeout`, which a daemon process raises in a request's
@@ -910,14 +1074,15 @@ pub fn log_exception(py: Python<'_>, err: &PyErr, log: &LogFn, first_line: &str)
     }
 }
 
-struct Driver<'a> {
+struct Driver<'a, 'py> {
     log: &'a LogFn,
     script: &'a str,
     stream_flush: bool,
     state: Arc<Mutex<ResponseState>>,
+    events: Option<&'a Events<'py>>,
 }
 
-impl Driver<'_> {
+impl Driver<'_, '_> {
     fn fail(&self, py: Python<'_>, err: &PyErr, what: &str) -> Outcome {
         let client_gone = lock(&self.state).client_gone;
         if client_gone {
@@ -940,6 +1105,9 @@ impl Driver<'_> {
                     self.script
                 ),
             );
+            if let Some(ev) = self.events {
+                ev.exception(py, err, self.log);
+            }
         }
         if lock(&self.state).sent {
             Outcome::Aborted
@@ -1041,12 +1209,14 @@ impl Driver<'_> {
             (st.sink.take()?, head)
         };
         sink.set_head(&head);
+        let began = Instant::now();
         let res = if len > 0 {
             py.detach(|| sink.send_file(fd, offset, len))
         } else {
             Ok(())
         };
         let mut st = lock(&self.state);
+        st.count_write(began);
         st.sink = Some(sink);
         match res {
             Ok(()) => {
@@ -1100,15 +1270,13 @@ impl Drop for Finish {
 /// Calls the application with `environ` and sends what it returns. Always calls the result's
 /// `close()` and always detaches the request's objects; ends the response through the returned
 /// `Finish` (none when the outcome is a 500 that httpd answers: nothing has gone out).
-pub fn run(
-    py: Python<'_>,
+pub fn run<'py>(
+    py: Python<'py>,
     kit: &dyn Front,
-    app: &Bound<'_, PyAny>,
-    environ: Bound<'_, PyDict>,
+    app: &Bound<'py, PyAny>,
+    environ: Bound<'py, PyDict>,
     io: RequestIo,
 ) -> (Outcome, Option<Finish>) {
-    // Counted for mod_wsgi.process_metrics() until this function returns.
-    let _running = crate::request::metrics::begin();
     let RequestIo {
         sink,
         input,
@@ -1117,7 +1285,20 @@ pub fn run(
         script,
         stream_flush,
         head_request,
+        stamps,
+        events,
     } = io;
+    // Counted for mod_wsgi's metrics until it ends below (or, on a panic, is dropped).
+    let running = crate::request::metrics::begin(stamps);
+    let _in_request = InRequest::enter();
+    let mut app = app.clone();
+    let events = events.and_then(|boot| {
+        let (ev, wrapped) = Events::start(py, boot.into_bound(py), &app, &environ, &log)?;
+        app = wrapped;
+        Some(ev)
+    });
+    // The thread's CPU time, when something will report what the request used.
+    let cpu_before = (running.is_some() || events.is_some()).then(crate::sys::thread_cpu_us);
     let state = Arc::new(Mutex::new(ResponseState {
         sink: Some(sink),
         head: None,
@@ -1126,12 +1307,15 @@ pub fn run(
         client_gone: false,
         dropped: 0,
         ended: false,
+        writes: 0,
+        write_us: 0,
     }));
     let d = Driver {
         log: &log,
         script: &script,
         stream_flush,
         state: Arc::clone(&state),
+        events: events.as_ref(),
     };
     let start = StartResponse {
         state: Arc::clone(&state),
@@ -1139,6 +1323,10 @@ pub fn run(
 
     let mut outcome = match kit
         .start_response(py, start)
+        .map(|sr| match &events {
+            Some(ev) => ev.start_response(py, sr, &log),
+            None => sr,
+        })
         .and_then(|sr| app.call1((environ, sr)))
     {
         Err(e) => d.fail(py, &e, "calling"),
@@ -1247,10 +1435,66 @@ pub fn run(
     }
     st.ended = true;
     st.sink = None;
+    let status = match outcome {
+        Outcome::ServerError => 500,
+        Outcome::TimedOut => 504,
+        Outcome::Done | Outcome::Aborted => st.head.as_ref().map_or(0, |h| h.status),
+    };
+    let (written, writes, write_us) = (st.written, st.writes, st.write_us);
     drop(st);
+    if let Some(before) = cpu_before {
+        let (reads, read_bytes, read_us) = input.get().counts();
+        let (user, system) = crate::sys::thread_cpu_us();
+        let ended = crate::request::metrics::Ended {
+            status,
+            input_bytes: read_bytes,
+            input_reads: reads,
+            input_read_us: read_us,
+            output_bytes: written,
+            output_writes: writes,
+            output_write_us: write_us,
+            cpu_user_us: user.saturating_sub(before.0),
+            cpu_system_us: system.saturating_sub(before.1),
+        };
+        let finish_us = crate::request::metrics::now_us();
+        if let Some(ev) = &events {
+            match finished_event(py, &ended, stamps, finish_us) {
+                Ok(facts) => ev.finished(py, facts, &log),
+                Err(e) => Events::failed(py, &e, &log, "request_finished"),
+            }
+        }
+        if let Some(r) = running {
+            r.end(ended, finish_us);
+        }
+    }
     input.get().end();
     errors.get().end();
     (outcome, finish)
+}
+
+/// The keys of mod_wsgi's `request_finished` event that mod_rwsgi measures (seconds as floats,
+/// times as epoch seconds).
+fn finished_event<'py>(
+    py: Python<'py>,
+    e: &crate::request::metrics::Ended,
+    stamps: crate::request::metrics::Stamps,
+    finish_us: i64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let secs = |us: u64| us as f64 / 1e6;
+    let d = PyDict::new(py);
+    d.set_item("input_length", e.input_bytes)?;
+    d.set_item("input_time", secs(e.input_read_us))?;
+    d.set_item("output_length", e.output_bytes)?;
+    d.set_item("output_writes", e.output_writes)?;
+    d.set_item("output_time", secs(e.output_write_us))?;
+    d.set_item("application_finish", finish_us as f64 / 1e6)?;
+    let app_us = u64::try_from(finish_us - stamps.application_start).unwrap_or(0);
+    d.set_item("application_time", secs(app_us))?;
+    d.set_item("status", e.status)?;
+    d.set_item("cpu_user_time", secs(e.cpu_user_us))?;
+    d.set_item("cpu_system_time", secs(e.cpu_system_us))?;
+    d.set_item("cpu_time", secs(e.cpu_user_us + e.cpu_system_us))?;
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -454,6 +454,8 @@ impl Req {
             script: "test.wsgi".to_string(),
             stream_flush: self.stream_flush,
             head_request: self.head_request,
+            stamps: Default::default(),
+            events: None,
         };
         let (outcome, finish) = super::run(py, kit, &app, environ, io);
         let finished = finish.is_some();

@@ -11,6 +11,7 @@ use pyo3::types::{PyDict, PyString};
 use super::adapter::{BodySource, Held, Input, Level, Log, LogFn};
 use super::environ::latin1;
 use super::front::{Key, Kit};
+use crate::request::metrics::Stamps;
 use crate::request::{Request, is_path_key};
 
 /// What the environ says about the process running the application.
@@ -29,6 +30,8 @@ pub struct Built<'py> {
     pub environ: Bound<'py, PyDict>,
     pub input: Held<Input>,
     pub errors: Held<Log>,
+    /// The timings the environ reports, for the request's metrics.
+    pub stamps: Stamps,
 }
 
 /// Builds the environ of `req` with the objects of the interpreter it runs in (`kit`). `log`
@@ -62,19 +65,18 @@ pub fn environ<'py, K: AsRef<[u8]>>(
     d.set_item(key(Key::WsgiErrors), errors_obj)?;
     d.set_item(key(Key::WsgiFileWrapper), kit.file_wrapper(py))?;
     // Timings as float epoch seconds, as mod_wsgi 6 reports them (0.0: no daemon queue).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let (queue_start, daemon_start) = if process.daemon {
-        (meta.queue_start_secs(), now)
-    } else {
-        (0.0, 0.0)
+    let now = crate::request::metrics::now_us();
+    let stamps = Stamps {
+        request_start: meta.request_start,
+        queue_start: if process.daemon { meta.queue_start } else { 0 },
+        daemon_start: if process.daemon { now } else { 0 },
+        application_start: now,
     };
-    d.set_item(key(Key::RequestStart), meta.request_start_secs())?;
-    d.set_item(key(Key::QueueStart), queue_start)?;
-    d.set_item(key(Key::DaemonStart), daemon_start)?;
-    d.set_item(key(Key::ApplicationStart), now)?;
+    let secs = |us: i64| us as f64 / 1e6;
+    d.set_item(key(Key::RequestStart), secs(stamps.request_start))?;
+    d.set_item(key(Key::QueueStart), secs(stamps.queue_start))?;
+    d.set_item(key(Key::DaemonStart), secs(stamps.daemon_start))?;
+    d.set_item(key(Key::ApplicationStart), secs(stamps.application_start))?;
     d.set_item(key(Key::ThreadId), thread_id())?;
     d.set_item(key(Key::ModWsgiVersion), (6, 0, 5))?;
     d.set_item(key(Key::ModRwsgiVersion), crate::VERSION)?;
@@ -84,6 +86,7 @@ pub fn environ<'py, K: AsRef<[u8]>>(
         environ: d,
         input,
         errors,
+        stamps,
     })
 }
 
