@@ -30,6 +30,23 @@ def application(environ, start_response):
 """
 
 
+# One httpd child: a client that reconnects (after an error answer closes the connection)
+# reaches the same process, whose figures and recorded events the test reads.
+ONE_CHILD = {
+    "prefork": "StartServers 1\nMinSpareServers 1\nMaxSpareServers 1\nServerLimit 1\n"
+               "MaxRequestWorkers 1\n",
+}
+ONE_CHILD["event"] = ONE_CHILD["worker"] = (
+    "StartServers 1\nServerLimit 1\nThreadsPerChild 10\nMaxRequestWorkers 10\n"
+    "MinSpareThreads 1\nMaxSpareThreads 10\n")
+
+
+def _one_child_server(apache_factory):
+    srv = apache_factory()
+    srv.sizing = ONE_CHILD[srv.mpm]
+    return srv
+
+
 def _conn(srv):
     return http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
 
@@ -41,11 +58,11 @@ def _get(c, path, body=None):
 
 
 def test_request_metrics_counts_one_interval_per_call(apache_factory, mode):
-    """Over one kept-alive connection (one process in either mode): None before recording
+    """Over one kept-alive connection to one process (either mode): None before recording
     starts; then each call reports exactly the requests that ended since the previous call
     (statuses by class, bytes, phase histograms with mod_wsgi's 65 buckets) and starts a new
     interval. The queue and daemon phases exist in daemon mode only."""
-    srv = apache_factory()
+    srv = _one_child_server(apache_factory)
     script = srv.write_file("apps/rmetrics.wsgi", METRICS_APP)
     if mode == "embedded":
         conf = srv.mount("/m", script)
@@ -170,7 +187,7 @@ def test_events_are_published_around_each_request(apache_factory, mode):
     `mod_wsgi.request_data()` returns during the request (and refuses outside one). A
     subscriber that raises is logged (RW0027) and the request goes on. Two scripts in one
     process run in two sub-interpreters, each with its own subscribers."""
-    srv = apache_factory()
+    srv = _one_child_server(apache_factory)
     script = srv.write_file("apps/events.wsgi", EVENTS_APP)
     if mode == "embedded":
         conf = srv.mount("/a", script) + srv.mount("/b", script)

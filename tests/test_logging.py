@@ -5,6 +5,8 @@ test runs in embedded and daemon mode, on each MPM where threads matter."""
 
 import re
 
+import harness
+
 LEVELS = [("debug", "debug"), ("info", "info"), ("warning", "warn"), ("error", "error"),
           ("critical", "crit")]
 
@@ -185,17 +187,31 @@ def application(environ, start_response):
 
 
 def test_slow_requests_are_logged(apache_factory, mode):
-    """WSGISlowRequests: one RW0026 warning, with the request id, for a request slower than the
-    threshold; none for a fast one."""
+    """WSGISlowRequests: a request slower than the threshold is reported once while it still
+    runs, with the Python stack of its thread (the application's own frames), and once when it
+    ends, with its duration, status, request id and where it ran; a fast one is not."""
     srv = apache_factory()
     script = srv.app("response.wsgi")
     srv.start("WSGISlowRequests 0.4\n" + srv.mount("/r", script))
     srv.allow_log(r"RW0026")
     assert srv.get("/r/ok").status == 200
     assert srv.get("/r/sleep?t=0.8").status == 200
-    assert srv.wait_for_log(r"RW0026: slow request")
-    lines = [line for line in srv.error_log().splitlines() if "RW0026" in line]
-    assert len(lines) == 1, lines
+    assert srv.wait_for_log(r"RW0026: slow request: ")
+    log = srv.error_log().splitlines()
+    running = [line for line in log if "RW0026: slow request still running" in line]
+    assert len(running) == 1, running
+    where = ("embedded mode" if mode == "embedded"
+             else f"daemon group '{harness.DAEMON_GROUP}'")
+    assert re.search(r"RW0026: slow request still running: GET /r/sleep\?t=0\.8 \(client "
+                     r"127\.0\.0\.1:\d+, request id \S+\) in " + re.escape(where)
+                     + r" has run 0\.[4-7]\d\d s \(WSGISlowRequests 0\.4 s\); its Python "
+                     r"stack:", running[0]), running[0]
+    # The stack follows, ending in the application's call to time.sleep.
+    after = log[log.index(running[0]) + 1:]
+    stack = [line for line in after if "response.wsgi" in line or "time.sleep" in line]
+    assert any("response.wsgi" in line for line in stack), after[:20]
+    ended = [line for line in log if "RW0026: slow request: " in line]
+    assert len(ended) == 1, ended
     assert re.search(r"\[rwsgi:warn\] .*\[\S+\] RW0026: slow request: GET /r/sleep\?t=0\.8 "
-                     r"took 0\.[89]\d\d s|took [1-9]\.\d+ s", lines[0]), lines[0]
-    assert "(WSGISlowRequests 0.4 s), status 200" in lines[0], lines[0]
+                     r"took 0\.[89]\d\d s|took [1-9]\.\d+ s", ended[0]), ended[0]
+    assert f"(WSGISlowRequests 0.4 s), status 200, {where}" in ended[0], ended[0]

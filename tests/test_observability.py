@@ -12,6 +12,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 import harness
 from test_daemon import daemon_pids
 from test_frameworks import venv  # noqa: F401  (the session fixture)
@@ -382,3 +384,64 @@ def test_queue_waits_gc_and_websockets_are_on_the_metrics_page(apache_factory, m
     assert 0 <= value(after, "rwsgi_queue_wait_seconds_sum", group=group) < 6 * 5
     collected = [x for x in after if x[1] == "rwsgi_daemon_python_gc_collected_total"]
     assert len(collected) == 2, collected  # one per live process of the group
+
+
+CHILD_APP = """\
+import gc, os
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/gc":
+        gc.collect()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+@pytest.mark.embedded_only
+def test_embedded_children_have_their_own_figures(apache_factory, mode, venv):
+    """Each httpd child that answers embedded-mode requests has its own line (server-status
+    `?auto`, the HTML table) and samples (metrics page): its scoreboard slot and pid, the
+    requests it answered, its resident size and its Python collections."""
+    srv = apache_factory(modules=["status"])
+    script = srv.write_file("apps/child.wsgi", CHILD_APP)
+    srv.start(srv.mount("/app", script) + HANDLERS
+              + "<Location /server-status>\n    SetHandler server-status\n"
+                "    Require all granted\n</Location>\n")
+    served: dict[int, int] = {}
+    for path in ["/app/x"] * 6 + ["/app/gc"]:
+        r = srv.get(path)
+        assert r.status == 200
+        served[int(r.body)] = served.get(int(r.body), 0) + 1
+
+    def lines():
+        auto = srv.get("/server-status?auto").text
+        got = {int(m.group(2)): (int(m.group(1)), m.group(3))
+               for m in re.finditer(r"RwsgiEmbeddedChild(\d+): pid=(\d+) uptime=\d+ "
+                                    r"(requests=\d+ in_flight=\d+ rss=\d+ gc=\d+/\d+/\d+)",
+                                    auto)}
+        done = all(f"requests={n} in_flight=0" in got.get(pid, (0, ""))[1]
+                   for pid, n in served.items())
+        return (got, auto) if done else None
+
+    found = harness.wait_for(lines, timeout=10)
+    assert found, (served, srv.get("/server-status?auto").text)
+    got, auto = found
+    for pid, (slot, text) in got.items():
+        if pid in served:
+            assert not text.split("rss=")[1].startswith("0 "), text
+    assert srv.get("/app/gc").status == 200
+    html = srv.get("/server-status").text
+    assert "<th>GC collections (gen 0/1/2)</th>" in html, html
+    # Each child mirrors its collections at the end of its requests: the two full collections
+    # the application ran show up, whichever child ran them.
+    def collected():
+        s = scrape(srv, venv)
+        full = sum(x[3] for x in s if x[1] == "rwsgi_embedded_child_python_gc_collections_total"
+                   and x[2]["generation"] == "2")
+        return s if full >= 2 else None
+
+    samples = harness.wait_for(collected, timeout=10)
+    assert samples, scrape(srv, venv)
+    for pid, (slot, _) in got.items():
+        assert value(samples, "rwsgi_embedded_child_requests_total",
+                     slot=str(slot)) >= served.get(pid, 0)

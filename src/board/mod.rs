@@ -181,6 +181,17 @@ const S_GC: usize = 10; // 3 words: Python's collections per generation
 const S_GC_COLLECTED: usize = 13; // objects Python's collector freed
 const SLOT_WORDS: usize = 14;
 
+// An httpd child's slot (embedded mode's per-child figures), after embedded mode's record.
+// Written only by that child (its Python requests, its garbage collections, its size).
+const C_PID: usize = 0;
+const C_STARTED: usize = 1;
+const C_REQUESTS: usize = 2;
+const C_IN_FLIGHT: usize = 3;
+const C_RSS: usize = 4;
+const C_GC: usize = 5; // 3 words, as S_GC
+const C_GC_COLLECTED: usize = 8;
+const CHILD_WORDS: usize = 9;
+
 // A daemon worker thread's slot, after its process slot: what it runs now. Written only by
 // that thread, under a sequence word (odd while it writes), so a reader retries a torn read.
 const T_SEQ: usize = 0;
@@ -204,6 +215,8 @@ pub struct GroupShape {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub groups: Vec<GroupShape>,
+    /// httpd child slots (the MPM's ServerLimit), after embedded mode's record.
+    pub children: usize,
     starts: Vec<usize>,
     pub words: usize,
 }
@@ -214,18 +227,32 @@ impl Layout {
     /// Worker threads per process with a slot of their own on the board.
     pub const MAX_THREADS: usize = 1024;
 
+    /// At most this many httpd child slots (ServerLimit's own ceiling is 20000).
+    pub const MAX_CHILDREN: usize = 20_000;
+
     pub fn new(groups: Vec<GroupShape>) -> Layout {
+        Layout::with_children(0, groups)
+    }
+
+    /// A layout with `children` httpd child slots (the MPM's ServerLimit).
+    pub fn with_children(children: usize, groups: Vec<GroupShape>) -> Layout {
+        let children = children.min(Self::MAX_CHILDREN);
         let mut starts = vec![0];
-        let mut at = RECORD_HEAD;
+        let mut at = RECORD_HEAD + children * CHILD_WORDS;
         for g in &groups {
             starts.push(at);
             at += RECORD_HEAD + g.processes.min(Self::MAX_PROCESSES) * stride(g);
         }
         Layout {
             groups,
+            children,
             starts,
             words: at,
         }
+    }
+
+    fn child(&self, slot: usize) -> Option<usize> {
+        (slot < self.children).then_some(RECORD_HEAD + slot * CHILD_WORDS)
     }
 
     /// The record of embedded mode (`None`) or of a daemon group by index.
@@ -392,6 +419,63 @@ impl Board {
             .unwrap_or(DURATION_BUCKETS.len());
         self.add(r + R_QUEUE_BUCKETS + b, 1);
         self.add(r + R_QUEUE_SUM_US, micros);
+    }
+
+    // ---- httpd child: its own slot
+
+    /// The child in slot `slot` (httpd's scoreboard index) starts counting, as `pid`.
+    pub fn child_started(&self, slot: usize, pid: u32, now: u64) {
+        if let Some(c) = self.layout.child(slot) {
+            for w in [C_REQUESTS, C_IN_FLIGHT, C_RSS, C_GC_COLLECTED] {
+                self.set(c + w, 0);
+            }
+            for i in 0..3 {
+                self.set(c + C_GC + i, 0);
+            }
+            self.set(c + C_STARTED, now);
+            self.set(c + C_PID, u64::from(pid));
+        }
+    }
+
+    /// The child's embedded-mode request starts (`true`) or has ended.
+    pub fn child_request(&self, slot: usize, starts: bool) {
+        if let Some(c) = self.layout.child(slot) {
+            if starts {
+                self.add(c + C_IN_FLIGHT, 1);
+            } else {
+                let _ = self.w(c + C_IN_FLIGHT).fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |v| v.checked_sub(1),
+                );
+                self.add(c + C_REQUESTS, 1);
+            }
+        }
+    }
+
+    /// The child's resident size (when sampled) and Python's collections in it.
+    pub fn child_figures(&self, slot: usize, rss: Option<u64>, gc: [u64; 3], collected: u64) {
+        if let Some(c) = self.layout.child(slot) {
+            if let Some(rss) = rss {
+                self.set(c + C_RSS, rss);
+            }
+            for (i, n) in gc.iter().enumerate() {
+                self.set(c + C_GC + i, *n);
+            }
+            self.set(c + C_GC_COLLECTED, collected);
+        }
+    }
+
+    /// The child `pid` leaves slot `slot` (it exits).
+    pub fn child_exited(&self, slot: usize, pid: u32) {
+        if let Some(c) = self.layout.child(slot) {
+            let _ = self.w(c + C_PID).compare_exchange(
+                u64::from(pid),
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     // ---- httpd parent: daemon processes start and end
@@ -622,8 +706,23 @@ impl Board {
                     .collect(),
             })
             .collect();
+        let children = (0..self.layout.children)
+            .filter_map(|i| self.layout.child(i).map(|c| (i, c)))
+            .filter(|(_, c)| self.get(c + C_PID) != 0)
+            .map(|(slot, c)| ChildView {
+                slot,
+                pid: self.get(c + C_PID) as u32,
+                started: self.get(c + C_STARTED),
+                requests: self.get(c + C_REQUESTS),
+                in_flight: self.get(c + C_IN_FLIGHT),
+                rss: self.get(c + C_RSS),
+                gc: std::array::from_fn(|i| self.get(c + C_GC + i)),
+                gc_collected: self.get(c + C_GC_COLLECTED),
+            })
+            .collect();
         Snapshot {
             embedded: record(0),
+            children,
             groups,
         }
     }
@@ -695,9 +794,28 @@ pub struct GroupView {
     pub processes: Vec<ProcessView>,
 }
 
+/// An httpd child that runs Python (embedded mode), as its slot says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildView {
+    /// Its index in httpd's scoreboard.
+    pub slot: usize,
+    pub pid: u32,
+    /// Seconds since the epoch when it started counting.
+    pub started: u64,
+    /// Embedded-mode requests it has answered, and answers now.
+    pub requests: u64,
+    pub in_flight: u64,
+    /// Resident size (sampled at most once a second, at a request's end).
+    pub rss: u64,
+    pub gc: [u64; 3],
+    pub gc_collected: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub embedded: RecordView,
+    /// The httpd children that have served a Python request, by slot (pid 0: none).
+    pub children: Vec<ChildView>,
     pub groups: Vec<GroupView>,
 }
 
@@ -749,6 +867,38 @@ mod tests {
         b.spawned(5, 0, 1, 1);
         b.spawned(0, 9, 1, 1);
         b.request_ended(Some(9), Served::default());
+    }
+
+    #[test]
+    fn child_slots_count_python_requests_and_leave_with_their_child() {
+        let layout = Layout::with_children(4, shapes());
+        assert_eq!(layout.words, Layout::new(shapes()).words + 4 * CHILD_WORDS);
+        let mem: Vec<AtomicU64> = (0..layout.words).map(|_| AtomicU64::new(0)).collect();
+        let b = Board::new(layout, Box::new(mem)).unwrap();
+        b.child_started(2, 700, 5);
+        b.child_request(2, true);
+        b.child_request(2, true);
+        b.child_request(2, false);
+        b.child_figures(2, Some(4096), [3, 1, 0], 9);
+        b.child_figures(2, None, [4, 1, 0], 9);
+        // Slots beyond ServerLimit are ignored; group records are untouched.
+        b.child_started(4, 1, 1);
+        b.spawned(0, 0, 42, 7);
+        let s = b.snapshot();
+        assert_eq!(s.children.len(), 1);
+        let c = &s.children[0];
+        assert_eq!((c.slot, c.pid, c.started), (2, 700, 5));
+        assert_eq!((c.requests, c.in_flight, c.rss), (1, 1, 4096));
+        assert_eq!((c.gc, c.gc_collected), ([4, 1, 0], 9));
+        assert_eq!(s.groups[0].processes[0].pid, 42);
+        // Another child's exit does not clear the slot; its own does.
+        b.child_exited(2, 701);
+        assert_eq!(b.snapshot().children.len(), 1);
+        b.child_exited(2, 700);
+        assert!(b.snapshot().children.is_empty());
+        // The next child in the slot starts from zero.
+        b.child_started(2, 702, 6);
+        assert_eq!(b.snapshot().children[0].requests, 0);
     }
 
     #[test]

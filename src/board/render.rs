@@ -116,6 +116,9 @@ pub fn prometheus(s: &Snapshot, now: u64) -> String {
             );
         }
     }
+    if !s.children.is_empty() {
+        child_families(&mut out, s);
+    }
     if s.groups.is_empty() {
         return out;
     }
@@ -252,6 +255,48 @@ pub fn prometheus(s: &Snapshot, now: u64) -> String {
     out
 }
 
+/// The httpd children's own figures (embedded mode), by scoreboard slot.
+fn child_families(out: &mut String, s: &Snapshot) {
+    out.push_str(
+        "# HELP rwsgi_embedded_child_requests_total Embedded-mode requests each httpd child \
+         has answered (since it started).\n# TYPE rwsgi_embedded_child_requests_total counter\n",
+    );
+    for c in &s.children {
+        let _ = writeln!(
+            out,
+            "rwsgi_embedded_child_requests_total{{slot=\"{}\"}} {}",
+            c.slot, c.requests
+        );
+    }
+    out.push_str(
+        "# HELP rwsgi_embedded_child_resident_bytes Resident memory of each httpd child that \
+         runs Python (sampled at most once a second).\n\
+         # TYPE rwsgi_embedded_child_resident_bytes gauge\n",
+    );
+    for c in s.children.iter().filter(|c| c.rss != 0) {
+        let _ = writeln!(
+            out,
+            "rwsgi_embedded_child_resident_bytes{{slot=\"{}\"}} {}",
+            c.slot, c.rss
+        );
+    }
+    out.push_str(
+        "# HELP rwsgi_embedded_child_python_gc_collections_total Python garbage collections \
+         in each httpd child, by generation.\n\
+         # TYPE rwsgi_embedded_child_python_gc_collections_total counter\n",
+    );
+    for c in &s.children {
+        for (generation, n) in c.gc.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "rwsgi_embedded_child_python_gc_collections_total{{slot=\"{}\",\
+                 generation=\"{generation}\"}} {n}",
+                c.slot
+            );
+        }
+    }
+}
+
 /// The health verdict over `groups` (all daemon groups when empty): healthy when each has at
 /// least one ready process that exists (`alive(pid)`), with one line per group saying so.
 pub fn health(s: &Snapshot, groups: &[String], alive: impl Fn(u32) -> bool) -> (bool, String) {
@@ -355,6 +400,21 @@ pub fn status(s: &Snapshot, now: u64, now_ms: u64, auto: bool) -> String {
     if auto {
         let _ = writeln!(out, "RwsgiEmbeddedRequests: {}", e.requests());
         let _ = writeln!(out, "RwsgiEmbeddedInFlight: {}", e.in_flight);
+        for c in &s.children {
+            let _ = writeln!(
+                out,
+                "RwsgiEmbeddedChild{}: pid={} uptime={} requests={} in_flight={} rss={} gc={}/{}/{}",
+                c.slot,
+                c.pid,
+                now.saturating_sub(c.started),
+                c.requests,
+                c.in_flight,
+                c.rss,
+                c.gc[0],
+                c.gc[1],
+                c.gc[2]
+            );
+        }
         for g in &s.groups {
             let n = &g.name;
             let _ = writeln!(out, "RwsgiGroup{n}Requests: {}", g.record.requests());
@@ -394,6 +454,30 @@ pub fn status(s: &Snapshot, now: u64, now_ms: u64, auto: bool) -> String {
         e.requests(),
         e.in_flight
     );
+    if !s.children.is_empty() {
+        out.push_str(
+            "<table border=\"0\"><tr><th>Slot</th><th>PID</th><th>Uptime s</th>\
+             <th>Requests</th><th>In flight</th><th>RSS MiB</th>\
+             <th>GC collections (gen 0/1/2)</th></tr>\n",
+        );
+        for c in &s.children {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td>\
+                 <td>{}/{}/{}</td></tr>",
+                c.slot,
+                c.pid,
+                now.saturating_sub(c.started),
+                c.requests,
+                c.in_flight,
+                c.rss as f64 / 1048576.0,
+                c.gc[0],
+                c.gc[1],
+                c.gc[2]
+            );
+        }
+        out.push_str("</table>\n");
+    }
     for g in &s.groups {
         let restarts: Vec<String> = g
             .record

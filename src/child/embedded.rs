@@ -150,6 +150,10 @@ fn run(
             Ok(b)
         });
     let head_request = request.meta.head_request;
+    // WSGISlowRequests: what the watcher says of this request if it runs too long.
+    let slow = g
+        .slow_requests
+        .map(|_| (request.status_text(), request.meta.request_start));
     recycle_environ(request.env);
     let built = match built {
         Ok(v) => v,
@@ -174,6 +178,7 @@ fn run(
         stamps: built.stamps,
         events: it.events(py),
     };
+    let _slow = slow.and_then(|(text, since)| python::slow::watch(|| text, since, &it.name));
     let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
     Ran::Wsgi(outcome, finish)
 }

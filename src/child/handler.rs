@@ -109,6 +109,7 @@ fn handle(req: Request, handler_script: Option<&HandlerScript>) -> c_int {
         _ => None,
     };
     observe::started(record);
+    let to_daemon = matches!(admission, Admission::Daemon);
     let rc = match admission {
         Admission::Refuse {
             status,
@@ -128,14 +129,15 @@ fn handle(req: Request, handler_script: Option<&HandlerScript>) -> c_int {
     };
     observe::ended(req, record, rc);
     if let Some(limit) = g.slow_requests {
-        log_if_slow(req, limit, rc);
+        let group = to_daemon.then_some(set.process_group.as_str());
+        log_if_slow(req, limit, rc, group);
     }
     rc
 }
 
 /// `WSGISlowRequests`: one warning for a request that took longer than `limit`, from the
 /// moment httpd read its request line to the end of its response (WebSocket sessions aside).
-fn log_if_slow(req: Request, limit: Duration, rc: c_int) {
+fn log_if_slow(req: Request, limit: Duration, rc: c_int, daemon_group: Option<&str>) {
     if req.status() == 101 {
         return;
     }
@@ -145,10 +147,15 @@ fn log_if_slow(req: Request, limit: Duration, rc: c_int) {
     }
     let c = req.cgi();
     let status = if rc == OK { req.status() } else { rc };
+    let place = match daemon_group {
+        Some(g) => format!("daemon group '{g}'"),
+        None => "embedded mode".to_string(),
+    };
     req.log_with_id(
         Level::Warning,
         &format!(
-            "{}: slow request: {} {} took {:.3} s (WSGISlowRequests {} s), status {status}",
+            "{}: slow request: {} {} took {:.3} s (WSGISlowRequests {} s), status {status}, \
+             {place}",
             Code::SlowRequest.as_str(),
             String::from_utf8_lossy(c.method.unwrap_or(b"")),
             String::from_utf8_lossy(c.request_uri.unwrap_or(b"")),

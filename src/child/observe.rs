@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::c_int;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::board::{self, Served};
 use crate::httpd::ffi::{HTTP_METHOD_NOT_ALLOWED, OK};
@@ -34,11 +36,66 @@ pub fn record_of(process_group: &str) -> Option<usize> {
         .position(|g| g.name == process_group)
 }
 
+/// This child's board slot, once `my_slot` has found it.
+static SLOT: OnceLock<usize> = OnceLock::new();
+
+/// This child's slot on the board (its scoreboard index), found by its first embedded-mode
+/// request (the parent writes a child's pid into the scoreboard after the fork, so not at
+/// start-up); `None` while it is not found (a few tries, then never again).
+fn my_slot(b: &board::Board) -> Option<usize> {
+    static TRIES: AtomicU32 = AtomicU32::new(0);
+    if let Some(s) = SLOT.get() {
+        return Some(*s);
+    }
+    if TRIES.fetch_add(1, Ordering::Relaxed) >= 32 {
+        return None;
+    }
+    let pid = crate::sys::pids().0;
+    let found = crate::httpd::scoreboard::slot_of(pid as i32)?;
+    let mut first = false;
+    let slot = *SLOT.get_or_init(|| {
+        first = true;
+        found
+    });
+    if first {
+        b.child_started(slot, pid, crate::sys::unix_now());
+    }
+    Some(slot)
+}
+
+/// This child leaves its slot (it exits), if it took one.
+pub fn child_exiting() {
+    if let Some(b) = board::pinned()
+        && let Some(&slot) = SLOT.get()
+    {
+        b.child_exited(slot, crate::sys::pids().0);
+    }
+}
+
 /// Counts a request in flight until `ended` is called.
 pub fn started(record: Option<usize>) {
     if let Some(b) = board::pinned() {
         b.request_started(record);
+        if record.is_none()
+            && let Some(slot) = my_slot(b)
+        {
+            b.child_request(slot, true);
+        }
     }
+}
+
+/// An embedded-mode request ended: this child's own figures (its resident size at most once a
+/// second).
+fn child_ended(b: &board::Board) {
+    static RSS_AT: AtomicU64 = AtomicU64::new(0);
+    let Some(slot) = my_slot(b) else { return };
+    b.child_request(slot, false);
+    let now = crate::sys::unix_now();
+    let rss = (RSS_AT.swap(now, Ordering::Relaxed) != now)
+        .then(crate::sys::resident_bytes)
+        .flatten();
+    let (gc, collected) = crate::request::metrics::gc_counts();
+    b.child_figures(slot, rss, gc, collected);
 }
 
 /// The request has been answered: `rc` is the handler's return (OK, or a status httpd
@@ -55,6 +112,9 @@ pub fn ended(req: Request, record: Option<usize>, rc: c_int) {
             micros: u64::try_from(since_request_line(req).as_micros()).unwrap_or(u64::MAX),
         },
     );
+    if record.is_none() {
+        child_ended(b);
+    }
 }
 
 fn answer(req: Request, status: u16, reason: &str, content_type: &str, body: &str) -> c_int {

@@ -466,6 +466,8 @@ fn run_request(
         stamps: built.stamps,
         events: it.events(py),
     };
+    let since = req.meta.request_start;
+    let _slow = crate::python::slow::watch(|| req.status_text(), since, &it.name);
     let (outcome, finish) = adapter::run(py, &it.kit, &app, built.environ, io);
     match outcome {
         Outcome::ServerError => fail(500, "application error"),

@@ -616,6 +616,15 @@ unsafe extern "C" fn child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
         let g = global();
         crate::parent::supervisor::child_init_close();
         crate::child::init_process_info();
+        // SAFETY: pchild lives until the child exits; the cleanup is a plain function.
+        unsafe {
+            apr_pool_cleanup_register(
+                pchild,
+                ptr::null(),
+                Some(board_exit_cleanup),
+                Some(apr_pool_cleanup_null),
+            )
+        };
         if g.restrict_embedded
             && !g
                 .import_scripts
@@ -825,6 +834,13 @@ unsafe extern "C" fn check_access(r: *mut request_rec) -> c_int {
 unsafe extern "C" fn asgi_exit_cleanup(_data: *mut c_void) -> apr_status_t {
     guard("ASGI shutdown", APR_SUCCESS as apr_status_t, || {
         crate::child::asgi::exit();
+        APR_SUCCESS as apr_status_t
+    })
+}
+
+unsafe extern "C" fn board_exit_cleanup(_data: *mut c_void) -> apr_status_t {
+    guard("board exit", APR_SUCCESS as apr_status_t, || {
+        crate::child::observe::child_exiting();
         APR_SUCCESS as apr_status_t
     })
 }

@@ -29,6 +29,15 @@ pub(crate) fn mpm_running() -> bool {
     state == AP_MPMQ_RUNNING
 }
 
+/// The MPM's ServerLimit (`AP_MPMQ_HARD_LIMIT_DAEMONS`): how many child slots its scoreboard
+/// has (0 if the MPM does not say).
+pub(crate) fn server_limit() -> usize {
+    let mut n: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int through the pointer, which points at `n`.
+    unsafe { ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &mut n) };
+    usize::try_from(n).unwrap_or(0)
+}
+
 /// Whether httpd is exiting (`ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING`), as
 /// opposed to restarting.
 pub(crate) fn httpd_exiting() -> bool {

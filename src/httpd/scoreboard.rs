@@ -67,6 +67,21 @@ fn text(field: &[c_char]) -> String {
         .collect()
 }
 
+/// The scoreboard slot of the process `pid` (an httpd child finding its own), if it has one.
+pub fn slot_of(pid: i32) -> Option<usize> {
+    // SAFETY: ap_exists_scoreboard_image reads a process global.
+    if unsafe { ap_exists_scoreboard_image() } == 0 {
+        return None;
+    }
+    // SAFETY: the scoreboard exists; its global record lives for the server's life.
+    let g = unsafe { ap_get_scoreboard_global().as_ref() }?;
+    (0..g.server_limit.max(0)).find_map(|i| {
+        // SAFETY: `i` is below server_limit, so the record exists; its pid is a plain value.
+        let p = unsafe { ap_get_scoreboard_process(i).as_ref() }?;
+        (p.pid == pid).then_some(i as usize)
+    })
+}
+
 /// The scoreboard as it is now, or `None` when this process has none.
 pub fn snapshot() -> Option<Scoreboard> {
     // SAFETY: ap_exists_scoreboard_image reads a process global.

@@ -257,7 +257,8 @@ pub(crate) fn start_all(pconf: Pool, s: Server, g: &GlobalConfig) -> Option<Stri
 /// Shares a fresh board with everything this generation forks (the previous generation's
 /// processes keep theirs until they exit); its memory is unmapped here when pconf goes.
 fn install_board(pconf: Pool, s: Server, g: &GlobalConfig) {
-    let layout = crate::board::Layout::new(
+    let layout = crate::board::Layout::with_children(
+        crate::httpd::process::server_limit(),
         g.daemons
             .iter()
             .map(|d| crate::board::GroupShape {

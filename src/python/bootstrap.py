@@ -162,6 +162,16 @@ def install_logging(write):
     return LogHandler
 
 
+def thread_stack(ident):
+    """The Python stack of thread `ident` now, as text (None when it runs no Python code)."""
+    import traceback
+
+    frame = sys._current_frames().get(ident)
+    if frame is None:
+        return None
+    return "".join(traceback.format_stack(frame)).rstrip()
+
+
 def count_collections(count):
     """Calls `count(generation, collected)` after each garbage collection of this interpreter
     (the figures the board shows per daemon process)."""

@@ -24,6 +24,7 @@ use crate::wsgi::front::{Key, Kit};
 use crate::wsgi::route;
 
 pub mod interp;
+pub mod slow;
 
 static READY: AtomicBool = AtomicBool::new(false);
 /// The main interpreter's state, once bootstrapped.
@@ -261,6 +262,7 @@ pub fn finalize() {
     if !READY.swap(false, Ordering::AcqRel) {
         return;
     }
+    slow::stop();
     // Sub-interpreters first (their atexit callbacks run), as mod_wsgi ends them.
     interp::end_all();
     // SAFETY: runs in the child's pool cleanup after the worker threads are gone; Ensure takes
