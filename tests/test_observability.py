@@ -233,7 +233,7 @@ def test_server_status_has_a_section(apache_factory, mode):
     assert f"<h3>Daemon group {group}</h3>" in html, html
     pids = sorted(daemon_pids(srv))
     for pid in pids:
-        assert f"pid={pid} state=ready" in auto, auto
+        assert re.search(rf"pid={pid} generation=\d+ state=ready", auto), auto
     srv.allow_log(r"exited \(exit status or signal 9\)")
     os.kill(pids[0], signal.SIGKILL)
 

@@ -315,6 +315,8 @@ fn stride(g: &GroupShape) -> usize {
 pub struct Board {
     mem: Box<dyn Deref<Target = [AtomicU64]> + Send + Sync>,
     pub layout: Layout,
+    /// httpd's configuration generation the board belongs to (every process on it is of it).
+    pub generation: u64,
 }
 
 /// A request's outcome as the httpd child counts it.
@@ -332,7 +334,17 @@ impl Board {
         layout: Layout,
         mem: Box<dyn Deref<Target = [AtomicU64]> + Send + Sync>,
     ) -> Option<Board> {
-        (mem.len() >= layout.words).then_some(Board { mem, layout })
+        (mem.len() >= layout.words).then_some(Board {
+            mem,
+            layout,
+            generation: 0,
+        })
+    }
+
+    /// The board of httpd's configuration generation `generation`.
+    pub fn of(mut self, generation: u64) -> Board {
+        self.generation = generation;
+        self
     }
 
     fn w(&self, i: usize) -> &AtomicU64 {
@@ -721,6 +733,7 @@ impl Board {
             })
             .collect();
         Snapshot {
+            generation: self.generation,
             embedded: record(0),
             children,
             groups,
@@ -813,6 +826,8 @@ pub struct ChildView {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
+    /// httpd's configuration generation of every process on the board.
+    pub generation: u64,
     pub embedded: RecordView,
     /// The httpd children that have served a Python request, by slot (pid 0: none).
     pub children: Vec<ChildView>,

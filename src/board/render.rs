@@ -355,7 +355,7 @@ pub fn health(s: &Snapshot, groups: &[String], alive: impl Fn(u32) -> bool) -> (
 
 /// A daemon process's server-status fields: pid, state, uptime, threads, busy, served,
 /// restarts, last exit.
-fn fields(p: &ProcessView, now: u64) -> [String; 8] {
+fn fields(p: &ProcessView, now: u64, generation: u64) -> [String; 9] {
     let uptime = if p.started == 0 {
         0
     } else {
@@ -363,6 +363,7 @@ fn fields(p: &ProcessView, now: u64) -> [String; 8] {
     };
     [
         p.pid.to_string(),
+        generation.to_string(),
         p.state.label().to_string(),
         uptime.to_string(),
         p.threads.to_string(),
@@ -422,12 +423,12 @@ pub fn status(s: &Snapshot, now: u64, now_ms: u64, auto: bool) -> String {
             let restarts: u64 = g.record.restarts.iter().map(|x| x.1).sum();
             let _ = writeln!(out, "RwsgiGroup{n}Restarts: {restarts}");
             for (i, p) in g.processes.iter().enumerate() {
-                let f = fields(p, now);
+                let f = fields(p, now, s.generation);
                 let _ = writeln!(
                     out,
-                    "RwsgiGroup{n}Process{i}: pid={} state={} uptime={} threads={} busy={} \
-                     served={} restarts={} last_exit={}",
-                    f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]
+                    "RwsgiGroup{n}Process{i}: pid={} generation={} state={} uptime={} \
+                     threads={} busy={} served={} restarts={} last_exit={}",
+                    f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
                 );
                 for (t, w) in running(p) {
                     let (request, client, id) = parts(&w.text);
@@ -499,12 +500,13 @@ pub fn status(s: &Snapshot, now: u64, now_ms: u64, auto: bool) -> String {
             }
         );
         out.push_str(
-            "<table border=\"0\"><tr><th>#</th><th>PID</th><th>State</th><th>Uptime s</th>\
+            "<table border=\"0\"><tr><th>#</th><th>PID</th><th>Generation</th><th>State</th>\
+             <th>Uptime s</th>\
              <th>Threads</th><th>Busy</th><th>Served</th><th>Restarts</th><th>Last exit</th>\
              </tr>\n",
         );
         for (i, p) in g.processes.iter().enumerate() {
-            let cells: String = fields(p, now)
+            let cells: String = fields(p, now, s.generation)
                 .iter()
                 .map(|f| format!("<td>{f}</td>"))
                 .collect();
@@ -573,8 +575,18 @@ mod tests {
         b.spawned(0, 0, 77, 100);
         b.ready(0, 0, 4);
         b.mirror(0, 0, 1, 9, Some(1 << 20));
+        b.mirror_gc(0, 0, [5, 1, 1], 40);
+        b.queue_waited(0, 2_000);
+        b.websocket_opened(Some(0));
+        b.websocket_message(Some(0), false);
         let t = prometheus(&b.snapshot(), 130);
         for want in [
+            "rwsgi_queue_wait_seconds_bucket{group=\"site\",le=\"0.005\"} 1\n",
+            "rwsgi_queue_wait_seconds_count{group=\"site\"} 1\n",
+            "rwsgi_websocket_sessions_open{group=\"site\",mode=\"daemon\"} 1\n",
+            "rwsgi_websocket_messages_total{group=\"site\",mode=\"daemon\",direction=\"out\"} 1\n",
+            "rwsgi_daemon_python_gc_collections_total{group=\"site\",process=\"0\",generation=\"2\"} 1\n",
+            "rwsgi_daemon_python_gc_collected_total{group=\"site\",process=\"0\"} 40\n",
             "rwsgi_requests_total{group=\"site\",mode=\"daemon\",code=\"2xx\"} 1\n",
             "rwsgi_requests_total{group=\"\",mode=\"embedded\",code=\"2xx\"} 0\n",
             "rwsgi_request_duration_seconds_bucket{group=\"site\",mode=\"daemon\",le=\"0.01\"} 0\n",
@@ -636,14 +648,14 @@ mod tests {
 
     #[test]
     fn status_section_auto_and_html() {
-        let b = board();
+        let b = board().of(3);
         b.spawned(0, 0, 9, 10);
         b.ready(0, 0, 4);
         b.thread_busy(0, 0, 2, 12_500, b"GET /slow?x=<1>\t127.0.0.1:40000\tabc");
         let auto = status(&b.snapshot(), 15, 15_000, true);
         assert!(auto.contains(
-            "RwsgiGroupsiteProcess0: pid=9 state=ready uptime=5 threads=4 busy=0 served=0 \
-             restarts=0 last_exit=none\n"
+            "RwsgiGroupsiteProcess0: pid=9 generation=3 state=ready uptime=5 threads=4 busy=0 \
+             served=0 restarts=0 last_exit=none\n"
         ));
         assert!(auto.contains(
             "RwsgiGroupsiteProcess0Thread2: time=2.500 request=\"GET /slow?x=<1>\" \
@@ -651,7 +663,7 @@ mod tests {
         ));
         let html = status(&b.snapshot(), 15, 15_000, false);
         assert!(html.contains("<h3>Daemon group site</h3>"));
-        assert!(html.contains("<td>9</td><td>ready</td>"));
+        assert!(html.contains("<td>9</td><td>3</td><td>ready</td>"));
         assert!(html.contains(
             "<td>0</td><td>2</td><td>2.500</td><td>GET /slow?x=&lt;1&gt;</td><td>127.0.0.1:40000</td>"
         ));

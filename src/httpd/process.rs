@@ -38,6 +38,14 @@ pub(crate) fn server_limit() -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
+/// httpd's configuration generation (`AP_SQ_CONFIG_GEN`: 0 at start, one more per restart;
+/// what mod_status calls the parent server's generation).
+pub(crate) fn config_generation() -> u64 {
+    // SAFETY: ap_state_query only reads httpd's state variables.
+    let g = unsafe { ap_state_query(AP_SQ_CONFIG_GEN as c_int) };
+    u64::try_from(g).unwrap_or(0)
+}
+
 /// Whether httpd is exiting (`ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING`), as
 /// opposed to restarting.
 pub(crate) fn httpd_exiting() -> bool {

@@ -268,8 +268,9 @@ fn install_board(pconf: Pool, s: Server, g: &GlobalConfig) {
             })
             .collect(),
     );
+    let generation = crate::httpd::process::config_generation();
     let board = match sys::SharedWords::new(layout.words) {
-        Ok(mem) => crate::board::Board::new(layout, Box::new(mem)),
+        Ok(mem) => crate::board::Board::new(layout, Box::new(mem)).map(|b| b.of(generation)),
         Err(e) => {
             s.log(
                 APLOG_WARNING,
