@@ -799,6 +799,44 @@ def test_websocket_message_size_limit(apache_factory, mode):
             "1073741824") in out, out
 
 
+def test_websockets_leave_a_child_free_on_prefork(apache_factory, mode):
+    # Prefork, 3 children at most: each WebSocket holds a child, so two are served and a
+    # third would leave no child for anything else: 503 (the board counts the sessions across
+    # the server); HTTP is still served, and a closed socket frees its child.
+    sizing = ("StartServers 3\nMinSpareServers 1\nMaxSpareServers 3\nServerLimit 3\n"
+              "MaxRequestWorkers 3\n")
+    srv = apache_factory(mpm="prefork", sizing=sizing)
+    _start(srv)
+    srv.allow_log(r"RW0014")
+    held = []
+    for i in range(2):
+        ws = harness.WebSocket(srv.port, f"/api/ws/echo?tag=pf{i}", timeout=15)
+        assert ws.accept_ok(), (i, ws.status)
+        held.append(ws)
+    refused = harness.WebSocket(srv.port, "/api/ws/echo?tag=pf-refused", timeout=15)
+    assert refused.status == 503
+    refused.shutdown()
+    assert srv.wait_for_log(r"RW0014: refused a WebSocket with 503: 2 of the server's 3 "
+                            r"children hold WebSockets")
+    assert srv.request("GET", "/api/te").body == b"dropped"
+    held[0].close()
+    assert held[0].recv_message()[0] == 0x8
+    held[0].shutdown()
+
+    def reopened():
+        ws = harness.WebSocket(srv.port, "/api/ws/echo?tag=pf-again", timeout=15)
+        if ws.accept_ok():
+            return ws
+        ws.shutdown()
+        return None
+
+    ws = harness.wait_for(reopened, timeout=10, interval=0.2)
+    assert ws
+    for w in (ws, held[1]):
+        w.close()
+        w.shutdown()
+
+
 @pytest.mark.daemon_only
 def test_max_tasks_answers_503_beyond_the_limit(apache_factory, mode):
     # max-tasks=2: of five requests at once, two run and three are answered 503 at once,

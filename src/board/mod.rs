@@ -417,6 +417,15 @@ impl Board {
         }
     }
 
+    /// WebSocket sessions open now across the server (every record: embedded mode and each
+    /// daemon group).
+    pub fn websockets_open(&self) -> u64 {
+        (0..=self.layout.groups.len())
+            .filter_map(|i| self.layout.record(i.checked_sub(1)))
+            .map(|r| self.get(r + R_WS_OPEN))
+            .sum()
+    }
+
     // ---- daemon process: requests it takes
 
     /// A request of daemon group `group` waited `micros` for a daemon thread.
@@ -944,6 +953,8 @@ mod tests {
             (s.embedded.websocket_opened, s.embedded.websocket_open),
             (1, 1)
         );
+        b.websocket_opened(Some(1));
+        assert_eq!(b.websockets_open(), 2);
         assert_eq!(s.groups[0].processes[1].gc, [10, 2, 1]);
         assert_eq!(s.groups[0].processes[1].gc_collected, 55);
         // A new process in the slot starts from zero.

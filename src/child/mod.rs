@@ -46,6 +46,11 @@ pub(crate) fn init_process_info() {
     MULTIPROCESS.store(daemons > 1, Ordering::Relaxed);
 }
 
+/// The MPM's MaxRequestWorkers in processes (prefork: how many children may serve at once).
+pub(crate) fn max_processes() -> usize {
+    MAX_DAEMONS.load(Ordering::Relaxed).max(1) as usize
+}
+
 /// The worker threads of this child (1 on prefork).
 pub(crate) fn threads_per_child() -> usize {
     MAX_THREADS.load(Ordering::Relaxed).max(1) as usize

@@ -100,7 +100,7 @@ impl Drop for Open {
 /// (logged) for one refused here: a bad handshake (400), an unsupported version (426), a
 /// WebSocket over HTTP/2 (400, not supported yet), or one that would leave this child no
 /// worker thread for anything else (503: on a threaded MPM one thread per child stays free of
-/// WebSockets, so HTTP requests are still served).
+/// WebSockets, on prefork one child of the server, so HTTP requests are still served).
 pub fn precheck<K: AsRef<[u8]>>(
     req: Request,
     env: &[(K, Vec<u8>)],
@@ -131,6 +131,22 @@ pub fn precheck<K: AsRef<[u8]>>(
             );
             Err(503)
         }
+        Upgrade::Yes { .. }
+            if super::threads_per_child() == 1
+                && let Some(open) = prefork_full() =>
+        {
+            req.log(
+                Level::Warning,
+                &format!(
+                    "{}: refused a WebSocket with 503: {open} of the server's {} children hold \
+                     WebSockets and the last stays free for other requests (raise \
+                     MaxRequestWorkers for more sockets)",
+                    crate::error::Code::DaemonUnavailable.as_str(),
+                    super::max_processes()
+                ),
+            );
+            Err(503)
+        }
         Upgrade::Yes { key } => Ok(Some(key)),
         Upgrade::Bad { status, why } => {
             req.log(
@@ -140,6 +156,13 @@ pub fn precheck<K: AsRef<[u8]>>(
             Err(std::ffi::c_int::from(status))
         }
     }
+}
+
+/// An unthreaded MPM (prefork): the WebSockets open across the server, when one more would
+/// leave no child free of them (each holds its child; the board counts them all).
+fn prefork_full() -> Option<u64> {
+    let open = crate::board::pinned()?.websockets_open();
+    (open + 1 >= super::max_processes() as u64).then_some(open)
 }
 
 /// How a tunnel ended.
