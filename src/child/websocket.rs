@@ -133,6 +133,7 @@ pub fn precheck<K: AsRef<[u8]>>(
         }
         Upgrade::Yes { .. }
             if super::threads_per_child() == 1
+                && super::max_processes() > 1
                 && let Some(open) = prefork_full() =>
         {
             req.log(
@@ -351,6 +352,9 @@ pub struct Accepted<'a> {
 
 /// Answers the handshake (101) and relays until the daemon ends the session.
 pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
+    // Counted before the 101 goes out: a client that opens its next socket as soon as it has
+    // the answer finds this one counted (the reserve checks in `precheck`).
+    let open = Open::new(a.record);
     let accept = handshake::accept(a.key);
     let client = req.switch_to_websocket(
         &accept,
@@ -359,7 +363,7 @@ pub fn run(req: Request, daemon: &mut Conn, a: &Accepted<'_>) -> Ended {
     );
     let client_fd = client.client_fd();
     let mut s = Session {
-        open: Open::new(a.record),
+        open,
         daemon,
         client,
         client_open: client_fd.is_some(),
