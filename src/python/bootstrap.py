@@ -1,5 +1,6 @@
-"""mod_rwsgi's Python-side helpers (script loading and reloading, process restrictions); run
-inside the embedded interpreter of each httpd child."""
+"""mod_rwsgi's Python-side helpers (script loading and reloading, process restrictions, the
+request objects of sub-interpreters, mod_wsgi's events, garbage-collection counts); loaded
+into every interpreter of each httpd child and daemon process."""
 
 import hashlib
 import os
@@ -174,7 +175,7 @@ def thread_stack(ident):
 
 def count_collections(count):
     """Calls `count(generation, collected)` after each garbage collection of this interpreter
-    (the figures the board shows per daemon process)."""
+    (the figures the board shows per daemon process and per httpd child)."""
     import gc
 
     def counted(phase, info):

@@ -465,7 +465,7 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         kit.log(py, Log::new(None, Arc::clone(&stderr), Level::Error))?
             .0,
     )?;
-    // Python `logging` records nobody else handles go to the error log at their own level.
+    // Python's collections in this interpreter count in the process's figures.
     let count = pyo3::types::PyCFunction::new_closure(
         py,
         None,
@@ -479,6 +479,8 @@ pub(crate) fn bootstrap(py: Python<'_>, app_group: &str) -> PyResult<Interp> {
         },
     )?;
     boot.getattr("count_collections")?.call1((count,))?;
+    // Python `logging` records nobody else handles go to the error log at their own level
+    // (and so do the failures of event subscribers).
     let write = log_function(py, logging)?;
     boot.setattr("report", &write)?;
     boot.setattr("EVENT_CODE", Code::EventSubscriber.as_str())?;
