@@ -201,8 +201,6 @@ impl Running {
         iv.output_bytes += e.output_bytes;
         iv.output_writes += e.output_writes;
         let cpu = e.cpu_user_us + e.cpu_system_us;
-        iv.cpu_user_us += e.cpu_user_us;
-        iv.cpu_system_us += e.cpu_system_us;
         let t = iv.threads.entry(self.thread).or_default();
         t.running = None;
         t.requests += 1;
@@ -220,6 +218,13 @@ impl Drop for Running {
             self.record(Ended::default(), now_us());
         }
     }
+}
+
+/// `t` as seconds since the epoch.
+fn epoch(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Microseconds since the epoch now (the unit of `Stamps`).
@@ -355,8 +360,6 @@ struct Interval {
     input_reads: u64,
     output_bytes: u64,
     output_writes: u64,
-    cpu_user_us: u64,
-    cpu_system_us: u64,
     threads: BTreeMap<u64, ThreadCounts>,
 }
 
@@ -371,8 +374,6 @@ impl Interval {
             input_reads: 0,
             output_bytes: 0,
             output_writes: 0,
-            cpu_user_us: 0,
-            cpu_system_us: 0,
             threads: BTreeMap::new(),
         }
     }
@@ -421,11 +422,6 @@ pub fn drain(cpu: (f64, f64)) -> Option<IntervalReport> {
     let now = Baseline::now(cpu.0, cpu.1);
     let mut iv = interval();
     let since = iv.since.replace(now).unwrap_or(now);
-    let epoch = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    };
     let period = now.mono.duration_since(since.mono).as_secs_f64().max(1e-6);
     let phases = std::mem::replace(&mut iv.phases, [const { PhaseTotals::new() }; 7]);
     let threads = iv
@@ -470,7 +466,6 @@ pub fn drain(cpu: (f64, f64)) -> Option<IntervalReport> {
         iv.output_bytes,
         iv.output_writes,
     ) = (0, 0, 0, 0);
-    (iv.cpu_user_us, iv.cpu_system_us) = (0, 0);
     Some(report)
 }
 
@@ -493,11 +488,6 @@ pub fn snapshot() -> Option<Snapshot> {
         return None;
     }
     let (wall, mono) = *STARTED.get_or_init(|| (SystemTime::now(), Instant::now()));
-    let epoch = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    };
     let threads = interval()
         .threads
         .iter()
